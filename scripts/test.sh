@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the project and runs every test, installing what the tests need first:
+#   - .venv (python3 -m venv) with tests/requirements.txt: moto_server, the Python X-Ray SDK, Flask.
+#     Reinstalled when tests/requirements.txt changes (a copy of it is kept in .venv as a stamp).
+#   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
+# Then: cargo build --all-targets; cargo test --all-targets.
+# Works from any directory. Extra arguments go to the test binaries (after `--`),
+# e.g. `scripts/test.sh smoke` runs only tests whose name contains "smoke".
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+venv=".venv"
+requirements="tests/requirements.txt"
+stamp="$venv/.requirements.installed"
+
+if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$requirements" "$stamp"; then
+    echo "==> setting up $venv from $requirements"
+    rm -f "$stamp"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+fi
+
+if [[ "$(id -u)" == 0 ]] && ! command -v nc >/dev/null 2>&1; then
+    echo "==> installing netcat-openbsd"
+    if ! { apt-get update -qq && apt-get install -y -qq netcat-openbsd >/dev/null; }; then
+        echo "warning: could not install netcat-openbsd; continuing without nc" >&2
+    fi
+fi
+
+echo "==> cargo build --all-targets"
+cargo build --all-targets
+
+# Each test starts its own moto_server and daemon on its own free ports, so tests run in
+# parallel; two threads match the 2-core CI machines (moto and the daemon need CPU too).
+threads="${TEST_THREADS:-2}"
+echo "==> cargo test --all-targets (test threads: $threads)"
+cargo test --all-targets -- --test-threads="$threads" "$@"

@@ -1,0 +1,33 @@
+//! xray-daemon-rs: a drop-in replacement for the AWS X-Ray daemon.
+//!
+//! Applications instrumented with an X-Ray SDK send each finished segment as one UDP datagram
+//! (a JSON header line, a newline, the segment document). The daemon keeps each document byte
+//! for byte in a memory-bounded buffer and relays them in batches to `PutTraceSegments`.
+//!
+//! ```text
+//! UDP ─▶ receiver ─▶ segment::parse ─▶ buffer ─▶ batcher ─▶ upload ─▶ sink (xray | stdout | file)
+//! TCP ─▶ proxy (sampling proxy; /daemon/stats, /daemon/health)
+//!                 every stage reports to stats
+//! ```
+//!
+//! Modules: [`app`] wires the stages; [`receiver`], [`batcher`], [`upload`] and [`proxy`] are
+//! stages; [`segment`], [`buffer`], [`sink`], [`stats`], [`aws`], [`config`], [`net`],
+//! [`logging`] and [`shutdown`] are the leaves they share.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod aws;
+pub mod batcher;
+pub mod buffer;
+pub mod config;
+pub mod logging;
+pub mod net;
+pub mod proxy;
+pub mod receiver;
+pub mod segment;
+pub mod shutdown;
+pub mod sink;
+pub mod stats;
+pub mod upload;

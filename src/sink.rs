@@ -1,0 +1,127 @@
+//! Where batches of documents go: the [`Sink`] trait and its implementations, one file each.
+//!
+//! In: a batch of documents from the upload stage. Out: the documents written to the
+//! destination, and a [`Delivery`] saying which of them the destination refused.
+//!
+//! - [`xray`]: `PutTraceSegments` to AWS X-Ray (the default);
+//! - [`stdout`]: one readable line per document, for a laptop without an AWS account;
+//! - [`file`]: the raw documents appended to a file as JSON Lines.
+//!
+//! A sink is small: one async method. New destinations (OpenTelemetry) plug in here.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::segment::Segment;
+
+pub mod file;
+pub mod stdout;
+pub mod xray;
+
+/// A boxed future, as sinks return them.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, SinkError>> + Send + 'a>>;
+
+/// A destination for documents.
+pub trait Sink: Send + Sync + Debug {
+    /// A short name for logs and stats (`xray`, `stdout`, `file`).
+    fn name(&self) -> &'static str;
+
+    /// Delivers one batch. `Ok` means the call succeeded, though the destination may have
+    /// refused some documents (listed in the [`Delivery`]); `Err` means nothing was delivered.
+    fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a>;
+}
+
+/// The outcome of a call that succeeded.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Documents the destination refused, with its reasons.
+    pub refused: Vec<Refused>,
+}
+
+/// One document the destination refused.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Index of the document in the batch, when it could be matched.
+    pub index: Option<usize>,
+    /// The segment id the destination named.
+    pub id: Option<String>,
+    /// The destination's error code.
+    pub code: String,
+    /// The destination's message.
+    pub message: String,
+}
+
+/// A call that delivered nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The destination answered with an error, or could not be reached.
+    #[error("{sink}: {message}")]
+    Call {
+        /// The sink's name.
+        sink: &'static str,
+        /// What went wrong, as the SDK or OS said it.
+        message: String,
+    },
+    /// Writing locally failed.
+    #[error("{sink}: {source}")]
+    Io {
+        /// The sink's name.
+        sink: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which sink to build, as given on the command line (`--sink`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// PutTraceSegments to X-Ray.
+    Xray,
+    /// Readable lines on standard output.
+    Stdout,
+    /// Raw documents appended to this file, one per line.
+    File(std::path::PathBuf),
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "xray" => Ok(SinkSpec::Xray),
+            "stdout" => Ok(SinkSpec::Stdout),
+            _ => match s.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => Ok(SinkSpec::File(path.into())),
+                _ => Err(format!(
+                    "unknown sink {s:?}: use xray, stdout or file:PATH (for example file:/tmp/segments.jsonl)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkSpec::Xray => f.write_str("xray"),
+            SinkSpec::Stdout => f.write_str("stdout"),
+            SinkSpec::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sink_specs() {
+        assert_eq!("xray".parse(), Ok(SinkSpec::Xray));
+        assert_eq!("stdout".parse(), Ok(SinkSpec::Stdout));
+        assert_eq!("file:/a b".parse(), Ok(SinkSpec::File("/a b".into())));
+        assert!("file:".parse::<SinkSpec>().is_err());
+        assert!("kafka".parse::<SinkSpec>().is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! The `stdout` sink: one readable line per document, for trying the daemon without AWS.
+//!
+//! Line shape: `TRACE_ID ID segment|subsegment "NAME" DURATION FLAGS`, for example
+//! `1-6566a1b2-0123456789abcdef01234567 53995c3f42cd8ad8 segment "checkout" 12.3 ms fault`.
+//! Fields the document lacks print as `-`; `in_progress` documents print `in progress` instead
+//! of a duration. Only these few fields are read; the document itself is not printed.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use super::{Delivery, Sink, SinkError, SinkFuture};
+use crate::segment::Segment;
+
+/// Writes a summary line per document to standard output.
+#[derive(Debug, Default)]
+pub struct StdoutSink;
+
+/// Formats the summary line of one document (without the newline).
+pub fn summary_line(doc: &[u8]) -> String {
+    // Documents were checked to be JSON objects on the way in; a field of an unexpected type
+    // prints as missing.
+    let v: Value = serde_json::from_slice(doc).unwrap_or(Value::Null);
+    let text = |k: &str| v.get(k).and_then(Value::as_str);
+    let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let time = |k: &str| v.get(k).and_then(Value::as_f64);
+    let duration = match (time("start_time"), time("end_time")) {
+        _ if flag("in_progress") => "in progress".to_owned(),
+        (Some(a), Some(b)) => format!("{:.1} ms", (b - a) * 1000.0),
+        _ => "-".to_owned(),
+    };
+    let mut line = format!(
+        "{} {} {} {:?} {duration}",
+        text("trace_id").unwrap_or("-"),
+        text("id").unwrap_or("-"),
+        text("type").unwrap_or("segment"),
+        text("name").unwrap_or("-"),
+    );
+    for word in ["error", "fault", "throttle"] {
+        if flag(word) {
+            line.push(' ');
+            line.push_str(word);
+        }
+    }
+    line
+}
+
+impl Sink for StdoutSink {
+    fn name(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let mut text = String::new();
+            for doc in batch {
+                text.push_str(&summary_line(&doc.body));
+                text.push('\n');
+            }
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|source| SinkError::Io {
+                    sink: "stdout",
+                    source,
+                })?;
+            Ok(Delivery::default())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarises_a_segment() {
+        let line = summary_line(br#"{"trace_id":"1-a-b","id":"c","name":"web","start_time":1.0,"end_time":1.0125,"fault":true}"#);
+        assert_eq!(line, "1-a-b c segment \"web\" 12.5 ms fault");
+        let line =
+            summary_line(br#"{"type":"subsegment","in_progress":true,"error":true,"name":5}"#);
+        assert_eq!(line, "- - subsegment \"-\" in progress error");
+    }
+}

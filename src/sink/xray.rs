@@ -1,0 +1,107 @@
+//! The `xray` sink: `PutTraceSegments` with `aws-sdk-xray`.
+//!
+//! In: a batch of at most 50 documents. Out: one API call whose `TraceSegmentDocuments` are the
+//! documents as received (the SDK's JSON writer escapes each into a string, the only copy made
+//! besides turning the bytes into a `String`). Entries of `UnprocessedTraceSegments` are matched
+//! back to the batch by segment id and returned as refused.
+
+use aws_sdk_xray::Client;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+use super::{Delivery, Refused, Sink, SinkError, SinkFuture};
+use crate::aws::AwsContext;
+use crate::segment::Segment;
+
+/// Sends batches to X-Ray.
+#[derive(Debug, Clone)]
+pub struct XraySink {
+    client: Client,
+}
+
+impl XraySink {
+    /// A sink using the shared AWS configuration.
+    pub fn new(aws: &AwsContext) -> Self {
+        XraySink {
+            client: Client::new(&aws.sdk),
+        }
+    }
+}
+
+/// Matches each refused id to the first not yet matched document of the batch with that id.
+fn match_refused(batch: &[Segment], refused: &mut [Refused]) {
+    let mut taken = vec![false; batch.len()];
+    for r in refused.iter_mut() {
+        let Some(id) = r.id.as_deref() else { continue };
+        r.index = batch
+            .iter()
+            .enumerate()
+            .position(|(i, d)| !taken[i] && d.id.as_deref() == Some(id));
+        if let Some(i) = r.index {
+            taken[i] = true;
+        }
+    }
+}
+
+impl Sink for XraySink {
+    fn name(&self) -> &'static str {
+        "xray"
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
+        Box::pin(async move {
+            // Documents were checked to be UTF-8 JSON on the way in.
+            let docs = batch
+                .iter()
+                .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+                .collect();
+            let out = self
+                .client
+                .put_trace_segments()
+                .set_trace_segment_documents(Some(docs))
+                .send()
+                .await
+                .map_err(|e| SinkError::Call {
+                    sink: "xray",
+                    message: DisplayErrorContext(&e).to_string(),
+                })?;
+            let mut refused: Vec<Refused> = out
+                .unprocessed_trace_segments()
+                .iter()
+                .map(|u| Refused {
+                    index: None,
+                    id: u.id().map(str::to_owned),
+                    code: u.error_code().unwrap_or("(no code)").to_owned(),
+                    message: u.message().unwrap_or("(no message)").to_owned(),
+                })
+                .collect();
+            match_refused(batch, &mut refused);
+            Ok(Delivery { refused })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn refused_ids_match_distinct_documents() {
+        let seg = |id: &str| Segment {
+            body: Bytes::new(),
+            trace_id: None,
+            id: Some(id.into()),
+        };
+        let batch = [seg("a"), seg("b"), seg("a")];
+        let r = |id: &str| Refused {
+            index: None,
+            id: Some(id.into()),
+            code: String::new(),
+            message: String::new(),
+        };
+        let mut refused = [r("a"), r("a"), r("c")];
+        match_refused(&batch, &mut refused);
+        let idx: Vec<_> = refused.iter().map(|r| r.index).collect();
+        assert_eq!(idx, [Some(0), Some(2), None]);
+    }
+}

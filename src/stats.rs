@@ -1,0 +1,490 @@
+//! The daemon's counters: one method per event, each counting and (where it matters) logging.
+//!
+//! Every stage is handed an `Arc<Stats>` and reports what happened to each document through it;
+//! nothing else keeps counts. The stats endpoint ([`crate::status`]) reads them back as
+//! Prometheus text or JSON, and the shutdown summary is built from them.
+//!
+//! The accounting identity, true at any moment up to documents moving between two counters:
+//! `received = sent + rejected + dropped (all reasons) + buffered + in_flight`, where `received`
+//! counts every non-empty datagram read from the socket.
+//!
+//! Counting is one relaxed atomic add; warnings about bad input are rate-limited per reason so a
+//! flood of garbage cannot flood the log ([`WARN_INTERVAL`]), and each warning says how many
+//! like it were suppressed since the last.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Why a document did not reach its destination. Stable names: they are stats keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The datagram had no newline, so no header line.
+    MissingNewline,
+    /// The header line was not a JSON object.
+    HeaderNotJson,
+    /// The header's format was not `json` or its version not 1.
+    UnsupportedHeader,
+    /// Nothing followed the header line.
+    EmptyBody,
+    /// The document was not a well-formed JSON object.
+    InvalidBody,
+    /// The datagram was longer than the receive buffer and the kernel cut it.
+    Truncated,
+    /// The document was over the size cap.
+    TooLarge,
+    /// The memory budget was full; the oldest document was dropped to make room.
+    Spillover,
+    /// The upload failed and the batch was given up.
+    UploadFailed,
+    /// Still held when the shutdown deadline passed.
+    Shutdown,
+}
+
+impl DropReason {
+    /// Every reason, in the order stats list them.
+    pub const ALL: [DropReason; 10] = [
+        DropReason::MissingNewline,
+        DropReason::HeaderNotJson,
+        DropReason::UnsupportedHeader,
+        DropReason::EmptyBody,
+        DropReason::InvalidBody,
+        DropReason::Truncated,
+        DropReason::TooLarge,
+        DropReason::Spillover,
+        DropReason::UploadFailed,
+        DropReason::Shutdown,
+    ];
+
+    /// The stable name used in stats output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::MissingNewline => "missing_newline",
+            DropReason::HeaderNotJson => "header_not_json",
+            DropReason::UnsupportedHeader => "unsupported_header",
+            DropReason::EmptyBody => "empty_body",
+            DropReason::InvalidBody => "invalid_body",
+            DropReason::Truncated => "truncated",
+            DropReason::TooLarge => "too_large",
+            DropReason::Spillover => "spillover",
+            DropReason::UploadFailed => "upload_failed",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// True for reasons that describe bad input (as opposed to capacity or delivery).
+    pub fn is_bad_input(self) -> bool {
+        self.index() < DropReason::Spillover.index()
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// How often at most one warning per reason is logged about bad input or drops.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A warning that is logged at most once per [`WARN_INTERVAL`], counting what it suppressed.
+#[derive(Debug, Default)]
+struct RateLimit {
+    /// Unix seconds of the last warning logged.
+    last: AtomicU64,
+    /// Warnings suppressed since the last one logged.
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    /// Returns `Some(suppressed)` when a warning may be logged now.
+    fn allow(&self) -> Option<u64> {
+        let now = unix_seconds();
+        let last = self.last.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + WARN_INTERVAL.as_secs())
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// All counters and gauges of one daemon.
+#[derive(Debug)]
+pub struct Stats {
+    registry: Registry,
+    received: Counter,
+    received_bytes: Counter,
+    sent: Counter,
+    rejected: Counter,
+    batches_sent: Counter,
+    batches_failed: Counter,
+    dropped: [Counter; DropReason::ALL.len()],
+    warn_limits: [RateLimit; DropReason::ALL.len()],
+    reject_limit: RateLimit,
+    buffered: Gauge,
+    buffered_bytes: Gauge,
+    in_flight: Gauge,
+    in_flight_bytes: Gauge,
+    budget_bytes: Gauge,
+    last_upload: Gauge,
+    kernel_dropped: Gauge,
+}
+
+/// A point-in-time copy of the counters, for JSON, logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    /// Non-empty datagrams read from the socket.
+    pub received: u64,
+    /// Bytes of those datagrams.
+    pub received_bytes: u64,
+    /// Documents the destination accepted.
+    pub sent: u64,
+    /// Documents the destination refused (X-Ray's `UnprocessedTraceSegments`).
+    pub rejected: u64,
+    /// Upload calls that succeeded.
+    pub batches_sent: u64,
+    /// Upload calls that failed.
+    pub batches_failed: u64,
+    /// Documents dropped, by reason.
+    pub dropped: std::collections::BTreeMap<&'static str, u64>,
+    /// Documents waiting in the buffer.
+    pub buffered: u64,
+    /// Bytes those documents cost against the budget.
+    pub buffered_bytes: u64,
+    /// Documents in upload calls under way.
+    pub in_flight: u64,
+    /// Bytes those documents cost against the budget.
+    pub in_flight_bytes: u64,
+    /// The memory budget in bytes.
+    pub budget_bytes: u64,
+    /// Unix seconds of the last successful upload, if any.
+    pub last_upload_unix: Option<u64>,
+    /// Datagrams the kernel dropped because the socket's receive queue was full (Linux).
+    pub kernel_dropped: u64,
+}
+
+impl Snapshot {
+    /// Documents dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    /// Creates the counters, registered for the Prometheus text output.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("xray");
+        let received = Counter::default();
+        let received_bytes = Counter::default();
+        let sent = Counter::default();
+        let rejected = Counter::default();
+        let batches_sent = Counter::default();
+        let batches_failed = Counter::default();
+        let dropped_family = Family::<ReasonLabel, Counter>::default();
+        let dropped = DropReason::ALL.map(|r| {
+            dropped_family
+                .get_or_create(&ReasonLabel { reason: r.as_str() })
+                .clone()
+        });
+        let [
+            buffered,
+            buffered_bytes,
+            in_flight,
+            in_flight_bytes,
+            budget_bytes,
+            last_upload,
+            kernel_dropped,
+        ] = std::array::from_fn(|_| Gauge::default());
+        registry.register(
+            "segments_received",
+            "Non-empty datagrams received",
+            received.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Bytes of datagrams received",
+            received_bytes.clone(),
+        );
+        registry.register(
+            "segments_sent",
+            "Documents accepted by the destination",
+            sent.clone(),
+        );
+        registry.register(
+            "segments_rejected",
+            "Documents refused by the destination",
+            rejected.clone(),
+        );
+        registry.register(
+            "batches_sent",
+            "Upload calls that succeeded",
+            batches_sent.clone(),
+        );
+        registry.register(
+            "batches_failed",
+            "Upload calls that failed",
+            batches_failed.clone(),
+        );
+        registry.register(
+            "segments_dropped",
+            "Documents dropped, by reason",
+            dropped_family,
+        );
+        registry.register(
+            "buffered_segments",
+            "Documents waiting in the buffer",
+            buffered.clone(),
+        );
+        registry.register(
+            "buffered_bytes",
+            "Budget bytes held by waiting documents",
+            buffered_bytes.clone(),
+        );
+        registry.register(
+            "in_flight_segments",
+            "Documents in upload calls under way",
+            in_flight.clone(),
+        );
+        registry.register(
+            "in_flight_bytes",
+            "Budget bytes held by documents in flight",
+            in_flight_bytes.clone(),
+        );
+        registry.register(
+            "buffer_budget_bytes",
+            "The memory budget for documents",
+            budget_bytes.clone(),
+        );
+        registry.register(
+            "last_upload_timestamp_seconds",
+            "Unix time of the last successful upload",
+            last_upload.clone(),
+        );
+        registry.register(
+            "kernel_dropped_datagrams",
+            "Datagrams the kernel dropped on a full receive queue",
+            kernel_dropped.clone(),
+        );
+        Stats {
+            registry,
+            received,
+            received_bytes,
+            sent,
+            rejected,
+            batches_sent,
+            batches_failed,
+            dropped,
+            warn_limits: Default::default(),
+            reject_limit: RateLimit::default(),
+            buffered,
+            buffered_bytes,
+            in_flight,
+            in_flight_bytes,
+            budget_bytes,
+            last_upload,
+            kernel_dropped,
+        }
+    }
+
+    /// A datagram of `bytes` bytes was read from the socket.
+    pub fn datagram_received(&self, bytes: usize) {
+        self.received.inc();
+        self.received_bytes.inc_by(bytes as u64);
+    }
+
+    /// A datagram was refused as bad input; warns (rate-limited) naming reason and sender.
+    pub fn datagram_refused(
+        &self,
+        reason: DropReason,
+        sender: SocketAddr,
+        why: &dyn std::fmt::Display,
+    ) {
+        self.dropped[reason.index()].inc();
+        if let Some(suppressed) = self.warn_limits[reason.index()].allow() {
+            tracing::warn!(
+                "Refused a datagram from {sender} ({}): {why}; {suppressed} more like it since the last warning",
+                reason.as_str()
+            );
+        }
+    }
+
+    /// `count` documents were dropped for `reason` (capacity or delivery, not bad input).
+    pub fn documents_dropped(&self, reason: DropReason, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.dropped[reason.index()].inc_by(count);
+        if let Some(suppressed) = self.warn_limits[reason.index()].allow() {
+            let advice = match reason {
+                DropReason::Spillover => {
+                    ": the buffer is full; raise -m/--buffer-memory or check that uploads succeed"
+                }
+                _ => "",
+            };
+            tracing::warn!(
+                "Dropped {count} segment(s) ({}){advice}; {suppressed} more such drop events since the last warning",
+                reason.as_str()
+            );
+        }
+    }
+
+    /// An upload call delivered `count` documents.
+    pub fn batch_sent(&self, count: u64) {
+        self.batches_sent.inc();
+        self.sent.inc_by(count);
+        self.last_upload.set(unix_seconds() as i64);
+    }
+
+    /// An upload call failed as a whole and its `count` documents were given up.
+    pub fn batch_failed(&self, count: u64, error: &dyn std::fmt::Display) {
+        self.batches_failed.inc();
+        self.dropped[DropReason::UploadFailed.index()].inc_by(count);
+        if let Some(suppressed) = self.warn_limits[DropReason::UploadFailed.index()].allow() {
+            tracing::error!(
+                "Sending a batch of {count} segment(s) failed, so they were dropped: {error}; \
+                 {suppressed} more failed batches since the last message"
+            );
+        }
+    }
+
+    /// The destination refused one document; logged with its ids (rate-limited).
+    pub fn document_rejected(
+        &self,
+        trace_id: Option<&str>,
+        id: Option<&str>,
+        code: &str,
+        message: &str,
+    ) {
+        self.rejected.inc();
+        if let Some(suppressed) = self.reject_limit.allow() {
+            tracing::warn!(
+                "X-Ray refused segment {} of trace {}: {code}: {message}; {suppressed} more refusals since the last warning",
+                id.unwrap_or("(no id)"),
+                trace_id.unwrap_or("(no trace id)"),
+            );
+        }
+    }
+
+    /// The buffer's contents changed.
+    pub fn set_buffered(&self, documents: usize, bytes: usize) {
+        self.buffered.set(documents as i64);
+        self.buffered_bytes.set(bytes as i64);
+    }
+
+    /// The documents in flight changed.
+    pub fn set_in_flight(&self, documents: usize, bytes: usize) {
+        self.in_flight.set(documents as i64);
+        self.in_flight_bytes.set(bytes as i64);
+    }
+
+    /// The kernel's cumulative count of datagrams dropped on the socket.
+    pub fn set_kernel_dropped(&self, count: u32) {
+        self.kernel_dropped.set(i64::from(count));
+    }
+
+    /// The memory budget in bytes.
+    pub fn set_budget(&self, bytes: usize) {
+        self.budget_bytes.set(bytes as i64);
+    }
+
+    /// A copy of every counter now.
+    pub fn snapshot(&self) -> Snapshot {
+        let last = self.last_upload.get();
+        Snapshot {
+            received: self.received.get(),
+            received_bytes: self.received_bytes.get(),
+            sent: self.sent.get(),
+            rejected: self.rejected.get(),
+            batches_sent: self.batches_sent.get(),
+            batches_failed: self.batches_failed.get(),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), self.dropped[r.index()].get()))
+                .collect(),
+            buffered: self.buffered.get().max(0) as u64,
+            buffered_bytes: self.buffered_bytes.get().max(0) as u64,
+            in_flight: self.in_flight.get().max(0) as u64,
+            in_flight_bytes: self.in_flight_bytes.get().max(0) as u64,
+            budget_bytes: self.budget_bytes.get().max(0) as u64,
+            last_upload_unix: (last > 0).then_some(last as u64),
+            kernel_dropped: self.kernel_dropped.get().max(0) as u64,
+        }
+    }
+
+    /// The counters in the Prometheus text exposition format.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_reason_and_renders_both_formats() {
+        let s = Stats::new();
+        let from: SocketAddr = ([127, 0, 0, 1], 9).into();
+        s.datagram_received(10);
+        s.datagram_refused(DropReason::EmptyBody, from, &"x");
+        s.documents_dropped(DropReason::Spillover, 3);
+        let snap = s.snapshot();
+        assert_eq!(snap.received, 1);
+        assert_eq!(snap.dropped["empty_body"], 1);
+        assert_eq!(snap.dropped["spillover"], 3);
+        assert_eq!(snap.dropped_total(), 4);
+        let text = s.prometheus_text();
+        assert!(
+            text.contains("xray_segments_dropped_total{reason=\"spillover\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("xray_segments_received_total 1"), "{text}");
+    }
+
+    #[test]
+    fn rate_limit_lets_one_through_then_counts() {
+        let r = RateLimit::default();
+        assert_eq!(r.allow(), Some(0));
+        assert_eq!(r.allow(), None);
+        assert_eq!(r.allow(), None);
+        assert_eq!(r.suppressed.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn bad_input_reasons_are_the_first_seven() {
+        let bad: Vec<_> = DropReason::ALL
+            .iter()
+            .filter(|r| r.is_bad_input())
+            .collect();
+        assert_eq!(bad.len(), 7);
+    }
+}

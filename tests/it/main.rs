@@ -1,0 +1,20 @@
+//! The one integration-test binary (`cargo test --test it`).
+//!
+//! Tests drive the real `xray` binary through real sockets against real peers: moto's server
+//! plays the X-Ray API, the Python X-Ray SDK (under Flask) plays an instrumented application,
+//! and a fault injector sits between the daemon and moto where a test needs to record or break
+//! the upstream. Everything lives in [`support`]; its peers come from `.venv`, which
+//! `scripts/test.sh` creates. Every test uses its own ports and its own moto, so tests run in
+//! parallel; they wait on conditions with deadlines, never on fixed sleeps.
+
+// A test that fails an `unwrap`/`expect` is a failed test with a message: the workspace-wide
+// deny of these lints is for the daemon's code, not for its test harness.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
+
+mod support;
+
+mod harness;

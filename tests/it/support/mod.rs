@@ -1,0 +1,41 @@
+//! Test harness for the `xray` daemon: processes, peers and probes.
+//!
+//! - [`paths`]: the repository, `.venv/bin/NAME` ([`venv_bin`]), the `xray` binary, peer scripts.
+//! - [`ports`]: [`free_port`], free for both UDP and TCP on 127.0.0.1.
+//! - [`wait`]: [`Deadline`] and [`wait::until`], the only way tests wait.
+//! - [`http`]: a tiny HTTP/1.1 client (hyper) for the stats endpoint and moto's admin API.
+//! - [`moto`]: [`Moto`], a `moto_server` child playing the X-Ray API.
+//! - [`daemon`]: [`Daemon`] and [`DaemonBuilder`], the `xray` binary under a pinned AWS
+//!   environment, with its stdout/stderr captured.
+//! - [`fault`]: [`FaultInjector`], an HTTP/1.1 server between the daemon and moto that records
+//!   every request and can answer with scripted faults.
+//! - [`flask`]: runs `tests/peers/flask_app.py` (Flask + the Python X-Ray SDK).
+//! - [`segments`]: trace/segment ids, minimal segment documents, datagram framing.
+//! - [`proc`]: [`peak_rss_kib`], output tails.
+//!
+//! Children (moto, the daemon) are killed when their handle drops; when that happens during a
+//! panic, the tail of their output is printed so a failed test explains itself.
+
+// Each test module uses only part of the harness.
+#![allow(dead_code, unused_imports, reason = "shared by many test modules")]
+
+pub mod daemon;
+pub mod fault;
+pub mod flask;
+pub mod http;
+pub mod moto;
+pub mod paths;
+pub mod ports;
+pub mod proc;
+pub mod segments;
+pub mod wait;
+
+pub use daemon::{Daemon, DaemonBuilder, Finished};
+pub use fault::{Fault, FaultInjector, Recorded, Step};
+pub use flask::{FlaskRequest, FlaskRun, run_flask_peer};
+pub use moto::{Moto, TEST_REGION};
+pub use paths::{peer_script, repo_root, venv_bin, xray_bin};
+pub use ports::{free_addr, free_port};
+pub use proc::peak_rss_kib;
+pub use segments::{XRAY_HEADER, datagram, new_segment_id, new_trace_id, segment_json};
+pub use wait::Deadline;
