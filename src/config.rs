@@ -349,8 +349,11 @@ pub fn resolve(
     let mut notes = file.map(|l| l.notes.clone()).unwrap_or_default();
     if no_verify_ssl {
         notes.push(format!(
-            "NoVerifySSL is true in {}: TLS certificates of X-Ray endpoints are NOT checked, so              anyone on the network path can read and change what is sent. Set NoVerifySSL: false              unless this is a test setup",
-            file.map(|l| l.path.display().to_string()).unwrap_or_default()
+            "NoVerifySSL is true in {}: TLS certificates of X-Ray endpoints are NOT checked, so \
+             anyone on the network path can read and change what is sent. Set NoVerifySSL: false \
+             unless this is a test setup",
+            file.map(|l| l.path.display().to_string())
+                .unwrap_or_default()
         ));
     }
     Ok(Config {

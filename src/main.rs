@@ -85,6 +85,7 @@ fn main() -> ExitCode {
     for note in &config.notes {
         tracing::warn!("{note}");
     }
+    log_settings(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,6 +111,27 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The settings the banner does not show, at Debug (the original logs the same facts there).
+fn log_settings(config: &config::Config) {
+    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+    tracing::debug!(
+        "ARN of the AWS resource running the daemon: {}",
+        or_none(&config.resource_arn)
+    );
+    tracing::debug!("Role to assume: {}", or_none(&config.role_arn));
+    tracing::debug!("Using proxy address: {}", or_none(&config.proxy_address));
+    tracing::debug!(
+        "Local mode: {}; upload concurrency: {}; TLS certificate checks: {}; log rotation: {}",
+        config.local_mode,
+        config.concurrency,
+        if config.no_verify_ssl { "off" } else { "on" },
+        config.log.rotation.map_or_else(
+            || "off".to_owned(),
+            |r| format!("at {} bytes, keeping {} old files", r.max_bytes, r.keep)
+        ),
+    );
 }
 
 /// A subcommand named as the first argument. The hook for `xray health` and the like: each

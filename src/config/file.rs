@@ -352,12 +352,21 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
     let raw: Raw = serde_saphyr::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
         let key = line.and_then(|l| key_at_line(&lines, l));
-        let message = match key.as_deref().and_then(allowed) {
-            Some(allowed) => format!(
-                "wrong type of value ({}); it must be {allowed}",
+        let message = match (key.as_deref().and_then(allowed), line) {
+            (Some(allowed), Some(line)) => {
+                let found = text
+                    .lines()
+                    .nth(usize::try_from(line - 1).unwrap_or(usize::MAX))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim())
+                    .unwrap_or("");
+                format!("the value {found:?} has the wrong type; it must be {allowed}")
+            }
+            (Some(allowed), None) => format!(
+                "{}; it must be {allowed}",
                 library_message(&e.without_snippet().to_string())
             ),
-            None => library_message(&e.without_snippet().to_string()),
+            (None, _) => library_message(&e.without_snippet().to_string()),
         };
         at(FileErrorKind::Type, line, key.as_deref(), message)
     })?;
@@ -474,6 +483,10 @@ fn library_message(text: &str) -> String {
     let text = match text.strip_prefix("line ") {
         Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(text),
         None => text,
+    };
+    let text = match text.rfind(" at line ") {
+        Some(i) if text[i..].contains(", column ") => &text[..i],
+        _ => text,
     };
     if text.starts_with("duplicate mapping key") {
         let key = text
