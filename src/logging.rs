@@ -125,6 +125,19 @@ pub fn text_line(level: Level, message: &str) -> String {
     format!("{} [{}] {message}", timestamp(), level_word(level))
 }
 
+/// One line in `format`, for messages written before logging starts; see [`text_line`].
+pub fn line_in(format: LogFormat, level: Level, message: &str) -> String {
+    match format {
+        LogFormat::Text => text_line(level, message),
+        LogFormat::Json => serde_json::json!({
+            "time": timestamp(),
+            "level": level_word(level),
+            "message": message,
+        })
+        .to_string(),
+    }
+}
+
 /// How lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -144,7 +144,7 @@ fn subcommand(name: &str, _args: Vec<OsString>) -> ExitCode {
 /// Reports a config or startup problem found before logging starts: a log line on standard
 /// error, and in the `-f` file if one was given (best effort). Exit code 1.
 fn config_error(cli: &Cli, message: &str) -> ExitCode {
-    let line = logging::text_line(Level::ERROR, message);
+    let line = logging::line_in(cli.log_format.unwrap_or_default(), Level::ERROR, message);
     eprintln!("{line}");
     if let Some(path) = cli
         .log_file
