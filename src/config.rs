@@ -1,21 +1,27 @@
 //! The resolved configuration: every setting the daemon runs with, checked, in one struct.
 //!
-//! In: the parsed command line ([`cli::Cli`]) and facts about the machine ([`Machine`]: memory
-//! available). Out: a [`Config`], or a [`ConfigError`] naming the setting, the bad value and
-//! the fix. [`resolve`] is a pure function: the caller gathers the inputs, so tests pass values
-//! instead of changing the process.
+//! In: the parsed command line ([`cli::Cli`], after [`args::normalize`]), the config file if
+//! one was found ([`file::Loaded`]) and facts about the machine ([`Machine`]: memory
+//! available). Out: a [`Config`], or a [`ConfigError`] naming the setting (flag, or key, file
+//! and line), the bad value and the fix. [`resolve`] is a pure function: the caller gathers the
+//! inputs, so tests pass values instead of changing the process.
 //!
 //! Precedence, as in the original: a flag given on the command line beats the config file,
-//! which beats the built-in default.
+//! which beats the built-in default. Only one file is used: a `-c` file takes the place of the
+//! default-location file (`/etc/amazon/xray/cfg.yaml`, else `./cfg.yaml`), it is not layered
+//! over it. In the file, an empty string or a zero number means "the default", as in the
+//! original.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::logging::LogLevel;
+use crate::logging::{LogLevel, LogSettings, Rotation};
 use crate::sink::SinkSpec;
 
+pub mod args;
 pub mod cli;
+pub mod file;
 
 /// The default UDP and TCP address.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:2000";
@@ -41,13 +47,13 @@ pub struct Config {
     pub buffer_source: String,
     /// Where documents go.
     pub sinks: Vec<SinkSpec>,
-    /// Upload calls at once.
+    /// Upload calls at once (`--concurrency`, `Concurrency`). Default 8.
     pub concurrency: usize,
     /// Largest document accepted, in bytes.
     pub max_document: usize,
     /// Region given by flag or file.
     pub region: Option<String>,
-    /// X-Ray endpoint given by flag or file.
+    /// X-Ray endpoint given by flag or file (an http:// or https:// URL).
     pub endpoint: Option<String>,
     /// Role to assume for AWS calls.
     pub role_arn: Option<String>,
@@ -55,12 +61,18 @@ pub struct Config {
     pub resource_arn: Option<String>,
     /// Skip instance metadata lookups.
     pub local_mode: bool,
-    /// Log level.
-    pub log_level: LogLevel,
-    /// Log file, if not standard output.
-    pub log_file: Option<PathBuf>,
+    /// Where, how and how much to log.
+    pub log: LogSettings,
     /// How long the shutdown drain may take.
     pub shutdown_timeout: Duration,
+    /// Outbound proxy for calls to AWS (`-p`, `ProxyAddress`): an http:// or https:// URL.
+    pub proxy_address: Option<String>,
+    /// Skip TLS certificate checks on calls to X-Ray (`NoVerifySSL`). Default false.
+    pub no_verify_ssl: bool,
+    /// The config file used, if any.
+    pub config_file: Option<PathBuf>,
+    /// Warnings to log once logging is up (ignored words and keys, risky settings).
+    pub notes: Vec<String>,
 }
 
 impl Config {
@@ -97,8 +109,8 @@ pub enum ConfigError {
         "invalid address {value:?} for {setting}: {why}. Write HOST:PORT, for example 127.0.0.1:2000 or 0.0.0.0:2000"
     )]
     Address {
-        /// The flag or key.
-        setting: &'static str,
+        /// The flag, or the key and file.
+        setting: String,
         /// The value given.
         value: String,
         /// What is wrong.
@@ -107,48 +119,95 @@ pub enum ConfigError {
     /// A value out of range or of the wrong form.
     #[error("invalid value {value:?} for {setting}: {why}")]
     Value {
-        /// The flag or key.
-        setting: &'static str,
+        /// The flag, or the key and file.
+        setting: String,
         /// The value given.
         value: String,
         /// What is allowed.
         why: String,
     },
-    /// A feature not available in this version.
-    #[error("{setting} is not supported by this version yet: {why}")]
-    Unsupported {
-        /// The flag or key.
-        setting: &'static str,
-        /// What to do instead.
-        why: String,
-    },
+    /// The config file cannot be read or has a bad key or value.
+    #[error(transparent)]
+    File(#[from] file::FileError),
 }
 
-/// Resolves the command line against the machine's facts into a [`Config`].
-pub fn resolve(cli: &cli::Cli, machine: Machine) -> Result<Config, ConfigError> {
-    if let Some(path) = &cli.config {
-        return Err(ConfigError::Unsupported {
-            setting: "-c/--config",
-            why: format!(
-                "{} cannot be read yet; pass the settings as flags",
-                path.display()
-            ),
+/// A value with the name of where it came from, for messages.
+struct Given<T> {
+    value: T,
+    setting: String,
+}
+
+/// The flag's value if given, else the file's: with where it came from.
+fn pick<T: Clone>(
+    flag: Option<&T>,
+    flag_name: &str,
+    file: Option<(&file::Loaded, Option<&T>)>,
+    key: &str,
+) -> Option<Given<T>> {
+    if let Some(v) = flag {
+        return Some(Given {
+            value: v.clone(),
+            setting: flag_name.to_owned(),
         });
     }
-    if cli.proxy_address.is_some() {
-        return Err(ConfigError::Unsupported {
-            setting: "-p/--proxy-address",
-            why: "calls to AWS cannot go through a proxy yet; remove the flag".into(),
+    let (loaded, v) = file?;
+    v.map(|v| Given {
+        value: v.clone(),
+        setting: loaded.describe(key),
+    })
+}
+
+/// Pairs a file value with its file, for [`pick`].
+fn with_file<'a, T>(
+    file: Option<&'a file::Loaded>,
+    value: Option<&'a T>,
+) -> Option<(&'a file::Loaded, Option<&'a T>)> {
+    file.map(|l| (l, value))
+}
+
+/// Resolves the command line and the config file against the machine's facts into a
+/// [`Config`]. `file` is the one file in use (see the module docs), already checked.
+pub fn resolve(
+    cli: &cli::Cli,
+    file: Option<&file::Loaded>,
+    machine: Machine,
+) -> Result<Config, ConfigError> {
+    let f = file.map(|l| &l.config);
+    let value_err = |g: &Given<String>, why: &str| ConfigError::Value {
+        setting: g.setting.clone(),
+        value: g.value.clone(),
+        why: why.into(),
+    };
+
+    let address = |flag: Option<&String>, flag_name: &str, file_v, key| {
+        let g = pick(flag, flag_name, with_file(file, file_v), key).unwrap_or(Given {
+            value: DEFAULT_ADDRESS.to_owned(),
+            setting: "the default".into(),
         });
-    }
-    let udp_text = cli.bind.clone().unwrap_or_else(|| DEFAULT_ADDRESS.into());
-    let tcp_text = cli
-        .bind_tcp
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ADDRESS.into());
-    let udp_addr = parse_listen_addr(&udp_text, "-b/--bind")?;
-    let tcp_addr = parse_listen_addr(&tcp_text, "-t/--bind-tcp")?;
-    let (buffer_bytes, buffer_source) = buffer_budget(cli.buffer_memory, machine)?;
+        let addr = parse_listen_addr(&g.value, &g.setting)?;
+        Ok::<_, ConfigError>((addr, g.value))
+    };
+    let (udp_addr, udp_text) = address(
+        cli.bind.as_ref(),
+        "-b/--bind",
+        f.and_then(|c| c.udp_address.as_ref()),
+        "Socket.UDPAddress",
+    )?;
+    let (tcp_addr, tcp_text) = address(
+        cli.bind_tcp.as_ref(),
+        "-t/--bind-tcp",
+        f.and_then(|c| c.tcp_address.as_ref()),
+        "Socket.TCPAddress",
+    )?;
+
+    let buffer = pick(
+        cli.buffer_memory.as_ref(),
+        "-m/--buffer-memory",
+        with_file(file, f.and_then(|c| c.total_buffer_size_mb.as_ref())),
+        "TotalBufferSizeMB",
+    );
+    let (buffer_bytes, buffer_source) = buffer_budget(buffer, machine)?;
+
     let sinks = if cli.sink.is_empty() {
         vec![SinkSpec::Xray]
     } else {
@@ -156,23 +215,35 @@ pub fn resolve(cli: &cli::Cli, machine: Machine) -> Result<Config, ConfigError> 
         s.dedup();
         s
     };
-    let concurrency = match cli.concurrency {
-        Some(0) => {
+
+    let concurrency = match (cli.concurrency, file.zip(f.and_then(|c| c.concurrency))) {
+        (Some(0), _) => {
             return Err(ConfigError::Value {
-                setting: "--concurrency",
+                setting: "--concurrency".into(),
                 value: "0".into(),
                 why: "at least 1 upload must be allowed".into(),
             });
         }
-        Some(n) => n,
-        None => crate::upload::DEFAULT_CONCURRENCY,
+        (Some(n), _) => n,
+        (None, Some((l, n))) => {
+            usize::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError::Value {
+                    setting: l.describe("Concurrency"),
+                    value: n.to_string(),
+                    why: "it must be at least 1 (or 0 for the default, 8)".into(),
+                })?
+        }
+        (None, None) => crate::upload::DEFAULT_CONCURRENCY,
     };
+
     let max_document = cli
         .max_segment_size
         .unwrap_or(crate::segment::DEFAULT_MAX_DOCUMENT_BYTES);
     if !(64..=crate::segment::DEFAULT_MAX_DOCUMENT_BYTES).contains(&max_document) {
         return Err(ConfigError::Value {
-            setting: "--max-segment-size",
+            setting: "--max-segment-size".into(),
             value: max_document.to_string(),
             why: format!(
                 "must be from 64 to {} bytes",
@@ -180,25 +251,111 @@ pub fn resolve(cli: &cli::Cli, machine: Machine) -> Result<Config, ConfigError> 
             ),
         });
     }
-    let log_level = match cli.log_level.as_deref() {
+
+    let level = match pick(
+        cli.log_level.as_ref(),
+        "-l/--log-level",
+        with_file(file, f.and_then(|c| c.log_level.as_ref())),
+        "Logging.LogLevel",
+    ) {
         None => LogLevel::default(),
-        Some(word) => word.parse().map_err(|why| ConfigError::Value {
-            setting: "-l/--log-level",
-            value: word.into(),
-            why,
-        })?,
+        Some(g) => g.value.parse().map_err(|why: String| value_err(&g, &why))?,
     };
+    let log_file = pick(
+        cli.log_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .as_ref(),
+        "-f/--log-file",
+        with_file(file, f.and_then(|c| c.log_path.as_ref())),
+        "Logging.LogPath",
+    )
+    .map(|g| g.value)
+    .filter(|p| !p.is_empty())
+    .map(PathBuf::from);
+    let rotation = match f.and_then(|c| c.log_rotation) {
+        Some(false) => None,
+        _ => Some(Rotation {
+            max_bytes: cli
+                .log_rotate_bytes
+                .unwrap_or(crate::logging::DEFAULT_ROTATE_BYTES),
+            ..Rotation::default()
+        }),
+    };
+    let log = LogSettings {
+        level,
+        format: cli.log_format.unwrap_or_default(),
+        file: log_file,
+        rotation,
+    };
+
     let shutdown_timeout = match cli.shutdown_timeout {
         None => DEFAULT_SHUTDOWN_TIMEOUT,
         Some(s) if s.is_finite() && (0.0..86_400.0).contains(&s) => Duration::from_secs_f64(s),
         Some(s) => {
             return Err(ConfigError::Value {
-                setting: "--shutdown-timeout",
+                setting: "--shutdown-timeout".into(),
                 value: s.to_string(),
                 why: "must be a number of seconds from 0 to 86400".into(),
             });
         }
     };
+
+    let text = |flag: Option<&String>, flag_name: &str, file_v: Option<&String>, key: &str| {
+        pick(flag, flag_name, with_file(file, file_v), key).filter(|g| !g.value.is_empty())
+    };
+    let endpoint = text(
+        cli.endpoint.as_ref(),
+        "--endpoint",
+        f.and_then(|c| c.endpoint.as_ref()),
+        "Endpoint",
+    );
+    if let Some(g) = &endpoint {
+        check_url(&g.value).map_err(|why| value_err(g, &why))?;
+    }
+    let proxy_address = text(
+        cli.proxy_address.as_ref(),
+        "-p/--proxy-address",
+        f.and_then(|c| c.proxy_address.as_ref()),
+        "ProxyAddress",
+    );
+    if let Some(g) = &proxy_address {
+        check_url(&g.value).map_err(|why| value_err(g, &why))?;
+    }
+    let region = text(
+        cli.region.as_ref(),
+        "-n/--region",
+        f.and_then(|c| c.region.as_ref()),
+        "Region",
+    );
+    let role_arn = text(
+        cli.role_arn.as_ref(),
+        "-r/--role-arn",
+        f.and_then(|c| c.role_arn.as_ref()),
+        "RoleARN",
+    );
+    let resource_arn = text(
+        cli.resource_arn.as_ref(),
+        "-a/--resource-arn",
+        f.and_then(|c| c.resource_arn.as_ref()),
+        "ResourceARN",
+    );
+    let local_mode = cli
+        .local_mode
+        .or(f.and_then(|c| c.local_mode))
+        .unwrap_or(false);
+    let no_verify_ssl = f.and_then(|c| c.no_verify_ssl).unwrap_or(false);
+
+    let mut notes = file.map(|l| l.notes.clone()).unwrap_or_default();
+    if no_verify_ssl {
+        notes.push(format!(
+            "NoVerifySSL is true in {}: TLS certificates of X-Ray endpoints are NOT checked, so \
+             anyone on the network path can read and change what is sent. Set NoVerifySSL: false \
+             unless this is a test setup",
+            file.map(|l| l.path.display().to_string())
+                .unwrap_or_default()
+        ));
+    }
     Ok(Config {
         udp_addr,
         udp_addr_text: udp_text,
@@ -209,23 +366,47 @@ pub fn resolve(cli: &cli::Cli, machine: Machine) -> Result<Config, ConfigError> 
         sinks,
         concurrency,
         max_document,
-        region: cli.region.clone().filter(|r| !r.is_empty()),
-        endpoint: cli.endpoint.clone().filter(|e| !e.is_empty()),
-        role_arn: cli.role_arn.clone().filter(|r| !r.is_empty()),
-        resource_arn: cli.resource_arn.clone(),
-        local_mode: cli.local_mode.unwrap_or(false),
-        log_level,
-        log_file: cli.log_file.clone(),
+        region: region.map(|g| g.value),
+        endpoint: endpoint.map(|g| g.value),
+        role_arn: role_arn.map(|g| g.value),
+        resource_arn: resource_arn.map(|g| g.value),
+        local_mode,
+        log,
         shutdown_timeout,
+        proxy_address: proxy_address.map(|g| g.value),
+        no_verify_ssl,
+        config_file: file.map(|l| l.path.clone()),
+        notes,
     })
+}
+
+/// Checks that `url` is `http://HOST…` or `https://HOST…`.
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or(
+            "write a URL starting with http:// or https://, for example http://127.0.0.1:3128",
+        )?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    if host.is_empty() || host.starts_with(':') {
+        return Err("the URL has no host; write it as http://HOST:PORT".into());
+    }
+    if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
+        && port.parse::<u16>().is_err()
+    {
+        return Err("the port after the host must be a number from 0 to 65535".into());
+    }
+    Ok(())
 }
 
 /// Parses a listen address the way the original accepts them: `HOST:PORT`, `[V6]:PORT`, or
 /// `:PORT` (every address, IPv4 and IPv6). `localhost` means 127.0.0.1, never only `::1`, so
 /// SDKs sending to 127.0.0.1 reach it; another host name is resolved once, IPv4 first.
-pub fn parse_listen_addr(text: &str, setting: &'static str) -> Result<SocketAddr, ConfigError> {
+pub fn parse_listen_addr(text: &str, setting: &str) -> Result<SocketAddr, ConfigError> {
     let err = |why: &str| ConfigError::Address {
-        setting,
+        setting: setting.to_owned(),
         value: text.into(),
         why: why.into(),
     };
@@ -259,23 +440,27 @@ pub fn parse_listen_addr(text: &str, setting: &'static str) -> Result<SocketAddr
 }
 
 /// The memory budget in bytes and where it came from.
-fn buffer_budget(flag_mb: Option<i64>, machine: Machine) -> Result<(usize, String), ConfigError> {
+/// `given`: the MB from `-m` or `TotalBufferSizeMB`; zero or negative means automatic.
+fn buffer_budget(
+    given: Option<Given<i64>>,
+    machine: Machine,
+) -> Result<(usize, String), ConfigError> {
     const MB: u64 = 1024 * 1024;
-    if let Some(mb) = flag_mb.filter(|mb| *mb > 0) {
-        let mb = mb as u64;
+    if let Some(g) = given.filter(|g| g.value > 0) {
+        let mb = g.value as u64;
         if mb < MIN_BUFFER_MB {
             return Err(ConfigError::Value {
-                setting: "-m/--buffer-memory",
+                setting: g.setting,
                 value: mb.to_string(),
                 why: format!(
-                    "the buffer needs at least {MIN_BUFFER_MB} MB; give -m {MIN_BUFFER_MB} or more"
+                    "the buffer needs at least {MIN_BUFFER_MB} MB; give {MIN_BUFFER_MB} or more (or 0 for 1% of the memory)"
                 ),
             });
         }
         let bytes = mb.saturating_mul(MB);
         return Ok((
             usize::try_from(bytes).unwrap_or(usize::MAX),
-            format!("{mb} MB from -m/--buffer-memory"),
+            format!("{mb} MB from {}", g.setting),
         ));
     }
     let (available, what) = match (machine.cgroup_limit, machine.total_memory) {
@@ -336,13 +521,127 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn cli(args: &[&str]) -> cli::Cli {
-        let mut all = vec!["xray"];
-        all.extend_from_slice(args);
-        match cli::Cli::try_parse_from(all) {
+    fn cli(words: &[&str]) -> cli::Cli {
+        let args = match args::normalize(words.iter().map(std::ffi::OsString::from)) {
+            Ok(args::Invocation::Daemon { args, .. }) => args,
+            other => panic!("{other:?}"),
+        };
+        match cli::Cli::try_parse_from(args) {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    fn given(mb: i64) -> Option<Given<i64>> {
+        Some(Given {
+            value: mb,
+            setting: "-m".into(),
+        })
+    }
+
+    fn loaded(text: &str) -> file::Loaded {
+        match file::parse(text, std::path::Path::new("/x/cfg.yaml"), true) {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn ok(c: Result<Config, ConfigError>) -> Config {
+        match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let f = loaded(
+            "Version: 2\nRegion: eu-west-1\nTotalBufferSizeMB: 12\nConcurrency: 3\n\
+             Socket:\n  UDPAddress: 127.0.0.1:3000\nLogging:\n  LogLevel: debug\n  LogRotation: false\n\
+             LocalMode: true\nNoVerifySSL: true\nProxyAddress: http://p:3128\nEndpoint: http://e:1\n",
+        );
+        let c = ok(resolve(&cli(&[]), Some(&f), Machine::default()));
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.buffer_bytes, 12 << 20);
+        assert!(
+            c.buffer_source
+                .contains("TotalBufferSizeMB in /x/cfg.yaml (line 3)"),
+            "{}",
+            c.buffer_source
+        );
+        assert_eq!(c.concurrency, 3);
+        assert_eq!(c.udp_addr.port(), 3000);
+        assert_eq!(c.tcp_addr.port(), 2000);
+        assert_eq!(c.log.level, LogLevel::Debug);
+        assert_eq!(c.log.rotation, None);
+        assert!(c.local_mode && c.no_verify_ssl);
+        assert!(c.notes.iter().any(|n| n.contains("NoVerifySSL")));
+        assert_eq!(c.proxy_address.as_deref(), Some("http://p:3128"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://e:1"));
+        let c = ok(resolve(
+            &cli(&[
+                "-n",
+                "us-west-2",
+                "-m",
+                "0",
+                "-b",
+                ":4000",
+                "-l",
+                "warn",
+                "-o=false",
+                "--concurrency",
+                "9",
+                "-p",
+                "https://q:1",
+            ]),
+            Some(&f),
+            Machine::default(),
+        ));
+        assert_eq!(c.region.as_deref(), Some("us-west-2"));
+        assert_eq!(c.buffer_bytes, 3 << 20, "an explicit -m 0 means automatic");
+        assert_eq!(c.udp_addr.port(), 4000);
+        assert_eq!(c.log.level, LogLevel::Warn);
+        assert!(!c.local_mode);
+        assert_eq!(c.concurrency, 9);
+        assert_eq!(c.proxy_address.as_deref(), Some("https://q:1"));
+    }
+
+    #[test]
+    fn file_values_are_checked_with_key_and_file_in_the_message() {
+        let err = |text: &str| match resolve(&cli(&[]), Some(&loaded(text)), Machine::default()) {
+            Ok(c) => panic!("accepted {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        let e = err("Version: 2\nTotalBufferSizeMB: 2\n");
+        assert!(
+            e.contains("TotalBufferSizeMB in /x/cfg.yaml (line 2)") && e.contains("at least 3"),
+            "{e}"
+        );
+        let e = err("Version: 2\nSocket:\n  UDPAddress: nowhere\n");
+        assert!(
+            e.contains("Socket.UDPAddress") && e.contains("HOST:PORT"),
+            "{e}"
+        );
+        let e = err("Version: 2\nConcurrency: -1\n");
+        assert!(e.contains("Concurrency") && e.contains("at least 1"), "{e}");
+        let e = err("Version: 2\nLogging:\n  LogLevel: verbose\n");
+        assert!(
+            e.contains("Logging.LogLevel") && e.contains("dev, debug"),
+            "{e}"
+        );
+        let e = err("Version: 2\nProxyAddress: proxy:3128\n");
+        assert!(e.contains("ProxyAddress") && e.contains("http://"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("http://127.0.0.1:4567").is_ok());
+        assert!(check_url("https://xray.us-east-1.amazonaws.com/").is_ok());
+        assert!(check_url("http://user:pw@proxy:3128").is_ok());
+        assert!(check_url("http://[::1]:3128").is_ok());
+        assert!(check_url("127.0.0.1:3128").is_err());
+        assert!(check_url("http://").is_err());
+        assert!(check_url("http://host:port").is_err());
     }
 
     const GIB: u64 = 1 << 30;
@@ -370,7 +669,7 @@ mod tests {
             total_memory: t,
         };
         let b = |c, t| {
-            buffer_budget(None, m(c, t))
+            buffer_budget(None::<Given<i64>>, m(c, t))
                 .map(|(b, _)| b as u64 / (1 << 20))
                 .ok()
         };
@@ -382,13 +681,13 @@ mod tests {
             "a 256 MB sidecar still starts"
         );
         assert_eq!(b(None, None), Some(3));
-        assert!(buffer_budget(Some(2), m(None, None)).is_err());
+        assert!(buffer_budget(given(2), m(None, None)).is_err());
         assert_eq!(
-            buffer_budget(Some(3), m(None, None)).map(|x| x.0).ok(),
+            buffer_budget(given(3), m(None, None)).map(|x| x.0).ok(),
             Some(3 << 20)
         );
         assert_eq!(
-            buffer_budget(Some(0), m(None, Some(1000 * (1 << 20))))
+            buffer_budget(given(0), m(None, Some(1000 * (1 << 20))))
                 .map(|x| x.0)
                 .ok(),
             Some(10 << 20)
@@ -397,7 +696,7 @@ mod tests {
 
     #[test]
     fn defaults_and_flags_resolve() {
-        let c = resolve(&cli(&[]), Machine::default()).map_err(|e| e.to_string());
+        let c = resolve(&cli(&[]), None, Machine::default()).map_err(|e| e.to_string());
         let c = match c {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
@@ -415,6 +714,7 @@ mod tests {
                 "file:/x",
                 "-o",
             ]),
+            None,
             Machine::default(),
         );
         assert!(c.is_ok_and(|c| c.udp_addr.port() == 3000

@@ -1,16 +1,32 @@
-//! The `xray` binary: flags → resolved config → logging → runtime → [`app::run`] → exit code.
+//! The `xray` binary: arguments → resolved config → logging → runtime → [`app::run`] → exit
+//! code.
 //!
 //! Exit codes as the original daemon's: 0 after help, version or a clean shutdown; 2 for a
-//! usage error (unknown flag, bad value); 1 for a configuration or startup error.
+//! usage error (unknown flag, bad value); 1 for a configuration or startup error. A config
+//! error is written to standard error as a log line, and also to the `-f` log file if one was
+//! given, like the original.
 
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use xray_daemon::config::{self, cli::Cli};
+use tracing::Level;
+use xray_daemon::config::args::{self, Invocation};
+use xray_daemon::config::{self, cli::Cli, file};
 use xray_daemon::{app, logging, shutdown};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let (args, ignored) = match args::normalize(std::env::args_os().skip(1)) {
+        Ok(Invocation::Daemon { args, ignored }) => (args, ignored),
+        Ok(Invocation::Subcommand { name, args }) => return subcommand(name, args),
+        Err(e) => {
+            eprintln!("xray: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -29,24 +45,47 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let config = match config::resolve(&cli, config::Machine::detect()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("xray: {e}");
-            return ExitCode::from(1);
-        }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let loaded = match file::locate(cli.config.as_deref(), &cwd) {
+        None => None,
+        Some((path, from_flag)) => match file::load(&path, from_flag) {
+            Ok(l) => Some(l),
+            Err(e) => return config_error(&cli, &e.to_string()),
+        },
     };
-    if let Err(e) = logging::init(config.log_level, config.log_file.as_deref()) {
-        eprintln!(
-            "xray: cannot write the log file {}: {e}. Fix its directory's permissions or choose another file with -f",
-            config
-                .log_file
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
+    let config = match config::resolve(&cli, loaded.as_ref(), config::Machine::detect()) {
+        Ok(c) => c,
+        Err(e) => return config_error(&cli, &e.to_string()),
+    };
+    if let Err(e) = logging::init(&config.log) {
+        return config_error(
+            &cli,
+            &format!(
+                "cannot write the log file {}: {e}. Fix its directory's permissions or choose another file with -f",
+                config
+                    .log
+                    .file
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
         );
-        return ExitCode::from(1);
     }
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "Ignored the arguments after the first word that is not a flag: {} (a flag's value \
+             goes right after it or after '=', for example -o=false; remove the extra words)",
+            ignored.join(" ")
+        );
+    }
+    match &config.config_file {
+        Some(path) => tracing::info!("Using config file {}", path.display()),
+        None => tracing::debug!("No config file: using the flags and built-in defaults"),
+    }
+    for note in &config.notes {
+        tracing::warn!("{note}");
+    }
+    log_settings(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,5 +110,58 @@ fn main() -> ExitCode {
             eprintln!("xray: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The settings the banner does not show, at Debug (the original logs the same facts there).
+fn log_settings(config: &config::Config) {
+    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+    tracing::debug!(
+        "ARN of the AWS resource running the daemon: {}",
+        or_none(&config.resource_arn)
+    );
+    tracing::debug!("Role to assume: {}", or_none(&config.role_arn));
+    tracing::debug!("Using proxy address: {}", or_none(&config.proxy_address));
+    tracing::debug!(
+        "Local mode: {}; upload concurrency: {}; TLS certificate checks: {}; log rotation: {}",
+        config.local_mode,
+        config.concurrency,
+        if config.no_verify_ssl { "off" } else { "on" },
+        config.log.rotation.map_or_else(
+            || "off".to_owned(),
+            |r| format!("at {} bytes, keeping {} old files", r.max_bytes, r.keep)
+        ),
+    );
+}
+
+/// A subcommand named as the first argument. The hook for `xray health` and the like: each
+/// gets its own module, called from here.
+fn subcommand(name: &str, _args: Vec<OsString>) -> ExitCode {
+    eprintln!("xray: the {name} subcommand is not available in this build; run `xray --help`");
+    ExitCode::from(2)
+}
+
+/// Reports a config or startup problem found before logging starts: a log line on standard
+/// error, and in the `-f` file if one was given (best effort). Exit code 1.
+fn config_error(cli: &Cli, message: &str) -> ExitCode {
+    let line = logging::line_in(cli.log_format.unwrap_or_default(), Level::ERROR, message);
+    eprintln!("{line}");
+    if let Some(path) = cli
+        .log_file
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        append_line(path, &line);
+    }
+    ExitCode::from(1)
+}
+
+fn append_line(path: &Path, line: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
     }
 }

@@ -2,11 +2,16 @@
 //!
 //! Values stay `Option`s here so that [`crate::config::resolve`] can tell a flag that was given
 //! from one that was not, and let a given flag beat the config file.
+//!
+//! clap sees the command line only after [`super::args::normalize`] has rewritten the
+//! original's spellings (`-bind`, `--b`, `-n=x`, `-o=false`, repeats) into `--long=value`, so
+//! the parse here is the original's.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::logging::LogFormat;
 use crate::sink::SinkSpec;
 
 /// AWS X-Ray daemon, drop-in: receives segments on UDP and relays them to AWS X-Ray.
@@ -22,7 +27,14 @@ pub struct Cli {
     pub resource_arn: Option<String>,
 
     /// Don't check for EC2 instance metadata (region, instance id).
-    #[arg(short = 'o', long = "local-mode", num_args = 0..=1, default_missing_value = "true", require_equals = true, value_name = "BOOL")]
+    #[arg(
+        short = 'o',
+        long = "local-mode",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        value_name = "BOOL"
+    )]
     pub local_mode: Option<bool>,
 
     /// Buffer memory in MB (minimum 3). Default: 1% of the memory available to the daemon (the
@@ -51,7 +63,8 @@ pub struct Cli {
     #[arg(short = 'r', long = "role-arn", value_name = "ARN")]
     pub role_arn: Option<String>,
 
-    /// Load a YAML configuration file.
+    /// Load this YAML configuration file (checked strictly) instead of /etc/amazon/xray/cfg.yaml
+    /// or ./cfg.yaml; flags given here still win over it.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -60,10 +73,15 @@ pub struct Cli {
     pub log_file: Option<PathBuf>,
 
     /// Log level: dev, debug, info, warn, error or prod (prod is info).
-    #[arg(short = 'l', long = "log-level", value_name = "LEVEL")]
+    #[arg(
+        short = 'l',
+        long = "log-level",
+        value_name = "LEVEL",
+        value_parser = ["dev", "debug", "info", "warn", "error", "prod"]
+    )]
     pub log_level: Option<String>,
 
-    /// Proxy address through which to call AWS (for example http://proxy:3128).
+    /// Proxy through which to call AWS (for example http://proxy.example:3128).
     #[arg(short = 'p', long = "proxy-address", value_name = "URL")]
     pub proxy_address: Option<String>,
 
@@ -91,4 +109,13 @@ pub struct Cli {
     /// [ours] On SIGTERM/SIGINT, how long to keep sending what is buffered, in seconds. Default 25.
     #[arg(long = "shutdown-timeout", value_name = "SECONDS")]
     pub shutdown_timeout: Option<f64>,
+
+    /// [ours] Log line format: text (the original's lines) or json (one object a line).
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// [ours] Rotate the log file when it would grow past this many bytes. Default 52428800
+    /// (50 MiB, as the original). Ignored when Logging.LogRotation is false.
+    #[arg(long = "log-rotate-bytes", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_rotate_bytes: Option<u64>,
 }

@@ -63,6 +63,7 @@ pub struct DaemonBuilder {
     credentials: bool,
     env: Vec<(OsString, OsString)>,
     ready_within: Duration,
+    current_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonBuilder {
@@ -92,6 +93,7 @@ impl DaemonBuilder {
             credentials: true,
             env: Vec::new(),
             ready_within: READY_DEADLINE,
+            current_dir: None,
         }
     }
 
@@ -182,6 +184,13 @@ impl DaemonBuilder {
         self
     }
 
+    /// The daemon's working directory (default: the test process's, the repository root),
+    /// where it looks for `./cfg.yaml`.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.current_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
     /// The UDP address the daemon will listen on.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp
@@ -250,6 +259,9 @@ impl DaemonBuilder {
             .env("HOME", dir);
         for (key, value) in &self.env {
             command.env(key, value);
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
         }
         let stdout = std::fs::File::create(self.stdout_path()).expect("daemon stdout file");
         let stderr = std::fs::File::create(self.stderr_path()).expect("daemon stderr file");
