@@ -260,9 +260,9 @@ impl DaemonBuilder {
         for (key, value) in &self.env {
             command.env(key, value);
         }
-        if let Some(dir) = &self.current_dir {
-            command.current_dir(dir);
-        }
+        // The daemon reads ./cfg.yaml when no -c is given: run it in its own directory unless a
+        // test asks otherwise, so the repository's sample cfg.yaml never leaks into a test.
+        command.current_dir(self.current_dir.as_deref().unwrap_or(dir));
         let stdout = std::fs::File::create(self.stdout_path()).expect("daemon stdout file");
         let stderr = std::fs::File::create(self.stderr_path()).expect("daemon stderr file");
         command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
