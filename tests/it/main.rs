@@ -18,3 +18,4 @@
 mod support;
 
 mod harness;
+mod relay;
