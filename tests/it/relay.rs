@@ -80,9 +80,13 @@ fn padded_segment(trace_id: &str, id: &str, len: usize) -> String {
     doc
 }
 
-/// Sorted copies, to compare collections of documents whose order does not matter.
-fn sorted<T: AsRef<[u8]>>(docs: impl IntoIterator<Item = T>) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = docs.into_iter().map(|d| d.as_ref().to_vec()).collect();
+/// Sorted copies as text (lossy UTF-8, so a failure shows readable documents; every document
+/// here is valid UTF-8), to compare collections of documents whose order does not matter.
+fn sorted<T: AsRef<[u8]>>(docs: impl IntoIterator<Item = T>) -> Vec<String> {
+    let mut out: Vec<String> = docs
+        .into_iter()
+        .map(|d| String::from_utf8_lossy(d.as_ref()).into_owned())
+        .collect();
     out.sort();
     out
 }
@@ -462,8 +466,9 @@ async fn budget_holds_under_10_mb_with_the_endpoint_unreachable() {
     }
 }
 
-/// `nc` from netcat-openbsd, or a failure naming how to install it.
-fn netcat() -> PathBuf {
+/// Checks that `nc` on the PATH is netcat-openbsd (the README's); fails naming how to
+/// install it otherwise.
+fn require_openbsd_netcat() {
     let found = std::env::var_os("PATH")
         .map(|paths| {
             std::env::split_paths(&paths)
@@ -485,7 +490,6 @@ fn netcat() -> PathBuf {
         "{} is not OpenBSD netcat; {missing}",
         nc.display()
     );
-    nc
 }
 
 /// 6. A segment sent the way the README shows (`printf … | nc -u -w1 127.0.0.1 PORT`) is
@@ -493,7 +497,7 @@ fn netcat() -> PathBuf {
 ///    for byte.
 #[tokio::test]
 async fn readme_nc_segment_is_printed_and_written_to_the_file_sink() {
-    let nc = netcat();
+    require_openbsd_netcat();
     let builder = Daemon::builder();
     let file = builder.dir().join("segments.jsonl");
     let daemon = builder
@@ -502,9 +506,9 @@ async fn readme_nc_segment_is_printed_and_written_to_the_file_sink() {
         .start()
         .await;
     let document = r#"{"trace_id":"1-6566a1b2-0123456789abcdef01234567","id":"53995c3f42cd8ad8","name":"hello","start_time":1700000000.1,"end_time":1700000000.2}"#;
+    // The README's words exactly, with this daemon's port; `nc` is the one checked above.
     let command = format!(
-        r#"printf '{XRAY_HEADER}\n{document}' | {} -u -w1 127.0.0.1 {}"#,
-        nc.display(),
+        r#"printf '{XRAY_HEADER}\n{document}' | nc -u -w1 127.0.0.1 {}"#,
         daemon.udp_addr().port()
     );
     let status = tokio::time::timeout(
