@@ -417,6 +417,13 @@ impl Daemon {
         assert_eq!(sent, datagram.len(), "short UDP send");
     }
 
+    /// The address [`Self::send`] sends from (what the daemon's warnings name as the sender).
+    pub fn sender_addr(&self) -> SocketAddr {
+        self.sender
+            .local_addr()
+            .expect("local address of the test's UDP sender")
+    }
+
     /// Sends `body` framed as an SDK would: the JSON header, `\n`, the body.
     pub fn send_segment(&self, body: &str) {
         self.send(&datagram(body));

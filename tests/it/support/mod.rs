@@ -11,7 +11,8 @@
 //!   every request and can answer with scripted faults.
 //! - [`flask`]: runs `tests/peers/flask_app.py` (Flask + the Python X-Ray SDK).
 //! - [`segments`]: trace/segment ids, minimal segment documents, datagram framing.
-//! - [`proc`]: [`peak_rss_kib`], output tails.
+//! - [`proc`]: [`peak_rss_kib`], [`status_kib`], output tails.
+//! - [`udp_tap`]: [`UdpTap`], a recording UDP relay (what a client really sent).
 //!
 //! Children (moto, the daemon) are killed when their handle drops; when that happens during a
 //! panic, the tail of their output is printed so a failed test explains itself.
@@ -28,6 +29,7 @@ pub mod paths;
 pub mod ports;
 pub mod proc;
 pub mod segments;
+pub mod udp_tap;
 pub mod wait;
 
 pub use daemon::{Daemon, DaemonBuilder, Finished};
@@ -36,6 +38,7 @@ pub use flask::{FlaskRequest, FlaskRun, run_flask_peer};
 pub use moto::{Moto, TEST_REGION};
 pub use paths::{peer_script, repo_root, venv_bin, xray_bin};
 pub use ports::{free_addr, free_port};
-pub use proc::peak_rss_kib;
+pub use proc::{peak_rss_kib, status_kib};
 pub use segments::{XRAY_HEADER, datagram, new_segment_id, new_trace_id, segment_json};
+pub use udp_tap::UdpTap;
 pub use wait::Deadline;
