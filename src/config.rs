@@ -61,6 +61,15 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// How long the shutdown drain may take.
     pub shutdown_timeout: Duration,
+    // proxy (issue 6)
+    /// Outbound HTTP(S) proxy for calls to AWS (`-p/--proxy-address`, the file's ProxyAddress).
+    pub proxy_address: Option<String>,
+    /// Do not verify TLS certificates of AWS endpoints (the file's NoVerifySSL).
+    pub no_verify_ssl: bool,
+    /// Forward only the sampling calls through the TCP proxy (`--proxy-sampling-only`).
+    pub proxy_sampling_only: bool,
+    /// Time a TCP proxy client has to send headers, and again a body (`--proxy-client-timeout`).
+    pub proxy_client_timeout: Duration,
 }
 
 impl Config {
@@ -133,12 +142,6 @@ pub fn resolve(cli: &cli::Cli, machine: Machine) -> Result<Config, ConfigError> 
                 "{} cannot be read yet; pass the settings as flags",
                 path.display()
             ),
-        });
-    }
-    if cli.proxy_address.is_some() {
-        return Err(ConfigError::Unsupported {
-            setting: "-p/--proxy-address",
-            why: "calls to AWS cannot go through a proxy yet; remove the flag".into(),
         });
     }
     let udp_text = cli.bind.clone().unwrap_or_else(|| DEFAULT_ADDRESS.into());
@@ -217,6 +220,20 @@ pub fn resolve(cli: &cli::Cli, machine: Machine) -> Result<Config, ConfigError> 
         log_level,
         log_file: cli.log_file.clone(),
         shutdown_timeout,
+        proxy_address: cli.proxy_address.clone().filter(|p| !p.is_empty()),
+        no_verify_ssl: cli.no_verify_ssl,
+        proxy_sampling_only: cli.proxy_sampling_only,
+        proxy_client_timeout: match cli.proxy_client_timeout {
+            None => crate::proxy::DEFAULT_CLIENT_TIMEOUT,
+            Some(s) if s.is_finite() && (0.05..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+            Some(s) => {
+                return Err(ConfigError::Value {
+                    setting: "--proxy-client-timeout",
+                    value: s.to_string(),
+                    why: "must be a number of seconds from 0.05 to 3600".into(),
+                });
+            }
+        },
     })
 }
 

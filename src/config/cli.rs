@@ -91,4 +91,19 @@ pub struct Cli {
     /// [ours] On SIGTERM/SIGINT, how long to keep sending what is buffered, in seconds. Default 25.
     #[arg(long = "shutdown-timeout", value_name = "SECONDS")]
     pub shutdown_timeout: Option<f64>,
+
+    // proxy (issue 6)
+    /// [ours] Forward only the SDKs' sampling calls (POST /GetSamplingRules and POST
+    /// /SamplingTargets) through the TCP proxy; other paths get 404.
+    #[arg(long = "proxy-sampling-only")]
+    pub proxy_sampling_only: bool,
+
+    /// [ours] How long a TCP proxy client may take to send a request's headers, and again its
+    /// body, in seconds. Default 10.
+    #[arg(long = "proxy-client-timeout", value_name = "SECONDS")]
+    pub proxy_client_timeout: Option<f64>,
+
+    /// [ours] The config file's NoVerifySSL: do not verify TLS certificates of AWS endpoints.
+    #[arg(long = "no-verify-ssl")]
+    pub no_verify_ssl: bool,
 }
