@@ -295,13 +295,15 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
             .await;
         sdk = sdk
             .into_builder()
-            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .credentials_provider(SharedCredentialsProvider::new(CachedCredentials::new(
+                SharedCredentialsProvider::new(provider),
+            )))
             .build();
     }
     let xray_endpoint = resolve_endpoint(&sdk, &region, settings.endpoint.as_deref()).await?;
     let (instance_id, hostname) = tokio::join!(
-        metadata.lookup("AWS_INSTANCE_ID", "meta-data/instance-id"),
-        metadata.lookup("AWS_HOSTNAME", "meta-data/hostname"),
+        metadata.lookup("AWS_INSTANCE_ID", "/latest/meta-data/instance-id"),
+        metadata.lookup("AWS_HOSTNAME", "/latest/meta-data/hostname"),
     );
     Ok(AwsContext {
         sdk,
@@ -383,7 +385,57 @@ fn credential_chain(
             .configure(&direct)
             .build(),
     );
-    SharedCredentialsProvider::new(chain)
+    SharedCredentialsProvider::new(CachedCredentials::new(SharedCredentialsProvider::new(
+        chain,
+    )))
+}
+
+/// Credentials kept until shortly before they expire, one fetch at a time, shared by every
+/// user of the [`AwsContext`] (SDK clients and the sampling proxy sign with the same keys, and
+/// an assumed role is assumed once, not once per client).
+#[derive(Debug)]
+pub struct CachedCredentials {
+    provider: SharedCredentialsProvider,
+    cached: tokio::sync::Mutex<Option<aws_credential_types::Credentials>>,
+}
+
+/// Cached credentials are refreshed when they expire within this long.
+const CREDENTIALS_REFRESH_BEFORE: Duration = Duration::from_secs(300);
+
+impl CachedCredentials {
+    /// Caches what `provider` gives.
+    pub fn new(provider: SharedCredentialsProvider) -> Self {
+        CachedCredentials {
+            provider,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn get(&self) -> aws_credential_types::provider::Result {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref() {
+            let fresh = c
+                .expiry()
+                .is_none_or(|e| e > std::time::SystemTime::now() + CREDENTIALS_REFRESH_BEFORE);
+            if fresh {
+                return Ok(c.clone());
+            }
+        }
+        let fetched = self.provider.provide_credentials().await?;
+        *cached = Some(fetched.clone());
+        Ok(fetched)
+    }
+}
+
+impl ProvideCredentials for CachedCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(self.get())
+    }
 }
 
 /// Instance and task metadata lookups: direct (never through the outbound proxy), short
@@ -432,7 +484,10 @@ impl Metadata {
         match got {
             Ok(Ok(value)) => Some(String::from(value)).filter(|v| !v.trim().is_empty()),
             Ok(Err(e)) => {
-                tracing::debug!("No EC2 instance metadata ({path}): {e}");
+                tracing::debug!(
+                    "No EC2 instance metadata ({path}): {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                );
                 self.imds_absent
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 None
@@ -585,7 +640,10 @@ async fn resolve_region(
         if let Some(r) = metadata.ecs_v4_region().await {
             return Ok((Region::new(r), "ECS task metadata endpoint"));
         }
-        if let Some(r) = metadata.imds_get("meta-data/placement/region").await {
+        if let Some(r) = metadata
+            .imds_get("/latest/meta-data/placement/region")
+            .await
+        {
             return Ok((Region::new(r), "EC2 instance metadata"));
         }
     }

@@ -77,8 +77,6 @@ pub const MAX_RESPONSE_BODY: usize = 8 * 1024 * 1024;
 pub const STARTUP_WAIT: Duration = Duration::from_secs(5);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Cached credentials are refreshed when they expire within this long.
-const CREDENTIALS_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 /// How long fetching credentials may take for one request.
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The SigV4 service name of X-Ray.
@@ -175,40 +173,22 @@ impl Upstream {
     }
 }
 
-/// Credentials kept until shortly before they expire; one fetch at a time.
+/// Credentials for signing, from the shared (caching) provider of the AWS context.
 #[derive(Debug)]
 struct CredentialCache {
     provider: SharedCredentialsProvider,
-    cached: tokio::sync::Mutex<Option<Credentials>>,
 }
 
 impl CredentialCache {
     fn new(provider: SharedCredentialsProvider) -> Self {
-        CredentialCache {
-            provider,
-            cached: tokio::sync::Mutex::new(None),
-        }
+        CredentialCache { provider }
     }
 
     async fn get(&self) -> Result<Credentials, String> {
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            let fresh = c
-                .expiry()
-                .is_none_or(|e| e > SystemTime::now() + CREDENTIALS_REFRESH_BEFORE);
-            if fresh {
-                return Ok(c.clone());
-            }
-        }
-        let fetched =
-            tokio::time::timeout(CREDENTIALS_TIMEOUT, self.provider.provide_credentials())
-                .await
-                .map_err(|_| format!("no credentials within {CREDENTIALS_TIMEOUT:?}"))?
-                .map_err(|e| {
-                    aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()
-                })?;
-        *cached = Some(fetched.clone());
-        Ok(fetched)
+        tokio::time::timeout(CREDENTIALS_TIMEOUT, self.provider.provide_credentials())
+            .await
+            .map_err(|_| format!("no credentials within {CREDENTIALS_TIMEOUT:?}"))?
+            .map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
     }
 }
 

@@ -18,3 +18,6 @@
 mod support;
 
 mod harness;
+// issue 6
+mod aws_env;
+mod proxy;

@@ -29,13 +29,20 @@ pub mod ports;
 pub mod proc;
 pub mod segments;
 pub mod wait;
+// proxy and AWS environment tests (issue 6)
+pub mod metadata;
+pub mod outbound_proxy;
+pub mod sampling;
 
 pub use daemon::{Daemon, DaemonBuilder, Finished};
 pub use fault::{Fault, FaultInjector, Recorded, Step};
 pub use flask::{FlaskRequest, FlaskRun, run_flask_peer};
+pub use metadata::FakeMetadata;
 pub use moto::{Moto, TEST_REGION};
+pub use outbound_proxy::OutboundProxy;
 pub use paths::{peer_script, repo_root, venv_bin, xray_bin};
 pub use ports::{free_addr, free_port};
 pub use proc::peak_rss_kib;
+pub use sampling::sampling_injector;
 pub use segments::{XRAY_HEADER, datagram, new_segment_id, new_trace_id, segment_json};
 pub use wait::Deadline;
