@@ -132,6 +132,34 @@ pub struct Upstream {
     region: String,
     credentials: CredentialCache,
     connector: SharedHttpConnector,
+    /// When the last warning was logged (seconds since the Unix epoch): failures are logged at
+    /// WARN at most once per [`WARN_EVERY`], else at DEBUG, so an outage does not flood the log.
+    last_warning: std::sync::atomic::AtomicU64,
+}
+
+/// At most one WARN line per this long for failing forwarded calls.
+pub const WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl Upstream {
+    fn warn(&self, message: &str) {
+        use std::sync::atomic::Ordering;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + WARN_EVERY.as_secs()
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "{message} (further failures within {WARN_EVERY:?} are logged at debug level)"
+            );
+        } else {
+            tracing::debug!("{message}");
+        }
+    }
 }
 
 /// The upstream cannot be used.
@@ -169,6 +197,7 @@ impl Upstream {
             connector: aws
                 .outbound
                 .connector(crate::aws::CONNECT_TIMEOUT, settings.upstream_timeout),
+            last_warning: 0.into(),
         })
     }
 }
@@ -451,7 +480,9 @@ async fn forward(
     let credentials = match target.credentials.get().await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!("The sampling proxy has no AWS credentials to sign with: {e}");
+            target.warn(&format!(
+                "The sampling proxy has no AWS credentials to sign with: {e}"
+            ));
             return reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
@@ -476,7 +507,7 @@ async fn forward(
     ) {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!("The sampling proxy cannot sign a request: {e}");
+            target.warn(&format!("The sampling proxy cannot sign a request: {e}"));
             return reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",
@@ -487,7 +518,10 @@ async fn forward(
     match tokio::time::timeout(settings.upstream_timeout, call(&target, request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            tracing::warn!("The sampling proxy's call to {} failed: {e}", target.origin);
+            target.warn(&format!(
+                "The sampling proxy's call to {} failed: {e}",
+                target.origin
+            ));
             reply(
                 StatusCode::BAD_GATEWAY,
                 "text/plain",
@@ -495,11 +529,10 @@ async fn forward(
             )
         }
         Err(_) => {
-            tracing::warn!(
+            target.warn(&format!(
                 "The sampling proxy's call to {} took over {:?}",
-                target.origin,
-                settings.upstream_timeout
-            );
+                target.origin, settings.upstream_timeout
+            ));
             reply(
                 StatusCode::GATEWAY_TIMEOUT,
                 "text/plain",
@@ -752,6 +785,7 @@ mod tests {
             ))),
             connector: crate::aws::Outbound::direct()
                 .connector(Duration::from_secs(1), Duration::from_secs(1)),
+            last_warning: 0.into(),
         };
         let creds = Credentials::new("AKID", "SECRET", Some("TOKEN".into()), None, "test");
         let r = signed_request(

@@ -232,6 +232,28 @@ async fn bodies_and_answers_cross_the_proxy_unchanged() {
             Some(injector.addr().to_string().as_str())
         );
     }
+    // The verification can fail: a changed body, region or secret no longer verifies.
+    let mut tampered = calls[0].clone();
+    tampered.body = bytes::Bytes::from_static(b"{}");
+    assert!(
+        verify_sigv4(
+            &tampered,
+            FAKE_ACCESS_KEY_ID,
+            FAKE_SECRET_ACCESS_KEY,
+            "eu-west-1"
+        )
+        .is_err()
+    );
+    assert!(
+        verify_sigv4(
+            &calls[0],
+            FAKE_ACCESS_KEY_ID,
+            FAKE_SECRET_ACCESS_KEY,
+            "us-east-1"
+        )
+        .is_err()
+    );
+    assert!(verify_sigv4(&calls[0], FAKE_ACCESS_KEY_ID, "other-secret", "eu-west-1").is_err());
 }
 
 /// Sends raw bytes and reads until the peer closes or `within` passes; returns what came back
@@ -373,9 +395,22 @@ async fn bad_clients_are_answered_while_good_ones_are_served() {
     );
     assert_eq!(good.await.unwrap(), 10);
 
+    // Many SDK clients at once are all served.
+    let mut many = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        many.spawn(async move {
+            http::post(tcp, "/GetSamplingRules", "{}")
+                .await
+                .map(|r| r.status)
+        });
+    }
+    while let Some(status) = many.join_next().await {
+        assert_eq!(status.unwrap().unwrap(), 200);
+    }
+
     assert!(bystander.requests().is_empty(), "another host was reached");
     let upstream = injector.requests();
-    assert_eq!(upstream.len(), 11, "{upstream:?}");
+    assert_eq!(upstream.len(), 51, "{upstream:?}");
     for r in &upstream {
         assert_eq!(r.path, "/GetSamplingRules");
         assert_eq!(r.header("host"), Some(injector.addr().to_string().as_str()));
