@@ -28,6 +28,9 @@
 //! Outbound proxy: `-p/--proxy-address` for every call to AWS (X-Ray, STS), else
 //! `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`; `NO_PROXY` is honoured either way. Instance and task
 //! metadata always go direct.
+//!
+//! `NoVerifySSL` (`--no-verify-ssl`): calls to AWS skip TLS certificate checks, through a small
+//! client of ours ([`insecure_tls`]), with a loud warning at startup.
 
 use std::time::Duration;
 
@@ -49,6 +52,8 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_types::body::SdkBody;
 use http_body_util::BodyExt;
+
+mod insecure_tls;
 
 /// Connect timeout for calls to AWS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,22 +80,71 @@ pub struct AwsSettings {
     pub role_arn: Option<String>,
     /// `-p/--proxy-address`: outbound HTTP(S) proxy URL for calls to AWS.
     pub proxy_address: Option<String>,
-    /// `NoVerifySSL`: do not verify TLS certificates of AWS endpoints. Not supported by this
-    /// build: it is refused with a message (see [`AwsError::NoVerifySsl`]).
+    /// `NoVerifySSL`: do not verify TLS certificates of AWS endpoints (a loud warning at
+    /// startup). Instance and task metadata are plain HTTP and unaffected.
     pub no_verify_ssl: bool,
 }
 
-/// How calls to AWS leave the host: directly or through a proxy.
+/// How calls to AWS leave the host: directly or through a proxy, verifying TLS or not.
 #[derive(Clone, Debug)]
 pub struct Outbound {
     proxy: ProxyConfig,
+    /// The same proxy rules for our own client (`NoVerifySSL`).
+    matcher: ProxySource,
+    /// Set with `NoVerifySSL`: the client that skips certificate checks.
+    insecure: Option<insecure_tls::InsecureClient>,
     /// The banner's words, e.g. `direct` or `through proxy http://p:3128 (from -p)`.
     pub description: String,
 }
 
+/// Where the proxy rules come from.
+#[derive(Clone, Debug)]
+enum ProxySource {
+    None,
+    Explicit {
+        url: String,
+        no_proxy: Option<String>,
+    },
+    Environment,
+}
+
+impl ProxySource {
+    fn matcher(&self) -> Option<hyper_util::client::proxy::matcher::Matcher> {
+        use hyper_util::client::proxy::matcher::Matcher;
+        match self {
+            ProxySource::None => None,
+            ProxySource::Explicit { url, no_proxy } => Some(
+                Matcher::builder()
+                    .all(url.clone())
+                    .no(no_proxy.clone().unwrap_or_default())
+                    .build(),
+            ),
+            ProxySource::Environment => Some(Matcher::from_env()),
+        }
+    }
+}
+
 impl Outbound {
     /// From `-p` (if given) or the proxy environment variables; `NO_PROXY` applies either way.
-    pub fn from_settings(proxy_address: Option<&str>) -> Result<Self, AwsError> {
+    /// With `no_verify_ssl`, TLS certificates of AWS endpoints are not checked.
+    pub fn from_settings(
+        proxy_address: Option<&str>,
+        no_verify_ssl: bool,
+    ) -> Result<Self, AwsError> {
+        let mut outbound = Self::proxy_only(proxy_address)?;
+        if no_verify_ssl {
+            let client =
+                insecure_tls::InsecureClient::new(outbound.matcher.matcher(), CONNECT_TIMEOUT)
+                    .map_err(|why| AwsError::Tls { why })?;
+            outbound.insecure = Some(client);
+            outbound
+                .description
+                .push_str(", TLS certificates NOT verified (NoVerifySSL)");
+        }
+        Ok(outbound)
+    }
+
+    fn proxy_only(proxy_address: Option<&str>) -> Result<Self, AwsError> {
         let no_proxy = env_any(&["NO_PROXY", "no_proxy"]);
         if let Some(url) = proxy_address.filter(|u| !u.is_empty()) {
             let mut proxy = ProxyConfig::all(url).map_err(|e| AwsError::ProxyAddress {
@@ -102,6 +156,11 @@ impl Outbound {
             }
             return Ok(Outbound {
                 proxy,
+                matcher: ProxySource::Explicit {
+                    url: url.to_owned(),
+                    no_proxy: no_proxy.clone(),
+                },
+                insecure: None,
                 description: describe_proxy(url, "-p/--proxy-address", no_proxy.as_deref()),
             });
         }
@@ -116,6 +175,8 @@ impl Outbound {
         match from_env {
             Some(url) => Ok(Outbound {
                 proxy: ProxyConfig::from_env(),
+                matcher: ProxySource::Environment,
+                insecure: None,
                 description: describe_proxy(&url, "the environment", no_proxy.as_deref()),
             }),
             None => Ok(Outbound::direct()),
@@ -126,12 +187,17 @@ impl Outbound {
     pub fn direct() -> Self {
         Outbound {
             proxy: ProxyConfig::disabled(),
+            matcher: ProxySource::None,
+            insecure: None,
             description: "direct".to_owned(),
         }
     }
 
     /// The SDK HTTP client for calls to AWS (the SDK's own default client, with this proxy).
     pub fn http_client(&self) -> SharedHttpClient {
+        if let Some(insecure) = &self.insecure {
+            return SharedHttpClient::new(insecure.clone());
+        }
         let proxy = self.proxy.clone();
         // The same construction as the SDK's default HTTPS client, with the proxy chosen here
         // instead of always the environment's.
@@ -153,6 +219,10 @@ impl Outbound {
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> SharedHttpConnector {
+        if let Some(insecure) = &self.insecure {
+            // Its connect timeout is CONNECT_TIMEOUT; the caller bounds the whole call.
+            return SharedHttpConnector::new(insecure.clone());
+        }
         let connector: Connector = ConnectorBuilder::default()
             .connector_settings(
                 HttpConnectorSettings::builder()
@@ -239,6 +309,12 @@ pub enum AwsError {
         /// What is wrong.
         why: String,
     },
+    /// The TLS client for `NoVerifySSL` cannot be set up.
+    #[error("cannot set up TLS for NoVerifySSL: {why}")]
+    Tls {
+        /// What went wrong.
+        why: String,
+    },
     /// The X-Ray endpoint cannot be worked out.
     #[error(
         "cannot work out the X-Ray endpoint for region {region}: {why}. Give one with --endpoint URL"
@@ -253,12 +329,14 @@ pub enum AwsError {
 
 /// Finds the region and builds the shared SDK configuration.
 pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
-    let outbound = Outbound::from_settings(settings.proxy_address.as_deref())?;
+    let outbound =
+        Outbound::from_settings(settings.proxy_address.as_deref(), settings.no_verify_ssl)?;
     if settings.no_verify_ssl {
         tracing::warn!(
-            "NoVerifySSL is set, but this build always verifies TLS certificates of AWS \
-             endpoints: calls to an endpoint with an untrusted certificate will fail. Add the \
-             endpoint's CA to the system trust store instead"
+            "!!! NoVerifySSL is on: the TLS certificates of AWS endpoints (X-Ray, STS) are NOT \
+             verified. Anyone on the network path can impersonate AWS, read every segment and \
+             replay the daemon's signed calls. Use it only to debug, or add the endpoint's CA \
+             to the system trust store and turn NoVerifySSL off !!!"
         );
     }
     let metadata = Metadata::new(settings.local_mode);

@@ -276,3 +276,41 @@ async fn proxy_address_flag_honours_no_proxy() {
     );
     assert_eq!(xray.requests().len(), 2);
 }
+
+/// NoVerifySSL (`--no-verify-ssl`, the config file's key): an X-Ray endpoint with a
+/// certificate nobody trusts is refused by default, and reached (uploads and proxied calls)
+/// with the option, which the daemon announces loudly.
+#[tokio::test]
+async fn no_verify_ssl_reaches_an_endpoint_with_an_untrusted_certificate() {
+    let moto = Moto::start().await;
+    let xray = sampling_injector(&moto.endpoint(), &health_excluded_rules(), "{}").await;
+    let front = crate::support::tls_front::TlsFront::start(xray.addr()).await;
+
+    let verifying = Daemon::builder()
+        .endpoint(&front.endpoint())
+        .args(["-n", TEST_REGION])
+        .start()
+        .await;
+    let r = http::post(verifying.tcp_addr(), "/GetSamplingRules", "{}")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(xray.requests().is_empty());
+    drop(verifying);
+
+    let daemon = Daemon::builder()
+        .endpoint(&front.endpoint())
+        .args(["-n", TEST_REGION, "--no-verify-ssl"])
+        .start()
+        .await;
+    assert_eq!(signed_region(&daemon, &xray).await, TEST_REGION);
+    let trace = new_trace_id();
+    daemon.send_segment(&segment_json(&trace, &new_segment_id(), "insecure"));
+    moto.wait_for_documents(TEST_REGION, &[&trace], 1, Duration::from_secs(15))
+        .await;
+    assert!(
+        daemon.stdout().contains("NOT verified"),
+        "{}",
+        daemon.stdout()
+    );
+}

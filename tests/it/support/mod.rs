@@ -33,6 +33,7 @@ pub mod wait;
 pub mod metadata;
 pub mod outbound_proxy;
 pub mod sampling;
+pub mod tls_front;
 
 pub use daemon::{Daemon, DaemonBuilder, Finished};
 pub use fault::{Fault, FaultInjector, Recorded, Step};
