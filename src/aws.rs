@@ -362,6 +362,14 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
         loader = loader.endpoint_url(endpoint);
     }
     let mut sdk = loader.load().await;
+    if settings.endpoint.is_some() && sdk.use_fips() == Some(true) {
+        // The SDK refuses FIPS with a custom endpoint on every call; the endpoint given wins.
+        tracing::warn!(
+            "The FIPS endpoint setting (AWS_USE_FIPS_ENDPOINT or the profile) is ignored: \
+             --endpoint / Endpoint names the X-Ray endpoint to use"
+        );
+        sdk = sdk.into_builder().use_fips(false).build();
+    }
     if let Some(role) = settings.role_arn.as_deref().filter(|r| !r.is_empty()) {
         // STS is called with the base credentials at the STS endpoint (regional, or
         // AWS_ENDPOINT_URL_STS), never at the X-Ray endpoint override.
@@ -401,6 +409,9 @@ async fn resolve_endpoint(
     region: &Region,
     endpoint: Option<&str>,
 ) -> Result<String, AwsError> {
+    if let Some(endpoint) = endpoint {
+        return Ok(endpoint.trim_end_matches('/').to_owned());
+    }
     let err = |why: String| AwsError::Endpoint {
         region: region.to_string(),
         why,
@@ -778,6 +789,36 @@ mod tests {
         assert_eq!(region_from_task_arn_json(br#"{"TaskARN":"x"}"#), None);
         assert_eq!(region_from_task_arn_json(b"{"), None);
         assert_eq!(region_from_task_arn_json(br#"{"Cluster":"c"}"#), None);
+    }
+
+    #[tokio::test]
+    async fn endpoint_is_the_regions_fips_where_asked_or_the_override() {
+        let resolve = |fips: bool, region: &str, endpoint: Option<&str>| {
+            let sdk = SdkConfig::builder().use_fips(fips).build();
+            let region = Region::new(region.to_owned());
+            let endpoint = endpoint.map(str::to_owned);
+            async move {
+                resolve_endpoint(&sdk, &region, endpoint.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        assert_eq!(
+            resolve(false, "eu-west-1", None).await,
+            Ok("https://xray.eu-west-1.amazonaws.com".into())
+        );
+        assert_eq!(
+            resolve(true, "us-east-1", None).await,
+            Ok("https://xray-fips.us-east-1.amazonaws.com".into())
+        );
+        assert_eq!(
+            resolve(false, "cn-north-1", None).await,
+            Ok("https://xray.cn-north-1.amazonaws.com.cn".into())
+        );
+        assert_eq!(
+            resolve(true, "us-east-1", Some("http://127.0.0.1:4000/")).await,
+            Ok("http://127.0.0.1:4000".into())
+        );
     }
 
     #[test]
