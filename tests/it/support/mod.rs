@@ -12,6 +12,15 @@
 //! - [`flask`]: runs `tests/peers/flask_app.py` (Flask + the Python X-Ray SDK).
 //! - [`segments`]: trace/segment ids, minimal segment documents, datagram framing.
 //! - [`proc`]: [`peak_rss_kib`], output tails.
+//! - [`sampling`]: the sampling fault injector ([`sampling_injector`]: a [`FaultInjector`] that
+//!   answers GetSamplingRules/SamplingTargets, which moto lacks), SigV4 re-verification of
+//!   recorded requests, and `tests/peers/flask_sampling.py` (the Python SDK's centralized
+//!   sampling).
+//! - [`metadata`]: [`FakeMetadata`], IMDSv2 and the ECS task metadata endpoint on loopback
+//!   (or a silent one that never answers).
+//! - [`outbound_proxy`]: [`OutboundProxy`], an HTTP forward proxy (absolute-form and CONNECT)
+//!   that records what goes through it.
+//! - [`tls_front`]: HTTPS with a throwaway self-signed certificate in front of an injector.
 //!
 //! Children (moto, the daemon) are killed when their handle drops; when that happens during a
 //! panic, the tail of their output is printed so a failed test explains itself.
