@@ -101,6 +101,7 @@ pub async fn run(
     let proxy_settings = proxy::ProxySettings {
         sampling_only: config.proxy_sampling_only,
         client_timeout: config.proxy_client_timeout,
+        upstream_timeout: config.proxy_upstream_timeout,
         ..proxy::ProxySettings::default()
     };
     let proxy = tokio::spawn(proxy::run(

@@ -70,6 +70,8 @@ pub struct Config {
     pub proxy_sampling_only: bool,
     /// Time a TCP proxy client has to send headers, and again a body (`--proxy-client-timeout`).
     pub proxy_client_timeout: Duration,
+    /// Time the TCP proxy's call to X-Ray may take (`--proxy-upstream-timeout`).
+    pub proxy_upstream_timeout: Duration,
 }
 
 impl Config {
@@ -223,18 +225,34 @@ pub fn resolve(cli: &cli::Cli, machine: Machine) -> Result<Config, ConfigError> 
         proxy_address: cli.proxy_address.clone().filter(|p| !p.is_empty()),
         no_verify_ssl: cli.no_verify_ssl,
         proxy_sampling_only: cli.proxy_sampling_only,
-        proxy_client_timeout: match cli.proxy_client_timeout {
-            None => crate::proxy::DEFAULT_CLIENT_TIMEOUT,
-            Some(s) if s.is_finite() && (0.05..=3600.0).contains(&s) => Duration::from_secs_f64(s),
-            Some(s) => {
-                return Err(ConfigError::Value {
-                    setting: "--proxy-client-timeout",
-                    value: s.to_string(),
-                    why: "must be a number of seconds from 0.05 to 3600".into(),
-                });
-            }
-        },
+        proxy_client_timeout: proxy_timeout(
+            cli.proxy_client_timeout,
+            crate::proxy::DEFAULT_CLIENT_TIMEOUT,
+            "--proxy-client-timeout",
+        )?,
+        proxy_upstream_timeout: proxy_timeout(
+            cli.proxy_upstream_timeout,
+            crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+            "--proxy-upstream-timeout",
+        )?,
     })
+}
+
+/// A proxy timeout flag in seconds (0.05 to 3600), or its default.
+fn proxy_timeout(
+    flag: Option<f64>,
+    default: Duration,
+    setting: &'static str,
+) -> Result<Duration, ConfigError> {
+    match flag {
+        None => Ok(default),
+        Some(s) if s.is_finite() && (0.05..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(ConfigError::Value {
+            setting,
+            value: s.to_string(),
+            why: "must be a number of seconds from 0.05 to 3600".into(),
+        }),
+    }
 }
 
 /// Parses a listen address the way the original accepts them: `HOST:PORT`, `[V6]:PORT`, or

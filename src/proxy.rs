@@ -515,9 +515,10 @@ async fn forward(
             );
         }
     };
-    match tokio::time::timeout(settings.upstream_timeout, call(&target, request)).await {
+    let outcome = tokio::time::timeout(settings.upstream_timeout, call(&target, request)).await;
+    match outcome {
         Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
+        Ok(Err(CallError::Failed(e))) => {
             target.warn(&format!(
                 "The sampling proxy's call to {} failed: {e}",
                 target.origin
@@ -528,7 +529,7 @@ async fn forward(
                 format!("the call to X-Ray ({}) failed: {e}\n", target.origin),
             )
         }
-        Err(_) => {
+        Ok(Err(CallError::TimedOut)) | Err(_) => {
             target.warn(&format!(
                 "The sampling proxy's call to {} took over {:?}",
                 target.origin, settings.upstream_timeout
@@ -542,6 +543,21 @@ async fn forward(
                 ),
             )
         }
+    }
+}
+
+/// Why a call to X-Ray got no answer.
+#[derive(Debug)]
+enum CallError {
+    /// The connection or the answer took too long.
+    TimedOut,
+    /// Anything else, in words.
+    Failed(String),
+}
+
+impl From<String> for CallError {
+    fn from(s: String) -> Self {
+        CallError::Failed(s)
     }
 }
 
@@ -611,14 +627,16 @@ fn signed_request(
 async fn call(
     target: &Upstream,
     request: http::Request<SdkBody>,
-) -> Result<Response<Full<Bytes>>, String> {
+) -> Result<Response<Full<Bytes>>, CallError> {
     let request =
         aws_smithy_runtime_api::http::Request::try_from(request).map_err(|e| e.to_string())?;
-    let response = target
-        .connector
-        .call(request)
-        .await
-        .map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())?;
+    let response = target.connector.call(request).await.map_err(|e| {
+        if e.is_timeout() {
+            CallError::TimedOut
+        } else {
+            CallError::Failed(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+        }
+    })?;
     let status = StatusCode::from_u16(response.status().as_u16())
         .map_err(|e| format!("X-Ray answered an invalid status: {e}"))?;
     let mut relayed = Vec::new();

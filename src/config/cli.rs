@@ -103,6 +103,10 @@ pub struct Cli {
     #[arg(long = "proxy-client-timeout", value_name = "SECONDS")]
     pub proxy_client_timeout: Option<f64>,
 
+    /// [ours] How long the TCP proxy's call to X-Ray may take, in seconds. Default 10.
+    #[arg(long = "proxy-upstream-timeout", value_name = "SECONDS")]
+    pub proxy_upstream_timeout: Option<f64>,
+
     /// [ours] The config file's NoVerifySSL: do not verify TLS certificates of AWS endpoints.
     #[arg(long = "no-verify-ssl")]
     pub no_verify_ssl: bool,

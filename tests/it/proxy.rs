@@ -426,3 +426,30 @@ async fn bad_clients_are_answered_while_good_ones_are_served() {
     .await;
     assert!(ok.is_some());
 }
+
+/// The call to X-Ray has a deadline (`--proxy-upstream-timeout`): a slow X-Ray gets the client
+/// a 504 saying so, not a hung connection.
+#[tokio::test]
+async fn a_slow_x_ray_gets_a_gateway_timeout() {
+    let injector = FaultInjector::with_script(
+        NOWHERE,
+        vec![Step::on(
+            "/GetSamplingRules",
+            Fault::Delay(Duration::from_secs(5)),
+        )],
+    )
+    .await;
+    let daemon = Daemon::builder()
+        .endpoint(&injector.endpoint())
+        .args(["-n", TEST_REGION, "--proxy-upstream-timeout", "0.5"])
+        .start()
+        .await;
+    let started = Instant::now();
+    let r = http::post(daemon.tcp_addr(), "/GetSamplingRules", "{}")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("did not answer"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(injector.requests().len(), 1);
+}
