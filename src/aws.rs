@@ -30,7 +30,7 @@
 //! metadata always go direct.
 //!
 //! `NoVerifySSL` (`--no-verify-ssl`): calls to AWS skip TLS certificate checks, through a small
-//! client of ours ([`insecure_tls`]), with a loud warning at startup.
+//! client of ours (module `insecure_tls`), with a loud warning at startup.
 
 use std::time::Duration;
 
