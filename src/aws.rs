@@ -822,6 +822,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_proxy_address_is_refused_with_the_flag_named() {
+        let err = Outbound::from_settings(Some("not a url"), false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("-p/--proxy-address"), "{err}");
+        assert!(
+            Outbound::from_settings(Some("http://127.0.0.1:3128"), false)
+                .is_ok_and(|o| o.description.contains("127.0.0.1:3128"))
+        );
+    }
+
+    #[test]
     fn proxy_credentials_are_never_shown() {
         let d = describe_proxy("http://user:secret@proxy:3128", "-p", None);
         assert!(!d.contains("secret"), "{d}");
