@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! UDP socket ─▶ receiver ─▶ buffer (byte budget) ─▶ batcher ─▶ channel ─▶ upload ─▶ sinks
-//! TCP socket ─▶ proxy (stats, health)                                 │
+//! TCP socket ─▶ proxy (stats, health; sampling calls ─▶ X-Ray)        │
 //!                         stats ◀───────────── every stage counts ────┘
 //! ```
 //!
@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{self, AwsSettings};
@@ -96,10 +96,49 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
-    let proxy = tokio::spawn(proxy::run(bound.tcp, Arc::clone(&stats), shutdown.clone()));
+    // The proxy starts before the AWS context exists: its requests wait for it (briefly).
+    let (upstream_tx, upstream_rx) = watch::channel(proxy::UpstreamState::Starting);
+    let proxy_settings = proxy::ProxySettings {
+        sampling_only: config.proxy_sampling_only,
+        client_timeout: config.proxy_client_timeout,
+        upstream_timeout: config.proxy_upstream_timeout,
+        ..proxy::ProxySettings::default()
+    };
+    let proxy = tokio::spawn(proxy::run(
+        bound.tcp,
+        Arc::clone(&stats),
+        proxy_settings.clone(),
+        upstream_rx,
+        shutdown.clone(),
+    ));
 
     // Lookups that may take time come after listening has started.
-    let (sinks, region_line) = match build_sinks(&config).await {
+    let aws = if config.needs_aws() {
+        match aws::load(&aws_settings(&config)).await {
+            Ok(ctx) => Some(ctx),
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
+    upstream_tx.send_replace(match &aws {
+        Some(ctx) => match proxy::Upstream::new(ctx, &proxy_settings) {
+            Ok(u) => proxy::UpstreamState::Ready(Arc::new(u)),
+            Err(e) => {
+                tracing::error!("{e}");
+                proxy::UpstreamState::Unavailable(e.to_string())
+            }
+        },
+        None => proxy::UpstreamState::Unavailable(
+            "no sink sends to AWS (--sink xray), so the daemon has no AWS region or credentials \
+             to forward with"
+                .into(),
+        ),
+    });
+    let (sinks, region_line) = match build_sinks(&config, aws.as_ref()).await {
         Ok(s) => s,
         Err(e) => {
             shutdown.cancel();
@@ -172,33 +211,40 @@ pub async fn run(
     Ok(end)
 }
 
-/// Builds the sinks; for `xray`, resolves the region and checks credentials (in the
+fn aws_settings(config: &Config) -> AwsSettings {
+    AwsSettings {
+        region: config.region.clone(),
+        endpoint: config.endpoint.clone(),
+        local_mode: config.local_mode,
+        role_arn: config.role_arn.clone(),
+        proxy_address: config.proxy_address.clone(),
+        no_verify_ssl: config.no_verify_ssl,
+    }
+}
+
+/// Builds the sinks; for `xray`, uses the AWS context and checks credentials (in the
 /// background). Returns the sinks and the banner's region words.
-async fn build_sinks(config: &Config) -> Result<(upload::Sinks, String), StartupError> {
+async fn build_sinks(
+    config: &Config,
+    aws: Option<&aws::AwsContext>,
+) -> Result<(upload::Sinks, String), StartupError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut region_line = "no AWS region needed".to_owned();
     for spec in &config.sinks {
         match spec {
             SinkSpec::Xray => {
-                let ctx = aws::load(&AwsSettings {
-                    region: config.region.clone(),
-                    endpoint: config.endpoint.clone(),
-                    local_mode: config.local_mode,
-                    role_arn: config.role_arn.clone(),
-                })
-                .await?;
+                let Some(ctx) = aws else { continue };
                 region_line = format!(
-                    "region {} (from {}), X-Ray endpoint {}",
+                    "region {} (from {}), X-Ray endpoint {}, calls to AWS {}, EC2 instance id {}",
                     ctx.region,
                     ctx.region_source,
-                    config
-                        .endpoint
-                        .clone()
-                        .unwrap_or_else(|| format!("https://xray.{}.amazonaws.com", ctx.region))
+                    ctx.xray_endpoint,
+                    ctx.outbound.description,
+                    ctx.instance_id.as_deref().unwrap_or("none"),
                 );
                 let check = ctx.clone();
                 tokio::spawn(async move { aws::check_credentials(&check).await });
-                sinks.push(Box::new(XraySink::new(&ctx)));
+                sinks.push(Box::new(XraySink::new(ctx)));
             }
             SinkSpec::Stdout => sinks.push(Box::new(StdoutSink)),
             SinkSpec::File(path) => {

@@ -73,6 +73,12 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Warnings to log once logging is up (ignored words and keys, risky settings).
     pub notes: Vec<String>,
+    /// Forward only the sampling calls through the TCP proxy (`--proxy-sampling-only`).
+    pub proxy_sampling_only: bool,
+    /// Time a TCP proxy client has to send headers, and again a body (`--proxy-client-timeout`).
+    pub proxy_client_timeout: Duration,
+    /// Time the TCP proxy's call to X-Ray may take (`--proxy-upstream-timeout`).
+    pub proxy_upstream_timeout: Duration,
 }
 
 impl Config {
@@ -344,7 +350,7 @@ pub fn resolve(
         .local_mode
         .or(f.and_then(|c| c.local_mode))
         .unwrap_or(false);
-    let no_verify_ssl = f.and_then(|c| c.no_verify_ssl).unwrap_or(false);
+    let no_verify_ssl = cli.no_verify_ssl || f.and_then(|c| c.no_verify_ssl).unwrap_or(false);
 
     let mut notes = file.map(|l| l.notes.clone()).unwrap_or_default();
     if no_verify_ssl {
@@ -377,6 +383,17 @@ pub fn resolve(
         no_verify_ssl,
         config_file: file.map(|l| l.path.clone()),
         notes,
+        proxy_sampling_only: cli.proxy_sampling_only,
+        proxy_client_timeout: proxy_timeout(
+            cli.proxy_client_timeout,
+            crate::proxy::DEFAULT_CLIENT_TIMEOUT,
+            "--proxy-client-timeout",
+        )?,
+        proxy_upstream_timeout: proxy_timeout(
+            cli.proxy_upstream_timeout,
+            crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+            "--proxy-upstream-timeout",
+        )?,
     })
 }
 
@@ -399,6 +416,23 @@ fn check_url(url: &str) -> Result<(), String> {
         return Err("the port after the host must be a number from 0 to 65535".into());
     }
     Ok(())
+}
+
+/// A proxy timeout flag in seconds (0.05 to 3600), or its default.
+fn proxy_timeout(
+    flag: Option<f64>,
+    default: Duration,
+    setting: &'static str,
+) -> Result<Duration, ConfigError> {
+    match flag {
+        None => Ok(default),
+        Some(s) if s.is_finite() && (0.05..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(ConfigError::Value {
+            setting: setting.into(),
+            value: s.to_string(),
+            why: "must be a number of seconds from 0.05 to 3600".into(),
+        }),
+    }
 }
 
 /// Parses a listen address the way the original accepts them: `HOST:PORT`, `[V6]:PORT`, or

@@ -1,28 +1,59 @@
 //! The TCP edge: the SDKs' sampling proxy, and the daemon's own reserved paths.
 //!
-//! In: HTTP/1.1 connections on the TCP address (`-t`). Out: answers. The reserved paths,
-//! which no X-Ray API uses, are answered here and never forwarded:
+//! In: HTTP/1.1 connections on the TCP address (`-t`, default `127.0.0.1:2000`), keep-alive.
+//! Out: answers. The reserved paths, which no X-Ray API uses, are answered here and never
+//! forwarded:
 //! - `GET /daemon/health`: `200 ok` while the daemon runs;
 //! - `GET /daemon/stats`: the counters as JSON ([`crate::stats::Snapshot`]);
 //! - `GET /daemon/metrics`: the counters in the Prometheus text format.
 //!
-//! Forwarding the SDKs' sampling calls to X-Ray (SigV4-signed) is not built yet: other paths
-//! get `501` with a message saying so.
+//! Every other request (only `POST /GetSamplingRules` and `POST /SamplingTargets` with
+//! `--proxy-sampling-only`) is forwarded to the X-Ray endpoint of the [`AwsContext`] — never
+//! anywhere else, whatever `Host` the client names; absolute-form and `CONNECT` requests are
+//! refused, as this is not a forward proxy. The forwarded request carries only what the call
+//! needs: method, path and query, `Content-Type`, the body, and a SigV4 signature (service
+//! `xray`, the daemon's region and credentials) over a minimal header set: `host`,
+//! `content-type`, `x-amz-date`, `x-amz-content-sha256` and, for temporary credentials,
+//! `x-amz-security-token`. Headers a service mesh adds or rewrites therefore never break the
+//! signature (the original signs every header the client sent, its issue #199). X-Ray's
+//! answer — status, body, `Content-Type` and its error headers — goes back unchanged.
 //!
-//! Each connection has a header read timeout, so a stalled client cannot hold a task forever.
+//! Bounds (the original has none): request bodies over [`ProxySettings::max_body`] get `413`;
+//! a client has [`ProxySettings::client_timeout`] to send its headers and again its body
+//! (else `408` or the connection is closed); the upstream call has
+//! [`ProxySettings::upstream_timeout`] (else `504`); at most [`MAX_CONNECTIONS`] connections
+//! are served at once, more wait in the kernel's backlog.
+//!
+//! The AWS context is built after the socket is bound (region lookups may take a moment), so
+//! the proxy gets it through a [`watch`] channel: a request arriving while it is
+//! [`UpstreamState::Starting`] waits up to [`STARTUP_WAIT`] for it, then gets `503`.
+//!
+//! [`check_request`] is the pure part (what to do with a request line and headers), for unit
+//! tests and a fuzz target.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+};
+use aws_smithy_runtime_api::client::http::{HttpConnector, SharedHttpConnector};
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::AwsContext;
 use crate::stats::Stats;
 
 /// Path of the liveness check.
@@ -31,13 +62,283 @@ pub const HEALTH_PATH: &str = "/daemon/health";
 pub const STATS_PATH: &str = "/daemon/stats";
 /// Path of the Prometheus counters.
 pub const METRICS_PATH: &str = "/daemon/metrics";
+/// The paths the SDKs' centralized sampling uses (`POST`).
+pub const SAMPLING_PATHS: [&str; 2] = ["/GetSamplingRules", "/SamplingTargets"];
 
-/// How long a client may take to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`ProxySettings::client_timeout`].
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`ProxySettings::upstream_timeout`].
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`ProxySettings::max_body`]: 1 MiB, far above the SDKs' sampling calls.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Largest upstream answer relayed, in bytes; larger ones get `502`.
+pub const MAX_RESPONSE_BODY: usize = 8 * 1024 * 1024;
+/// How long a request waits for the AWS context while the daemon starts.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(5);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// How long fetching credentials may take for one request.
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The SigV4 service name of X-Ray.
+const SERVICE: &str = "xray";
+
+/// How the proxy treats clients and the upstream.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Forward only `POST /GetSamplingRules` and `POST /SamplingTargets`; other paths get
+    /// `404`. Default false (forward everything but the reserved paths, as the original).
+    pub sampling_only: bool,
+    /// How long a client may take to send a request's headers, and again its body. Default
+    /// [`DEFAULT_CLIENT_TIMEOUT`].
+    pub client_timeout: Duration,
+    /// How long the upstream call may take, connection included. Default
+    /// [`DEFAULT_UPSTREAM_TIMEOUT`].
+    pub upstream_timeout: Duration,
+    /// Largest request body forwarded, in bytes. Default [`DEFAULT_MAX_BODY`].
+    pub max_body: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            sampling_only: false,
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// Where forwarded requests can go, as far as the proxy knows.
+#[derive(Debug, Clone)]
+pub enum UpstreamState {
+    /// The AWS context is still being built.
+    Starting,
+    /// Forward to this upstream.
+    Ready(Arc<Upstream>),
+    /// Forwarding is off; the reason, for the client.
+    Unavailable(String),
+}
+
+/// The X-Ray endpoint, with what signing needs.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Scheme and authority of the endpoint, e.g. `https://xray.us-east-1.amazonaws.com`.
+    origin: String,
+    /// A path prefix of the endpoint (usually empty), without the trailing `/`.
+    base_path: String,
+    /// The `Host` header value.
+    host: String,
+    region: String,
+    credentials: CredentialCache,
+    connector: SharedHttpConnector,
+    /// When the last warning was logged (seconds since the Unix epoch): failures are logged at
+    /// WARN at most once per [`WARN_EVERY`], else at DEBUG, so an outage does not flood the log.
+    last_warning: std::sync::atomic::AtomicU64,
+}
+
+/// At most one WARN line per this long for failing forwarded calls.
+pub const WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl Upstream {
+    fn warn(&self, message: &str) {
+        use std::sync::atomic::Ordering;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + WARN_EVERY.as_secs()
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "{message} (further failures within {WARN_EVERY:?} are logged at debug level)"
+            );
+        } else {
+            tracing::debug!("{message}");
+        }
+    }
+}
+
+/// The upstream cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the X-Ray endpoint {endpoint:?} cannot be used by the sampling proxy: {why}")]
+pub struct UpstreamError {
+    endpoint: String,
+    why: String,
+}
+
+impl Upstream {
+    /// From the shared AWS context: its X-Ray endpoint, region, credentials and outbound
+    /// proxy.
+    pub fn new(aws: &AwsContext, settings: &ProxySettings) -> Result<Self, UpstreamError> {
+        let err = |why: &str| UpstreamError {
+            endpoint: aws.xray_endpoint.clone(),
+            why: why.to_owned(),
+        };
+        let uri: Uri = aws
+            .xray_endpoint
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| err(&e.to_string()))?;
+        let scheme = uri.scheme_str().ok_or_else(|| err("no scheme"))?;
+        let authority = uri.authority().ok_or_else(|| err("no host"))?;
+        let provider = aws
+            .sdk
+            .credentials_provider()
+            .ok_or_else(|| err("no credential provider"))?;
+        Ok(Upstream {
+            origin: format!("{scheme}://{authority}"),
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            host: authority.as_str().to_owned(),
+            region: aws.region.to_string(),
+            credentials: CredentialCache::new(provider),
+            connector: aws
+                .outbound
+                .connector(crate::aws::CONNECT_TIMEOUT, settings.upstream_timeout),
+            last_warning: 0.into(),
+        })
+    }
+}
+
+/// Credentials for signing, from the shared (caching) provider of the AWS context.
+#[derive(Debug)]
+struct CredentialCache {
+    provider: SharedCredentialsProvider,
+}
+
+impl CredentialCache {
+    fn new(provider: SharedCredentialsProvider) -> Self {
+        CredentialCache { provider }
+    }
+
+    async fn get(&self) -> Result<Credentials, String> {
+        tokio::time::timeout(CREDENTIALS_TIMEOUT, self.provider.provide_credentials())
+            .await
+            .map_err(|_| format!("no credentials within {CREDENTIALS_TIMEOUT:?}"))?
+            .map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+    }
+}
+
+/// What to do with a request, decided from its line and headers alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /daemon/health`.
+    Health,
+    /// `GET /daemon/stats`.
+    Stats,
+    /// `GET /daemon/metrics`.
+    Metrics,
+    /// Sign and forward to the X-Ray endpoint.
+    Forward,
+}
+
+/// A request refused before anything is forwarded: the status and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Says what is wrong and what to do.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Decides what to do with a request from its method, target and headers. Pure: no I/O.
+pub fn check_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    settings: &ProxySettings,
+) -> Result<Route, Refusal> {
+    if method == Method::CONNECT {
+        return Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: this is the X-Ray daemon's sampling proxy, not a forward proxy\n",
+        ));
+    }
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "absolute URLs are not accepted: this is the X-Ray daemon's sampling proxy, not a \
+             forward proxy; send the path only (e.g. POST /GetSamplingRules)\n",
+        ));
+    }
+    let path = uri.path();
+    let get = method == Method::GET || method == Method::HEAD;
+    let local = match path {
+        HEALTH_PATH => Some(Route::Health),
+        STATS_PATH => Some(Route::Stats),
+        METRICS_PATH => Some(Route::Metrics),
+        _ => None,
+    };
+    if let Some(route) = local {
+        return if get {
+            Ok(route)
+        } else {
+            Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"))
+        };
+    }
+    if !path.starts_with('/') {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "the request target must be a path\n",
+        ));
+    }
+    if settings.sampling_only && !(method == Method::POST && SAMPLING_PATHS.contains(&path)) {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{method} {path} is not forwarded: this daemon forwards only POST {} and POST {} \
+                 (--proxy-sampling-only)\n",
+                SAMPLING_PATHS[0], SAMPLING_PATHS[1]
+            ),
+        ));
+    }
+    if let Some(length) = headers.get(CONTENT_LENGTH) {
+        let length = length
+            .to_str()
+            .ok()
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "invalid Content-Length\n"))?;
+        if length > settings.max_body as u64 {
+            return Err(too_large(settings.max_body));
+        }
+    }
+    Ok(Route::Forward)
+}
+
+fn too_large(max: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is over the sampling proxy's limit of {max} bytes\n"),
+    )
+}
 
 /// Serves connections until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, stats: Arc<Stats>, shutdown: CancellationToken) {
+pub async fn run(
+    listener: TcpListener,
+    stats: Arc<Stats>,
+    settings: ProxySettings,
+    upstream: watch::Receiver<UpstreamState>,
+    shutdown: CancellationToken,
+) {
+    let settings = Arc::new(settings);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            p = Arc::clone(&slots).acquire_owned() => p,
+        };
+        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             a = listener.accept() => a,
@@ -53,15 +354,21 @@ pub async fn run(listener: TcpListener, stats: Arc<Stats>, shutdown: Cancellatio
         };
         let _ = stream.set_nodelay(true);
         let stats = Arc::clone(&stats);
+        let settings = Arc::clone(&settings);
+        let upstream = upstream.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            let header_timeout = settings.client_timeout;
             let service = hyper::service::service_fn(move |req| {
                 let stats = Arc::clone(&stats);
-                async move { Ok::<_, Infallible>(answer(&req, &stats)) }
+                let settings = Arc::clone(&settings);
+                let upstream = upstream.clone();
+                async move { Ok::<_, Infallible>(answer(req, &stats, &settings, upstream).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = conn => {}
@@ -71,39 +378,463 @@ pub async fn run(listener: TcpListener, stats: Arc<Stats>, shutdown: Cancellatio
     }
 }
 
-fn answer(req: &Request<Incoming>, stats: &Stats) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    let get = req.method() == Method::GET || req.method() == Method::HEAD;
-    match path {
-        HEALTH_PATH if get => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        STATS_PATH if get => {
+async fn answer(
+    req: Request<Incoming>,
+    stats: &Stats,
+    settings: &ProxySettings,
+    upstream: watch::Receiver<UpstreamState>,
+) -> Response<Full<Bytes>> {
+    let route = match check_request(req.method(), req.uri(), req.headers(), settings) {
+        Ok(r) => r,
+        Err(refusal) => {
+            tracing::debug!(
+                "Sampling proxy refused {} {}: {}",
+                req.method(),
+                req.uri(),
+                refusal.message.trim_end()
+            );
+            return reply(refusal.status, "text/plain", refusal.message);
+        }
+    };
+    match route {
+        Route::Health => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        Route::Stats => {
             let body = serde_json::to_string(&stats.snapshot()).unwrap_or_default();
             reply(StatusCode::OK, "application/json", body)
         }
-        METRICS_PATH if get => reply(
+        Route::Metrics => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             stats.prometheus_text(),
         ),
-        HEALTH_PATH | STATS_PATH | METRICS_PATH => reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "use GET\n".into(),
-        ),
-        _ => reply(
-            StatusCode::NOT_IMPLEMENTED,
-            "text/plain",
-            format!("{path}: the sampling proxy is not available in this version of the daemon\n"),
-        ),
+        Route::Forward => forward(req, settings, upstream).await,
     }
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    settings: &ProxySettings,
+    mut upstream: watch::Receiver<UpstreamState>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    tracing::debug!("Sampling proxy received {} {}", parts.method, parts.uri);
+    let body = match tokio::time::timeout(
+        settings.client_timeout,
+        Limited::new(body, settings.max_body).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            let refusal = too_large(settings.max_body);
+            return reply(refusal.status, "text/plain", refusal.message);
+        }
+        Ok(Err(e)) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("cannot read the request body: {e}\n"),
+            );
+        }
+        Err(_) => {
+            return reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "text/plain",
+                format!(
+                    "the request body did not arrive within {:?}\n",
+                    settings.client_timeout
+                ),
+            );
+        }
+    };
+
+    let state = match tokio::time::timeout(
+        STARTUP_WAIT,
+        upstream.wait_for(|s| !matches!(s, UpstreamState::Starting)),
+    )
+    .await
+    {
+        Ok(Ok(state)) => state.clone(),
+        Ok(Err(_)) => UpstreamState::Unavailable("the daemon is stopping\n".into()),
+        Err(_) => UpstreamState::Starting,
+    };
+    let target = match state {
+        UpstreamState::Ready(u) => u,
+        UpstreamState::Starting => {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the daemon is starting (looking up its AWS region and credentials); retry shortly\n"
+                    .into(),
+            );
+        }
+        UpstreamState::Unavailable(why) => {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("the sampling proxy is not available: {why}\n"),
+            );
+        }
+    };
+
+    let credentials = match target.credentials.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            target.warn(&format!(
+                "The sampling proxy has no AWS credentials to sign with: {e}"
+            ));
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("the daemon has no AWS credentials to sign with: {e}\n"),
+            );
+        }
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let content_type = parts.headers.get(CONTENT_TYPE).cloned();
+    let request = match signed_request(
+        &target,
+        &credentials,
+        &parts.method,
+        &path_and_query,
+        content_type,
+        body,
+        SystemTime::now(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            target.warn(&format!("The sampling proxy cannot sign a request: {e}"));
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("cannot sign the request: {e}\n"),
+            );
+        }
+    };
+    let outcome = tokio::time::timeout(settings.upstream_timeout, call(&target, request)).await;
+    match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(CallError::Failed(e))) => {
+            target.warn(&format!(
+                "The sampling proxy's call to {} failed: {e}",
+                target.origin
+            ));
+            reply(
+                StatusCode::BAD_GATEWAY,
+                "text/plain",
+                format!("the call to X-Ray ({}) failed: {e}\n", target.origin),
+            )
+        }
+        Ok(Err(CallError::TimedOut)) | Err(_) => {
+            target.warn(&format!(
+                "The sampling proxy's call to {} took over {:?}",
+                target.origin, settings.upstream_timeout
+            ));
+            reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                "text/plain",
+                format!(
+                    "X-Ray ({}) did not answer within {:?}\n",
+                    target.origin, settings.upstream_timeout
+                ),
+            )
+        }
+    }
+}
+
+/// Why a call to X-Ray got no answer.
+#[derive(Debug)]
+enum CallError {
+    /// The connection or the answer took too long.
+    TimedOut,
+    /// Anything else, in words.
+    Failed(String),
+}
+
+impl From<String> for CallError {
+    fn from(s: String) -> Self {
+        CallError::Failed(s)
+    }
+}
+
+/// Builds the upstream request with only the headers it needs, signed.
+fn signed_request(
+    target: &Upstream,
+    credentials: &Credentials,
+    method: &Method,
+    path_and_query: &str,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+    now: SystemTime,
+) -> Result<http::Request<SdkBody>, String> {
+    let url = format!("{}{}{}", target.origin, target.base_path, path_and_query);
+    let mut builder = http::Request::builder()
+        .method(method.clone())
+        .uri(&url)
+        .header(HOST, &target.host);
+    if let Some(ct) = &content_type {
+        builder = builder.header(CONTENT_TYPE, ct);
+    }
+    let mut request = builder
+        .body(SdkBody::from(body.clone()))
+        .map_err(|e| e.to_string())?;
+
+    let identity: Identity = credentials.clone().into();
+    let mut signing = SigningSettings::default();
+    signing.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&target.region)
+        .name(SERVICE)
+        .time(now)
+        .settings(signing)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let headers: Vec<(&str, &str)> = request
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+        .collect();
+    let signable = SignableRequest::new(
+        method.as_str(),
+        url.as_str(),
+        headers.into_iter(),
+        SignableBody::Bytes(&body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    instructions.apply_to_request_http1x(&mut request);
+    // Unsigned (SigV4 excludes User-Agent), so a mesh may rewrite it freely.
+    request.headers_mut().insert(
+        hyper::header::USER_AGENT,
+        HeaderValue::from_static(concat!("xray-daemon-rs/", env!("CARGO_PKG_VERSION"))),
+    );
+    request
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok(request)
+}
+
+/// Sends the request and relays the answer: status, body, `Content-Type` and X-Ray's error
+/// headers.
+async fn call(
+    target: &Upstream,
+    request: http::Request<SdkBody>,
+) -> Result<Response<Full<Bytes>>, CallError> {
+    let request =
+        aws_smithy_runtime_api::http::Request::try_from(request).map_err(|e| e.to_string())?;
+    let response = target.connector.call(request).await.map_err(|e| {
+        if e.is_timeout() {
+            CallError::TimedOut
+        } else {
+            CallError::Failed(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+        }
+    })?;
+    let status = StatusCode::from_u16(response.status().as_u16())
+        .map_err(|e| format!("X-Ray answered an invalid status: {e}"))?;
+    let mut relayed = Vec::new();
+    for name in ["content-type", "x-amzn-errortype", "x-amzn-requestid"] {
+        if let Some(v) = response.headers().get(name) {
+            relayed.push((name, v.to_owned()));
+        }
+    }
+    let body = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading X-Ray's answer: {e}"))?
+        .to_bytes();
+    let mut out = Response::new(Full::new(body));
+    *out.status_mut() = status;
+    for (name, value) in relayed {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.headers_mut().insert(name, value);
+        }
+    }
+    Ok(out)
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        only: bool,
+    ) -> Result<Route, StatusCode> {
+        let uri: Uri = target.parse().map_err(|_| StatusCode::IM_A_TEAPOT)?;
+        let mut map = HeaderMap::new();
+        for (n, v) in headers {
+            map.insert(
+                hyper::header::HeaderName::from_bytes(n.as_bytes())
+                    .map_err(|_| StatusCode::IM_A_TEAPOT)?,
+                HeaderValue::from_str(v).map_err(|_| StatusCode::IM_A_TEAPOT)?,
+            );
+        }
+        let settings = ProxySettings {
+            sampling_only: only,
+            max_body: 100,
+            ..ProxySettings::default()
+        };
+        check_request(&method, &uri, &map, &settings).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn reserved_paths_are_local_and_get_only() {
+        assert_eq!(
+            check(Method::GET, "/daemon/health", &[], true),
+            Ok(Route::Health)
+        );
+        assert_eq!(
+            check(Method::HEAD, "/daemon/stats", &[], false),
+            Ok(Route::Stats)
+        );
+        assert_eq!(
+            check(Method::GET, "/daemon/metrics?x=1", &[], false),
+            Ok(Route::Metrics)
+        );
+        assert_eq!(
+            check(Method::POST, "/daemon/health", &[], false),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+    }
+
+    #[test]
+    fn only_origin_form_is_forwarded() {
+        assert_eq!(
+            check(Method::POST, "/GetSamplingRules", &[], false),
+            Ok(Route::Forward)
+        );
+        assert_eq!(
+            check(Method::GET, "/anything?x=1", &[], false),
+            Ok(Route::Forward)
+        );
+        assert_eq!(
+            check(
+                Method::GET,
+                "http://169.254.169.254/latest/meta-data",
+                &[],
+                false
+            ),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            check(Method::CONNECT, "example.com:443", &[], false),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+    }
+
+    #[test]
+    fn sampling_only_forwards_the_two_sampling_calls() {
+        assert_eq!(
+            check(Method::POST, "/SamplingTargets", &[], true),
+            Ok(Route::Forward)
+        );
+        assert_eq!(
+            check(Method::POST, "/GetSamplingRules", &[], true),
+            Ok(Route::Forward)
+        );
+        assert_eq!(
+            check(Method::POST, "/TraceSegments", &[], true),
+            Err(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            check(Method::GET, "/GetSamplingRules", &[], true),
+            Err(StatusCode::NOT_FOUND)
+        );
+    }
+
+    #[test]
+    fn declared_oversized_bodies_are_refused_before_reading() {
+        assert_eq!(
+            check(
+                Method::POST,
+                "/SamplingTargets",
+                &[("content-length", "101")],
+                false
+            ),
+            Err(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        assert_eq!(
+            check(
+                Method::POST,
+                "/SamplingTargets",
+                &[("content-length", "100")],
+                false
+            ),
+            Ok(Route::Forward)
+        );
+        assert_eq!(
+            check(
+                Method::POST,
+                "/SamplingTargets",
+                &[("content-length", "x")],
+                false
+            ),
+            Err(StatusCode::BAD_REQUEST)
+        );
+    }
+
+    #[test]
+    fn signature_covers_only_the_minimal_headers() {
+        let target = Upstream {
+            origin: "https://xray.eu-west-1.amazonaws.com".into(),
+            base_path: String::new(),
+            host: "xray.eu-west-1.amazonaws.com".into(),
+            region: "eu-west-1".into(),
+            credentials: CredentialCache::new(SharedCredentialsProvider::new(Credentials::new(
+                "AKID", "SECRET", None, None, "test",
+            ))),
+            connector: crate::aws::Outbound::direct()
+                .connector(Duration::from_secs(1), Duration::from_secs(1)),
+            last_warning: 0.into(),
+        };
+        let creds = Credentials::new("AKID", "SECRET", Some("TOKEN".into()), None, "test");
+        let r = signed_request(
+            &target,
+            &creds,
+            &Method::POST,
+            "/GetSamplingRules",
+            Some(HeaderValue::from_static("application/json")),
+            Bytes::from_static(b"{}"),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        );
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let auth = r
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(auth.contains("/eu-west-1/xray/aws4_request"), "{auth}");
+        assert!(
+            auth.contains(
+                "SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"
+            ),
+            "{auth}"
+        );
+        assert_eq!(
+            r.uri().to_string(),
+            "https://xray.eu-west-1.amazonaws.com/GetSamplingRules"
+        );
+        assert!(r.headers().get("x-amz-security-token").is_some());
+    }
 }

@@ -21,11 +21,11 @@ use std::ffi::OsString;
 /// example `health`); this module only recognises the name.
 pub const SUBCOMMANDS: &[&str] = &["health"];
 
-/// One flag the daemon knows: its one-letter and long names, and whether it takes a value.
-#[derive(Debug, Clone, Copy)]
+/// One flag the daemon knows: its one-letter and long names, and what it takes.
+#[derive(Debug, Clone)]
 struct Flag {
-    short: Option<&'static str>,
-    long: &'static str,
+    short: Option<String>,
+    long: String,
     kind: Kind,
 }
 
@@ -35,114 +35,49 @@ enum Kind {
     Value,
     /// Takes a value and may be given several times, each kept.
     Repeated,
-    /// A Go-style boolean: no separate word; `=value` optional.
+    /// A Go-style boolean: no separate word; `=value` optional; passed on as `--name=BOOL`.
     Bool,
+    /// A Go-style boolean that clap takes as a plain switch: passed on as `--name` when true.
+    Switch,
     /// `-h`/`--help`: no value.
     Help,
 }
 
-const FLAGS: &[Flag] = &[
-    Flag {
-        short: Some("a"),
-        long: "resource-arn",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("o"),
-        long: "local-mode",
-        kind: Kind::Bool,
-    },
-    Flag {
-        short: Some("m"),
-        long: "buffer-memory",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("n"),
-        long: "region",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("b"),
-        long: "bind",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("t"),
-        long: "bind-tcp",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("r"),
-        long: "role-arn",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("c"),
-        long: "config",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("f"),
-        long: "log-file",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("l"),
-        long: "log-level",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("p"),
-        long: "proxy-address",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: Some("v"),
-        long: "version",
-        kind: Kind::Bool,
-    },
-    Flag {
-        short: Some("h"),
-        long: "help",
-        kind: Kind::Help,
-    },
-    Flag {
-        short: None,
-        long: "endpoint",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: None,
-        long: "sink",
-        kind: Kind::Repeated,
-    },
-    Flag {
-        short: None,
-        long: "concurrency",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: None,
-        long: "max-segment-size",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: None,
-        long: "shutdown-timeout",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: None,
-        long: "log-format",
-        kind: Kind::Value,
-    },
-    Flag {
-        short: None,
-        long: "log-rotate-bytes",
-        kind: Kind::Value,
-    },
-];
+/// The flags, read from the clap definition ([`super::cli::Cli`]) so the two never disagree.
+fn flags() -> &'static [Flag] {
+    static FLAGS: std::sync::OnceLock<Vec<Flag>> = std::sync::OnceLock::new();
+    FLAGS.get_or_init(|| {
+        use clap::{ArgAction, CommandFactory};
+        let command = super::cli::Cli::command();
+        let mut flags: Vec<Flag> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let long = arg.get_long()?.to_owned();
+                let kind = match arg.get_action() {
+                    ArgAction::SetTrue => Kind::Switch,
+                    ArgAction::Append => Kind::Repeated,
+                    ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong => Kind::Help,
+                    // An optional value with a default when missing: `-o`, `-o=false`.
+                    _ if arg.get_num_args().is_some_and(|n| n.min_values() == 0) => Kind::Bool,
+                    _ => Kind::Value,
+                };
+                Some(Flag {
+                    short: arg.get_short().map(String::from),
+                    long,
+                    kind,
+                })
+            })
+            .collect();
+        if !flags.iter().any(|f| f.kind == Kind::Help) {
+            flags.push(Flag {
+                short: Some("h".into()),
+                long: "help".into(),
+                kind: Kind::Help,
+            });
+        }
+        flags
+    })
+}
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,14 +162,15 @@ where
             Some((n, v)) => (n, Some(v.to_owned())),
             None => (body, None),
         };
-        let index = FLAGS
+        let flags = flags();
+        let index = flags
             .iter()
-            .position(|f| f.long == name || f.short == Some(name))
+            .position(|f| f.long == name || f.short.as_deref() == Some(name))
             .ok_or_else(|| UsageError::Unknown(format!("-{name}")))?;
         let shown = format!("-{name}");
-        let value = match FLAGS[index].kind {
+        let value = match flags[index].kind {
             Kind::Help => None,
-            Kind::Bool => {
+            Kind::Bool | Kind::Switch => {
                 let v = match inline.as_deref() {
                     None => true,
                     Some(v) => parse_go_bool(v).ok_or_else(|| UsageError::BadBool {
@@ -252,20 +188,20 @@ where
                 },
             },
         };
-        if FLAGS[index].kind != Kind::Repeated {
+        if flags[index].kind != Kind::Repeated {
             seen.retain(|(i, _)| *i != index);
         }
         seen.push((index, value));
     }
     let mut args: Vec<OsString> = vec!["xray".into()];
     for (index, value) in seen {
-        let flag = FLAGS[index];
+        let flag = &flags()[index];
         match (flag.kind, value) {
             (Kind::Help, _) => args.push("--help".into()),
-            // `-v=false` means no version request.
-            (Kind::Bool, Some(v)) if flag.long == "version" => {
+            // `-v=false` means no version request, `--no-verify-ssl=false` no change.
+            (Kind::Switch, Some(v)) => {
                 if v == "true" {
-                    args.push("--version".into());
+                    args.push(format!("--{}", flag.long).into());
                 }
             }
             (_, Some(v)) => args.push(format!("--{}={v}", flag.long).into()),

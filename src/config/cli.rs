@@ -118,4 +118,23 @@ pub struct Cli {
     /// (50 MiB, as the original). Ignored when Logging.LogRotation is false.
     #[arg(long = "log-rotate-bytes", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub log_rotate_bytes: Option<u64>,
+
+    // proxy (issue 6)
+    /// [ours] Forward only the SDKs' sampling calls (POST /GetSamplingRules and POST
+    /// /SamplingTargets) through the TCP proxy; other paths get 404.
+    #[arg(long = "proxy-sampling-only")]
+    pub proxy_sampling_only: bool,
+
+    /// [ours] How long a TCP proxy client may take to send a request's headers, and again its
+    /// body, in seconds. Default 10.
+    #[arg(long = "proxy-client-timeout", value_name = "SECONDS")]
+    pub proxy_client_timeout: Option<f64>,
+
+    /// [ours] How long the TCP proxy's call to X-Ray may take, in seconds. Default 10.
+    #[arg(long = "proxy-upstream-timeout", value_name = "SECONDS")]
+    pub proxy_upstream_timeout: Option<f64>,
+
+    /// [ours] The config file's NoVerifySSL: do not verify TLS certificates of AWS endpoints.
+    #[arg(long = "no-verify-ssl")]
+    pub no_verify_ssl: bool,
 }

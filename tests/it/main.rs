@@ -21,3 +21,6 @@ mod harness;
 
 mod compat;
 mod relay;
+// issue 6
+mod aws_env;
+mod proxy;

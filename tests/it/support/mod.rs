@@ -13,6 +13,15 @@
 //! - [`segments`]: trace/segment ids, minimal segment documents, datagram framing.
 //! - [`proc`]: [`peak_rss_kib`], [`status_kib`], output tails.
 //! - [`udp_tap`]: [`UdpTap`], a recording UDP relay (what a client really sent).
+//! - [`sampling`]: the sampling fault injector ([`sampling_injector`]: a [`FaultInjector`] that
+//!   answers GetSamplingRules/SamplingTargets, which moto lacks), SigV4 re-verification of
+//!   recorded requests, and `tests/peers/flask_sampling.py` (the Python SDK's centralized
+//!   sampling).
+//! - [`metadata`]: [`FakeMetadata`], IMDSv2 and the ECS task metadata endpoint on loopback
+//!   (or a silent one that never answers).
+//! - [`outbound_proxy`]: [`OutboundProxy`], an HTTP forward proxy (absolute-form and CONNECT)
+//!   that records what goes through it.
+//! - [`tls_front`]: HTTPS with a throwaway self-signed certificate in front of an injector.
 //!
 //! Children (moto, the daemon) are killed when their handle drops; when that happens during a
 //! panic, the tail of their output is printed so a failed test explains itself.
@@ -31,14 +40,22 @@ pub mod proc;
 pub mod segments;
 pub mod udp_tap;
 pub mod wait;
+// proxy and AWS environment tests (issue 6)
+pub mod metadata;
+pub mod outbound_proxy;
+pub mod sampling;
+pub mod tls_front;
 
 pub use daemon::{Daemon, DaemonBuilder, Finished};
 pub use fault::{Fault, FaultInjector, Recorded, Step};
 pub use flask::{FlaskRequest, FlaskRun, run_flask_peer};
+pub use metadata::FakeMetadata;
 pub use moto::{Moto, TEST_REGION};
+pub use outbound_proxy::OutboundProxy;
 pub use paths::{peer_script, repo_root, venv_bin, xray_bin};
 pub use ports::{free_addr, free_port};
 pub use proc::{peak_rss_kib, status_kib};
+pub use sampling::sampling_injector;
 pub use segments::{XRAY_HEADER, datagram, new_segment_id, new_trace_id, segment_json};
 pub use udp_tap::UdpTap;
 pub use wait::Deadline;
