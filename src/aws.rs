@@ -573,10 +573,7 @@ impl Metadata {
         match got {
             Ok(Ok(value)) => Some(String::from(value)).filter(|v| !v.trim().is_empty()),
             Ok(Err(e)) => {
-                tracing::debug!(
-                    "No EC2 instance metadata ({path}): {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                );
+                tracing::debug!("No EC2 instance metadata ({path}): {}", describe_error(&e));
                 self.imds_absent
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 None
@@ -757,7 +754,7 @@ pub async fn check_credentials(ctx: &AwsContext) {
              credentials files, web identity, the ECS container endpoint and EC2 instance \
              metadata): {}. Uploads to X-Ray will fail until credentials appear; to run \
              without AWS, use --sink stdout",
-            aws_smithy_types::error::display::DisplayErrorContext(&e)
+            describe_error(&e)
         ),
         Err(_) => tracing::warn!(
             "Looking up AWS credentials took over {} s; uploads will keep trying",
@@ -839,5 +836,45 @@ mod tests {
         let d = describe_proxy("http://user:secret@proxy:3128", "-p", None);
         assert!(!d.contains("secret"), "{d}");
         assert!(d.contains("proxy:3128"), "{d}");
+    }
+}
+
+/// An error and its causes in one line, without the debug dump the SDK's own display adds:
+/// `a: b: c`, each cause once.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // SDK errors often repeat their cause's words in their own.
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ").trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod describe_error_tests {
+    #[test]
+    fn joins_causes_once() {
+        let inner = std::io::Error::other("connection refused");
+        let outer = std::io::Error::other(inner);
+        assert_eq!(super::describe_error(&outer), "connection refused");
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dispatch failure")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let w = Wrap(std::io::Error::other("timed out"));
+        assert_eq!(super::describe_error(&w), "dispatch failure: timed out");
     }
 }

@@ -365,7 +365,17 @@ pub fn init(settings: &LogSettings) -> std::io::Result<()> {
     let filter = tracing_subscriber::filter::Targets::new()
         .with_default(others)
         .with_target("xray_daemon", ours)
-        .with_target("xray", ours);
+        .with_target("xray", ours)
+        // aws-config warns about each credential provider that found nothing; the daemon says
+        // it once, in its own words (aws::check_credentials).
+        .with_target(
+            "aws_config",
+            if ours >= Level::DEBUG {
+                others
+            } else {
+                Level::ERROR
+            },
+        );
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let file = match &settings.file {
@@ -375,7 +385,10 @@ pub fn init(settings: &LogSettings) -> std::io::Result<()> {
         )?))),
         None => None,
     };
-    let base = tracing_subscriber::fmt().with_max_level(Level::TRACE);
+    let base = tracing_subscriber::fmt()
+        .with_max_level(Level::TRACE)
+        // Plain text: log files and journald must not get colour codes in field values.
+        .with_ansi(false);
     match (settings.format, file) {
         (LogFormat::Text, Some(f)) => base
             .event_format(OriginalFormat)

@@ -217,7 +217,7 @@ impl CredentialCache {
         tokio::time::timeout(CREDENTIALS_TIMEOUT, self.provider.provide_credentials())
             .await
             .map_err(|_| format!("no credentials within {CREDENTIALS_TIMEOUT:?}"))?
-            .map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+            .map_err(|e| crate::aws::describe_error(&e))
     }
 }
 
@@ -634,7 +634,7 @@ async fn call(
         if e.is_timeout() {
             CallError::TimedOut
         } else {
-            CallError::Failed(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+            CallError::Failed(crate::aws::describe_error(&e))
         }
     })?;
     let status = StatusCode::from_u16(response.status().as_u16())
