@@ -12,8 +12,13 @@
 //! documents arriving meanwhile wait in the buffer.
 //!
 //! Shutdown: the token stops the receiver and the proxy; the buffer is closed, and the batcher
-//! and uploads drain it until it is empty or the deadline passes. What is still held at the
-//! deadline is counted as dropped (`shutdown`) and reported.
+//! and uploads drain it (retries included) until it is empty or the deadline passes
+//! (`--shutdown-timeout`, default 25 s). At the deadline the buffer is abandoned and the calls
+//! under way are cut off; what they held is counted as dropped (`shutdown`) and reported. Then
+//! telemetry sends its final record (which includes the drain) and the summary is logged.
+//!
+//! Also started here: the telemetry task ([`telemetry`]) when a sink sends to X-Ray and
+//! telemetry is on, and the summary line every [`SUMMARY_INTERVAL`] while something changed.
 
 use std::sync::Arc;
 
@@ -29,8 +34,8 @@ use crate::sink::file::FileSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::xray::XraySink;
 use crate::sink::{Sink, SinkSpec};
-use crate::stats::{DropReason, Snapshot, Stats};
-use crate::{batcher, proxy, receiver, upload};
+use crate::stats::{SUMMARY_INTERVAL, Snapshot, Stats};
+use crate::{batcher, proxy, receiver, telemetry, upload};
 
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -99,7 +104,7 @@ pub async fn run(
     let proxy = tokio::spawn(proxy::run(bound.tcp, Arc::clone(&stats), shutdown.clone()));
 
     // Lookups that may take time come after listening has started.
-    let (sinks, region_line) = match build_sinks(&config).await {
+    let (sinks, region_line, aws_ctx) = match build_sinks(&config).await {
         Ok(s) => s,
         Err(e) => {
             shutdown.cancel();
@@ -119,64 +124,106 @@ pub async fn run(
     );
 
     let (batch_tx, batch_rx) = mpsc::channel(1);
-    let batcher = tokio::spawn(batcher::run(Arc::clone(&buffer), batcher::LINGER, batch_tx));
-    let uploads = tokio::spawn(upload::run(
+    let abandon = CancellationToken::new();
+    let mut batcher = tokio::spawn(batcher::run(Arc::clone(&buffer), batcher::LINGER, batch_tx));
+    let mut uploads = tokio::spawn(upload::run(
         batch_rx,
         sinks,
-        config.concurrency,
+        upload::UploadSettings {
+            concurrency: config.concurrency,
+            retry: config.retry,
+        },
         Arc::clone(&stats),
+        abandon.clone(),
     ));
+    let telemetry = match (&aws_ctx, config.telemetry_interval) {
+        (Some(ctx), Some(interval)) => {
+            let mut identity = telemetry::Identity::from_env(
+                |k| std::env::var(k).ok().filter(|v| !v.is_empty()),
+                config.resource_arn.as_deref(),
+            );
+            // IMDS lookup of hostname and instance id: see the hook's docs.
+            telemetry::fill_from_instance_metadata(&mut identity, config.local_mode).await;
+            Some(telemetry::spawn(
+                aws_sdk_xray::Client::new(&ctx.sdk),
+                Arc::clone(&stats),
+                identity,
+                interval,
+            ))
+        }
+        _ => None,
+    };
+    let summary = tokio::spawn(log_summaries(Arc::clone(&stats)));
 
     shutdown.cancelled().await;
     let _ = receiver.await;
     let _ = proxy.await;
+    summary.abort();
     buffer.close();
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     let at_close = stats.snapshot();
     tracing::info!(
-        "Draining {} buffered and {} in-flight segment(s), for at most {:.0} s",
+        "Draining {} buffered and {} in-flight segment(s), for at most {:.1} s",
         at_close.buffered,
         at_close.in_flight,
         config.shutdown_timeout.as_secs_f64()
     );
-    let drained = tokio::time::timeout(config.shutdown_timeout, async {
-        let _ = batcher.await;
-        let _ = uploads.await;
+    let drained = tokio::time::timeout_at(deadline, async {
+        let _ = (&mut batcher).await;
+        let _ = (&mut uploads).await;
     })
     .await;
     if drained.is_err() {
-        let held = stats.snapshot();
-        let waiting = buffer.discard_waiting(DropReason::Shutdown);
-        // In-flight uploads are abandoned with the runtime; count them here.
-        stats.documents_dropped(DropReason::Shutdown, held.in_flight);
+        let before = stats.snapshot();
+        let waiting = buffer.abandon();
+        abandon.cancel();
+        // Both end promptly now: the buffer hands out nothing, calls under way are cut off,
+        // and every batch they held counts itself as dropped.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let _ = (&mut batcher).await;
+            let _ = (&mut uploads).await;
+        })
+        .await;
+        let after = stats.snapshot();
+        let lost = after.dropped.get("shutdown").copied().unwrap_or(0)
+            - before.dropped.get("shutdown").copied().unwrap_or(0);
         tracing::error!(
-            "Shutdown deadline of {:.0} s passed: {} segment(s) were not sent ({waiting} waiting, {} in flight)",
+            "Shutdown deadline of {:.1} s passed: {lost} segment(s) were not sent ({waiting} waiting, {} in flight); they are counted as dropped (shutdown)",
             config.shutdown_timeout.as_secs_f64(),
-            waiting + held.in_flight,
-            held.in_flight
+            lost.saturating_sub(waiting),
         );
     }
+    if let Some((handle, finish)) = telemetry {
+        finish.now(deadline);
+        let bound = deadline.max(tokio::time::Instant::now()) + telemetry::FINAL_SEND_MIN;
+        let _ = tokio::time::timeout_at(bound, handle).await;
+    }
     let end = stats.snapshot();
-    tracing::info!(
-        "Stopped. Segments received: {}, sent: {}, rejected by X-Ray: {}, dropped: {} ({})",
-        end.received,
-        end.sent,
-        end.rejected,
-        end.dropped_total(),
-        end.dropped
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    tracing::info!("Stopped. {}", end.summary_line());
     Ok(end)
+}
+
+/// Logs the summary line every [`SUMMARY_INTERVAL`] while something changed.
+async fn log_summaries(stats: Arc<Stats>) {
+    let mut last = stats.snapshot();
+    loop {
+        tokio::time::sleep(SUMMARY_INTERVAL).await;
+        let now = stats.snapshot();
+        if !now.same_events(&last) {
+            tracing::info!("{}", now.summary_line());
+        }
+        last = now;
+    }
 }
 
 /// Builds the sinks; for `xray`, resolves the region and checks credentials (in the
 /// background). Returns the sinks and the banner's region words.
-async fn build_sinks(config: &Config) -> Result<(upload::Sinks, String), StartupError> {
+async fn build_sinks(
+    config: &Config,
+) -> Result<(upload::Sinks, String, Option<aws::AwsContext>), StartupError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut region_line = "no AWS region needed".to_owned();
+    let mut aws_ctx = None;
     for spec in &config.sinks {
         match spec {
             SinkSpec::Xray => {
@@ -199,6 +246,7 @@ async fn build_sinks(config: &Config) -> Result<(upload::Sinks, String), Startup
                 let check = ctx.clone();
                 tokio::spawn(async move { aws::check_credentials(&check).await });
                 sinks.push(Box::new(XraySink::new(&ctx)));
+                aws_ctx = Some(ctx);
             }
             SinkSpec::Stdout => sinks.push(Box::new(StdoutSink)),
             SinkSpec::File(path) => {
@@ -212,7 +260,7 @@ async fn build_sinks(config: &Config) -> Result<(upload::Sinks, String), Startup
             }
         }
     }
-    Ok((sinks.into(), region_line))
+    Ok((sinks.into(), region_line, aws_ctx))
 }
 
 fn human_bytes(n: usize) -> String {

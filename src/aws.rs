@@ -68,7 +68,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
     let (region, region_source) = resolve_region(settings).await?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region.clone())
-        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .retry_config(RetryConfig::disabled()) // one retry layer: crate::upload::retry
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(CONNECT_TIMEOUT)

@@ -61,6 +61,11 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// How long the shutdown drain may take.
     pub shutdown_timeout: Duration,
+    // delivery (issue 5)
+    /// When uploads are retried and given up.
+    pub retry: crate::upload::retry::RetryPolicy,
+    /// Time between telemetry records; `None`: no telemetry.
+    pub telemetry_interval: Option<Duration>,
 }
 
 impl Config {
@@ -217,7 +222,70 @@ pub fn resolve(cli: &cli::Cli, machine: Machine) -> Result<Config, ConfigError> 
         log_level,
         log_file: cli.log_file.clone(),
         shutdown_timeout,
+        retry: delivery::retry_policy(cli)?,
+        telemetry_interval: delivery::telemetry_interval(cli)?,
     })
+}
+
+// delivery (issue 5)
+mod delivery {
+    use std::time::Duration;
+
+    use super::{ConfigError, cli::Cli};
+    use crate::upload::retry::RetryPolicy;
+
+    fn seconds(
+        value: Option<f64>,
+        setting: &'static str,
+        min: Duration,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s >= min.as_secs_f64() && s <= 86_400.0 => {
+                Ok(Duration::from_secs_f64(s))
+            }
+            Some(s) => Err(ConfigError::Value {
+                setting,
+                value: s.to_string(),
+                why: format!(
+                    "must be a number of seconds from {} to 86400",
+                    min.as_secs_f64()
+                ),
+            }),
+        }
+    }
+
+    pub(super) fn retry_policy(cli: &Cli) -> Result<RetryPolicy, ConfigError> {
+        let mut policy = RetryPolicy::default();
+        if let Some(n) = cli.retry_max_attempts {
+            if n == 0 {
+                return Err(ConfigError::Value {
+                    setting: "--retry-max-attempts",
+                    value: n.to_string(),
+                    why: "at least 1 attempt is needed (1 means no retries)".into(),
+                });
+            }
+            policy.max_attempts = n;
+        }
+        policy.max_age = seconds(
+            cli.retry_max_age,
+            "--retry-max-age",
+            Duration::ZERO,
+            policy.max_age,
+        )?;
+        Ok(policy)
+    }
+
+    pub(super) fn telemetry_interval(cli: &Cli) -> Result<Option<Duration>, ConfigError> {
+        let interval = seconds(
+            cli.telemetry_interval,
+            "--telemetry-interval",
+            crate::telemetry::MIN_INTERVAL,
+            crate::telemetry::DEFAULT_INTERVAL,
+        )?;
+        Ok((!cli.no_telemetry).then_some(interval))
+    }
 }
 
 /// Parses a listen address the way the original accepts them: `HOST:PORT`, `[V6]:PORT`, or

@@ -30,4 +30,5 @@ pub mod segment;
 pub mod shutdown;
 pub mod sink;
 pub mod stats;
+pub mod telemetry;
 pub mod upload;
