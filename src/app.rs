@@ -149,6 +149,7 @@ pub async fn run(
                 Arc::clone(&stats),
                 identity,
                 interval,
+                shutdown.clone(),
             ))
         }
         _ => None,

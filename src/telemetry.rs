@@ -8,10 +8,10 @@
 //!
 //! As the original: no record is cut before the first datagram arrived; after that one is cut
 //! every interval, even with all counts zero. Records a failed call could not deliver are kept
-//! (at most [`MAX_QUEUED_RECORDS`], the oldest dropped) and sent with the next ones. At
-//! shutdown a final record is cut **after** the drain, so what the drain sent is counted (the
-//! original cut it before, and lost those counts); it is sent within what is left of the
-//! shutdown deadline (at least [`FINAL_SEND_MIN`]). The SDK's retries are off; a failed call is
+//! (at most [`MAX_QUEUED_RECORDS`], the oldest dropped) and sent with the next ones. When
+//! shutdown starts the interval stops; one final record is cut **after** the drain, so it
+//! holds what the drain sent (the original cut it before, and lost those counts); it is sent
+//! within what is left of the shutdown deadline (at least [`FINAL_SEND_MIN`]). The SDK's retries are off; a failed call is
 //! counted among the backend connection errors, as the original does.
 //!
 //! How our counters map onto the original's record (each record holds the change since the
@@ -45,6 +45,7 @@ use aws_smithy_types::DateTime;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::sink::xray::error_kind;
 use crate::stats::{DropReason, Snapshot, Stats};
@@ -264,13 +265,15 @@ impl Reporter {
     }
 }
 
-/// Starts the telemetry task: a record every `interval` until [`Finish::now`], then the final
-/// one. Returns its handle and the [`Finish`] to end it with.
+/// Starts the telemetry task: a record every `interval` until `shutdown` is cancelled, then,
+/// on [`Finish::now`] (after the drain), the final one. Returns its handle and the [`Finish`]
+/// to end it with.
 pub fn spawn(
     client: Client,
     stats: Arc<Stats>,
     identity: Identity,
     interval: Duration,
+    shutdown: CancellationToken,
 ) -> (tokio::task::JoinHandle<()>, Finish) {
     let (tx, rx) = oneshot::channel();
     let reporter = Reporter {
@@ -280,22 +283,30 @@ pub fn spawn(
         last: Snapshot::default(),
         queue: VecDeque::new(),
     };
-    let handle = tokio::spawn(run(reporter, interval.max(MIN_INTERVAL), rx));
+    let handle = tokio::spawn(run(reporter, interval.max(MIN_INTERVAL), shutdown, rx));
     (handle, Finish(tx))
 }
 
-async fn run(mut reporter: Reporter, interval: Duration, mut finish: oneshot::Receiver<Instant>) {
-    let deadline = loop {
+async fn run(
+    mut reporter: Reporter,
+    interval: Duration,
+    shutdown: CancellationToken,
+    finish: oneshot::Receiver<Instant>,
+) {
+    // Records every interval until shutdown starts; then one final record once the drain is
+    // over, so it holds everything the drain did.
+    loop {
         tokio::select! {
-            deadline = &mut finish => break deadline.ok(),
+            () = shutdown.cancelled() => break,
             () = tokio::time::sleep(interval) => {}
         }
         reporter.cut();
         tokio::select! {
-            deadline = &mut finish => break deadline.ok(),
+            () = shutdown.cancelled() => break,
             () = reporter.send_queued() => {}
         }
-    };
+    }
+    let deadline = finish.await.ok();
     let Some(deadline) = deadline else {
         return; // The daemon is going away without a drain (startup failed).
     };

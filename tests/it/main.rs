@@ -17,4 +17,5 @@
 
 mod support;
 
+mod delivery;
 mod harness;
