@@ -755,6 +755,67 @@ mod tests {
         assert!(text.contains("xray_segments_received_total 1"), "{text}");
     }
 
+    /// Moves of documents between counters inside `books` transactions are never seen half
+    /// done, however the snapshot and the moves interleave.
+    #[test]
+    fn snapshots_never_see_a_move_half_done() {
+        let stats = std::sync::Arc::new(Stats::new());
+        let mover = {
+            let stats = std::sync::Arc::clone(&stats);
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    let _books = stats.books();
+                    stats.datagram_received(1);
+                    // Waiting, then in flight, then delivered: three gauges and a counter.
+                    stats.set_buffered(1, 1);
+                    std::hint::spin_loop();
+                    stats.set_buffered(0, 0);
+                    stats.set_in_flight(1, 1);
+                    std::hint::spin_loop();
+                    stats.set_in_flight(0, 0);
+                    if i % 2 == 0 {
+                        stats.batch_sent(1);
+                    } else {
+                        let _nested = stats.books();
+                        stats.documents_dropped(DropReason::RetriesExhausted, 1);
+                    }
+                }
+            })
+        };
+        let mut checked = 0;
+        while !mover.is_finished() {
+            let snap = stats.snapshot();
+            assert_eq!(snap.unaccounted(), 0, "{snap:?}");
+            checked += 1;
+        }
+        assert!(mover.join().is_ok());
+        let end = stats.snapshot();
+        assert_eq!((end.received, end.unaccounted()), (20_000, 0));
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn the_summary_line_names_what_was_lost_and_why() {
+        let s = Stats::new();
+        for _ in 0..5 {
+            s.datagram_received(10);
+        }
+        s.batch_sent(2);
+        s.documents_rejected(1);
+        s.documents_dropped(DropReason::RetriesExhausted, 2);
+        s.backend_error(ErrorKind::Throttled);
+        let snap = s.snapshot();
+        assert_eq!(snap.unaccounted(), 0);
+        assert_eq!(
+            snap.summary_line(),
+            "Segments received: 5, sent: 2, rejected by X-Ray: 1, dropped: 2 (retries_exhausted 2), \
+             buffered: 0, in flight: 0, retried: 0, upload errors: 1 (throttled 1), kernel dropped: 0"
+        );
+        assert!(snap.same_events(&s.snapshot()));
+        s.datagram_received(1);
+        assert!(!snap.same_events(&s.snapshot()));
+    }
+
     #[test]
     fn rate_limit_lets_one_through_then_counts() {
         let r = RateLimit::default();
