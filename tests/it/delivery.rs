@@ -273,6 +273,47 @@ async fn refused_segments_are_counted_and_logged_with_their_ids() {
     assert_eq!(stored, expected);
 }
 
+/// Requirement 3, continued: an `UnprocessedTraceSegments` entry whose code says throttling is
+/// not a refusal: that document is sent again, and arrives once.
+#[tokio::test]
+async fn segments_refused_for_throttling_are_sent_again() {
+    let moto = Moto::start().await;
+    let trace = new_trace_id();
+    let id = new_segment_id();
+    let body = format!(
+        r#"{{"UnprocessedTraceSegments":[{{"Id":"{id}","ErrorCode":"ThrottlingException","Message":"Rate exceeded"}}]}}"#
+    );
+    let injector = FaultInjector::with_script(
+        &moto.endpoint(),
+        vec![Step::on(
+            "/TraceSegments",
+            Fault::Respond { status: 200, body },
+        )],
+    )
+    .await;
+    let daemon = Daemon::builder()
+        .endpoint(&injector.endpoint())
+        .args(["-n", TEST_REGION])
+        .start()
+        .await;
+    let doc = document(&trace, &id, 0);
+    daemon.send_segment(&doc);
+    let stats = daemon
+        .wait_for_stats(|s| s["sent"] == 1 && settled(s), SETTLE)
+        .await;
+    assert_eq!(
+        (count(&stats, "rejected"), count(&stats, "retried")),
+        (0, 1),
+        "{stats}"
+    );
+    assert_identity(&stats);
+    let stored = moto
+        .wait_for_documents(TEST_REGION, &[&trace], 1, SETTLE)
+        .await;
+    assert_eq!(stored, vec![doc]);
+    assert_eq!(injector.put_trace_segments_batches(), vec![1, 1]);
+}
+
 /// Requirement 4, first half: SIGTERM with many segments buffered and a slow endpoint; all
 /// arrive, and the daemon exits 0 within the deadline.
 #[tokio::test]
