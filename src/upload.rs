@@ -140,7 +140,8 @@ async fn deliver(batch: Batch, shared: &Shared) {
     let mut states: Vec<DocState> = batch.states().to_vec();
     // Documents a sink refused to take in a way no retry fixes.
     let mut hard_failed = vec![false; n];
-    let mut last_failure: Option<(crate::sink::ErrorKind, String)> = None;
+    // Failed calls worth another attempt: kind, error, documents in the call.
+    let mut failures: Vec<(crate::sink::ErrorKind, String, usize)> = Vec::new();
     for (si, sink) in shared.sinks.iter().enumerate().take(32) {
         let bit = 1u32 << si;
         let pending: Vec<usize> = (0..n)
@@ -204,7 +205,7 @@ async fn deliver(batch: Batch, shared: &Shared) {
             }
             (Verdict::Retry(kind), Err(e)) => {
                 // Logged below, once the backoff is known.
-                last_failure = Some((kind, e.to_string()));
+                failures.push((kind, e.to_string(), pending.len()));
             }
             (Verdict::Drop(kind), Err(e)) => {
                 shared
@@ -248,16 +249,16 @@ async fn deliver(batch: Batch, shared: &Shared) {
         };
         fates.push(fate);
     }
-    let backoff = if last_failure.is_some() || to_retry > 0 {
-        let failures = shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        Some(retry::backoff(&shared.retry, failures, jitter()))
+    let backoff = if !failures.is_empty() || to_retry > 0 {
+        let consecutive = shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        Some(retry::backoff(&shared.retry, consecutive, jitter()))
     } else {
         shared.failures.store(0, Ordering::Relaxed);
         None
     };
-    if let Some((kind, error)) = &last_failure {
+    for (kind, error, count) in &failures {
         shared.stats.call_failed(
-            n as u64,
+            *count as u64,
             *kind,
             error,
             (to_retry > 0).then(|| backoff.unwrap_or_default()),
@@ -274,4 +275,168 @@ async fn deliver(batch: Batch, shared: &Shared) {
         started.elapsed().as_secs_f64()
     );
     batch.finish(&fates, &states, backoff);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::buffer::{Buffer, FullPolicy, Taken};
+    use crate::sink::{Delivery, ErrorKind, SinkError, SinkFuture};
+
+    /// A sink that fails with the scripted kinds first, then takes everything; it records
+    /// the ids of every batch it is sent.
+    #[derive(Debug, Default)]
+    struct ScriptedSink {
+        failures: Mutex<VecDeque<ErrorKind>>,
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl ScriptedSink {
+        fn failing(kinds: &[ErrorKind]) -> Arc<Self> {
+            Arc::new(ScriptedSink {
+                failures: Mutex::new(kinds.iter().copied().collect()),
+                calls: Mutex::default(),
+            })
+        }
+
+        fn calls(&self) -> Vec<Vec<String>> {
+            self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        }
+    }
+
+    #[derive(Debug)]
+    struct ScriptedHandle(Arc<ScriptedSink>);
+
+    impl Sink for ScriptedHandle {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+
+        fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
+            let ids = batch
+                .iter()
+                .map(|d| d.id.as_deref().unwrap_or("-").to_owned())
+                .collect();
+            if let Ok(mut calls) = self.0.calls.lock() {
+                calls.push(ids);
+            }
+            let failure = self.0.failures.lock().ok().and_then(|mut f| f.pop_front());
+            Box::pin(async move {
+                match failure {
+                    Some(kind) => Err(SinkError::Call {
+                        sink: "scripted",
+                        kind,
+                        message: "scripted".into(),
+                    }),
+                    None => Ok(Delivery::default()),
+                }
+            })
+        }
+    }
+
+    fn doc(id: usize) -> Segment {
+        Segment {
+            body: Bytes::from_static(b"{}"),
+            trace_id: None,
+            id: Some(id.to_string().into()),
+        }
+    }
+
+    /// Runs the batcher loop and the upload stage over `docs` until everything is settled.
+    async fn run_to_end(
+        sinks: Vec<Arc<ScriptedSink>>,
+        docs: usize,
+        retry: RetryPolicy,
+    ) -> Arc<Stats> {
+        let stats = Arc::new(Stats::new());
+        let buffer = Buffer::new(1 << 20, 2, FullPolicy::DropOldest, Arc::clone(&stats));
+        for _ in 0..docs {
+            stats.datagram_received(2);
+        }
+        buffer.push_all((0..docs).map(doc));
+        buffer.close();
+        let (tx, rx) = mpsc::channel(1);
+        let sinks: Sinks = sinks
+            .into_iter()
+            .map(|s| Box::new(ScriptedHandle(s)) as Box<dyn Sink>)
+            .collect::<Vec<_>>()
+            .into();
+        let uploads = tokio::spawn(run(
+            rx,
+            sinks,
+            UploadSettings {
+                concurrency: 2,
+                retry,
+            },
+            Arc::clone(&stats),
+            CancellationToken::new(),
+        ));
+        while let Taken::Batch(batch) = buffer.next_batch(Duration::from_millis(10)).await {
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let _ = uploads.await;
+        stats
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_goes_only_to_the_sink_that_failed() {
+        let good = ScriptedSink::failing(&[]);
+        let flaky = ScriptedSink::failing(&[ErrorKind::Http5xx, ErrorKind::Throttled]);
+        let stats = run_to_end(
+            vec![Arc::clone(&good), Arc::clone(&flaky)],
+            4,
+            RetryPolicy::default(),
+        )
+        .await;
+        let snap = stats.snapshot();
+        assert_eq!(
+            (snap.sent, snap.dropped_total(), snap.unaccounted()),
+            (4, 0, 0)
+        );
+        assert_eq!(snap.backend_errors["http_5xx"], 1);
+        assert_eq!(snap.backend_errors["throttled"], 1);
+        let mut taken: Vec<String> = good.calls().concat();
+        taken.sort();
+        assert_eq!(
+            taken,
+            ["0", "1", "2", "3"],
+            "the good sink got each document once"
+        );
+        assert_eq!(
+            flaky.calls().len(),
+            4,
+            "two failed calls, then the two batches"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_end_at_the_attempt_limit_and_client_errors_are_not_retried() {
+        let down = ScriptedSink::failing(&[ErrorKind::ConnectionRefused; 10]);
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        let snap = run_to_end(vec![Arc::clone(&down)], 2, policy)
+            .await
+            .snapshot();
+        assert_eq!(snap.dropped["retries_exhausted"], 2);
+        assert_eq!((snap.retried, snap.unaccounted()), (4, 0));
+        assert_eq!(down.calls().len(), 3, "three attempts");
+
+        let refused = ScriptedSink::failing(&[ErrorKind::Http4xx]);
+        let snap = run_to_end(vec![Arc::clone(&refused)], 2, policy)
+            .await
+            .snapshot();
+        assert_eq!((snap.dropped["upload_failed"], snap.retried), (2, 0));
+        assert_eq!(refused.calls().len(), 1);
+    }
 }
