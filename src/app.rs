@@ -137,21 +137,19 @@ pub async fn run(
         abandon.clone(),
     ));
     let telemetry = match (&aws_ctx, config.telemetry_interval) {
-        (Some(ctx), Some(interval)) => {
-            let mut identity = telemetry::Identity::from_env(
-                |k| std::env::var(k).ok().filter(|v| !v.is_empty()),
-                config.resource_arn.as_deref(),
-            );
-            // IMDS lookup of hostname and instance id: see the hook's docs.
-            telemetry::fill_from_instance_metadata(&mut identity, config.local_mode).await;
-            Some(telemetry::spawn(
-                aws_sdk_xray::Client::new(&ctx.sdk),
-                Arc::clone(&stats),
-                identity,
+        (Some(ctx), Some(interval)) => Some(telemetry::spawn(
+            aws_sdk_xray::Client::new(&ctx.sdk),
+            Arc::clone(&stats),
+            telemetry::TelemetrySettings {
+                identity: telemetry::Identity::from_env(
+                    |k| std::env::var(k).ok().filter(|v| !v.is_empty()),
+                    config.resource_arn.as_deref(),
+                ),
+                local_mode: config.local_mode,
                 interval,
-                shutdown.clone(),
-            ))
-        }
+            },
+            shutdown.clone(),
+        )),
         _ => None,
     };
     let summary = tokio::spawn(log_summaries(Arc::clone(&stats)));

@@ -265,34 +265,47 @@ impl Reporter {
     }
 }
 
-/// Starts the telemetry task: a record every `interval` until `shutdown` is cancelled, then,
-/// on [`Finish::now`] (after the drain), the final one. Returns its handle and the [`Finish`]
-/// to end it with.
+/// How the telemetry task runs.
+#[derive(Clone, Debug)]
+pub struct TelemetrySettings {
+    /// Who is reporting (the environment overrides and `-a`).
+    pub identity: Identity,
+    /// `-o/--local-mode`: no instance metadata lookups.
+    pub local_mode: bool,
+    /// Time between records; at least [`MIN_INTERVAL`]. Default [`DEFAULT_INTERVAL`].
+    pub interval: Duration,
+}
+
+/// Starts the telemetry task: it completes the identity ([`fill_from_instance_metadata`]),
+/// then cuts a record every interval until `shutdown` is cancelled, then, on [`Finish::now`]
+/// (after the drain), the final one. Returns its handle and the [`Finish`] to end it with.
 pub fn spawn(
     client: Client,
     stats: Arc<Stats>,
-    identity: Identity,
-    interval: Duration,
+    settings: TelemetrySettings,
     shutdown: CancellationToken,
 ) -> (tokio::task::JoinHandle<()>, Finish) {
     let (tx, rx) = oneshot::channel();
     let reporter = Reporter {
         client,
         stats,
-        identity,
+        identity: settings.identity,
         last: Snapshot::default(),
         queue: VecDeque::new(),
     };
-    let handle = tokio::spawn(run(reporter, interval.max(MIN_INTERVAL), shutdown, rx));
+    let interval = settings.interval.max(MIN_INTERVAL);
+    let handle = tokio::spawn(run(reporter, settings.local_mode, interval, shutdown, rx));
     (handle, Finish(tx))
 }
 
 async fn run(
     mut reporter: Reporter,
+    local_mode: bool,
     interval: Duration,
     shutdown: CancellationToken,
     finish: oneshot::Receiver<Instant>,
 ) {
+    fill_from_instance_metadata(&mut reporter.identity, local_mode).await;
     // Records every interval until shutdown starts; then one final record once the drain is
     // over, so it holds everything the drain did.
     loop {
