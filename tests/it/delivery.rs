@@ -163,6 +163,50 @@ async fn throttled_calls_are_retried_until_every_segment_arrives_exactly_once() 
     assert_identity(&stats);
 }
 
+/// Server errors, a reset connection and a stalled call (past the SDK's attempt timeout) are
+/// retried too, each counted by kind; every segment still arrives once.
+#[tokio::test]
+async fn server_errors_resets_and_stalls_are_retried_and_counted_by_kind() {
+    let moto = Moto::start().await;
+    let injector = FaultInjector::with_script(
+        &moto.endpoint(),
+        vec![
+            Step::on(
+                "/TraceSegments",
+                Fault::Respond {
+                    status: 500,
+                    body: r#"{"__type":"InternalFailure","message":"injected"}"#.to_owned(),
+                },
+            ),
+            Step::on("/TraceSegments", Fault::Close),
+            Step::on("/TraceSegments", Fault::Hang),
+        ],
+    )
+    .await;
+    let daemon = Daemon::builder()
+        .endpoint(&injector.endpoint())
+        .args(["-n", TEST_REGION])
+        .start()
+        .await;
+    let (traces, documents) = make_documents(30, 0);
+    send_paced(&daemon, &documents, 30).await;
+    let stats = daemon
+        .wait_for_stats(|s| s["sent"] == 30 && settled(s), SETTLE)
+        .await;
+    for kind in ["http_5xx", "connection", "timeout"] {
+        assert_eq!(by_key(&stats, "backend_errors", kind), 1, "{kind}: {stats}");
+    }
+    assert_eq!(dropped_total(&stats), 0);
+    assert_identity(&stats);
+    let mut stored = moto
+        .wait_for_documents(TEST_REGION, &traces, 30, SETTLE)
+        .await;
+    let mut expected = documents.clone();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected);
+}
+
 /// Requirement 2: the endpoint refuses connections for a while as segments keep coming; what
 /// fits the budget arrives afterwards, and the rest is counted as spillover.
 #[tokio::test]
