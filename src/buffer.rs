@@ -177,17 +177,26 @@ impl Batch {
         let mut retried = 0u64;
         let docs = std::mem::take(&mut self.docs);
         for (i, doc) in docs.into_iter().enumerate() {
-            match fates
-                .get(i)
-                .copied()
-                .unwrap_or(Fate::Dropped(DropReason::UploadFailed))
-            {
+            let fate = match fates.get(i).copied() {
+                Some(Fate::Retry) if abandoned => Fate::Dropped(DropReason::Shutdown),
+                Some(fate) => fate,
+                None => Fate::Dropped(DropReason::UploadFailed),
+            };
+            if let Fate::Dropped(reason) = fate {
+                // Which segments were lost, for an operator who needs to know (never the body).
+                tracing::debug!(
+                    "Lost segment {} of trace {} ({})",
+                    doc.id.as_deref().unwrap_or("(no id)"),
+                    doc.trace_id.as_deref().unwrap_or("(no trace id)"),
+                    reason.as_str()
+                );
+            }
+            match fate {
                 Fate::Sent => sent += 1,
                 Fate::Rejected => rejected += 1,
                 Fate::Dropped(DropReason::RetriesExhausted) => exhausted += 1,
                 Fate::Dropped(DropReason::Shutdown) => shutdown += 1,
                 Fate::Dropped(_) => failed += 1,
-                Fate::Retry if abandoned => shutdown += 1,
                 Fate::Retry => {
                     let seq = self.seqs[i];
                     let state = states
