@@ -408,7 +408,7 @@ async fn sigterm_with_an_endpoint_that_never_answers_exits_at_the_deadline() {
     injector.always("/TraceSegments", Fault::Hang);
     let mut daemon = Daemon::builder()
         .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--shutdown-timeout", "3"])
+        .args(["-n", TEST_REGION, "--shutdown-timeout", "3", "-l", "debug"])
         .start()
         .await;
     let (_, documents) = make_documents(100, 0);
@@ -436,6 +436,14 @@ async fn sigterm_with_an_endpoint_that_never_answers_exits_at_the_deadline() {
         out.contains("Stopped. Segments received: 100, sent: 0, rejected by X-Ray: 0, dropped: 100 (shutdown 100), buffered: 0, in flight: 0"),
         "exit summary: {out}"
     );
+    // At debug level, each lost segment is named.
+    let lost: BTreeSet<&str> = out
+        .lines()
+        .filter(|l| l.contains("Lost segment") && l.ends_with("(shutdown)"))
+        .filter_map(|l| l.split("Lost segment ").nth(1)?.split(' ').next())
+        .collect();
+    let sent: BTreeSet<String> = documents.iter().map(|d| id_of(d)).collect();
+    assert_eq!(lost, sent.iter().map(String::as_str).collect(), "{out}");
 }
 
 /// Sums one counter over every record of the calls.
