@@ -5,7 +5,7 @@
 //!
 //! - [`xray`]: `PutTraceSegments` to AWS X-Ray (the default);
 //! - [`stdout`]: one readable line per document, for a laptop without an AWS account;
-//! - [`file`]: the raw documents appended to a file as JSON Lines.
+//! - [`mod@file`]: the raw documents appended to a file as JSON Lines.
 //!
 //! A sink is small: one async method. New destinations (OpenTelemetry) plug in here.
 

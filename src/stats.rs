@@ -1,7 +1,7 @@
 //! The daemon's counters: one method per event, each counting and (where it matters) logging.
 //!
 //! Every stage is handed an `Arc<Stats>` and reports what happened to each document through it;
-//! nothing else keeps counts. The stats endpoint ([`crate::status`]) reads them back as
+//! nothing else keeps counts. The stats endpoint ([`crate::proxy`]) reads them back as
 //! Prometheus text or JSON, and the shutdown summary is built from them.
 //!
 //! The accounting identity: `received = sent + rejected + dropped (all reasons) + buffered +
@@ -10,11 +10,12 @@
 //! `kernel_dropped`. Every move of documents between these counters happens inside one
 //! [`Stats::books`] transaction, and [`Stats::snapshot`] waits for a moment when none is under
 //! way (a sequence lock), so a snapshot satisfies the identity exactly — as far as every stage
-//! wraps its moves in a transaction (the buffer and uploads do; see the receiver for its part).
+//! wraps its moves in a transaction (the receiver does per burst of datagrams, the buffer per
+//! push, batch taken and batch finished).
 //!
 //! Besides the counters: upload failures by kind ([`ErrorKind`], the backend connection errors
 //! telemetry reports), documents put back for retry, and a summary line logged every minute
-//! while something changed ([`Stats::summary_line`], [`SUMMARY_INTERVAL`]) and at exit.
+//! while something changed ([`Snapshot::summary_line`], [`SUMMARY_INTERVAL`]) and at exit.
 //!
 //! Counting is one relaxed atomic add; warnings about bad input are rate-limited per reason so a
 //! flood of garbage cannot flood the log ([`WARN_INTERVAL`]), and each warning says how many
