@@ -3,9 +3,11 @@
 #   - .venv (python3 -m venv) with tests/requirements.txt: moto_server, the Python X-Ray SDK, Flask.
 #     Reinstalled when tests/requirements.txt changes (a copy of it is kept in .venv as a stamp).
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
-# Then: cargo build --all-targets; cargo test --all-targets.
+#   - cargo-fuzz (cargo install), when missing.
+# Then: cargo build --all-targets; cargo test --all-targets; a short fuzz run of each target in
+# fuzz/ (FUZZ_SECONDS each, default 20; see fuzz/README.md for a longer run).
 # Works from any directory. Extra arguments go to the test binaries (after `--`),
-# e.g. `scripts/test.sh smoke` runs only tests whose name contains "smoke".
+# e.g. `scripts/test.sh smoke` runs only tests whose name contains "smoke" (and no fuzzing).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,3 +42,19 @@ cargo build --all-targets
 threads="${TEST_THREADS:-2}"
 echo "==> cargo test --all-targets (test threads: $threads)"
 cargo test --all-targets -- --test-threads="$threads" "$@"
+
+# A filtered run is for iterating on some tests; the fuzz run belongs to the full one.
+if [[ $# -eq 0 ]]; then
+    fuzz_seconds="${FUZZ_SECONDS:-20}"
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "==> installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    fi
+    for target in segment_parse buffer_accounting; do
+        echo "==> cargo +nightly fuzz run $target (${fuzz_seconds} s)"
+        scratch="$(mktemp -d)"
+        cargo +nightly fuzz run "$target" "$scratch" "fuzz/seeds/$target" -- \
+            -max_total_time="$fuzz_seconds" -print_final_stats=1
+        rm -rf "$scratch"
+    done
+fi

@@ -12,8 +12,13 @@
 //! documents arriving meanwhile wait in the buffer.
 //!
 //! Shutdown: the token stops the receiver and the proxy; the buffer is closed, and the batcher
-//! and uploads drain it until it is empty or the deadline passes. What is still held at the
-//! deadline is counted as dropped (`shutdown`) and reported.
+//! and uploads drain it (retries included) until it is empty or the deadline passes
+//! (`--shutdown-timeout`, default 25 s). At the deadline the buffer is abandoned and the calls
+//! under way are cut off; what they held is counted as dropped (`shutdown`) and reported. Then
+//! telemetry sends its final record (which includes the drain) and the summary is logged.
+//!
+//! Also started here: the telemetry task ([`telemetry`]) when a sink sends to X-Ray and
+//! telemetry is on, and the summary line every [`SUMMARY_INTERVAL`] while something changed.
 
 use std::sync::Arc;
 
@@ -29,8 +34,8 @@ use crate::sink::file::FileSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::xray::XraySink;
 use crate::sink::{Sink, SinkSpec};
-use crate::stats::{DropReason, Snapshot, Stats};
-use crate::{batcher, proxy, receiver, upload};
+use crate::stats::{SUMMARY_INTERVAL, Snapshot, Stats};
+use crate::{batcher, proxy, receiver, telemetry, upload};
 
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -158,56 +163,81 @@ pub async fn run(
     );
 
     let (batch_tx, batch_rx) = mpsc::channel(1);
-    let batcher = tokio::spawn(batcher::run(Arc::clone(&buffer), batcher::LINGER, batch_tx));
-    let uploads = tokio::spawn(upload::run(
+    let abandon = CancellationToken::new();
+    let mut batcher = tokio::spawn(batcher::run(Arc::clone(&buffer), batcher::LINGER, batch_tx));
+    let mut uploads = tokio::spawn(upload::run(
         batch_rx,
         sinks,
-        config.concurrency,
+        upload::UploadSettings {
+            concurrency: config.concurrency,
+            retry: config.retry,
+        },
         Arc::clone(&stats),
+        abandon.clone(),
     ));
+    let telemetry = match (&aws, config.telemetry_interval) {
+        (Some(ctx), Some(interval)) => Some(telemetry::spawn(
+            aws_sdk_xray::Client::new(&ctx.sdk),
+            Arc::clone(&stats),
+            telemetry::TelemetrySettings {
+                identity: telemetry::Identity::new(
+                    ctx.hostname.as_deref(),
+                    ctx.instance_id.as_deref(),
+                    config.resource_arn.as_deref(),
+                ),
+                interval,
+            },
+            shutdown.clone(),
+        )),
+        _ => None,
+    };
+    let summary = tokio::spawn(log_summaries(Arc::clone(&stats)));
 
     shutdown.cancelled().await;
     let _ = receiver.await;
     let _ = proxy.await;
+    summary.abort();
     buffer.close();
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     let at_close = stats.snapshot();
     tracing::info!(
-        "Draining {} buffered and {} in-flight segment(s), for at most {:.0} s",
+        "Draining {} buffered and {} in-flight segment(s), for at most {:.1} s",
         at_close.buffered,
         at_close.in_flight,
         config.shutdown_timeout.as_secs_f64()
     );
-    let drained = tokio::time::timeout(config.shutdown_timeout, async {
-        let _ = batcher.await;
-        let _ = uploads.await;
+    let drained = tokio::time::timeout_at(deadline, async {
+        let _ = (&mut batcher).await;
+        let _ = (&mut uploads).await;
     })
     .await;
     if drained.is_err() {
-        let held = stats.snapshot();
-        let waiting = buffer.discard_waiting(DropReason::Shutdown);
-        // In-flight uploads are abandoned with the runtime; count them here.
-        stats.documents_dropped(DropReason::Shutdown, held.in_flight);
+        let before = stats.snapshot();
+        let waiting = buffer.abandon();
+        abandon.cancel();
+        // Both end promptly now: the buffer hands out nothing, calls under way are cut off,
+        // and every batch they held counts itself as dropped.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let _ = (&mut batcher).await;
+            let _ = (&mut uploads).await;
+        })
+        .await;
+        let after = stats.snapshot();
+        let lost = after.dropped.get("shutdown").copied().unwrap_or(0)
+            - before.dropped.get("shutdown").copied().unwrap_or(0);
         tracing::error!(
-            "Shutdown deadline of {:.0} s passed: {} segment(s) were not sent ({waiting} waiting, {} in flight)",
+            "Shutdown deadline of {:.1} s passed: {lost} segment(s) were not sent ({waiting} waiting, {} in flight); they are counted as dropped (shutdown)",
             config.shutdown_timeout.as_secs_f64(),
-            waiting + held.in_flight,
-            held.in_flight
+            lost.saturating_sub(waiting),
         );
     }
+    if let Some((handle, finish)) = telemetry {
+        finish.now(deadline);
+        let bound = deadline.max(tokio::time::Instant::now()) + telemetry::FINAL_SEND_MIN;
+        let _ = tokio::time::timeout_at(bound, handle).await;
+    }
     let end = stats.snapshot();
-    tracing::info!(
-        "Stopped. Segments received: {}, sent: {}, rejected by X-Ray: {}, dropped: {} ({})",
-        end.received,
-        end.sent,
-        end.rejected,
-        end.dropped_total(),
-        end.dropped
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    tracing::info!("Stopped. {}", end.summary_line());
     Ok(end)
 }
 
@@ -219,6 +249,19 @@ fn aws_settings(config: &Config) -> AwsSettings {
         role_arn: config.role_arn.clone(),
         proxy_address: config.proxy_address.clone(),
         no_verify_ssl: config.no_verify_ssl,
+    }
+}
+
+/// Logs the summary line every [`SUMMARY_INTERVAL`] while something changed.
+async fn log_summaries(stats: Arc<Stats>) {
+    let mut last = stats.snapshot();
+    loop {
+        tokio::time::sleep(SUMMARY_INTERVAL).await;
+        let now = stats.snapshot();
+        if !now.same_events(&last) {
+            tracing::info!("{}", now.summary_line());
+        }
+        last = now;
     }
 }
 

@@ -349,7 +349,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
             .region(region.clone())
             .http_client(aws_client.clone())
             .credentials_provider(credentials.clone())
-            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .retry_config(RetryConfig::disabled()) // one retry layer: crate::upload::retry
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)

@@ -79,6 +79,11 @@ pub struct Config {
     pub proxy_client_timeout: Duration,
     /// Time the TCP proxy's call to X-Ray may take (`--proxy-upstream-timeout`).
     pub proxy_upstream_timeout: Duration,
+    // delivery (issue 5)
+    /// When uploads are retried and given up.
+    pub retry: crate::upload::retry::RetryPolicy,
+    /// Time between telemetry records; `None`: no telemetry.
+    pub telemetry_interval: Option<Duration>,
 }
 
 impl Config {
@@ -394,6 +399,8 @@ pub fn resolve(
             crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
             "--proxy-upstream-timeout",
         )?,
+        retry: delivery::retry_policy(cli)?,
+        telemetry_interval: delivery::telemetry_interval(cli)?,
     })
 }
 
@@ -432,6 +439,67 @@ fn proxy_timeout(
             value: s.to_string(),
             why: "must be a number of seconds from 0.05 to 3600".into(),
         }),
+    }
+}
+
+// delivery (issue 5)
+mod delivery {
+    use std::time::Duration;
+
+    use super::{ConfigError, cli::Cli};
+    use crate::upload::retry::RetryPolicy;
+
+    fn seconds(
+        value: Option<f64>,
+        setting: &'static str,
+        min: Duration,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s >= min.as_secs_f64() && s <= 86_400.0 => {
+                Ok(Duration::from_secs_f64(s))
+            }
+            Some(s) => Err(ConfigError::Value {
+                setting: setting.into(),
+                value: s.to_string(),
+                why: format!(
+                    "must be a number of seconds from {} to 86400",
+                    min.as_secs_f64()
+                ),
+            }),
+        }
+    }
+
+    pub(super) fn retry_policy(cli: &Cli) -> Result<RetryPolicy, ConfigError> {
+        let mut policy = RetryPolicy::default();
+        if let Some(n) = cli.retry_max_attempts {
+            if n == 0 {
+                return Err(ConfigError::Value {
+                    setting: "--retry-max-attempts".into(),
+                    value: n.to_string(),
+                    why: "at least 1 attempt is needed (1 means no retries)".into(),
+                });
+            }
+            policy.max_attempts = n;
+        }
+        policy.max_age = seconds(
+            cli.retry_max_age,
+            "--retry-max-age",
+            Duration::ZERO,
+            policy.max_age,
+        )?;
+        Ok(policy)
+    }
+
+    pub(super) fn telemetry_interval(cli: &Cli) -> Result<Option<Duration>, ConfigError> {
+        let interval = seconds(
+            cli.telemetry_interval,
+            "--telemetry-interval",
+            crate::telemetry::MIN_INTERVAL,
+            crate::telemetry::DEFAULT_INTERVAL,
+        )?;
+        Ok((!cli.no_telemetry).then_some(interval))
     }
 }
 

@@ -12,7 +12,8 @@
 //!
 //! Modules: [`app`] wires the stages; [`receiver`], [`batcher`], [`upload`] and [`proxy`] are
 //! stages; [`segment`], [`buffer`], [`sink`], [`stats`], [`aws`], [`config`], [`net`],
-//! [`logging`] and [`shutdown`] are the leaves they share.
+//! [`logging`] and [`shutdown`] are the leaves they share; [`telemetry`] reports the counters
+//! to X-Ray (`PutTelemetryRecords`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,4 +31,5 @@ pub mod segment;
 pub mod shutdown;
 pub mod sink;
 pub mod stats;
+pub mod telemetry;
 pub mod upload;

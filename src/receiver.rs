@@ -58,6 +58,9 @@ pub async fn run(
                 }
             }
         }
+        // One accounting transaction per burst: a datagram counted as received is also counted
+        // as pushed or refused before a stats snapshot can see it.
+        let books = stats.books();
         for _ in 0..BURST {
             let read = socket.try_io(tokio::io::Interest::READABLE, || {
                 recv::recv(&socket, &mut scratch)
@@ -105,6 +108,7 @@ pub async fn run(
         if !accepted.is_empty() {
             buffer.push_all(accepted.drain(..));
         }
+        drop(books);
     }
 }
 

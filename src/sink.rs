@@ -5,7 +5,7 @@
 //!
 //! - [`xray`]: `PutTraceSegments` to AWS X-Ray (the default);
 //! - [`stdout`]: one readable line per document, for a laptop without an AWS account;
-//! - [`file`]: the raw documents appended to a file as JSON Lines.
+//! - [`mod@file`]: the raw documents appended to a file as JSON Lines.
 //!
 //! A sink is small: one async method. New destinations (OpenTelemetry) plug in here.
 
@@ -60,6 +60,8 @@ pub enum SinkError {
     Call {
         /// The sink's name.
         sink: &'static str,
+        /// What kind of failure it was (decides whether the call is retried).
+        kind: ErrorKind,
         /// What went wrong, as the SDK or OS said it.
         message: String,
     },
@@ -72,6 +74,76 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SinkError {
+    /// What kind of failure this was; a local write failure is [`ErrorKind::Other`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SinkError::Call { kind, .. } => *kind,
+            SinkError::Io { .. } => ErrorKind::Other,
+        }
+    }
+}
+
+/// What kind of failure a call to a destination was. Stable names: they are stats keys, and
+/// telemetry maps them onto the original daemon's `BackendConnectionErrors`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The service said to slow down (HTTP 429 or a `Throttling…` error code).
+    Throttled,
+    /// Another HTTP 4xx answer (bad request, credentials refused, …).
+    Http4xx,
+    /// An HTTP 5xx answer.
+    Http5xx,
+    /// No answer in time (connect or attempt timeout).
+    Timeout,
+    /// The endpoint refused the TCP connection.
+    ConnectionRefused,
+    /// The endpoint's host name did not resolve.
+    UnknownHost,
+    /// The connection failed otherwise (reset, closed early, TLS).
+    Connection,
+    /// Anything else (no credentials, a request that could not be built, a local write).
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order stats list them.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Throttled,
+        ErrorKind::Http4xx,
+        ErrorKind::Http5xx,
+        ErrorKind::Timeout,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::UnknownHost,
+        ErrorKind::Connection,
+        ErrorKind::Other,
+    ];
+
+    /// The stable name used in stats output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Http4xx => "http_4xx",
+            ErrorKind::Http5xx => "http_5xx",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ConnectionRefused => "connection_refused",
+            ErrorKind::UnknownHost => "unknown_host",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind for an HTTP status (429 is throttling).
+    pub fn from_status(status: u16) -> ErrorKind {
+        match status {
+            429 => ErrorKind::Throttled,
+            400..=499 => ErrorKind::Http4xx,
+            500..=599 => ErrorKind::Http5xx,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 /// Which sink to build, as given on the command line (`--sink`).

@@ -1,25 +1,36 @@
 //! The daemon's counters: one method per event, each counting and (where it matters) logging.
 //!
 //! Every stage is handed an `Arc<Stats>` and reports what happened to each document through it;
-//! nothing else keeps counts. The stats endpoint ([`crate::status`]) reads them back as
+//! nothing else keeps counts. The stats endpoint ([`crate::proxy`]) reads them back as
 //! Prometheus text or JSON, and the shutdown summary is built from them.
 //!
-//! The accounting identity, true at any moment up to documents moving between two counters:
-//! `received = sent + rejected + dropped (all reasons) + buffered + in_flight`, where `received`
-//! counts every non-empty datagram read from the socket.
+//! The accounting identity: `received = sent + rejected + dropped (all reasons) + buffered +
+//! in_flight`, where `received` counts every non-empty datagram read from the socket. Datagrams
+//! the kernel dropped before the daemon could read them are not received; they are
+//! `kernel_dropped`. Every move of documents between these counters happens inside one
+//! [`Stats::books`] transaction, and [`Stats::snapshot`] waits for a moment when none is under
+//! way (a sequence lock), so a snapshot satisfies the identity exactly — as far as every stage
+//! wraps its moves in a transaction (the receiver does per burst of datagrams, the buffer per
+//! push, batch taken and batch finished).
+//!
+//! Besides the counters: upload failures by kind ([`ErrorKind`], the backend connection errors
+//! telemetry reports), documents put back for retry, and a summary line logged every minute
+//! while something changed ([`Snapshot::summary_line`], [`SUMMARY_INTERVAL`]) and at exit.
 //!
 //! Counting is one relaxed atomic add; warnings about bad input are rate-limited per reason so a
 //! flood of garbage cannot flood the log ([`WARN_INTERVAL`]), and each warning says how many
 //! like it were suppressed since the last.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::sink::ErrorKind;
 
 /// Why a document did not reach its destination. Stable names: they are stats keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,15 +51,18 @@ pub enum DropReason {
     TooLarge,
     /// The memory budget was full; the oldest document was dropped to make room.
     Spillover,
-    /// The upload failed and the batch was given up.
+    /// The upload failed in a way another attempt would not fix (HTTP 4xx other than 429, no
+    /// credentials).
     UploadFailed,
+    /// Retries ran out (attempt count or age) while the upload kept failing.
+    RetriesExhausted,
     /// Still held when the shutdown deadline passed.
     Shutdown,
 }
 
 impl DropReason {
     /// Every reason, in the order stats list them.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::MissingNewline,
         DropReason::HeaderNotJson,
         DropReason::UnsupportedHeader,
@@ -58,6 +72,7 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::Spillover,
         DropReason::UploadFailed,
+        DropReason::RetriesExhausted,
         DropReason::Shutdown,
     ];
 
@@ -73,6 +88,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::Spillover => "spillover",
             DropReason::UploadFailed => "upload_failed",
+            DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::Shutdown => "shutdown",
         }
     }
@@ -91,6 +107,26 @@ impl DropReason {
 struct ReasonLabel {
     reason: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// How often the summary line is logged while something changed.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many refused documents are logged one by one per [`WARN_INTERVAL`] before the rest are
+/// only counted.
+pub const REJECT_LOG_BURST: u64 = 20;
+
+/// The in-progress part of [`Stats::books`]' state word; the rest counts finished transactions.
+const BOOKS_OPEN_MASK: u64 = (1 << 32) - 1;
+/// One finished transaction.
+const BOOKS_GENERATION: u64 = 1 << 32;
+
+/// How long [`Stats::snapshot`] waits for a moment without an open transaction.
+pub const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(20);
 
 /// How often at most one warning per reason is logged about bad input or drops.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -122,6 +158,54 @@ impl RateLimit {
     }
 }
 
+/// Up to `burst` messages per [`WARN_INTERVAL`], then counts what it suppressed.
+#[derive(Debug, Default)]
+struct BurstLimit {
+    /// Unix seconds when the current window started.
+    window: AtomicU64,
+    /// Messages let through in the current window.
+    used: AtomicU64,
+    /// Messages suppressed since the last window with room.
+    suppressed: AtomicU64,
+}
+
+impl BurstLimit {
+    /// Returns `Some(suppressed before this one)` when a message may be logged now.
+    fn allow(&self, burst: u64) -> Option<u64> {
+        let now = unix_seconds();
+        let window = self.window.load(Ordering::Relaxed);
+        if now >= window + WARN_INTERVAL.as_secs()
+            && self
+                .window
+                .compare_exchange(window, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        if self.used.fetch_add(1, Ordering::Relaxed) < burst {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// An open [`Stats::books`] transaction; snapshots wait until it is dropped.
+#[derive(Debug)]
+pub struct Books<'a> {
+    stats: &'a Stats,
+}
+
+impl Drop for Books<'_> {
+    fn drop(&mut self) {
+        // Closes this transaction and counts one more finished: the counters written inside
+        // are visible before a snapshot can see the new word.
+        self.stats
+            .books
+            .fetch_add(BOOKS_GENERATION - 1, Ordering::Release);
+    }
+}
+
 fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -140,7 +224,11 @@ pub struct Stats {
     batches_failed: Counter,
     dropped: [Counter; DropReason::ALL.len()],
     warn_limits: [RateLimit; DropReason::ALL.len()],
-    reject_limit: RateLimit,
+    reject_limit: BurstLimit,
+    retried: Counter,
+    backend_errors: [Counter; ErrorKind::ALL.len()],
+    failure_limit: RateLimit,
+    books: AtomicU64,
     buffered: Gauge,
     buffered_bytes: Gauge,
     in_flight: Gauge,
@@ -181,12 +269,87 @@ pub struct Snapshot {
     pub last_upload_unix: Option<u64>,
     /// Datagrams the kernel dropped because the socket's receive queue was full (Linux).
     pub kernel_dropped: u64,
+    /// Documents put back into the buffer for another attempt (a document retried three times
+    /// counts three).
+    pub retried: u64,
+    /// Failed upload and telemetry calls, by kind (`throttled`, `http_4xx`, `http_5xx`,
+    /// `timeout`, `connection_refused`, `unknown_host`, `connection`, `other`).
+    pub backend_errors: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Snapshot {
     /// Documents dropped for any reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    /// `received − (sent + rejected + dropped + buffered + in_flight)`: zero when every
+    /// received document is accounted for.
+    pub fn unaccounted(&self) -> i128 {
+        i128::from(self.received)
+            - i128::from(self.sent)
+            - i128::from(self.rejected)
+            - i128::from(self.dropped_total())
+            - i128::from(self.buffered)
+            - i128::from(self.in_flight)
+    }
+
+    /// True when the counters that record events (not the gauges) equal `other`'s.
+    pub fn same_events(&self, other: &Snapshot) -> bool {
+        (
+            self.received,
+            self.sent,
+            self.rejected,
+            &self.dropped,
+            self.retried,
+            &self.backend_errors,
+        ) == (
+            other.received,
+            other.sent,
+            other.rejected,
+            &other.dropped,
+            other.retried,
+            &other.backend_errors,
+        )
+    }
+
+    /// One line for the log: totals, what is held, and what was lost by reason.
+    pub fn summary_line(&self) -> String {
+        let dropped: Vec<String> = self
+            .dropped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let errors: Vec<String> = self
+            .backend_errors
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        format!(
+            "Segments received: {}, sent: {}, rejected by X-Ray: {}, dropped: {}{}, buffered: {}, \
+             in flight: {}, retried: {}, upload errors: {}{}, kernel dropped: {}",
+            self.received,
+            self.sent,
+            self.rejected,
+            self.dropped_total(),
+            if dropped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", dropped.join(", "))
+            },
+            self.buffered,
+            self.in_flight,
+            self.retried,
+            self.backend_errors.values().sum::<u64>(),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", errors.join(", "))
+            },
+            self.kernel_dropped,
+        )
     }
 }
 
@@ -212,6 +375,23 @@ impl Stats {
                 .get_or_create(&ReasonLabel { reason: r.as_str() })
                 .clone()
         });
+        let retried = Counter::default();
+        let errors_family = Family::<KindLabel, Counter>::default();
+        let backend_errors = ErrorKind::ALL.map(|k| {
+            errors_family
+                .get_or_create(&KindLabel { kind: k.as_str() })
+                .clone()
+        });
+        registry.register(
+            "segments_retried",
+            "Documents put back into the buffer for another attempt",
+            retried.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Failed upload and telemetry calls, by kind",
+            errors_family,
+        );
         let [
             buffered,
             buffered_bytes,
@@ -301,7 +481,11 @@ impl Stats {
             batches_failed,
             dropped,
             warn_limits: Default::default(),
-            reject_limit: RateLimit::default(),
+            reject_limit: BurstLimit::default(),
+            retried,
+            backend_errors,
+            failure_limit: RateLimit::default(),
+            books: AtomicU64::new(0),
             buffered,
             buffered_bytes,
             in_flight,
@@ -345,13 +529,34 @@ impl Stats {
                 DropReason::Spillover => {
                     ": the buffer is full; raise -m/--buffer-memory or check that uploads succeed"
                 }
+                DropReason::RetriesExhausted => {
+                    ": uploads kept failing; see the upload errors above, or raise \
+                     --retry-max-attempts / --retry-max-age"
+                }
+                DropReason::UploadFailed => ": X-Ray refused the call; see the error above",
                 _ => "",
             };
-            tracing::warn!(
-                "Dropped {count} segment(s) ({}){advice}; {suppressed} more such drop events since the last warning",
-                reason.as_str()
-            );
+            if reason == DropReason::Spillover {
+                tracing::warn!(
+                    "Dropped {count} segment(s) ({}){advice}; {suppressed} more such drop events since the last warning",
+                    reason.as_str()
+                );
+            } else {
+                tracing::error!(
+                    "Dropped {count} segment(s) ({}){advice}; {suppressed} more such drop events since the last message",
+                    reason.as_str()
+                );
+            }
         }
+    }
+
+    /// Opens a transaction: counter moves made while the returned guard lives are seen by
+    /// [`Self::snapshot`] all together or not at all. Transactions may nest and overlap; keep
+    /// them short (no waiting inside).
+    pub fn books(&self) -> Books<'_> {
+        self.books.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        Books { stats: self }
     }
 
     /// An upload call delivered `count` documents.
@@ -361,32 +566,85 @@ impl Stats {
         self.last_upload.set(unix_seconds() as i64);
     }
 
-    /// An upload call failed as a whole and its `count` documents were given up.
-    pub fn batch_failed(&self, count: u64, error: &dyn std::fmt::Display) {
+    /// An upload call of `count` documents failed with an error of `kind`. `retry_in` says when
+    /// they will be tried again; `None` means they are given up (counted by the caller).
+    pub fn call_failed(
+        &self,
+        count: u64,
+        kind: ErrorKind,
+        error: &dyn std::fmt::Display,
+        retry_in: Option<Duration>,
+    ) {
         self.batches_failed.inc();
-        self.dropped[DropReason::UploadFailed.index()].inc_by(count);
-        if let Some(suppressed) = self.warn_limits[DropReason::UploadFailed.index()].allow() {
-            tracing::error!(
-                "Sending a batch of {count} segment(s) failed, so they were dropped: {error}; \
-                 {suppressed} more failed batches since the last message"
-            );
+        self.backend_error(kind);
+        if let Some(suppressed) = self.failure_limit.allow() {
+            match retry_in {
+                Some(wait) => tracing::warn!(
+                    "Sending a batch of {count} segment(s) failed ({}), they stay buffered and are \
+                     retried in {:.1} s: {error}; {suppressed} more failed calls since the last message",
+                    kind.as_str(),
+                    wait.as_secs_f64()
+                ),
+                None => tracing::error!(
+                    "Sending a batch of {count} segment(s) failed ({}), not retried: {error}; \
+                     {suppressed} more failed calls since the last message",
+                    kind.as_str()
+                ),
+            }
         }
     }
 
-    /// The destination refused one document; logged with its ids (rate-limited).
-    pub fn document_rejected(
+    /// A call to AWS (upload or telemetry) failed with an error of `kind`.
+    pub fn backend_error(&self, kind: ErrorKind) {
+        if let Some(i) = ErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.backend_errors[i].inc();
+        }
+    }
+
+    /// `count` documents were refused for good by the destination (logged one by one with
+    /// [`Self::log_refusal`]).
+    pub fn documents_rejected(&self, count: u64) {
+        self.rejected.inc_by(count);
+    }
+
+    /// `count` documents were put back into the buffer for another attempt.
+    pub fn documents_retried(&self, count: u64) {
+        self.retried.inc_by(count);
+    }
+
+    /// Logs one document the destination refused, with its ids, code and message: up to
+    /// [`REJECT_LOG_BURST`] lines per [`WARN_INTERVAL`], then only a count of the rest.
+    pub fn log_refusal(
         &self,
         trace_id: Option<&str>,
         id: Option<&str>,
         code: &str,
         message: &str,
+        retried: bool,
     ) {
-        self.rejected.inc();
-        if let Some(suppressed) = self.reject_limit.allow() {
+        let what = if retried {
+            "retrying it"
+        } else {
+            "it is not sent again"
+        };
+        tracing::debug!(
+            "X-Ray refused segment {} of trace {}: {code}: {message}; {what}",
+            id.unwrap_or("(no id)"),
+            trace_id.unwrap_or("(no trace id)"),
+        );
+        if retried {
+            return;
+        }
+        if let Some(suppressed) = self.reject_limit.allow(REJECT_LOG_BURST) {
             tracing::warn!(
-                "X-Ray refused segment {} of trace {}: {code}: {message}; {suppressed} more refusals since the last warning",
+                "X-Ray refused segment {} of trace {}: {code}: {message}; {what}{}",
                 id.unwrap_or("(no id)"),
                 trace_id.unwrap_or("(no trace id)"),
+                if suppressed > 0 {
+                    format!(" ({suppressed} more refusals were not logged)")
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -413,8 +671,30 @@ impl Stats {
         self.budget_bytes.set(bytes as i64);
     }
 
-    /// A copy of every counter now.
+    /// A copy of every counter, taken at a moment when no [`Self::books`] transaction is open
+    /// (so the accounting identity holds in it). Gives up waiting for such a moment after
+    /// [`SNAPSHOT_PATIENCE`] and returns the last copy read.
     pub fn snapshot(&self) -> Snapshot {
+        let start = std::time::Instant::now();
+        loop {
+            let before = self.books.load(Ordering::Acquire);
+            if before & BOOKS_OPEN_MASK != 0 {
+                if start.elapsed() < SNAPSHOT_PATIENCE {
+                    std::thread::yield_now();
+                    continue;
+                }
+                return self.read_counters();
+            }
+            let snap = self.read_counters();
+            fence(Ordering::Acquire);
+            if self.books.load(Ordering::Relaxed) == before || start.elapsed() >= SNAPSHOT_PATIENCE
+            {
+                return snap;
+            }
+        }
+    }
+
+    fn read_counters(&self) -> Snapshot {
         let last = self.last_upload.get();
         Snapshot {
             received: self.received.get(),
@@ -434,6 +714,12 @@ impl Stats {
             budget_bytes: self.budget_bytes.get().max(0) as u64,
             last_upload_unix: (last > 0).then_some(last as u64),
             kernel_dropped: self.kernel_dropped.get().max(0) as u64,
+            retried: self.retried.get(),
+            backend_errors: ErrorKind::ALL
+                .iter()
+                .zip(&self.backend_errors)
+                .map(|(k, c)| (k.as_str(), c.get()))
+                .collect(),
         }
     }
 
@@ -468,6 +754,67 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("xray_segments_received_total 1"), "{text}");
+    }
+
+    /// Moves of documents between counters inside `books` transactions are never seen half
+    /// done, however the snapshot and the moves interleave.
+    #[test]
+    fn snapshots_never_see_a_move_half_done() {
+        let stats = std::sync::Arc::new(Stats::new());
+        let mover = {
+            let stats = std::sync::Arc::clone(&stats);
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    let _books = stats.books();
+                    stats.datagram_received(1);
+                    // Waiting, then in flight, then delivered: three gauges and a counter.
+                    stats.set_buffered(1, 1);
+                    std::hint::spin_loop();
+                    stats.set_buffered(0, 0);
+                    stats.set_in_flight(1, 1);
+                    std::hint::spin_loop();
+                    stats.set_in_flight(0, 0);
+                    if i % 2 == 0 {
+                        stats.batch_sent(1);
+                    } else {
+                        let _nested = stats.books();
+                        stats.documents_dropped(DropReason::RetriesExhausted, 1);
+                    }
+                }
+            })
+        };
+        let mut checked = 0;
+        while !mover.is_finished() {
+            let snap = stats.snapshot();
+            assert_eq!(snap.unaccounted(), 0, "{snap:?}");
+            checked += 1;
+        }
+        assert!(mover.join().is_ok());
+        let end = stats.snapshot();
+        assert_eq!((end.received, end.unaccounted()), (20_000, 0));
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn the_summary_line_names_what_was_lost_and_why() {
+        let s = Stats::new();
+        for _ in 0..5 {
+            s.datagram_received(10);
+        }
+        s.batch_sent(2);
+        s.documents_rejected(1);
+        s.documents_dropped(DropReason::RetriesExhausted, 2);
+        s.backend_error(ErrorKind::Throttled);
+        let snap = s.snapshot();
+        assert_eq!(snap.unaccounted(), 0);
+        assert_eq!(
+            snap.summary_line(),
+            "Segments received: 5, sent: 2, rejected by X-Ray: 1, dropped: 2 (retries_exhausted 2), \
+             buffered: 0, in flight: 0, retried: 0, upload errors: 1 (throttled 1), kernel dropped: 0"
+        );
+        assert!(snap.same_events(&s.snapshot()));
+        s.datagram_received(1);
+        assert!(!snap.same_events(&s.snapshot()));
     }
 
     #[test]

@@ -137,4 +137,22 @@ pub struct Cli {
     /// [ours] The config file's NoVerifySSL: do not verify TLS certificates of AWS endpoints.
     #[arg(long = "no-verify-ssl")]
     pub no_verify_ssl: bool,
+
+    // delivery (issue 5)
+    /// [ours] Upload attempts per segment, the first included, before it is given up (counted
+    /// as retries_exhausted). Default 10.
+    #[arg(long = "retry-max-attempts", value_name = "N")]
+    pub retry_max_attempts: Option<u32>,
+
+    /// [ours] Seconds after a segment's first failed upload when it is given up. Default 300.
+    #[arg(long = "retry-max-age", value_name = "SECONDS")]
+    pub retry_max_age: Option<f64>,
+
+    /// [ours] Seconds between telemetry records (PutTelemetryRecords). Default 60.
+    #[arg(long = "telemetry-interval", value_name = "SECONDS")]
+    pub telemetry_interval: Option<f64>,
+
+    /// [ours] Send no telemetry records.
+    #[arg(long = "no-telemetry")]
+    pub no_telemetry: bool,
 }

@@ -17,6 +17,7 @@
 
 mod support;
 
+mod delivery;
 mod harness;
 
 mod compat;

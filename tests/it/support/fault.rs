@@ -7,6 +7,12 @@
 //! requests that match no step pass through untouched. With an empty script it is a recording
 //! pass-through. It complements moto; it does not replace it.
 //!
+//! Besides the one-shot script: standing rules ([`FaultInjector::always`]) apply to every
+//! request on a path that no script step matched (e.g. [`FaultInjector::answer_telemetry`]:
+//! answer `PutTelemetryRecords` here, since moto accepts them but cannot give them back);
+//! [`Fault::Hang`] never answers; [`FaultInjector::go_down`] / [`FaultInjector::come_back`]
+//! stop and restart listening on the same port, so the endpoint refuses connections meanwhile.
+//!
 //! Accepted connections get `TCP_NODELAY` and responses are written whole, so the injector
 //! never adds delayed-ACK stalls to a keep-alive client.
 
@@ -39,6 +45,8 @@ pub enum Fault {
     Delay(Duration),
     /// Close the connection without answering; do not forward.
     Close,
+    /// Never answer (the connection stays open until the client gives up).
+    Hang,
 }
 
 /// One scripted fault, optionally only for requests to one path.
@@ -103,6 +111,8 @@ impl Recorded {
 #[derive(Debug, Default)]
 struct State {
     script: VecDeque<Step>,
+    /// Standing rules: (path, fault), applied when no script step matches.
+    always: Vec<(String, Fault)>,
     requests: Vec<Recorded>,
 }
 
@@ -123,7 +133,8 @@ impl Shared {
 pub struct FaultInjector {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: JoinHandle<()>,
+    /// The accept loop; `None` while down.
+    accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FaultInjector {
@@ -151,6 +162,7 @@ impl FaultInjector {
             upstream,
             state: Mutex::new(State {
                 script: script.into(),
+                always: Vec::new(),
                 requests: Vec::new(),
             }),
         });
@@ -158,8 +170,66 @@ impl FaultInjector {
         Self {
             addr,
             shared,
-            accept,
+            accept: Mutex::new(Some(accept)),
         }
+    }
+
+    /// From now on, every request to `path` that no script step matches suffers `fault`.
+    pub fn always(&self, path: &str, fault: Fault) {
+        self.shared.state().always.push((path.to_owned(), fault));
+    }
+
+    /// Answers `POST /TelemetryRecords` itself with `200 {}` (still recording each request).
+    pub fn answer_telemetry(&self) {
+        self.always(
+            "/TelemetryRecords",
+            Fault::Respond {
+                status: 200,
+                body: "{}".to_owned(),
+            },
+        );
+    }
+
+    /// The bodies of every `POST /TelemetryRecords` received so far, parsed, in arrival order
+    /// (faulted ones included).
+    pub fn telemetry_calls(&self) -> Vec<serde_json::Value> {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/TelemetryRecords")
+            .map(|r| {
+                r.json().unwrap_or_else(|e| {
+                    panic!(
+                        "POST /TelemetryRecords with a body that is not JSON ({e}): {}",
+                        String::from_utf8_lossy(&r.body)
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Stops listening and cuts every open connection: connecting is refused until
+    /// [`Self::come_back`].
+    pub fn go_down(&self) {
+        if let Some(accept) = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            accept.abort();
+        }
+    }
+
+    /// Listens again on the same address after [`Self::go_down`].
+    pub async fn come_back(&self) {
+        // The aborted accept task releases the old listener when it is dropped; retry briefly.
+        let deadline = super::wait::Deadline::after(Duration::from_secs(5));
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if deadline.passed() => {
+                    panic!("fault injector: cannot listen on {} again: {e}", self.addr)
+                }
+                Err(_) => deadline.tick(Duration::from_millis(20)).await,
+            }
+        };
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&self.shared)));
+        *self.accept.lock().unwrap_or_else(|e| e.into_inner()) = Some(accept);
     }
 
     /// `http://127.0.0.1:PORT`, for the daemon's `--endpoint`.
@@ -210,7 +280,7 @@ impl FaultInjector {
 
 impl Drop for FaultInjector {
     fn drop(&mut self) {
-        self.accept.abort();
+        self.go_down();
     }
 }
 
@@ -277,7 +347,14 @@ async fn handle(
             .position(|step| step.path.as_deref().is_none_or(|p| p == parts.uri.path()));
         let fault = position
             .and_then(|i| state.script.remove(i))
-            .map(|step| step.fault);
+            .map(|step| step.fault)
+            .or_else(|| {
+                state
+                    .always
+                    .iter()
+                    .find(|(p, _)| p == parts.uri.path())
+                    .map(|(_, f)| f.clone())
+            });
         state.requests.push(Recorded {
             method: parts.method.as_str().to_owned(),
             path: path.clone(),
@@ -297,6 +374,7 @@ async fn handle(
                 .body(Full::new(Bytes::from(body)))?);
         }
         Some(Fault::Close) => return Err("fault injector: closing the connection".into()),
+        Some(Fault::Hang) => std::future::pending::<()>().await,
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
         None => {}
     }

@@ -1,0 +1,262 @@
+//! The retry decision, as pure functions: what a sink call's result means for its documents,
+//! how long to wait before the next attempt, and when to give up.
+//!
+//! In: the result of one [`crate::sink::Sink::send`] call, attempt counts and ages. Out: a
+//! [`Verdict`] and [`Duration`]s; no I/O, no clock, no randomness of its own (the caller passes
+//! the jitter), so every rule here is unit-tested below.
+//!
+//! The rules:
+//! - a call that succeeded with nothing refused is [`Verdict::Sent`];
+//! - a call that succeeded but whose destination refused some documents is
+//!   [`Verdict::Partial`]: refusals whose code says throttling or an internal error (X-Ray's
+//!   `UnprocessedTraceSegments` with `ThrottlingException`, `InternalFailure`, …) are tried
+//!   again, the others are final;
+//! - a failed call is [`Verdict::Retry`] when its [`ErrorKind`] is throttling (HTTP 429), HTTP
+//!   5xx, a timeout or a connection failure, and [`Verdict::Drop`] otherwise (another 4xx: the
+//!   request itself is wrong, or no credentials), as retrying would only fail again;
+//! - the wait before the next attempt is exponential backoff with full jitter:
+//!   `jitter × min(cap, base × 2^(failures−1))`, `jitter` uniform in `[0, 1)`;
+//! - a document is given up after [`RetryPolicy::max_attempts`] attempts (the first included)
+//!   or [`RetryPolicy::max_age`] after its first failed attempt, whichever comes first.
+
+use std::time::Duration;
+
+use crate::sink::{Delivery, ErrorKind, SinkError};
+
+/// Default attempts per document, the first included (`--retry-max-attempts`).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Default time after a document's first failed attempt when it is given up
+/// (`--retry-max-age`): 5 minutes.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// The first backoff's ceiling.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// The largest backoff ceiling.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// When retries end, and how long they wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per document, the first included; at least 1. Default [`DEFAULT_MAX_ATTEMPTS`].
+    pub max_attempts: u32,
+    /// Time after a document's first failed attempt when it is given up. Default
+    /// [`DEFAULT_MAX_AGE`].
+    pub max_age: Duration,
+    /// The first backoff's ceiling. Default [`BACKOFF_BASE`].
+    pub base: Duration,
+    /// The largest backoff ceiling. Default [`BACKOFF_CAP`].
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_age: DEFAULT_MAX_AGE,
+            base: BACKOFF_BASE,
+            cap: BACKOFF_CAP,
+        }
+    }
+}
+
+/// What one call's result means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every document was taken.
+    Sent,
+    /// The call succeeded but the destination refused some documents. Indices are into
+    /// [`Delivery::refused`]: `retry` lists refusals to try again, `reject` the final ones.
+    /// Documents not named in either were taken.
+    Partial {
+        /// Refusals worth another attempt (throttling, internal error).
+        retry: Vec<usize>,
+        /// Final refusals.
+        reject: Vec<usize>,
+    },
+    /// The call failed in a way worth another attempt.
+    Retry(ErrorKind),
+    /// The call failed in a way that another attempt would not fix.
+    Drop(ErrorKind),
+}
+
+/// Classifies one call's result.
+pub fn classify(result: &Result<Delivery, SinkError>) -> Verdict {
+    match result {
+        Ok(delivery) if delivery.refused.is_empty() => Verdict::Sent,
+        Ok(delivery) => {
+            let (mut retry, mut reject) = (Vec::new(), Vec::new());
+            for (i, r) in delivery.refused.iter().enumerate() {
+                // A refusal that names no document of the batch cannot be sent again alone.
+                if r.index.is_some() && code_is_retryable(&r.code) {
+                    retry.push(i);
+                } else {
+                    reject.push(i);
+                }
+            }
+            Verdict::Partial { retry, reject }
+        }
+        Err(e) if kind_is_retryable(e.kind()) => Verdict::Retry(e.kind()),
+        Err(e) => Verdict::Drop(e.kind()),
+    }
+}
+
+/// True for failures another attempt may get past.
+pub fn kind_is_retryable(kind: ErrorKind) -> bool {
+    match kind {
+        ErrorKind::Throttled
+        | ErrorKind::Http5xx
+        | ErrorKind::Timeout
+        | ErrorKind::ConnectionRefused
+        | ErrorKind::UnknownHost
+        | ErrorKind::Connection => true,
+        ErrorKind::Http4xx | ErrorKind::Other => false,
+    }
+}
+
+/// True for a refusal code that says throttling or a failure on the service's side
+/// (`ThrottlingException`, `ThrottledException`, `InternalFailure`, `InternalError`,
+/// `ServiceUnavailable`, `TooManyRequests`, `SlowDown`), in any letter case.
+pub fn code_is_retryable(code: &str) -> bool {
+    let code = code.to_ascii_lowercase();
+    [
+        "throttl",
+        "internal",
+        "unavailable",
+        "toomanyrequests",
+        "slowdown",
+    ]
+    .iter()
+    .any(|w| code.contains(w))
+}
+
+/// The wait before the next attempt after `failures` consecutive failures (1 for the first),
+/// given `jitter` in `[0, 1)`: full jitter over an exponentially growing, capped ceiling.
+pub fn backoff(policy: &RetryPolicy, failures: u32, jitter: f64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(30);
+    let ceiling = policy
+        .base
+        .saturating_mul(1u32 << doublings)
+        .min(policy.cap);
+    ceiling.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// True when a document that has had `attempts` attempts, the first of which failed `age`
+/// ago, gets no more.
+pub fn gives_up(policy: &RetryPolicy, attempts: u32, age: Duration) -> bool {
+    attempts >= policy.max_attempts || age >= policy.max_age
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::Refused;
+
+    fn call_error(kind: ErrorKind) -> Result<Delivery, SinkError> {
+        Err(SinkError::Call {
+            sink: "xray",
+            kind,
+            message: "x".into(),
+        })
+    }
+
+    fn refused(index: Option<usize>, code: &str) -> Refused {
+        Refused {
+            index,
+            id: None,
+            code: code.into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn failures_retry_only_when_another_attempt_can_help() {
+        for kind in [
+            ErrorKind::Throttled,
+            ErrorKind::Http5xx,
+            ErrorKind::Timeout,
+            ErrorKind::ConnectionRefused,
+            ErrorKind::UnknownHost,
+            ErrorKind::Connection,
+        ] {
+            assert_eq!(classify(&call_error(kind)), Verdict::Retry(kind));
+        }
+        for kind in [ErrorKind::Http4xx, ErrorKind::Other] {
+            assert_eq!(classify(&call_error(kind)), Verdict::Drop(kind));
+        }
+        let io = Err(SinkError::Io {
+            sink: "file",
+            source: std::io::Error::other("disk full"),
+        });
+        assert_eq!(classify(&io), Verdict::Drop(ErrorKind::Other));
+    }
+
+    #[test]
+    fn refusals_split_into_retry_and_reject_by_code() {
+        assert_eq!(classify(&Ok(Delivery::default())), Verdict::Sent);
+        let delivery = Delivery {
+            refused: vec![
+                refused(Some(0), "ThrottlingException"),
+                refused(Some(1), "MissingParam"),
+                refused(Some(2), "InternalFailure"),
+                refused(None, "ThrottlingException"),
+                refused(Some(4), "InvalidSegment"),
+            ],
+        };
+        assert_eq!(
+            classify(&Ok(delivery)),
+            Verdict::Partial {
+                retry: vec![0, 2],
+                reject: vec![1, 3, 4]
+            }
+        );
+    }
+
+    #[test]
+    fn retryable_codes() {
+        for code in [
+            "ThrottlingException",
+            "ThrottledException",
+            "InternalFailure",
+            "InternalError",
+            "ServiceUnavailable",
+            "TooManyRequestsException",
+        ] {
+            assert!(code_is_retryable(code), "{code}");
+        }
+        for code in ["MissingParam", "JSONFormatError", "InvalidSegment", ""] {
+            assert!(!code_is_retryable(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_full_jitter() {
+        let p = RetryPolicy::default();
+        assert!(backoff(&p, 1, 0.999) < Duration::from_millis(100));
+        assert_eq!(backoff(&p, 1, 0.5), Duration::from_millis(50));
+        assert_eq!(backoff(&p, 2, 0.5), Duration::from_millis(100));
+        assert_eq!(backoff(&p, 4, 0.5), Duration::from_millis(400));
+        assert_eq!(
+            backoff(&p, 7, 0.5),
+            Duration::from_millis(2500),
+            "capped at 5 s"
+        );
+        assert_eq!(backoff(&p, u32::MAX, 0.5), Duration::from_millis(2500));
+        assert_eq!(
+            backoff(&p, 3, 0.0),
+            Duration::ZERO,
+            "full jitter reaches zero"
+        );
+        assert_eq!(backoff(&p, 0, 1.0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn gives_up_at_the_attempt_limit_or_the_age_limit() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            max_age: Duration::from_secs(10),
+            ..RetryPolicy::default()
+        };
+        assert!(!gives_up(&p, 2, Duration::from_secs(9)));
+        assert!(gives_up(&p, 3, Duration::ZERO));
+        assert!(gives_up(&p, 1, Duration::from_secs(10)));
+    }
+}
