@@ -3,6 +3,7 @@
 #   - .venv (python3 -m venv) with tests/requirements.txt: moto_server, the Python X-Ray SDK, Flask.
 #     Reinstalled when tests/requirements.txt changes (a copy of it is kept in .venv as a stamp).
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
+#   - the packaging tools (scripts/packaging-setup.sh), when running as root.
 # Then: cargo build --all-targets; cargo test --all-targets.
 # Works from any directory. Extra arguments go to the test binaries (after `--`),
 # e.g. `scripts/test.sh smoke` runs only tests whose name contains "smoke".
@@ -30,6 +31,13 @@ if [[ "$(id -u)" == 0 ]] && ! command -v nc >/dev/null 2>&1; then
     if ! { apt-get update -qq && apt-get install -y -qq netcat-openbsd >/dev/null; }; then
         echo "warning: could not install netcat-openbsd; continuing without nc" >&2
     fi
+fi
+
+# The packaging tests (tests/it/packaging.rs) need docker.io, rpm, qemu-user-static, the arm64
+# linker and Rust target, cargo-generate-rpm and cargo-deb; installed once, skipped when present.
+if [[ "$(id -u)" == 0 ]]; then
+    echo "==> packaging tools (scripts/packaging-setup.sh)"
+    scripts/packaging-setup.sh
 fi
 
 echo "==> cargo build --all-targets"

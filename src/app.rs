@@ -87,7 +87,7 @@ pub async fn run(
     );
     let udp_local = bound.udp.local;
     let tcp_local = bound.tcp.local_addr().ok();
-    let receiver = tokio::spawn(receiver::run(
+    let receiving = receiver::run(
         bound.udp.socket,
         Arc::clone(&buffer),
         Arc::clone(&stats),
@@ -95,7 +95,15 @@ pub async fn run(
             max_document: config.max_document,
         },
         shutdown.clone(),
-    ));
+    );
+    let receiver = tokio::spawn({
+        // The health check reports the daemon unhealthy once the receive loop ends.
+        let stats = Arc::clone(&stats);
+        async move {
+            receiving.await;
+            stats.receiver_stopped();
+        }
+    });
     let proxy = tokio::spawn(proxy::run(bound.tcp, Arc::clone(&stats), shutdown.clone()));
 
     // Lookups that may take time come after listening has started.

@@ -22,6 +22,7 @@ pub mod aws;
 pub mod batcher;
 pub mod buffer;
 pub mod config;
+pub mod health;
 pub mod logging;
 pub mod net;
 pub mod proxy;

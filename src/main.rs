@@ -10,6 +10,10 @@ use xray_daemon::config::{self, cli::Cli};
 use xray_daemon::{app, logging, shutdown};
 
 fn main() -> ExitCode {
+    // `xray health [ADDR] …`: the container health check (src/health.rs), not the daemon.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "health") {
+        return xray_daemon::health::run(std::env::args_os().skip(2));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

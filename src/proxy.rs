@@ -2,7 +2,8 @@
 //!
 //! In: HTTP/1.1 connections on the TCP address (`-t`). Out: answers. The reserved paths,
 //! which no X-Ray API uses, are answered here and never forwarded:
-//! - `GET /daemon/health`: `200 ok` while the daemon runs;
+//! - `GET /daemon/health`: `200 ok` while the UDP receive loop runs, `503` with the reason once
+//!   it has stopped (what `xray health` asks);
 //! - `GET /daemon/stats`: the counters as JSON ([`crate::stats::Snapshot`]);
 //! - `GET /daemon/metrics`: the counters in the Prometheus text format.
 //!
@@ -75,7 +76,14 @@ fn answer(req: &Request<Incoming>, stats: &Stats) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {
-        HEALTH_PATH if get => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        HEALTH_PATH if get && stats.receiving() => {
+            reply(StatusCode::OK, "text/plain", "ok\n".into())
+        }
+        HEALTH_PATH if get => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "the UDP receive loop has stopped, so no segments are received; see the daemon's log and restart it\n".into(),
+        ),
         STATS_PATH if get => {
             let body = serde_json::to_string(&stats.snapshot()).unwrap_or_default();
             reply(StatusCode::OK, "application/json", body)

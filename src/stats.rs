@@ -13,7 +13,7 @@
 //! like it were suppressed since the last.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
@@ -148,6 +148,10 @@ pub struct Stats {
     budget_bytes: Gauge,
     last_upload: Gauge,
     kernel_dropped: Gauge,
+    /// Set once the UDP receive loop has ended (read by the health check).
+    receiver_stopped: AtomicBool,
+    /// Unix seconds of the first failed upload since the last successful one; 0 = none.
+    upload_failing_since: AtomicU64,
 }
 
 /// A point-in-time copy of the counters, for JSON, logs and tests.
@@ -181,6 +185,11 @@ pub struct Snapshot {
     pub last_upload_unix: Option<u64>,
     /// Datagrams the kernel dropped because the socket's receive queue was full (Linux).
     pub kernel_dropped: u64,
+    /// True while the UDP receive loop runs (what `xray health` checks by default).
+    pub receiving: bool,
+    /// Unix seconds of the first failed upload since the last successful one, while uploads
+    /// keep failing; `None` once one succeeds (`xray health --max-upload-failure`).
+    pub upload_failing_since_unix: Option<u64>,
 }
 
 impl Snapshot {
@@ -309,6 +318,8 @@ impl Stats {
             budget_bytes,
             last_upload,
             kernel_dropped,
+            receiver_stopped: AtomicBool::new(false),
+            upload_failing_since: AtomicU64::new(0),
         }
     }
 
@@ -359,11 +370,18 @@ impl Stats {
         self.batches_sent.inc();
         self.sent.inc_by(count);
         self.last_upload.set(unix_seconds() as i64);
+        self.upload_failing_since.store(0, Ordering::Relaxed);
     }
 
     /// An upload call failed as a whole and its `count` documents were given up.
     pub fn batch_failed(&self, count: u64, error: &dyn std::fmt::Display) {
         self.batches_failed.inc();
+        let _ = self.upload_failing_since.compare_exchange(
+            0,
+            unix_seconds().max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         self.dropped[DropReason::UploadFailed.index()].inc_by(count);
         if let Some(suppressed) = self.warn_limits[DropReason::UploadFailed.index()].allow() {
             tracing::error!(
@@ -413,6 +431,16 @@ impl Stats {
         self.budget_bytes.set(bytes as i64);
     }
 
+    /// The UDP receive loop has ended: from now on the daemon reports itself unhealthy.
+    pub fn receiver_stopped(&self) {
+        self.receiver_stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// True until [`Self::receiver_stopped`] is called.
+    pub fn receiving(&self) -> bool {
+        !self.receiver_stopped.load(Ordering::Relaxed)
+    }
+
     /// A copy of every counter now.
     pub fn snapshot(&self) -> Snapshot {
         let last = self.last_upload.get();
@@ -434,6 +462,11 @@ impl Stats {
             budget_bytes: self.budget_bytes.get().max(0) as u64,
             last_upload_unix: (last > 0).then_some(last as u64),
             kernel_dropped: self.kernel_dropped.get().max(0) as u64,
+            receiving: self.receiving(),
+            upload_failing_since_unix: match self.upload_failing_since.load(Ordering::Relaxed) {
+                0 => None,
+                since => Some(since),
+            },
         }
     }
 

@@ -18,3 +18,5 @@
 mod support;
 
 mod harness;
+
+mod packaging;
