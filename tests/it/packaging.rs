@@ -627,7 +627,7 @@ async fn image_relays_runs_as_xray_and_answers_health_and_trusts_its_ca_bundle()
     container.stop();
     let unhealthy = output(
         Command::new("docker")
-            .args(["run", "--rm", "--network", "host", "--entrypoint", &argv[0]])
+            .args(["run", "--rm", "--network", "host", "--entrypoint", argv[0]])
             .arg(&image)
             .args(&argv[1..]),
     );
@@ -1251,4 +1251,85 @@ fn docker_compose_example_has_the_flask_app_and_the_daemon() {
         .map(|v| v.as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(test, task_definition_health_command());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The health check against the daemon built for this test run.
+
+/// Runs `xray health ARGS…` (the test build) and returns its output.
+fn xray_health(args: &[&str]) -> Output {
+    output(
+        Command::new(crate::support::xray_bin())
+            .arg("health")
+            .args(args),
+    )
+}
+
+/// `xray health` exits 0 while the daemon runs, even while its uploads fail (liveness only);
+/// `--max-upload-failure S` turns unhealthy once uploads have failed for longer than S; once
+/// the daemon has stopped it exits 1 with one line saying so.
+#[tokio::test]
+async fn health_subcommand_reports_liveness_and_optionally_failing_uploads() {
+    // Nothing listens on the upstream port: every upload fails.
+    let dead_upstream = format!("http://{}", free_addr());
+    let mut daemon = Daemon::builder()
+        .endpoint(&dead_upstream)
+        .arg("-n")
+        .arg(TEST_REGION)
+        .start()
+        .await;
+    let addr = daemon.tcp_addr().to_string();
+
+    let healthy = xray_health(&[&addr]);
+    assert_eq!(healthy.status.code(), Some(0), "{healthy:?}");
+    let line = String::from_utf8_lossy(&healthy.stdout);
+    assert!(
+        line.starts_with("healthy: ") && line.trim_end().lines().count() == 1,
+        "{line:?}"
+    );
+    let no_failures = xray_health(&[&addr, "--max-upload-failure", "0"]);
+    assert_eq!(no_failures.status.code(), Some(0), "{no_failures:?}");
+
+    daemon.send_segment(&segment_json(&new_trace_id(), &new_segment_id(), "health"));
+    daemon
+        .wait_for_stats(
+            |s| s["batches_failed"].as_u64() > Some(0),
+            Duration::from_secs(30),
+        )
+        .await;
+    // Liveness alone stays healthy: an X-Ray outage must not restart the application's task.
+    assert_eq!(xray_health(&[&addr]).status.code(), Some(0));
+    let tolerant = xray_health(&[&addr, "--max-upload-failure=3600"]);
+    assert_eq!(tolerant.status.code(), Some(0), "{tolerant:?}");
+    assert!(String::from_utf8_lossy(&tolerant.stdout).contains("uploads have been failing"));
+    // Failing for longer than 0 s: true from the next whole second on.
+    let strict = crate::support::wait::until(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || {
+            let out = xray_health(&[&addr, "--max-upload-failure", "0"]);
+            (out.status.code() == Some(1)).then_some(out)
+        },
+    )
+    .await
+    .expect("unhealthy once uploads have failed for more than 0 s");
+    let reason = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        reason.starts_with("unhealthy: uploads from the daemon at")
+            && reason.contains("--max-upload-failure"),
+        "{reason:?}"
+    );
+
+    daemon.sigterm();
+    daemon.wait_exit(Duration::from_secs(30)).await;
+    let stopped = xray_health(&[&addr]);
+    assert_eq!(stopped.status.code(), Some(1), "{stopped:?}");
+    let reason = String::from_utf8_lossy(&stopped.stderr);
+    assert!(
+        reason.starts_with("unhealthy: no daemon answers at")
+            && reason.trim_end().lines().count() == 1,
+        "{reason:?}"
+    );
+    // A usage error is exit 1 too (Docker reserves 2 in health checks).
+    assert_eq!(xray_health(&["--bogus"]).status.code(), Some(1));
 }
