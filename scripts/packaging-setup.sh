@@ -2,8 +2,9 @@
 # Installs what the release build (scripts/release.sh) and the packaging tests
 # (tests/it/packaging.rs) need, skipping whatever is already there. Run as root on Debian 12:
 #   - Debian: docker.io (dockerd), rpm, qemu-user-static (qemu-aarch64-static),
-#     gcc-aarch64-linux-gnu (the arm64 linker), file, zip/unzip, openssl, systemd
-#     (systemd-analyze), ca-certificates (the CA bundle the image ships);
+#     gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (the arm64 C compiler, linker and libc),
+#     file, zip/unzip, openssl, systemd (systemd-analyze), ca-certificates (the CA bundle the
+#     image ships);
 #   - rustup: the aarch64-unknown-linux-gnu standard library;
 #   - cargo: cargo-generate-rpm 0.21.1 and cargo-deb 3.8.0 (pinned, --locked).
 # It does not start dockerd: the tests start it when it is not running and stop what they started.
@@ -24,6 +25,8 @@ want unzip unzip
 want openssl openssl
 want systemd-analyze systemd
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
+# The arm64 C library for the cross compiler (only recommended by gcc-aarch64-linux-gnu).
+[[ -f /usr/aarch64-linux-gnu/include/stdio.h ]] || need_apt+=(libc6-dev-arm64-cross)
 
 if ((${#need_apt[@]})); then
     if [[ "$(id -u)" != 0 ]]; then
