@@ -12,7 +12,8 @@
 //!
 //! Modules: [`app`] wires the stages; [`receiver`], [`batcher`], [`upload`] and [`proxy`] are
 //! stages; [`segment`], [`buffer`], [`sink`], [`stats`], [`aws`], [`config`], [`net`],
-//! [`logging`] and [`shutdown`] are the leaves they share.
+//! [`logging`] and [`shutdown`] are the leaves they share. [`health`] is the `xray health`
+//! subcommand, a client of the daemon's TCP edge for container health checks.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
