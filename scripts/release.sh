@@ -108,8 +108,9 @@ if [[ " ${arches[*]} " == *" amd64 "* ]]; then
     cp cfg.yaml "$context/cfg.yaml"
     # The CA bundle rustls trusts for TLS to AWS (Debian's ca-certificates).
     cp /etc/ssl/certs/ca-certificates.crt "$context/ca-certificates.crt"
+    # uid and home as in the original image, so credentials mounted at /home/xray/.aws work.
     printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
-        'xray:x:10001:10001:AWS X-Ray daemon:/tmp:/sbin/nologin' >"$context/passwd"
+        'xray:x:10001:10001:AWS X-Ray daemon:/home/xray:/sbin/nologin' >"$context/passwd"
     printf '%s\n' 'root:x:0:' 'xray:x:10001:' >"$context/group"
     if ((image)); then
         echo "==> docker build xray-daemon-rs:$version"
