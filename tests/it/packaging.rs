@@ -1346,3 +1346,219 @@ async fn health_subcommand_reports_liveness_and_optionally_failing_uploads() {
     // A usage error is exit 1 too (Docker reserves 2 in health checks).
     assert_eq!(xray_health(&["--bogus"]).status.code(), Some(1));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The rpm's scriptlets and the deb's maintainer scripts, run.
+
+/// Runs `scenario` (shell) as root in a private mount namespace (`unshare -m`) where /run,
+/// /var/lib, /var/log and /etc/systemd/system are empty tmpfs mounts and /run/systemd/system
+/// exists (so the scripts believe systemd runs), with `getent`, `useradd`, `chown` and
+/// `systemctl` replaced by stubs that record their arguments. `getent` finds the `xray` user
+/// only when `user_exists`. The host is not touched. Returns the recorded calls and the
+/// scenario's stdout.
+fn run_scripts(scenario: &str, user_exists: bool) -> (Vec<String>, String) {
+    require_tools(&["unshare", "mount"]);
+    let dir = temp_dir("xray-it-scripts-");
+    let stubs = dir.path().join("stubs");
+    std::fs::create_dir_all(&stubs).expect("stubs dir");
+    let calls = dir.path().join("calls.log");
+    for (name, status) in [
+        ("getent", if user_exists { 0 } else { 2 }),
+        ("useradd", 0),
+        ("chown", 0),
+        ("systemctl", 0),
+    ] {
+        let stub = stubs.join(name);
+        std::fs::write(
+            &stub,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexit {status}\n",
+                calls.display()
+            ),
+        )
+        .expect("write stub");
+        std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod stub");
+    }
+    let script = format!(
+        "set -e\n\
+         for d in /run /var/lib /var/log /etc/systemd/system; do mount -t tmpfs tmpfs \"$d\"; done\n\
+         mkdir -p /run/systemd/system\n\
+         export PATH='{}':\"$PATH\"\n{scenario}",
+        stubs.display()
+    );
+    let stdout = stdout_of(Command::new("unshare").args(["-m", "sh", "-c", &script]));
+    let recorded = std::fs::read_to_string(&calls).unwrap_or_default();
+    (recorded.lines().map(str::to_owned).collect(), stdout)
+}
+
+/// The rpm's scriptlets, as packaged: a first install creates the user and log directory and
+/// enables and starts the service; an upgrade over the original's package (its unit in
+/// /etc/systemd/system) enables and restarts ours and removes the original's dangling enable
+/// link; an upgrade of ours only restarts a running service; erase stops and disables it.
+#[test]
+fn rpm_scriptlets_enable_on_install_restart_on_upgrade_stop_on_erase() {
+    let rpm = dist().artifact(Arch::Amd64, "rpm");
+    let dir = temp_dir("xray-it-scriptlets-");
+    let mut paths = std::collections::BTreeMap::new();
+    for tag in ["PREIN", "POSTTRANS", "PREUN", "POSTUN"] {
+        let text = stdout_of(
+            Command::new("rpm")
+                .args(["-qp", "--qf"])
+                .arg(format!("%{{{tag}}}"))
+                .arg(&rpm),
+        );
+        let path = dir.path().join(tag);
+        std::fs::write(&path, text).expect("write scriptlet");
+        paths.insert(tag, path.display().to_string());
+    }
+    let (pre, posttrans) = (&paths["PREIN"], &paths["POSTTRANS"]);
+    let (preun, postun) = (&paths["PREUN"], &paths["POSTUN"]);
+
+    let (calls, _) = run_scripts(&format!("sh {pre} 1\nsh {posttrans}\n"), false);
+    assert_eq!(
+        calls,
+        [
+            "getent passwd xray",
+            "getent group xray",
+            "useradd --system --user-group --home-dir / --no-create-home --shell /sbin/nologin xray",
+            "chown xray:xray /var/log/xray",
+            "systemctl daemon-reload",
+            "systemctl enable xray.service",
+            "systemctl restart xray.service",
+        ],
+        "first install"
+    );
+
+    // Over the original: its unit is in /etc/systemd/system (and was enabled by hand); rpm
+    // removes it between %pre and %posttrans.
+    let (calls, state) = run_scripts(
+        &format!(
+            "touch /etc/systemd/system/xray.service\n\
+             mkdir /etc/systemd/system/network-online.target.wants\n\
+             ln -s /etc/systemd/system/xray.service /etc/systemd/system/network-online.target.wants/\n\
+             sh {pre} 2\n\
+             rm /etc/systemd/system/xray.service\n\
+             sh {posttrans}\n\
+             find /etc/systemd/system /var/lib -mindepth 1 | sort\n"
+        ),
+        true,
+    );
+    assert_eq!(
+        calls,
+        [
+            "getent passwd xray",
+            "chown xray:xray /var/log/xray",
+            "systemctl daemon-reload",
+            "systemctl enable xray.service",
+            "systemctl restart xray.service",
+        ],
+        "upgrade over the original"
+    );
+    assert_eq!(
+        state.lines().collect::<Vec<_>>(),
+        [
+            "/etc/systemd/system/network-online.target.wants",
+            "/var/lib/rpm-state",
+            "/var/lib/rpm-state/xray",
+        ],
+        "the dangling link and the marker are gone"
+    );
+
+    let (calls, _) = run_scripts(&format!("sh {pre} 2\nsh {posttrans}\n"), true);
+    assert_eq!(
+        calls,
+        [
+            "getent passwd xray",
+            "chown xray:xray /var/log/xray",
+            "systemctl daemon-reload",
+            "systemctl try-restart xray.service",
+        ],
+        "upgrade of ours keeps the administrator's enable/disable choice"
+    );
+
+    let (calls, _) = run_scripts(&format!("sh {preun} 1\nsh {postun} 1\n"), true);
+    assert_eq!(
+        calls,
+        ["systemctl daemon-reload"],
+        "the old package's side of an upgrade"
+    );
+    let (calls, _) = run_scripts(&format!("sh {preun} 0\nsh {postun} 0\n"), true);
+    assert_eq!(
+        calls,
+        [
+            "systemctl disable --now xray.service",
+            "systemctl daemon-reload"
+        ],
+        "erase"
+    );
+}
+
+/// The deb's maintainer scripts, as packaged, with dpkg's arguments: install creates the user
+/// and enables and starts the service; configuring over the original (3.6.6) enables and
+/// restarts; an upgrade of ours only restarts a running service; removal stops and disables it.
+#[test]
+fn deb_maintainer_scripts_enable_on_install_restart_on_upgrade_stop_on_remove() {
+    let deb = dist().artifact(Arch::Amd64, "deb");
+    let control = temp_dir("xray-it-deb-scripts-");
+    stdout_of(
+        Command::new("dpkg-deb")
+            .arg("-e")
+            .arg(&deb)
+            .arg(control.path()),
+    );
+    let script = |name: &str| control.path().join(name).display().to_string();
+    let (preinst, postinst) = (script("preinst"), script("postinst"));
+    let (prerm, postrm) = (script("prerm"), script("postrm"));
+
+    let (calls, _) = run_scripts(&format!("{preinst} install\n{postinst} configure\n"), false);
+    assert_eq!(
+        calls,
+        [
+            "getent passwd xray",
+            "getent group xray",
+            "useradd --system --user-group --home-dir / --no-create-home --shell /usr/sbin/nologin xray",
+            "chown xray:xray /var/log/xray",
+            "systemctl daemon-reload",
+            "systemctl enable xray.service",
+            "systemctl restart xray.service",
+        ],
+        "first install"
+    );
+    let (calls, _) = run_scripts(
+        &format!("{preinst} upgrade 3.6.6\n{postinst} configure 3.6.6\n"),
+        true,
+    );
+    assert_eq!(
+        calls,
+        [
+            "getent passwd xray",
+            "chown xray:xray /var/log/xray",
+            "systemctl daemon-reload",
+            "systemctl enable xray.service",
+            "systemctl restart xray.service",
+        ],
+        "upgrade over the original"
+    );
+    let (calls, _) = run_scripts(
+        &format!("{prerm} upgrade 1:{VERSION}\n{postinst} configure 1:0.0.1\n"),
+        true,
+    );
+    assert_eq!(
+        calls,
+        [
+            "systemctl daemon-reload",
+            "systemctl try-restart xray.service"
+        ],
+        "upgrade of ours"
+    );
+    let (calls, _) = run_scripts(&format!("{prerm} remove\n{postrm} remove\n"), true);
+    assert_eq!(
+        calls,
+        [
+            "systemctl disable --now xray.service",
+            "systemctl daemon-reload"
+        ],
+        "remove"
+    );
+}
