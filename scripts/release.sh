@@ -29,7 +29,7 @@ while (($#)); do
         arches=("${1:?--arch needs amd64 or arm64}")
         ;;
     -h | --help)
-        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,/^set -euo/p' "$0" | sed '/^set -euo/d; s/^# \{0,1\}//'
         exit 0
         ;;
     *)

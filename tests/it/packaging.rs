@@ -850,6 +850,12 @@ async fn rpm_is_xray_with_epoch_installs_and_upgrades_the_original() {
         ],
         "files, config(noreplace) flags and modes"
     );
+    let arm64 = stdout_of(
+        Command::new("rpm")
+            .args(["-qp", "--qf", "%{NAME} %{EPOCH} %{ARCH}"])
+            .arg(dist.artifact(Arch::Arm64, "rpm")),
+    );
+    assert_eq!(arm64, "xray 1 aarch64", "the Graviton rpm");
     let scripts = query(&["--scripts"]);
     for expected in [
         "preinstall scriptlet",
@@ -1032,6 +1038,13 @@ fn deb_has_the_files_unit_and_maintainer_scripts() {
     assert_eq!(field("Package"), "xray");
     assert_eq!(field("Version"), format!("1:{VERSION}"));
     assert_eq!(field("Architecture"), "amd64");
+    let arm64 = stdout_of(
+        Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(dist.artifact(Arch::Arm64, "deb"))
+            .arg("Architecture"),
+    );
+    assert_eq!(arm64.trim(), "arm64", "the Graviton deb");
     // useradd for preinst; the static binary itself needs no libraries.
     assert_eq!(field("Pre-Depends"), "passwd");
     assert_eq!(field("Depends"), "passwd");
