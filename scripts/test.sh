@@ -4,6 +4,7 @@
 #     Reinstalled when tests/requirements.txt changes (a copy of it is kept in .venv as a stamp).
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
 #   - cargo-fuzz (cargo install), when missing.
+#   - the packaging tools (scripts/packaging-setup.sh), when running as root.
 # Then: cargo build --all-targets; cargo test --all-targets; a short fuzz run of each target in
 # fuzz/ (FUZZ_SECONDS each, default 20; see fuzz/README.md for a longer run).
 # Works from any directory. Extra arguments go to the test binaries (after `--`),
@@ -32,6 +33,13 @@ if [[ "$(id -u)" == 0 ]] && ! command -v nc >/dev/null 2>&1; then
     if ! { apt-get update -qq && apt-get install -y -qq netcat-openbsd >/dev/null; }; then
         echo "warning: could not install netcat-openbsd; continuing without nc" >&2
     fi
+fi
+
+# The packaging tests (tests/it/packaging.rs) need docker.io, rpm, qemu-user-static, the arm64
+# linker and Rust target, cargo-generate-rpm and cargo-deb; installed once, skipped when present.
+if [[ "$(id -u)" == 0 ]]; then
+    echo "==> packaging tools (scripts/packaging-setup.sh)"
+    scripts/packaging-setup.sh
 fi
 
 echo "==> cargo build --all-targets"

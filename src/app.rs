@@ -92,7 +92,7 @@ pub async fn run(
     );
     let udp_local = bound.udp.local;
     let tcp_local = bound.tcp.local_addr().ok();
-    let receiver = tokio::spawn(receiver::run(
+    let receiving = receiver::run(
         bound.udp.socket,
         Arc::clone(&buffer),
         Arc::clone(&stats),
@@ -100,7 +100,15 @@ pub async fn run(
             max_document: config.max_document,
         },
         shutdown.clone(),
-    ));
+    );
+    let receiver = tokio::spawn({
+        // The health check reports the daemon unhealthy once the receive loop ends.
+        let stats = Arc::clone(&stats);
+        async move {
+            receiving.await;
+            stats.receiver_stopped();
+        }
+    });
     // The proxy starts before the AWS context exists: its requests wait for it (briefly).
     let (upstream_tx, upstream_rx) = watch::channel(proxy::UpstreamState::Starting);
     let proxy_settings = proxy::ProxySettings {

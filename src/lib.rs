@@ -14,6 +14,8 @@
 //! stages; [`segment`], [`buffer`], [`sink`], [`stats`], [`aws`], [`config`], [`net`],
 //! [`logging`] and [`shutdown`] are the leaves they share; [`telemetry`] reports the counters
 //! to X-Ray (`PutTelemetryRecords`).
+//! [`health`] is the `xray health` subcommand, a client of the daemon's TCP edge for container
+//! health checks.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +25,7 @@ pub mod aws;
 pub mod batcher;
 pub mod buffer;
 pub mod config;
+pub mod health;
 pub mod logging;
 pub mod net;
 pub mod proxy;

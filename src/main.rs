@@ -134,11 +134,19 @@ fn log_settings(config: &config::Config) {
     );
 }
 
-/// A subcommand named as the first argument. The hook for `xray health` and the like: each
-/// gets its own module, called from here.
-fn subcommand(name: &str, _args: Vec<OsString>) -> ExitCode {
-    eprintln!("xray: the {name} subcommand is not available in this build; run `xray --help`");
-    ExitCode::from(2)
+/// A subcommand named as the first argument (see `config::args::SUBCOMMANDS`); each has its
+/// own module.
+fn subcommand(name: &str, args: Vec<OsString>) -> ExitCode {
+    match name {
+        // The container health check: a client of the running daemon, not the daemon.
+        "health" => xray_daemon::health::run(args),
+        _ => {
+            eprintln!(
+                "xray: the {name} subcommand is not available in this build; run `xray --help`"
+            );
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Reports a config or startup problem found before logging starts: a log line on standard

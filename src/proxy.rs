@@ -1,9 +1,9 @@
 //! The TCP edge: the SDKs' sampling proxy, and the daemon's own reserved paths.
 //!
-//! In: HTTP/1.1 connections on the TCP address (`-t`, default `127.0.0.1:2000`), keep-alive.
-//! Out: answers. The reserved paths, which no X-Ray API uses, are answered here and never
-//! forwarded:
-//! - `GET /daemon/health`: `200 ok` while the daemon runs;
+//! In: HTTP/1.1 connections on the TCP address (`-t`). Out: answers. The reserved paths,
+//! which no X-Ray API uses, are answered here and never forwarded:
+//! - `GET /daemon/health`: `200 ok` while the UDP receive loop runs, `503` with the reason once
+//!   it has stopped (what `xray health` asks);
 //! - `GET /daemon/stats`: the counters as JSON ([`crate::stats::Snapshot`]);
 //! - `GET /daemon/metrics`: the counters in the Prometheus text format.
 //!
@@ -397,7 +397,12 @@ async fn answer(
         }
     };
     match route {
-        Route::Health => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        Route::Health if stats.receiving() => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        Route::Health => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "the UDP receive loop has stopped, so no segments are received; see the daemon's log and restart it\n".into(),
+        ),
         Route::Stats => {
             let body = serde_json::to_string(&stats.snapshot()).unwrap_or_default();
             reply(StatusCode::OK, "application/json", body)

@@ -22,7 +22,7 @@
 //! like it were suppressed since the last.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
@@ -236,6 +236,10 @@ pub struct Stats {
     budget_bytes: Gauge,
     last_upload: Gauge,
     kernel_dropped: Gauge,
+    /// Set once the UDP receive loop has ended (read by the health check).
+    receiver_stopped: AtomicBool,
+    /// Unix seconds of the first failed upload since the last successful one; 0 = none.
+    upload_failing_since: AtomicU64,
 }
 
 /// A point-in-time copy of the counters, for JSON, logs and tests.
@@ -275,6 +279,11 @@ pub struct Snapshot {
     /// Failed upload and telemetry calls, by kind (`throttled`, `http_4xx`, `http_5xx`,
     /// `timeout`, `connection_refused`, `unknown_host`, `connection`, `other`).
     pub backend_errors: std::collections::BTreeMap<&'static str, u64>,
+    /// True while the UDP receive loop runs (what `xray health` checks by default).
+    pub receiving: bool,
+    /// Unix seconds of the first failed upload since the last successful one, while uploads
+    /// keep failing; `None` once one succeeds (`xray health --max-upload-failure`).
+    pub upload_failing_since_unix: Option<u64>,
 }
 
 impl Snapshot {
@@ -493,6 +502,8 @@ impl Stats {
             budget_bytes,
             last_upload,
             kernel_dropped,
+            receiver_stopped: AtomicBool::new(false),
+            upload_failing_since: AtomicU64::new(0),
         }
     }
 
@@ -564,6 +575,7 @@ impl Stats {
         self.batches_sent.inc();
         self.sent.inc_by(count);
         self.last_upload.set(unix_seconds() as i64);
+        self.upload_failing_since.store(0, Ordering::Relaxed);
     }
 
     /// An upload call of `count` documents failed with an error of `kind`. `retry_in` says when
@@ -576,6 +588,12 @@ impl Stats {
         retry_in: Option<Duration>,
     ) {
         self.batches_failed.inc();
+        let _ = self.upload_failing_since.compare_exchange(
+            0,
+            unix_seconds().max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         self.backend_error(kind);
         if let Some(suppressed) = self.failure_limit.allow() {
             match retry_in {
@@ -671,6 +689,16 @@ impl Stats {
         self.budget_bytes.set(bytes as i64);
     }
 
+    /// The UDP receive loop has ended: from now on the daemon reports itself unhealthy.
+    pub fn receiver_stopped(&self) {
+        self.receiver_stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// True until [`Self::receiver_stopped`] is called.
+    pub fn receiving(&self) -> bool {
+        !self.receiver_stopped.load(Ordering::Relaxed)
+    }
+
     /// A copy of every counter, taken at a moment when no [`Self::books`] transaction is open
     /// (so the accounting identity holds in it). Gives up waiting for such a moment after
     /// [`SNAPSHOT_PATIENCE`] and returns the last copy read.
@@ -720,6 +748,11 @@ impl Stats {
                 .zip(&self.backend_errors)
                 .map(|(k, c)| (k.as_str(), c.get()))
                 .collect(),
+            receiving: self.receiving(),
+            upload_failing_since_unix: match self.upload_failing_since.load(Ordering::Relaxed) {
+                0 => None,
+                since => Some(since),
+            },
         }
     }
 

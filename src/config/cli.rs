@@ -19,6 +19,9 @@ use crate::sink::SinkSpec;
 #[command(
     name = "xray",
     disable_version_flag = true,
+    // As the original's flags: a flag given again wins (the image's entrypoint passes -t and
+    // -b; a task definition's command may pass them again).
+    args_override_self = true,
     about = "Receives X-Ray segments on UDP and relays them to AWS X-Ray (a drop-in for the AWS X-Ray daemon)"
 )]
 pub struct Cli {

@@ -24,4 +24,5 @@ mod compat;
 mod relay;
 // issue 6
 mod aws_env;
+mod packaging;
 mod proxy;

@@ -64,6 +64,8 @@ pub struct DaemonBuilder {
     env: Vec<(OsString, OsString)>,
     ready_within: Duration,
     current_dir: Option<PathBuf>,
+    /// Replaces the test build of `xray`: the program, then arguments before the daemon's.
+    program: Vec<OsString>,
 }
 
 impl Default for DaemonBuilder {
@@ -94,6 +96,7 @@ impl DaemonBuilder {
             env: Vec::new(),
             ready_within: READY_DEADLINE,
             current_dir: None,
+            program: Vec::new(),
         }
     }
 
@@ -178,6 +181,18 @@ impl DaemonBuilder {
         self
     }
 
+    /// Runs `argv` instead of the `xray` built for this test run: its first element is the
+    /// program, the rest go before the daemon's arguments (a release binary, or
+    /// `qemu-aarch64-static` and an arm64 binary).
+    pub fn program<I, S>(mut self, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.program = argv.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
     /// How long [`Self::start`] waits for `/daemon/stats` (default [`READY_DEADLINE`]).
     pub fn ready_within(mut self, within: Duration) -> Self {
         self.ready_within = within;
@@ -223,7 +238,14 @@ impl DaemonBuilder {
 
     /// The command line and environment, output files truncated.
     fn command(&self) -> Command {
-        let mut command = Command::new(xray_bin());
+        let mut command = match self.program.split_first() {
+            Some((program, leading)) => {
+                let mut command = Command::new(program);
+                command.args(leading);
+                command
+            }
+            None => Command::new(xray_bin()),
+        };
         if self.bind_flags {
             command
                 .arg("-b")
@@ -270,10 +292,11 @@ impl DaemonBuilder {
     }
 
     fn spawn(self) -> Daemon {
-        let child = self
-            .command()
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", xray_bin().display()));
+        let child = self.command().spawn().unwrap_or_else(|e| {
+            let program = self.program.first().cloned();
+            let program = program.unwrap_or_else(|| xray_bin().into_os_string());
+            panic!("spawn {}: {e}", program.to_string_lossy())
+        });
         let sender = UdpSocket::bind("127.0.0.1:0").expect("bind the test's UDP sender");
         Daemon {
             child,

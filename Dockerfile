@@ -1,0 +1,24 @@
+# The X-Ray daemon sidecar image: FROM scratch, the static `xray` binary and nothing else it
+# does not need. Same shape as the original daemon's image, so task definitions written for
+# it work unchanged: the binary at /xray (also /usr/bin/xray), the non-root user `xray`
+# (uid 10001), CA certificates for TLS to AWS, /etc/amazon/xray/cfg.yaml, and an entrypoint that
+# listens on all interfaces; a task definition's `command` (e.g. `-o -n eu-central-1`) adds
+# flags after the entrypoint's.
+#
+# No registry is used: the build context is a directory that scripts/release.sh stages with a
+# static binary built beforehand (target/dist/image-<arch>/: xray, cfg.yaml,
+# ca-certificates.crt, passwd, group, usr/bin/xray -> /xray). Build everything with
+#   scripts/release.sh
+# or, once staged, this image alone with
+#   docker build -f Dockerfile -t xray-daemon-rs target/dist/image-amd64
+FROM scratch
+COPY passwd group /etc/
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY cfg.yaml /etc/amazon/xray/cfg.yaml
+COPY xray /xray
+COPY usr/ /usr/
+USER xray
+EXPOSE 2000/udp 2000/tcp
+# `xray health` asks the daemon at 127.0.0.1:2000 (liveness only); see packaging/README.md.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/xray", "health"]
+ENTRYPOINT ["/xray", "-t", "0.0.0.0:2000", "-b", "0.0.0.0:2000"]
