@@ -562,7 +562,7 @@ fn buffer_budget(
         let bytes = mb.saturating_mul(MB);
         return Ok((
             usize::try_from(bytes).unwrap_or(usize::MAX),
-            format!("{mb} MB from {}", g.setting),
+            format!("from {}", g.setting),
         ));
     }
     let (available, what) = match (machine.cgroup_limit, machine.total_memory) {
@@ -574,7 +574,7 @@ fn buffer_budget(
     let mb = (available / 100 / MB).max(MIN_BUFFER_MB);
     Ok((
         usize::try_from(mb * MB).unwrap_or(usize::MAX),
-        format!("{mb} MB: 1% of {what}, at least {MIN_BUFFER_MB} MB"),
+        format!("1% of {what}, at least {MIN_BUFFER_MB} MB"),
     ))
 }
 

@@ -206,6 +206,22 @@ impl Drop for Books<'_> {
     }
 }
 
+/// The tail of a rate-limited message: how many like it were not logged, when any.
+struct Suppressed(u64, &'static str);
+
+impl std::fmt::Display for Suppressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(
+                f,
+                " ({n} more {} since the last message were not logged)",
+                self.1
+            ),
+        }
+    }
+}
+
 fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -523,8 +539,9 @@ impl Stats {
         self.dropped[reason.index()].inc();
         if let Some(suppressed) = self.warn_limits[reason.index()].allow() {
             tracing::warn!(
-                "Refused a datagram from {sender} ({}): {why}; {suppressed} more like it since the last warning",
-                reason.as_str()
+                "Refused a datagram from {sender} ({}): {why}{}",
+                reason.as_str(),
+                Suppressed(suppressed, "datagrams refused for this reason")
             );
         }
     }
@@ -549,13 +566,15 @@ impl Stats {
             };
             if reason == DropReason::Spillover {
                 tracing::warn!(
-                    "Dropped {count} segment(s) ({}){advice}; {suppressed} more such drop events since the last warning",
-                    reason.as_str()
+                    "Dropped {count} segment(s) ({}){advice}{}",
+                    reason.as_str(),
+                    Suppressed(suppressed, "such drops")
                 );
             } else {
                 tracing::error!(
-                    "Dropped {count} segment(s) ({}){advice}; {suppressed} more such drop events since the last message",
-                    reason.as_str()
+                    "Dropped {count} segment(s) ({}){advice}{}",
+                    reason.as_str(),
+                    Suppressed(suppressed, "such drops")
                 );
             }
         }
@@ -599,14 +618,15 @@ impl Stats {
             match retry_in {
                 Some(wait) => tracing::warn!(
                     "Sending a batch of {count} segment(s) failed ({}), they stay buffered and are \
-                     retried in {:.1} s: {error}; {suppressed} more failed calls since the last message",
+                     retried in {:.1} s: {error}{}",
                     kind.as_str(),
-                    wait.as_secs_f64()
+                    wait.as_secs_f64(),
+                    Suppressed(suppressed, "failed calls")
                 ),
                 None => tracing::error!(
-                    "Sending a batch of {count} segment(s) failed ({}), not retried: {error}; \
-                     {suppressed} more failed calls since the last message",
-                    kind.as_str()
+                    "Sending a batch of {count} segment(s) failed ({}), not retried: {error}{}",
+                    kind.as_str(),
+                    Suppressed(suppressed, "failed calls")
                 ),
             }
         }

@@ -688,7 +688,8 @@ async fn image_relays_runs_as_xray_and_answers_health_and_trusts_its_ca_bundle()
                 stats["batches_sent"], 0,
                 "the image's bundle must not trust the test CA: {stats}"
             );
-            assert_eq!(stats["batches_failed"], 1, "{stats}");
+            // The failure is retried with backoff, so a second failed call may be counted by now.
+            assert!(stats["batches_failed"].as_u64() >= Some(1), "{stats}");
             let logs = container.logs();
             assert!(
                 logs.contains("UnknownIssuer"),
