@@ -17,4 +17,5 @@
 
 mod support;
 
+mod bench_smoke;
 mod harness;
