@@ -53,12 +53,13 @@ struct Settings {
     retries: usize,
     gen_cpu: Option<usize>,
     buffer_mb: Option<u64>,
+    daemon_env: Vec<(String, String)>,
 }
 
 const USAGE: &str = "usage: xray-bench [--smoke] [--xray PATH] [--out DIR] [--size BYTES]
   [--ceiling-count N] [--rates R1,R2,...] [--start-rate N] [--rate-step N] [--step-seconds S]
   [--low-rates R1,R2] [--low-seconds S] [--idle-seconds S] [--starts N] [--retries N]
-  [--gen-cpu N|none] [--buffer-mb N]
+  [--gen-cpu N|none] [--buffer-mb N] [--daemon-env NAME=VALUE]...
 Runs the whole benchmark and writes DIR/results.md and DIR/results.json (default DIR: bench).
 --smoke: a run of a few seconds that only checks the command works.";
 
@@ -86,6 +87,7 @@ fn parse_args() -> Result<Settings> {
         retries: 1,
         gen_cpu: (cpus > 1).then_some(cpus - 1),
         buffer_mb: None,
+        daemon_env: Vec::new(),
     };
     let list = |v: &str| -> Result<Vec<u64>> {
         v.split(',')
@@ -140,6 +142,12 @@ fn parse_args() -> Result<Settings> {
                 }
             }
             "--buffer-mb" => s.buffer_mb = Some(num()?),
+            "--daemon-env" => {
+                let (k, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--daemon-env {v}: want NAME=VALUE"))?;
+                s.daemon_env.push((k.to_owned(), val.to_owned()));
+            }
             _ => bail!("unknown argument {flag}\n{USAGE}"),
         }
     }
@@ -338,6 +346,7 @@ impl Daemon {
         if let Some(mb) = s.buffer_mb {
             cmd.arg("-m").arg(mb.to_string());
         }
+        cmd.envs(s.daemon_env.iter().map(|(k, v)| (k, v)));
         let started = Instant::now();
         let child = cmd
             .stdin(Stdio::null())
@@ -749,6 +758,7 @@ fn run(s: &Settings) -> Result<Value> {
             "generator_cpu": s.gen_cpu,
             "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
             "xray": s.xray.display().to_string(),
+            "daemon_env": s.daemon_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "buffer_budget_bytes": budget,
         },
         "load_average_at_start": load_at_start,
