@@ -14,12 +14,8 @@
 //!   X-Ray has none we know of), and no longer than the configured cap;
 //! - `trace_id` and `id` are picked out on the way, for logs and drop reports.
 //!
-//! Cost: one pass over the document by a small scanner ([`fast`]) that accepts the well-formed
-//! documents SDKs send without allocating; anything it does not fully handle (including every
-//! malformed document) goes through `serde_json`, which decides and words the error. Then the
-//! allocations: the document itself and its two ids.
-
-mod fast;
+//! Cost: one pass of `serde_json` over the document with nothing kept but two short strings, and
+//! one allocation, the document itself.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -198,17 +194,6 @@ fn scan_document(body: &[u8]) -> Result<Ids, Rejection> {
             "not valid UTF-8 (first bad byte at offset {})",
             e.valid_up_to()
         )));
-    }
-    if let Some(ranges) = fast::scan(body) {
-        // Ranges start and end at ASCII quotes of a valid UTF-8 document: valid UTF-8 too.
-        let text = |r: Option<(usize, usize)>| {
-            r.and_then(|(a, b)| std::str::from_utf8(&body[a..b]).ok())
-                .map(Box::from)
-        };
-        return Ok(Ids {
-            trace_id: text(ranges.trace_id),
-            id: text(ranges.id),
-        });
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     // X-Ray sets no nesting limit that we know of, so neither do we. Values are skipped with
