@@ -5,11 +5,12 @@
 //! the buffer; each refused datagram counted by reason in [`Stats`] (with a rate-limited
 //! warning naming the sender).
 //!
-//! Each wake-up drains the socket: up to [`BURST`] datagrams are read, parsed and pushed to the
-//! buffer under one lock. A datagram is read into one reusable scratch buffer sized to the
-//! document cap plus [`MAX_HEADER_BYTES`]; a datagram longer than that is cut by the kernel,
-//! which reports it (`MSG_TRUNC`), and is counted as truncated. The only allocation per
-//! datagram is the accepted document itself.
+//! Each wake-up drains the socket: up to [`CALLS_PER_WAKE`] system calls of [`BURST`] datagrams
+//! each (`recvmmsg` on Linux), parsed and then pushed to the buffer under one lock. Each
+//! datagram lands in its own slot of a scratch buffer allocated once, sized to the document cap
+//! plus [`MAX_HEADER_BYTES`]; a datagram longer than that is cut by the kernel, which reports it
+//! (`MSG_TRUNC`), and is counted as truncated. The only allocation per datagram is the accepted
+//! document itself.
 //!
 //! On Linux the socket also reports the kernel's own count of datagrams it dropped because the
 //! receive queue was full (`SO_RXQ_OVFL`); it is published in the stats.
@@ -27,8 +28,13 @@ use crate::stats::{DropReason, Stats};
 /// Room allowed for the header line on top of the document cap.
 pub const MAX_HEADER_BYTES: usize = 1024;
 
-/// Datagrams read per wake-up before they are handed to the buffer together.
-pub const BURST: usize = 64;
+/// Datagrams read per system call (`recvmmsg` on Linux).
+pub const BURST: usize = 32;
+
+/// Most `recvmmsg` calls per wake-up (after one plain read that also brings the kernel's drop
+/// count) before the accepted documents go to the buffer together and the task yields: at most
+/// `1 + BURST × CALLS_PER_WAKE` datagrams per buffer lock.
+pub const CALLS_PER_WAKE: usize = 4;
 
 /// What the receiver needs besides its socket.
 #[derive(Debug, Clone)]
@@ -45,8 +51,8 @@ pub async fn run(
     settings: ReceiverSettings,
     shutdown: CancellationToken,
 ) {
-    let mut scratch = vec![0u8; settings.max_document + MAX_HEADER_BYTES];
-    let mut accepted: Vec<Segment> = Vec::with_capacity(BURST);
+    let mut reader = recv::Reader::new(settings.max_document + MAX_HEADER_BYTES);
+    let mut accepted: Vec<Segment> = Vec::with_capacity(1 + BURST * CALLS_PER_WAKE);
     loop {
         tokio::select! {
             biased;
@@ -61,48 +67,27 @@ pub async fn run(
         // One accounting transaction per burst: a datagram counted as received is also counted
         // as pushed or refused before a stats snapshot can see it.
         let books = stats.books();
-        for _ in 0..BURST {
+        for call in 0..=CALLS_PER_WAKE {
             let read = socket.try_io(tokio::io::Interest::READABLE, || {
-                recv::recv(&socket, &mut scratch)
+                let each = |datagram, bytes: &[u8]| {
+                    handle(datagram, bytes, &settings, &stats, &mut accepted);
+                };
+                // The first read of a wake-up also brings the kernel's drop count.
+                if call == 0 {
+                    reader.read_one(&socket, each)
+                } else {
+                    reader.read(&socket, each)
+                }
             });
-            let datagram = match read {
-                Ok(d) => d,
+            match read {
+                // A short burst means the queue is empty for now.
+                Ok(n) if call > 0 && n < BURST => break,
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::warn!("Reading from the UDP socket failed: {e}");
                     break;
                 }
-            };
-            if let Some(dropped) = datagram.kernel_dropped {
-                stats.set_kernel_dropped(dropped);
-            }
-            if datagram.len == 0 {
-                continue;
-            }
-            stats.datagram_received(datagram.len);
-            if datagram.truncated {
-                stats.datagram_refused(
-                    DropReason::Truncated,
-                    datagram.from,
-                    &format_args!(
-                        "datagram of {} bytes is longer than the {}-byte receive buffer (document cap plus header)",
-                        datagram.len,
-                        scratch.len()
-                    ),
-                );
-                continue;
-            }
-            match segment::parse(&scratch[..datagram.len], settings.max_document) {
-                Ok(seg) => {
-                    tracing::trace!(
-                        "Segment {} of trace {} from {}",
-                        seg.id.as_deref().unwrap_or("-"),
-                        seg.trace_id.as_deref().unwrap_or("-"),
-                        datagram.from
-                    );
-                    accepted.push(seg);
-                }
-                Err(why) => stats.datagram_refused(why.reason(), datagram.from, &why),
             }
         }
         if !accepted.is_empty() {
@@ -112,81 +97,244 @@ pub async fn run(
     }
 }
 
+/// Accounts for one datagram and parses it; an accepted document goes to `accepted`.
+fn handle(
+    datagram: Datagram,
+    bytes: &[u8],
+    settings: &ReceiverSettings,
+    stats: &Stats,
+    accepted: &mut Vec<Segment>,
+) {
+    if let Some(dropped) = datagram.kernel_dropped {
+        stats.set_kernel_dropped(dropped);
+    }
+    if datagram.len == 0 {
+        return;
+    }
+    stats.datagram_received(datagram.len);
+    if datagram.truncated {
+        stats.datagram_refused(
+            DropReason::Truncated,
+            datagram.from,
+            &format_args!(
+                "datagram of {} bytes is longer than the {}-byte receive buffer (document cap plus header)",
+                datagram.len,
+                settings.max_document + MAX_HEADER_BYTES
+            ),
+        );
+        return;
+    }
+    match segment::parse(bytes, settings.max_document) {
+        Ok(seg) => {
+            tracing::trace!(
+                "Segment {} of trace {} from {}",
+                seg.id.as_deref().unwrap_or("-"),
+                seg.trace_id.as_deref().unwrap_or("-"),
+                datagram.from
+            );
+            accepted.push(seg);
+        }
+        Err(why) => stats.datagram_refused(why.reason(), datagram.from, &why),
+    }
+}
+
 /// One datagram as read.
 #[derive(Debug)]
 struct Datagram {
-    /// Bytes in the scratch buffer (the full length when truncated, where the OS says it).
+    /// Its length in bytes (the full length when truncated, where the OS says it).
     len: usize,
     /// The sender.
     from: SocketAddr,
-    /// The datagram did not fit the scratch buffer.
+    /// The datagram did not fit its receive slot.
     truncated: bool,
     /// The kernel's cumulative count of datagrams dropped on this socket, when reported.
     kernel_dropped: Option<u32>,
 }
 
+/// Linux: one `recvmsg` with its `SO_RXQ_OVFL` control message per wake-up (the kernel's drop
+/// count is cumulative, so once per wake-up is enough), then [`BURST`] datagrams per `recvmmsg`
+/// call, each into its own slot of one scratch buffer; `MSG_TRUNC` makes the kernel report a
+/// cut datagram's real length.
+///
+/// Why the burst calls ask for no control messages: the kernel shrinks each header's control
+/// length to what it used (zero when nothing was dropped yet), and `nix` does not restore it
+/// between calls on reused headers, so the count would silently stop arriving. (The sender's
+/// address length is shrunk the same way; that is harmless, since every sender on one socket has
+/// the same address family: IPv4, or IPv6 with IPv4 mapped on a dual-stack socket.)
 #[cfg(target_os = "linux")]
 mod recv {
+    use std::cell::RefCell;
     use std::io::IoSliceMut;
+    use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
 
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    use nix::sys::socket::{
+        ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, recvmsg,
+    };
     use tokio::net::UdpSocket;
 
-    use super::Datagram;
+    use super::{BURST, Datagram};
 
-    pub(super) fn recv(socket: &UdpSocket, scratch: &mut [u8]) -> std::io::Result<Datagram> {
-        let mut cmsg = nix::cmsg_space!(u32);
-        let mut iov = [IoSliceMut::new(scratch)];
-        let msg = recvmsg::<SockaddrStorage>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-        )
-        .map_err(std::io::Error::from)?;
-        let mut kernel_dropped = None;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::RxqOvfl(n) = c {
-                    kernel_dropped = Some(n);
-                }
+    thread_local! {
+        /// The message headers `recvmmsg` fills, one set per runtime thread, allocated on first
+        /// use. (They hold raw pointers, so they cannot travel inside the receiver's future
+        /// from thread to thread; the slots they point at for one call can.)
+        static HEADERS: RefCell<Option<MultiHeaders<SockaddrStorage>>> = const { RefCell::new(None) };
+    }
+
+    /// Receive slots, allocated once. Slots are zeroed lazily by the OS, so only the bytes
+    /// datagrams actually fill become resident memory.
+    #[derive(Debug)]
+    pub(super) struct Reader {
+        slot: usize,
+        slots: Vec<u8>,
+    }
+
+    impl Reader {
+        /// A reader whose slots hold `slot` bytes each.
+        pub(super) fn new(slot: usize) -> Self {
+            Reader {
+                slot,
+                slots: vec![0u8; slot * BURST],
             }
         }
-        let from = msg
-            .address
-            .and_then(|a| {
-                a.as_sockaddr_in()
-                    .map(|v4| std::net::SocketAddr::V4((*v4).into()))
-                    .or_else(|| {
-                        a.as_sockaddr_in6()
-                            .map(|v6| std::net::SocketAddr::V6((*v6).into()))
-                    })
+
+        /// Reads up to [`BURST`] datagrams without waiting, calling `each` for every one;
+        /// returns how many were read (`WouldBlock` when none).
+        pub(super) fn read(
+            &mut self,
+            socket: &UdpSocket,
+            mut each: impl FnMut(Datagram, &[u8]),
+        ) -> std::io::Result<usize> {
+            HEADERS.with_borrow_mut(|headers| {
+                let headers = headers.get_or_insert_with(|| MultiHeaders::preallocate(BURST, None));
+                let mut chunks = self.slots.chunks_exact_mut(self.slot);
+                let mut iovs: [[IoSliceMut<'_>; 1]; BURST] =
+                    std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+                let results = recvmmsg(
+                    socket.as_raw_fd(),
+                    headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+                    None,
+                )
+                .map_err(std::io::Error::from)?;
+                let mut n = 0;
+                for msg in results {
+                    n += 1;
+                    let from = msg.address.as_ref().map_or(UNKNOWN, sockaddr);
+                    let bytes = msg.iovs().next().unwrap_or_default();
+                    each(
+                        Datagram {
+                            len: msg.bytes,
+                            from,
+                            truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+                            kernel_dropped: None,
+                        },
+                        bytes,
+                    );
+                }
+                Ok(n)
             })
-            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok(Datagram {
-            len: msg.bytes,
-            from,
-            truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
-            kernel_dropped,
-        })
+        }
+
+        /// Reads one datagram without waiting, with the kernel's drop count, into the first
+        /// slot; returns 1 (`WouldBlock` when none).
+        pub(super) fn read_one(
+            &mut self,
+            socket: &UdpSocket,
+            mut each: impl FnMut(Datagram, &[u8]),
+        ) -> std::io::Result<usize> {
+            let slot = &mut self.slots[..self.slot];
+            let mut cmsg = nix::cmsg_space!(u32);
+            let mut iov = [IoSliceMut::new(slot)];
+            let msg = recvmsg::<SockaddrStorage>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            )
+            .map_err(std::io::Error::from)?;
+            let mut kernel_dropped = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::RxqOvfl(d) = c {
+                        kernel_dropped = Some(d);
+                    }
+                }
+            }
+            let datagram = Datagram {
+                len: msg.bytes,
+                from: msg.address.as_ref().map_or(UNKNOWN, sockaddr),
+                truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+                kernel_dropped,
+            };
+            let len = msg.bytes.min(self.slot);
+            each(datagram, &self.slots[..len]);
+            Ok(1)
+        }
+    }
+
+    /// Stands for a sender the OS did not name.
+    const UNKNOWN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+    fn sockaddr(a: &SockaddrStorage) -> SocketAddr {
+        if let Some(v4) = a.as_sockaddr_in() {
+            SocketAddr::V4((*v4).into())
+        } else if let Some(v6) = a.as_sockaddr_in6() {
+            SocketAddr::V6((*v6).into())
+        } else {
+            UNKNOWN
+        }
     }
 }
 
+/// Elsewhere: one `recv_from` per datagram into one slot.
 #[cfg(not(target_os = "linux"))]
 mod recv {
     use tokio::net::UdpSocket;
 
     use super::Datagram;
 
-    pub(super) fn recv(socket: &UdpSocket, scratch: &mut [u8]) -> std::io::Result<Datagram> {
-        // Without MSG_TRUNC a datagram filling the whole buffer may have been cut.
-        let (len, from) = socket.try_recv_from(scratch)?;
-        Ok(Datagram {
-            len,
-            from,
-            truncated: len == scratch.len(),
-            kernel_dropped: None,
-        })
+    #[derive(Debug)]
+    pub(super) struct Reader {
+        slot: Vec<u8>,
+    }
+
+    impl Reader {
+        pub(super) fn new(slot: usize) -> Self {
+            Reader {
+                slot: vec![0u8; slot],
+            }
+        }
+
+        pub(super) fn read(
+            &mut self,
+            socket: &UdpSocket,
+            mut each: impl FnMut(Datagram, &[u8]),
+        ) -> std::io::Result<usize> {
+            // Without MSG_TRUNC a datagram filling the whole slot may have been cut.
+            let (len, from) = socket.try_recv_from(&mut self.slot)?;
+            each(
+                Datagram {
+                    len,
+                    from,
+                    truncated: len == self.slot.len(),
+                    kernel_dropped: None,
+                },
+                &self.slot[..len],
+            );
+            // One at a time: report a full burst so the caller keeps reading.
+            Ok(super::BURST)
+        }
+
+        pub(super) fn read_one(
+            &mut self,
+            socket: &UdpSocket,
+            each: impl FnMut(Datagram, &[u8]),
+        ) -> std::io::Result<usize> {
+            self.read(socket, each)
+        }
     }
 }

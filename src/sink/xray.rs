@@ -126,10 +126,15 @@ impl Sink for XraySink {
 
     fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
         Box::pin(async move {
-            // Documents were checked to be UTF-8 JSON on the way in.
+            // Documents were checked to be UTF-8 JSON on the way in. `from_utf8` checks them
+            // again at a fraction of `from_utf8_lossy`'s cost (3.6% of the daemon's CPU at
+            // 60k segments/s, issue 8); the lossy form is only the never-taken fallback.
             let docs = batch
                 .iter()
-                .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+                .map(|d| {
+                    String::from_utf8(d.body.to_vec())
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+                })
                 .collect();
             let out = self
                 .client

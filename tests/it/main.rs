@@ -17,6 +17,7 @@
 
 mod support;
 
+mod bench_smoke;
 mod delivery;
 mod harness;
 
