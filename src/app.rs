@@ -47,6 +47,8 @@ pub struct Bound {
     pub udp: BoundUdp,
     /// The TCP listener.
     pub tcp: TcpListener,
+    /// The stats-only listener (`--stats-address`), if asked.
+    pub stats: Option<TcpListener>,
 }
 
 /// What stops the daemon from starting.
@@ -72,8 +74,12 @@ pub enum StartupError {
 /// Binds the UDP and TCP sockets. Must run inside the runtime.
 pub fn bind(config: &Config) -> Result<Bound, StartupError> {
     let udp = net::bind_udp(config.udp_addr)?;
-    let tcp = net::bind_tcp(config.tcp_addr)?;
-    Ok(Bound { udp, tcp })
+    let tcp = net::bind_tcp(config.tcp_addr, "-t/--bind-tcp")?;
+    let stats = config
+        .stats_addr
+        .map(|addr| net::bind_tcp(addr, "--stats-address"))
+        .transpose()?;
+    Ok(Bound { udp, tcp, stats })
 }
 
 /// Runs the daemon until `shutdown` is cancelled and the drain is over; returns the final
@@ -124,6 +130,22 @@ pub async fn run(
         upstream_rx,
         shutdown.clone(),
     ));
+    // The stats-only address: the same edge with forwarding off for good.
+    let stats_local = bound.stats.as_ref().and_then(|l| l.local_addr().ok());
+    let (_stats_only_tx, stats_only_rx) = watch::channel(proxy::UpstreamState::Unavailable(
+        "this is the daemon's stats address (--stats-address): it serves only /daemon/stats, \
+         /daemon/metrics and /daemon/health; the sampling proxy is on the -t address"
+            .into(),
+    ));
+    let stats_edge = bound.stats.map(|listener| {
+        tokio::spawn(proxy::run(
+            listener,
+            Arc::clone(&stats),
+            proxy::ProxySettings::default(),
+            stats_only_rx,
+            shutdown.clone(),
+        ))
+    });
 
     // Lookups that may take time come after listening has started.
     let aws = if config.needs_aws() {
@@ -161,9 +183,10 @@ pub async fn run(
     let sink_names: Vec<String> = config.sinks.iter().map(ToString::to_string).collect();
     tracing::info!(
         "AWS X-Ray daemon (xray-daemon-rs) {VERSION}: receiving segments on UDP {udp_local}, \
-         sampling proxy and stats on TCP {}, buffer {} ({}), kernel receive buffer {} KiB, \
+         sampling proxy and stats on TCP {}{}, buffer {} ({}), kernel receive buffer {} KiB, \
          sinks: {}, {region_line}",
         tcp_local.map_or_else(|| config.tcp_addr.to_string(), |a| a.to_string()),
+        stats_local.map_or_else(String::new, |a| format!(", stats also on TCP {a}")),
         human_bytes(config.buffer_bytes),
         config.buffer_source,
         bound.udp.receive_buffer / 1024,
@@ -204,6 +227,9 @@ pub async fn run(
     shutdown.cancelled().await;
     let _ = receiver.await;
     let _ = proxy.await;
+    if let Some(edge) = stats_edge {
+        let _ = edge.await;
+    }
     summary.abort();
     buffer.close();
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;

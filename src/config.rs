@@ -84,6 +84,8 @@ pub struct Config {
     pub retry: crate::upload::retry::RetryPolicy,
     /// Time between telemetry records; `None`: no telemetry.
     pub telemetry_interval: Option<Duration>,
+    /// A TCP address of its own for the stats and health paths (`--stats-address`), if asked.
+    pub stats_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -401,6 +403,11 @@ pub fn resolve(
         )?,
         retry: delivery::retry_policy(cli)?,
         telemetry_interval: delivery::telemetry_interval(cli)?,
+        stats_addr: cli
+            .stats_address
+            .as_deref()
+            .map(|a| parse_listen_addr(a, "--stats-address"))
+            .transpose()?,
     })
 }
 

@@ -108,9 +108,10 @@ fn grow_receive_buffer(socket: &Socket) {
     let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
 }
 
-/// Binds the TCP listener. Must run inside the runtime.
-pub fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    let err = |e| bind_error("TCP", addr, "-t/--bind-tcp", e);
+/// Binds a TCP listener; `flag` names the option that sets `addr` (for the error). Must run
+/// inside the runtime.
+pub fn bind_tcp(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, BindError> {
+    let err = |e| bind_error("TCP", addr, flag, e);
     let socket = socket_for(addr, Type::STREAM, Protocol::TCP).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;

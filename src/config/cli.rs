@@ -158,4 +158,10 @@ pub struct Cli {
     /// [ours] Send no telemetry records.
     #[arg(long = "no-telemetry")]
     pub no_telemetry: bool,
+
+    // stats (issue 5)
+    /// [ours] Also serve /daemon/stats, /daemon/metrics and /daemon/health on this TCP address
+    /// (for example 0.0.0.0:2100 for a Prometheus scraper); nothing is forwarded there.
+    #[arg(long = "stats-address", value_name = "HOST:PORT")]
+    pub stats_address: Option<String>,
 }

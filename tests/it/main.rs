@@ -20,6 +20,7 @@ mod support;
 mod bench_smoke;
 mod delivery;
 mod harness;
+mod stats_address;
 
 mod compat;
 mod relay;

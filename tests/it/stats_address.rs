@@ -1,0 +1,84 @@
+//! `--stats-address`: the counters and health on a TCP address of their own, where nothing is
+//! ever forwarded (issue 5's "and on an address of its own if asked").
+
+use std::time::Duration;
+
+use crate::support::{Daemon, free_addr, http, new_segment_id, new_trace_id, segment_json};
+
+#[tokio::test]
+async fn stats_and_health_are_served_on_their_own_address_and_nothing_is_forwarded() {
+    let stats_addr = free_addr();
+    let daemon = Daemon::builder()
+        .args([
+            "--sink",
+            "stdout",
+            "--stats-address",
+            &stats_addr.to_string(),
+        ])
+        .start()
+        .await;
+    daemon.send_segment(&segment_json(
+        &new_trace_id(),
+        &new_segment_id(),
+        "own-address",
+    ));
+    daemon
+        .wait_for_stats(|s| s["sent"] == 1, Duration::from_secs(10))
+        .await;
+
+    let stats = http::get(stats_addr, "/daemon/stats").await.unwrap();
+    assert_eq!(stats.status, 200);
+    let stats = stats.json().unwrap();
+    assert_eq!(
+        (stats["received"].as_u64(), stats["sent"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    let metrics = http::get(stats_addr, "/daemon/metrics").await.unwrap();
+    assert!(
+        metrics.text().contains("xray_segments_sent_total 1"),
+        "{}",
+        metrics.text()
+    );
+    assert_eq!(
+        http::get(stats_addr, "/daemon/health")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // A sampling call sent there is answered locally with the reason, never forwarded.
+    let sampling = http::post(stats_addr, "/GetSamplingRules", "{}")
+        .await
+        .unwrap();
+    assert_eq!(sampling.status, 503, "{}", sampling.text());
+    assert!(
+        sampling.text().contains("--stats-address"),
+        "{}",
+        sampling.text()
+    );
+    assert!(
+        daemon
+            .stdout()
+            .contains(&format!("stats also on TCP {stats_addr}")),
+        "{}",
+        daemon.stdout()
+    );
+}
+
+#[tokio::test]
+async fn a_stats_address_in_use_exits_1_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let finished = Daemon::builder()
+        .args(["--sink", "stdout", "--stats-address", &addr.to_string()])
+        .run_to_exit(Duration::from_secs(20))
+        .await;
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains(&addr.to_string()) && finished.stderr.contains("--stats-address"),
+        "{}",
+        finished.stderr
+    );
+}
