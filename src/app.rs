@@ -130,6 +130,14 @@ pub async fn run(
         upstream_rx,
         shutdown.clone(),
     ));
+    if !config.proxy_sampling_only && !config.tcp_addr.ip().is_loopback() {
+        tracing::warn!(
+            "The sampling proxy on TCP {} can be reached from other hosts and forwards any X-Ray \
+             API call signed with this daemon's credentials, as the original daemon does; to \
+             forward only the SDKs' sampling calls, add --proxy-sampling-only",
+            config.tcp_addr
+        );
+    }
     // The stats-only address: the same edge with forwarding off for good.
     let stats_local = bound.stats.as_ref().and_then(|l| l.local_addr().ok());
     let (_stats_only_tx, stats_only_rx) = watch::channel(proxy::UpstreamState::Unavailable(

@@ -228,7 +228,9 @@ impl Batch {
         }
         buffer.publish(&s);
         drop(s);
-        if sent > 0 {
+        // A call that X-Ray answered succeeded, even if it refused every document: it also
+        // ends an upload failure streak (what `xray health --max-upload-failure` watches).
+        if sent > 0 || rejected > 0 {
             stats.batch_sent(sent);
         }
         stats.documents_rejected(rejected);
@@ -341,7 +343,11 @@ impl Buffer {
                 spilled += 1;
                 continue;
             }
-            if s.held() + cost > self.budget && self.policy == FullPolicy::DropOldest {
+            // Evicting waiting documents only helps when the ones in flight leave room.
+            if s.held() + cost > self.budget
+                && s.in_flight_bytes + cost <= self.budget
+                && self.policy == FullPolicy::DropOldest
+            {
                 while s.held() + cost > self.budget {
                     let Some(old) = s.queue.pop_front() else {
                         break;
@@ -546,6 +552,26 @@ mod tests {
         b.push_all([doc(100)]);
         assert_eq!(stats.snapshot().buffered, 1);
         assert_eq!(stats.snapshot().in_flight, 0);
+    }
+
+    #[test]
+    fn waiting_documents_are_not_evicted_when_that_cannot_make_room() {
+        // Regression: with the budget taken by documents in flight, a bigger newcomer used to
+        // evict every waiting document and then be dropped itself.
+        let stats = Arc::new(Stats::new());
+        let small = doc(100).cost();
+        let b = Buffer::new(small * 4, 2, FullPolicy::DropOldest, stats.clone());
+        b.push_all([doc(100), doc(100)]);
+        let batch = b.take_batch();
+        b.push_all([doc(100), doc(100)]);
+        b.push_all([doc(small * 3)]);
+        let snap = stats.snapshot();
+        assert_eq!(
+            (snap.buffered, snap.dropped["spillover"]),
+            (2, 1),
+            "{snap:?}"
+        );
+        drop(batch);
     }
 
     #[tokio::test(start_paused = true)]

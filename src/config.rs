@@ -224,10 +224,25 @@ pub fn resolve(
     let sinks = if cli.sink.is_empty() {
         vec![SinkSpec::Xray]
     } else {
-        let mut s = cli.sink.clone();
-        s.dedup();
+        // Each sink once, in the order first given: a repeated one would get every document twice.
+        let mut s: Vec<SinkSpec> = Vec::new();
+        for spec in &cli.sink {
+            if !s.contains(spec) {
+                s.push(spec.clone());
+            }
+        }
         s
     };
+    if sinks.len() > crate::upload::MAX_SINKS {
+        return Err(ConfigError::Value {
+            setting: "--sink".into(),
+            value: format!("{} sinks", sinks.len()),
+            why: format!(
+                "at most {} different sinks can be given",
+                crate::upload::MAX_SINKS
+            ),
+        });
+    }
 
     let concurrency = match (cli.concurrency, file.zip(f.and_then(|c| c.concurrency))) {
         (Some(0), _) => {
@@ -250,6 +265,13 @@ pub fn resolve(
         }
         (None, None) => crate::upload::DEFAULT_CONCURRENCY,
     };
+    if concurrency > crate::upload::MAX_CONCURRENCY {
+        return Err(ConfigError::Value {
+            setting: "--concurrency / Concurrency".into(),
+            value: concurrency.to_string(),
+            why: format!("at most {} uploads at once", crate::upload::MAX_CONCURRENCY),
+        });
+    }
 
     let max_document = cli
         .max_segment_size
@@ -801,6 +823,24 @@ mod tests {
                 .ok(),
             Some(10 << 20)
         );
+    }
+
+    #[test]
+    fn each_sink_once_in_order_and_bounded_counts() {
+        let c = resolve(
+            &cli(&["--sink", "xray", "--sink", "stdout", "--sink", "xray"]),
+            None,
+            Machine::default(),
+        );
+        assert!(c.is_ok_and(|c| c.sinks == vec![SinkSpec::Xray, SinkSpec::Stdout]));
+        let many: Vec<String> = (0..40).map(|i| format!("file:/tmp/{i}")).collect();
+        let mut words = vec![];
+        for m in &many {
+            words.extend(["--sink", m.as_str()]);
+        }
+        assert!(resolve(&cli(&words), None, Machine::default()).is_err());
+        let c = resolve(&cli(&["--concurrency", "100000"]), None, Machine::default());
+        assert!(c.is_err_and(|e| e.to_string().contains("at most 1024")));
     }
 
     #[test]

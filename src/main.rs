@@ -103,6 +103,9 @@ fn main() -> ExitCode {
         app::run(config, bound, token).await?;
         anyhow::Ok(())
     });
+    // The drain is over (or its deadline passed): blocking work still running (a write to a
+    // stuck pipe, say) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -53,6 +53,7 @@ pub async fn run(
 ) {
     let mut reader = recv::Reader::new(settings.max_document + MAX_HEADER_BYTES);
     let mut accepted: Vec<Segment> = Vec::with_capacity(1 + BURST * CALLS_PER_WAKE);
+    let mut last_error_log: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -67,6 +68,7 @@ pub async fn run(
         // One accounting transaction per burst: a datagram counted as received is also counted
         // as pushed or refused before a stats snapshot can see it.
         let books = stats.books();
+        let mut failed = false;
         for call in 0..=CALLS_PER_WAKE {
             let read = socket.try_io(tokio::io::Interest::READABLE, || {
                 let each = |datagram, bytes: &[u8]| {
@@ -85,7 +87,11 @@ pub async fn run(
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::warn!("Reading from the UDP socket failed: {e}");
+                    if last_error_log.is_none_or(|t| t.elapsed() >= crate::stats::WARN_INTERVAL) {
+                        tracing::warn!("Reading from the UDP socket failed: {e}");
+                        last_error_log = Some(std::time::Instant::now());
+                    }
+                    failed = true;
                     break;
                 }
             }
@@ -94,6 +100,10 @@ pub async fn run(
             buffer.push_all(accepted.drain(..));
         }
         drop(books);
+        if failed {
+            // An error that persists must not turn this loop into a busy one.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 

@@ -47,6 +47,12 @@ use crate::stats::{DropReason, Stats};
 /// Default number of batches uploaded at once (the original's `Concurrency`).
 pub const DEFAULT_CONCURRENCY: usize = 8;
 
+/// Most uploads at once that `--concurrency` accepts.
+pub const MAX_CONCURRENCY: usize = 1024;
+
+/// Most sinks a batch can go to (each document remembers which took it in a 32-bit set).
+pub const MAX_SINKS: usize = 32;
+
 /// The sinks every batch goes to (at most 32).
 pub type Sinks = Arc<[Box<dyn Sink>]>;
 
@@ -142,7 +148,7 @@ async fn deliver(batch: Batch, shared: &Shared) {
     let mut hard_failed = vec![false; n];
     // Failed calls worth another attempt: kind, error, documents in the call.
     let mut failures: Vec<(crate::sink::ErrorKind, String, usize)> = Vec::new();
-    for (si, sink) in shared.sinks.iter().enumerate().take(32) {
+    for (si, sink) in shared.sinks.iter().enumerate().take(MAX_SINKS) {
         let bit = 1u32 << si;
         let pending: Vec<usize> = (0..n)
             .filter(|&i| states[i].done_sinks & bit == 0)

@@ -57,13 +57,18 @@ impl Sink for StdoutSink {
                 text.push_str(&summary_line(&doc.body));
                 text.push('\n');
             }
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .map_err(|source| SinkError::Io {
-                    sink: "stdout",
-                    source,
-                })?;
+            // One locked write for the whole batch (log lines never land inside it), on a
+            // blocking thread so a slow pipe never parks a runtime worker.
+            let written = tokio::task::spawn_blocking(move || {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes()).and_then(|()| out.flush())
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            written.map_err(|source| SinkError::Io {
+                sink: "stdout",
+                source,
+            })?;
             Ok(Delivery::default())
         })
     }
