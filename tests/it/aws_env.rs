@@ -171,8 +171,8 @@ async fn role_arn_signs_uploads_and_proxied_calls_with_the_assumed_role() {
     .await;
     let role = "arn:aws:iam::123456789012:role/xray-writer";
     let daemon = Daemon::builder()
-        .endpoint(&xray.endpoint())
-        .args(["-n", TEST_REGION, "-r", role])
+        .upload_to(&xray.endpoint())
+        .args(["-r", role])
         .env("AWS_ENDPOINT_URL_STS", sts.endpoint())
         .start()
         .await;
@@ -288,11 +288,7 @@ async fn no_verify_ssl_reaches_an_endpoint_with_an_untrusted_certificate() {
     let xray = sampling_injector(&moto.endpoint(), &health_excluded_rules(), "{}").await;
     let front = crate::support::tls_front::TlsFront::start(xray.addr()).await;
 
-    let verifying = Daemon::builder()
-        .endpoint(&front.endpoint())
-        .args(["-n", TEST_REGION])
-        .start()
-        .await;
+    let verifying = Daemon::builder().upload_to(&front.endpoint()).start().await;
     let r = http::post(verifying.tcp_addr(), "/GetSamplingRules", "{}")
         .await
         .unwrap();
@@ -301,8 +297,8 @@ async fn no_verify_ssl_reaches_an_endpoint_with_an_untrusted_certificate() {
     drop(verifying);
 
     let daemon = Daemon::builder()
-        .endpoint(&front.endpoint())
-        .args(["-n", TEST_REGION, "--no-verify-ssl"])
+        .upload_to(&front.endpoint())
+        .args(["--no-verify-ssl"])
         .start()
         .await;
     assert_eq!(signed_region(&daemon, &xray).await, TEST_REGION);

@@ -132,8 +132,7 @@ async fn throttled_calls_are_retried_until_every_segment_arrives_exactly_once() 
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let (traces, documents) = make_documents(120, 0);
@@ -184,8 +183,7 @@ async fn server_errors_resets_and_stalls_are_retried_and_counted_by_kind() {
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let (traces, documents) = make_documents(30, 0);
@@ -216,8 +214,8 @@ async fn an_unreachable_endpoint_keeps_what_fits_the_budget_and_counts_the_rest(
     injector.go_down();
     // -m 3: a 3 MiB budget; 320 documents of ~12 KB (3.8 MB) do not all fit.
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "-m", "3"])
+        .upload_to(&injector.endpoint())
+        .args(["-m", "3"])
         .args(["--retry-max-attempts", "1000", "--retry-max-age", "600"])
         .start()
         .await;
@@ -336,8 +334,7 @@ async fn segments_refused_for_throttling_are_sent_again() {
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let doc = document(&trace, &id, 0);
@@ -366,8 +363,8 @@ async fn sigterm_drains_everything_buffered_to_a_slow_endpoint() {
     let injector = FaultInjector::start(&moto.endpoint()).await;
     injector.always("/TraceSegments", Fault::Delay(Duration::from_millis(400)));
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--concurrency", "1"])
+        .upload_to(&injector.endpoint())
+        .args(["--concurrency", "1"])
         .start()
         .await;
     let (traces, documents) = make_documents(400, 0);
@@ -407,8 +404,8 @@ async fn sigterm_with_an_endpoint_that_never_answers_exits_at_the_deadline() {
     let injector = FaultInjector::start(&moto.endpoint()).await;
     injector.always("/TraceSegments", Fault::Hang);
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--shutdown-timeout", "3", "-l", "debug"])
+        .upload_to(&injector.endpoint())
+        .args(["--shutdown-timeout", "3", "-l", "debug"])
         .start()
         .await;
     let (_, documents) = make_documents(100, 0);
@@ -475,8 +472,8 @@ async fn telemetry_records_count_what_was_sent_including_the_drain() {
     injector.always("/TraceSegments", Fault::Delay(Duration::from_secs(1)));
     let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "-l", "debug", "--concurrency", "1"])
+        .upload_to(&injector.endpoint())
+        .args(["-l", "debug", "--concurrency", "1"])
         .args(["--telemetry-interval", "0.3", "-a", arn])
         .env("AWS_HOSTNAME", "delivery-test-host")
         .env("AWS_INSTANCE_ID", "i-0123456789abcdef0")
@@ -572,8 +569,8 @@ async fn telemetry_keeps_records_through_failures_and_sends_at_most_ten_a_call()
     .await;
     injector.answer_telemetry();
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--telemetry-interval", "0.1"])
+        .upload_to(&injector.endpoint())
+        .args(["--telemetry-interval", "0.1"])
         .start()
         .await;
     let (_, documents) = make_documents(1, 0);

@@ -77,8 +77,7 @@ async fn python_sdk_obeys_sampling_rules_fetched_through_the_signed_proxy() {
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let address = format!("tcp:{} udp:{}", daemon.tcp_addr(), daemon.udp_addr());
@@ -308,14 +307,8 @@ async fn bad_clients_are_answered_while_good_ones_are_served() {
     let injector = sampling_injector(NOWHERE, &health_excluded_rules(), "{}").await;
     let bystander = FaultInjector::start(NOWHERE).await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args([
-            "-n",
-            TEST_REGION,
-            "--proxy-sampling-only",
-            "--proxy-client-timeout",
-            "1",
-        ])
+        .upload_to(&injector.endpoint())
+        .args(["--proxy-sampling-only", "--proxy-client-timeout", "1"])
         .start()
         .await;
     let tcp = daemon.tcp_addr();
@@ -440,8 +433,8 @@ async fn a_slow_x_ray_gets_a_gateway_timeout() {
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--proxy-upstream-timeout", "0.5"])
+        .upload_to(&injector.endpoint())
+        .args(["--proxy-upstream-timeout", "0.5"])
         .start()
         .await;
     let started = Instant::now();
