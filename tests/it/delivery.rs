@@ -114,6 +114,26 @@ fn make_documents(n: usize, padding: usize) -> (Vec<String>, Vec<String>) {
     (traces, documents)
 }
 
+/// A 500 with X-Ray's InternalFailure body.
+fn internal_failure() -> Fault {
+    Fault::Respond {
+        status: 500,
+        body: r#"{"__type":"InternalFailure","message":"injected"}"#.to_owned(),
+    }
+}
+
+/// Waits until moto holds as many documents under `traces` as were sent, then asserts they are
+/// `documents`, each once and byte for byte (in any order).
+async fn assert_stored_exactly(moto: &Moto, traces: &[impl AsRef<str>], documents: &[String]) {
+    let mut stored = moto
+        .wait_for_documents(TEST_REGION, traces, documents.len(), SETTLE)
+        .await;
+    let mut expected = documents.to_vec();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected, "each segment once, byte for byte");
+}
+
 /// Requirement 1: the endpoint answers 429 to the first calls, then recovers; every segment
 /// arrives exactly once, byte for byte.
 #[tokio::test]
@@ -141,13 +161,7 @@ async fn throttled_calls_are_retried_until_every_segment_arrives_exactly_once() 
     let stats = daemon
         .wait_for_stats(|s| s["sent"] == 120 && settled(s), SETTLE)
         .await;
-    let mut stored = moto
-        .wait_for_documents(TEST_REGION, &traces, 120, SETTLE)
-        .await;
-    let mut expected = documents.clone();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected, "each segment once, byte for byte");
+    assert_stored_exactly(&moto, &traces, &documents).await;
 
     assert!(
         injector.remaining_script().is_empty(),
@@ -170,13 +184,7 @@ async fn server_errors_resets_and_stalls_are_retried_and_counted_by_kind() {
     let injector = FaultInjector::with_script(
         &moto.endpoint(),
         vec![
-            Step::on(
-                "/TraceSegments",
-                Fault::Respond {
-                    status: 500,
-                    body: r#"{"__type":"InternalFailure","message":"injected"}"#.to_owned(),
-                },
-            ),
+            Step::on("/TraceSegments", internal_failure()),
             Step::on("/TraceSegments", Fault::Close),
             Step::on("/TraceSegments", Fault::Hang),
         ],
@@ -196,13 +204,7 @@ async fn server_errors_resets_and_stalls_are_retried_and_counted_by_kind() {
     }
     assert_eq!(dropped_total(&stats), 0);
     assert_identity(&stats);
-    let mut stored = moto
-        .wait_for_documents(TEST_REGION, &traces, 30, SETTLE)
-        .await;
-    let mut expected = documents.clone();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected);
+    assert_stored_exactly(&moto, &traces, &documents).await;
 }
 
 /// Requirement 2: the endpoint refuses connections for a while as segments keep coming; what
@@ -306,13 +308,7 @@ async fn refused_segments_are_counted_and_logged_with_their_ids() {
             "the line names the trace and X-Ray's code: {line}"
         );
     }
-    let mut stored = moto
-        .wait_for_documents(TEST_REGION, &[&trace], 10, SETTLE)
-        .await;
-    let mut expected = good.clone();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected);
+    assert_stored_exactly(&moto, &[&trace], &good).await;
 }
 
 /// Requirement 3, continued: an `UnprocessedTraceSegments` entry whose code says throttling is
@@ -387,13 +383,7 @@ async fn sigterm_drains_everything_buffered_to_a_slow_endpoint() {
         out.contains("Stopped. Segments received: 400, sent: 400, rejected by X-Ray: 0, dropped: 0, buffered: 0, in flight: 0"),
         "exit summary: {out}"
     );
-    let mut stored = moto
-        .wait_for_documents(TEST_REGION, &traces, 400, SETTLE)
-        .await;
-    let mut expected = documents.clone();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected);
+    assert_stored_exactly(&moto, &traces, &documents).await;
 }
 
 /// Requirement 4, second half: with an endpoint that never answers, the exit comes at the
@@ -555,15 +545,7 @@ async fn telemetry_keeps_records_through_failures_and_sends_at_most_ten_a_call()
     let injector = FaultInjector::with_script(
         &moto.endpoint(),
         (0..FAILURES)
-            .map(|_| {
-                Step::on(
-                    "/TelemetryRecords",
-                    Fault::Respond {
-                        status: 500,
-                        body: r#"{"__type":"InternalFailure","message":"injected"}"#.to_owned(),
-                    },
-                )
-            })
+            .map(|_| Step::on("/TelemetryRecords", internal_failure()))
             .collect(),
     )
     .await;
