@@ -193,27 +193,22 @@ async fn bodies_and_answers_cross_the_proxy_unchanged() {
             "Root=1-00000000-000000000000000000000000",
         ),
     ];
-    let ok = http::request(
-        daemon.tcp_addr(),
-        "POST",
-        "/SamplingTargets",
-        &headers,
-        body,
-    )
-    .await
-    .unwrap();
+    let post_targets = async || {
+        http::request(
+            daemon.tcp_addr(),
+            "POST",
+            "/SamplingTargets",
+            &headers,
+            body,
+        )
+        .await
+        .unwrap()
+    };
+    let ok = post_targets().await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.text(), answer);
     assert_eq!(ok.header("content-type"), Some("application/json"));
-    let bad = http::request(
-        daemon.tcp_addr(),
-        "POST",
-        "/SamplingTargets",
-        &headers,
-        body,
-    )
-    .await
-    .unwrap();
+    let bad = post_targets().await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.text(), error);
 
