@@ -52,6 +52,15 @@ async fn wait_for_banner(daemon: &Daemon, within: Duration) -> String {
     .unwrap_or_else(|| panic!("no startup banner within {within:?}:\n{}", daemon.stdout()))
 }
 
+/// Sends one segment named `name` through `daemon` and waits (up to 15 s) until moto stores
+/// it: uploads work.
+async fn assert_upload_arrives(daemon: &Daemon, moto: &Moto, name: &str) {
+    let trace = new_trace_id();
+    daemon.send_segment(&segment_json(&trace, &new_segment_id(), name));
+    moto.wait_for_documents(TEST_REGION, &[&trace], 1, Duration::from_secs(15))
+        .await;
+}
+
 /// Issue 6, test 4: with no flag, file or AWS_REGION, the region and the instance id come from
 /// IMDSv2 (a fake on loopback), and metadata calls carry the IMDSv2 token.
 #[tokio::test]
@@ -171,8 +180,8 @@ async fn role_arn_signs_uploads_and_proxied_calls_with_the_assumed_role() {
     .await;
     let role = "arn:aws:iam::123456789012:role/xray-writer";
     let daemon = Daemon::builder()
-        .endpoint(&xray.endpoint())
-        .args(["-n", TEST_REGION, "-r", role])
+        .upload_to(&xray.endpoint())
+        .args(["-r", role])
         .env("AWS_ENDPOINT_URL_STS", sts.endpoint())
         .start()
         .await;
@@ -180,10 +189,7 @@ async fn role_arn_signs_uploads_and_proxied_calls_with_the_assumed_role() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let trace = new_trace_id();
-    daemon.send_segment(&segment_json(&trace, &new_segment_id(), "assumed"));
-    moto.wait_for_documents(TEST_REGION, &[&trace], 1, Duration::from_secs(15))
-        .await;
+    assert_upload_arrives(&daemon, &moto, "assumed").await;
 
     let calls = xray.requests();
     let key_of = |r: &Recorded| authorization(r).expect("signed").key_id;
@@ -223,10 +229,7 @@ async fn outbound_proxy_carries_aws_calls_but_never_metadata() {
         .start()
         .await;
     assert_eq!(signed_region(&daemon, &xray).await, TEST_REGION);
-    let trace = new_trace_id();
-    daemon.send_segment(&segment_json(&trace, &new_segment_id(), "proxied"));
-    moto.wait_for_documents(TEST_REGION, &[&trace], 1, Duration::from_secs(15))
-        .await;
+    assert_upload_arrives(&daemon, &moto, "proxied").await;
 
     let seen = proxy.seen();
     let xray_origin = xray.endpoint();
@@ -288,11 +291,7 @@ async fn no_verify_ssl_reaches_an_endpoint_with_an_untrusted_certificate() {
     let xray = sampling_injector(&moto.endpoint(), &health_excluded_rules(), "{}").await;
     let front = crate::support::tls_front::TlsFront::start(xray.addr()).await;
 
-    let verifying = Daemon::builder()
-        .endpoint(&front.endpoint())
-        .args(["-n", TEST_REGION])
-        .start()
-        .await;
+    let verifying = Daemon::builder().upload_to(&front.endpoint()).start().await;
     let r = http::post(verifying.tcp_addr(), "/GetSamplingRules", "{}")
         .await
         .unwrap();
@@ -301,15 +300,12 @@ async fn no_verify_ssl_reaches_an_endpoint_with_an_untrusted_certificate() {
     drop(verifying);
 
     let daemon = Daemon::builder()
-        .endpoint(&front.endpoint())
-        .args(["-n", TEST_REGION, "--no-verify-ssl"])
+        .upload_to(&front.endpoint())
+        .args(["--no-verify-ssl"])
         .start()
         .await;
     assert_eq!(signed_region(&daemon, &xray).await, TEST_REGION);
-    let trace = new_trace_id();
-    daemon.send_segment(&segment_json(&trace, &new_segment_id(), "insecure"));
-    moto.wait_for_documents(TEST_REGION, &[&trace], 1, Duration::from_secs(15))
-        .await;
+    assert_upload_arrives(&daemon, &moto, "insecure").await;
     assert!(
         daemon.stdout().contains("NOT verified"),
         "{}",

@@ -114,6 +114,26 @@ fn make_documents(n: usize, padding: usize) -> (Vec<String>, Vec<String>) {
     (traces, documents)
 }
 
+/// A 500 with X-Ray's InternalFailure body.
+fn internal_failure() -> Fault {
+    Fault::Respond {
+        status: 500,
+        body: r#"{"__type":"InternalFailure","message":"injected"}"#.to_owned(),
+    }
+}
+
+/// Waits until moto holds as many documents under `traces` as were sent, then asserts they are
+/// `documents`, each once and byte for byte (in any order).
+async fn assert_stored_exactly(moto: &Moto, traces: &[impl AsRef<str>], documents: &[String]) {
+    let mut stored = moto
+        .wait_for_documents(TEST_REGION, traces, documents.len(), SETTLE)
+        .await;
+    let mut expected = documents.to_vec();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected, "each segment once, byte for byte");
+}
+
 /// Requirement 1: the endpoint answers 429 to the first calls, then recovers; every segment
 /// arrives exactly once, byte for byte.
 #[tokio::test]
@@ -132,8 +152,7 @@ async fn throttled_calls_are_retried_until_every_segment_arrives_exactly_once() 
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let (traces, documents) = make_documents(120, 0);
@@ -142,13 +161,7 @@ async fn throttled_calls_are_retried_until_every_segment_arrives_exactly_once() 
     let stats = daemon
         .wait_for_stats(|s| s["sent"] == 120 && settled(s), SETTLE)
         .await;
-    let mut stored = moto
-        .wait_for_documents(TEST_REGION, &traces, 120, SETTLE)
-        .await;
-    let mut expected = documents.clone();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected, "each segment once, byte for byte");
+    assert_stored_exactly(&moto, &traces, &documents).await;
 
     assert!(
         injector.remaining_script().is_empty(),
@@ -171,21 +184,14 @@ async fn server_errors_resets_and_stalls_are_retried_and_counted_by_kind() {
     let injector = FaultInjector::with_script(
         &moto.endpoint(),
         vec![
-            Step::on(
-                "/TraceSegments",
-                Fault::Respond {
-                    status: 500,
-                    body: r#"{"__type":"InternalFailure","message":"injected"}"#.to_owned(),
-                },
-            ),
+            Step::on("/TraceSegments", internal_failure()),
             Step::on("/TraceSegments", Fault::Close),
             Step::on("/TraceSegments", Fault::Hang),
         ],
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let (traces, documents) = make_documents(30, 0);
@@ -198,13 +204,7 @@ async fn server_errors_resets_and_stalls_are_retried_and_counted_by_kind() {
     }
     assert_eq!(dropped_total(&stats), 0);
     assert_identity(&stats);
-    let mut stored = moto
-        .wait_for_documents(TEST_REGION, &traces, 30, SETTLE)
-        .await;
-    let mut expected = documents.clone();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected);
+    assert_stored_exactly(&moto, &traces, &documents).await;
 }
 
 /// Requirement 2: the endpoint refuses connections for a while as segments keep coming; what
@@ -216,8 +216,8 @@ async fn an_unreachable_endpoint_keeps_what_fits_the_budget_and_counts_the_rest(
     injector.go_down();
     // -m 3: a 3 MiB budget; 320 documents of ~12 KB (3.8 MB) do not all fit.
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "-m", "3"])
+        .upload_to(&injector.endpoint())
+        .args(["-m", "3"])
         .args(["--retry-max-attempts", "1000", "--retry-max-age", "600"])
         .start()
         .await;
@@ -308,13 +308,7 @@ async fn refused_segments_are_counted_and_logged_with_their_ids() {
             "the line names the trace and X-Ray's code: {line}"
         );
     }
-    let mut stored = moto
-        .wait_for_documents(TEST_REGION, &[&trace], 10, SETTLE)
-        .await;
-    let mut expected = good.clone();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected);
+    assert_stored_exactly(&moto, &[&trace], &good).await;
 }
 
 /// Requirement 3, continued: an `UnprocessedTraceSegments` entry whose code says throttling is
@@ -336,8 +330,7 @@ async fn segments_refused_for_throttling_are_sent_again() {
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let doc = document(&trace, &id, 0);
@@ -366,8 +359,8 @@ async fn sigterm_drains_everything_buffered_to_a_slow_endpoint() {
     let injector = FaultInjector::start(&moto.endpoint()).await;
     injector.always("/TraceSegments", Fault::Delay(Duration::from_millis(400)));
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--concurrency", "1"])
+        .upload_to(&injector.endpoint())
+        .args(["--concurrency", "1"])
         .start()
         .await;
     let (traces, documents) = make_documents(400, 0);
@@ -390,13 +383,7 @@ async fn sigterm_drains_everything_buffered_to_a_slow_endpoint() {
         out.contains("Stopped. Segments received: 400, sent: 400, rejected by X-Ray: 0, dropped: 0, buffered: 0, in flight: 0"),
         "exit summary: {out}"
     );
-    let mut stored = moto
-        .wait_for_documents(TEST_REGION, &traces, 400, SETTLE)
-        .await;
-    let mut expected = documents.clone();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected);
+    assert_stored_exactly(&moto, &traces, &documents).await;
 }
 
 /// Requirement 4, second half: with an endpoint that never answers, the exit comes at the
@@ -407,8 +394,8 @@ async fn sigterm_with_an_endpoint_that_never_answers_exits_at_the_deadline() {
     let injector = FaultInjector::start(&moto.endpoint()).await;
     injector.always("/TraceSegments", Fault::Hang);
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--shutdown-timeout", "3", "-l", "debug"])
+        .upload_to(&injector.endpoint())
+        .args(["--shutdown-timeout", "3", "-l", "debug"])
         .start()
         .await;
     let (_, documents) = make_documents(100, 0);
@@ -475,8 +462,8 @@ async fn telemetry_records_count_what_was_sent_including_the_drain() {
     injector.always("/TraceSegments", Fault::Delay(Duration::from_secs(1)));
     let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "-l", "debug", "--concurrency", "1"])
+        .upload_to(&injector.endpoint())
+        .args(["-l", "debug", "--concurrency", "1"])
         .args(["--telemetry-interval", "0.3", "-a", arn])
         .env("AWS_HOSTNAME", "delivery-test-host")
         .env("AWS_INSTANCE_ID", "i-0123456789abcdef0")
@@ -558,22 +545,14 @@ async fn telemetry_keeps_records_through_failures_and_sends_at_most_ten_a_call()
     let injector = FaultInjector::with_script(
         &moto.endpoint(),
         (0..FAILURES)
-            .map(|_| {
-                Step::on(
-                    "/TelemetryRecords",
-                    Fault::Respond {
-                        status: 500,
-                        body: r#"{"__type":"InternalFailure","message":"injected"}"#.to_owned(),
-                    },
-                )
-            })
+            .map(|_| Step::on("/TelemetryRecords", internal_failure()))
             .collect(),
     )
     .await;
     injector.answer_telemetry();
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--telemetry-interval", "0.1"])
+        .upload_to(&injector.endpoint())
+        .args(["--telemetry-interval", "0.1"])
         .start()
         .await;
     let (_, documents) = make_documents(1, 0);

@@ -1406,6 +1406,35 @@ fn run_scripts(scenario: &str, user_exists: bool) -> (Vec<String>, String) {
     (recorded.lines().map(str::to_owned).collect(), stdout)
 }
 
+/// The commands a package's scripts run on a first install (no `xray` user yet), `nologin`
+/// being the distribution's path of that shell.
+fn first_install_calls(nologin: &str) -> Vec<String> {
+    let useradd = format!(
+        "useradd --system --user-group --home-dir / --no-create-home --shell {nologin} xray"
+    );
+    [
+        "getent passwd xray",
+        "getent group xray",
+        &useradd,
+        "chown xray:xray /var/log/xray",
+        "systemctl daemon-reload",
+        "systemctl enable xray.service",
+        "systemctl restart xray.service",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The commands a package's scripts run when installed over the original daemon's package
+/// (the `xray` user exists): enable and restart ours.
+const UPGRADE_OVER_ORIGINAL_CALLS: [&str; 5] = [
+    "getent passwd xray",
+    "chown xray:xray /var/log/xray",
+    "systemctl daemon-reload",
+    "systemctl enable xray.service",
+    "systemctl restart xray.service",
+];
+
 /// The rpm's scriptlets, as packaged: a first install creates the user and log directory and
 /// enables and starts the service; an upgrade over the original's package (its unit in
 /// /etc/systemd/system) enables and restarts ours and removes the original's dangling enable
@@ -1430,19 +1459,7 @@ fn rpm_scriptlets_enable_on_install_restart_on_upgrade_stop_on_erase() {
     let (preun, postun) = (&paths["PREUN"], &paths["POSTUN"]);
 
     let (calls, _) = run_scripts(&format!("sh {pre} 1\nsh {posttrans}\n"), false);
-    assert_eq!(
-        calls,
-        [
-            "getent passwd xray",
-            "getent group xray",
-            "useradd --system --user-group --home-dir / --no-create-home --shell /sbin/nologin xray",
-            "chown xray:xray /var/log/xray",
-            "systemctl daemon-reload",
-            "systemctl enable xray.service",
-            "systemctl restart xray.service",
-        ],
-        "first install"
-    );
+    assert_eq!(calls, first_install_calls("/sbin/nologin"), "first install");
 
     // Over the original: its unit is in /etc/systemd/system (and was enabled by hand); rpm
     // removes it between %pre and %posttrans.
@@ -1459,14 +1476,7 @@ fn rpm_scriptlets_enable_on_install_restart_on_upgrade_stop_on_erase() {
         true,
     );
     assert_eq!(
-        calls,
-        [
-            "getent passwd xray",
-            "chown xray:xray /var/log/xray",
-            "systemctl daemon-reload",
-            "systemctl enable xray.service",
-            "systemctl restart xray.service",
-        ],
+        calls, UPGRADE_OVER_ORIGINAL_CALLS,
         "upgrade over the original"
     );
     assert_eq!(
@@ -1528,15 +1538,7 @@ fn deb_maintainer_scripts_enable_on_install_restart_on_upgrade_stop_on_remove() 
     let (calls, _) = run_scripts(&format!("{preinst} install\n{postinst} configure\n"), false);
     assert_eq!(
         calls,
-        [
-            "getent passwd xray",
-            "getent group xray",
-            "useradd --system --user-group --home-dir / --no-create-home --shell /usr/sbin/nologin xray",
-            "chown xray:xray /var/log/xray",
-            "systemctl daemon-reload",
-            "systemctl enable xray.service",
-            "systemctl restart xray.service",
-        ],
+        first_install_calls("/usr/sbin/nologin"),
         "first install"
     );
     let (calls, _) = run_scripts(
@@ -1544,14 +1546,7 @@ fn deb_maintainer_scripts_enable_on_install_restart_on_upgrade_stop_on_remove() 
         true,
     );
     assert_eq!(
-        calls,
-        [
-            "getent passwd xray",
-            "chown xray:xray /var/log/xray",
-            "systemctl daemon-reload",
-            "systemctl enable xray.service",
-            "systemctl restart xray.service",
-        ],
+        calls, UPGRADE_OVER_ORIGINAL_CALLS,
         "upgrade over the original"
     );
     let (calls, _) = run_scripts(

@@ -77,8 +77,7 @@ async fn python_sdk_obeys_sampling_rules_fetched_through_the_signed_proxy() {
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let address = format!("tcp:{} udp:{}", daemon.tcp_addr(), daemon.udp_addr());
@@ -194,27 +193,22 @@ async fn bodies_and_answers_cross_the_proxy_unchanged() {
             "Root=1-00000000-000000000000000000000000",
         ),
     ];
-    let ok = http::request(
-        daemon.tcp_addr(),
-        "POST",
-        "/SamplingTargets",
-        &headers,
-        body,
-    )
-    .await
-    .unwrap();
+    let post_targets = async || {
+        http::request(
+            daemon.tcp_addr(),
+            "POST",
+            "/SamplingTargets",
+            &headers,
+            body,
+        )
+        .await
+        .unwrap()
+    };
+    let ok = post_targets().await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.text(), answer);
     assert_eq!(ok.header("content-type"), Some("application/json"));
-    let bad = http::request(
-        daemon.tcp_addr(),
-        "POST",
-        "/SamplingTargets",
-        &headers,
-        body,
-    )
-    .await
-    .unwrap();
+    let bad = post_targets().await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.text(), error);
 
@@ -308,14 +302,8 @@ async fn bad_clients_are_answered_while_good_ones_are_served() {
     let injector = sampling_injector(NOWHERE, &health_excluded_rules(), "{}").await;
     let bystander = FaultInjector::start(NOWHERE).await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args([
-            "-n",
-            TEST_REGION,
-            "--proxy-sampling-only",
-            "--proxy-client-timeout",
-            "1",
-        ])
+        .upload_to(&injector.endpoint())
+        .args(["--proxy-sampling-only", "--proxy-client-timeout", "1"])
         .start()
         .await;
     let tcp = daemon.tcp_addr();
@@ -441,8 +429,8 @@ async fn a_slow_x_ray_gets_a_gateway_timeout() {
     )
     .await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--proxy-upstream-timeout", "0.5"])
+        .upload_to(&injector.endpoint())
+        .args(["--proxy-upstream-timeout", "0.5"])
         .start()
         .await;
     let started = Instant::now();

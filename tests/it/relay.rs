@@ -332,8 +332,7 @@ async fn a_burst_of_120_goes_out_in_calls_of_at_most_50() {
     let moto = Moto::start().await;
     let injector = FaultInjector::start(&moto.endpoint()).await;
     let daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION])
+        .upload_to(&injector.endpoint())
         .start()
         .await;
     let traces: Vec<String> = (0..6).map(|_| new_trace_id()).collect();
@@ -646,8 +645,8 @@ async fn sigterm_sends_everything_held_then_exits_0() {
     )
     .await;
     let mut daemon = Daemon::builder()
-        .endpoint(&injector.endpoint())
-        .args(["-n", TEST_REGION, "--concurrency", "1"])
+        .upload_to(&injector.endpoint())
+        .args(["--concurrency", "1"])
         .start()
         .await;
     let trace = new_trace_id();

@@ -122,9 +122,15 @@ impl DaemonBuilder {
         self.arg("--endpoint").arg(url)
     }
 
+    /// Appends `--endpoint URL -n` [`TEST_REGION`]: uploads go to `url` (a fault injector, a
+    /// TLS front, or moto itself).
+    pub fn upload_to(self, url: &str) -> Self {
+        self.endpoint(url).arg("-n").arg(TEST_REGION)
+    }
+
     /// Appends `--endpoint <moto> -n` [`TEST_REGION`]: uploads go to this moto.
     pub fn upstream(self, moto: &Moto) -> Self {
-        self.endpoint(&moto.endpoint()).arg("-n").arg(TEST_REGION)
+        self.upload_to(&moto.endpoint())
     }
 
     /// Sets `AWS_REGION` in the daemon's environment (unset by default).

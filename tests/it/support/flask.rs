@@ -4,6 +4,9 @@
 //! The SDK sends one datagram per request when `streaming_threshold` is high (e.g. 100), and
 //! with threshold 0 it streams each subsegment as its own datagram before the segment: three
 //! per request. Python's JSON spacing (`", "`), float times.
+//!
+//! [`run_python_peer`] is the runner both this peer and `flask_sampling.py` (see `sampling`)
+//! use: the venv's python, a clean `AWS_*` environment, the last JSON line of stdout.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -48,41 +51,14 @@ pub async fn run_flask_peer(
     requests: usize,
     streaming_threshold: u32,
 ) -> FlaskRun {
-    let mut command = tokio::process::Command::new(venv_bin("python"));
-    command
-        .arg(peer_script("flask_app.py"))
-        .arg(requests.to_string())
-        .arg(streaming_threshold.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("AWS_") {
-            command.env_remove(key);
-        }
-    }
-    command.env("AWS_XRAY_DAEMON_ADDRESS", daemon_address);
-    let child = command.spawn().expect("spawn the Flask peer");
-    let output = tokio::time::timeout(FLASK_DEADLINE, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("the Flask peer did not finish within {FLASK_DEADLINE:?}"))
-        .expect("wait for the Flask peer");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the Flask peer failed: {}\n--- stderr:\n{stderr}\n--- stdout:\n{stdout}",
-        output.status
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!("the Flask peer printed no JSON line:\n{stdout}\n--- stderr:\n{stderr}")
-        });
-    let run: FlaskRun = serde_json::from_str(line)
+    let line = run_python_peer(
+        "the Flask peer",
+        "flask_app.py",
+        &[requests.to_string(), streaming_threshold.to_string()],
+        daemon_address,
+    )
+    .await;
+    let run: FlaskRun = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("the Flask peer's line is not the expected JSON ({e}): {line}"));
     assert_eq!(
         run.trace_ids.len(),
@@ -90,4 +66,52 @@ pub async fn run_flask_peer(
         "one trace per request: {line}"
     );
     run
+}
+
+/// Runs `tests/peers/<script>` with the venv's python and `args`, sending to `daemon_address`
+/// (`AWS_XRAY_DAEMON_ADDRESS`); the peer's environment has no other `AWS_*` variable and no
+/// `*_PROXY` one. Returns the last line of its stdout that starts with `{` (its JSON report).
+/// Panics, naming the peer as `what` with its stderr and stdout, if it fails, prints no such
+/// line, or takes longer than [`FLASK_DEADLINE`].
+pub async fn run_python_peer(
+    what: &str,
+    script: &str,
+    args: &[String],
+    daemon_address: &str,
+) -> String {
+    let mut command = tokio::process::Command::new(venv_bin("python"));
+    command
+        .arg(peer_script(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy().to_ascii_uppercase();
+        if name.starts_with("AWS_") || name.ends_with("_PROXY") {
+            command.env_remove(key);
+        }
+    }
+    command.env("AWS_XRAY_DAEMON_ADDRESS", daemon_address);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let output = tokio::time::timeout(FLASK_DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {FLASK_DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("wait for {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n--- stderr:\n{stderr}\n--- stdout:\n{stdout}",
+        output.status
+    );
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("{what} printed no JSON line:\n{stdout}\n--- stderr:\n{stderr}"))
 }

@@ -209,43 +209,16 @@ pub async fn run_flask_sampling_peer(
     n: usize,
     wait_for_targets: bool,
 ) -> serde_json::Value {
-    use std::process::Stdio;
-    let mut command = tokio::process::Command::new(super::paths::venv_bin("python"));
-    command
-        .arg(super::paths::peer_script("flask_sampling.py"))
-        .arg(n.to_string())
-        .arg(if wait_for_targets { "1" } else { "0" })
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        let name = key.to_string_lossy().to_ascii_uppercase();
-        if name.starts_with("AWS_") || name.ends_with("_PROXY") {
-            command.env_remove(key);
-        }
-    }
-    command.env("AWS_XRAY_DAEMON_ADDRESS", daemon_address);
-    let child = command.spawn().expect("spawn the Flask sampling peer");
-    let within = Duration::from_secs(60);
-    let output = tokio::time::timeout(within, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("the Flask sampling peer did not finish within {within:?}"))
-        .expect("wait for the Flask sampling peer");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the Flask sampling peer failed: {}\n--- stderr:\n{stderr}\n--- stdout:\n{stdout}",
-        output.status
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!("the peer printed no JSON line:\n{stdout}\n--- stderr:\n{stderr}")
-        });
-    serde_json::from_str(line)
+    let line = super::flask::run_python_peer(
+        "the Flask sampling peer",
+        "flask_sampling.py",
+        &[
+            n.to_string(),
+            if wait_for_targets { "1" } else { "0" }.to_owned(),
+        ],
+        daemon_address,
+    )
+    .await;
+    serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("the peer's line is not JSON ({e}): {line}"))
 }
