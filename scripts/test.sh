@@ -5,8 +5,8 @@
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
 #   - cargo-fuzz (cargo install), when missing.
 #   - the packaging tools (scripts/packaging-setup.sh), when running as root.
-# Then: cargo build --all-targets; cargo test --all-targets; a short fuzz run of each target in
-# fuzz/ (FUZZ_SECONDS each, default 20; see fuzz/README.md for a longer run).
+# Then: cargo build --all-targets; a short fuzz run of each target in
+# fuzz/ (FUZZ_SECONDS each, default 20; see fuzz/README.md for a longer run); cargo test --all-targets.
 # Works from any directory. Extra arguments go to the test binaries (after `--`),
 # e.g. `scripts/test.sh smoke` runs only tests whose name contains "smoke" (and no fuzzing).
 set -euo pipefail
@@ -45,13 +45,8 @@ fi
 echo "==> cargo build --all-targets"
 cargo build --all-targets
 
-# Each test starts its own moto_server and daemon on its own free ports, so tests run in
-# parallel; two threads match the 2-core CI machines (moto and the daemon need CPU too).
-threads="${TEST_THREADS:-2}"
-echo "==> cargo test --all-targets (test threads: $threads)"
-cargo test --all-targets -- --test-threads="$threads" "$@"
-
-# A filtered run is for iterating on some tests; the fuzz run belongs to the full one.
+# A filtered run is for iterating on some tests; the fuzz run belongs to the full one. It runs
+# before the tests so that the test runner's summary closes the output.
 if [[ $# -eq 0 ]]; then
     fuzz_seconds="${FUZZ_SECONDS:-20}"
     if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -66,3 +61,9 @@ if [[ $# -eq 0 ]]; then
         rm -rf "$scratch"
     done
 fi
+
+# Each test starts its own moto_server and daemon on its own free ports, so tests run in
+# parallel; two threads match the 2-core CI machines (moto and the daemon need CPU too).
+threads="${TEST_THREADS:-2}"
+echo "==> cargo test --all-targets (test threads: $threads)"
+cargo test --all-targets -- --test-threads="$threads" "$@"
