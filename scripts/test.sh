@@ -6,7 +6,7 @@
 #   - cargo-fuzz (cargo install), when missing.
 #   - the packaging tools (scripts/packaging-setup.sh), when running as root.
 # Then: cargo build --all-targets; a short fuzz run of each target in
-# fuzz/ (FUZZ_SECONDS each, default 20; see fuzz/README.md for a longer run); cargo test --all-targets.
+# fuzz/ (FUZZ_SECONDS each, default 20; see fuzz/README.md for a longer run); cargo test --lib --bins --tests.
 # Works from any directory. Extra arguments go to the test binaries (after `--`),
 # e.g. `scripts/test.sh smoke` runs only tests whose name contains "smoke" (and no fuzzing).
 set -euo pipefail
@@ -65,5 +65,6 @@ fi
 # Each test starts its own moto_server and daemon on its own free ports, so tests run in
 # parallel; two threads match the 2-core CI machines (moto and the daemon need CPU too).
 threads="${TEST_THREADS:-2}"
-echo "==> cargo test --all-targets (test threads: $threads)"
-cargo test --all-targets -- --test-threads="$threads" "$@"
+echo "==> cargo test --lib --bins --tests (test threads: $threads)"
+# Benches are built above but not run here: they print timings, not test results.
+cargo test --lib --bins --tests -- --test-threads="$threads" "$@"
