@@ -347,6 +347,15 @@ pub fn resolve(
     );
     if let Some(g) = &endpoint {
         check_url(&g.value).map_err(|why| value_err(g, &why))?;
+        // The endpoint is logged and becomes the signed Host: it must carry no credentials.
+        if url_userinfo(&g.value).is_some() {
+            return Err(ConfigError::Value {
+                setting: g.setting.clone(),
+                value: redact_userinfo(&g.value),
+                why: "an X-Ray endpoint takes no user name or password; remove the part before @"
+                    .into(),
+            });
+        }
     }
     let proxy_address = text(
         cli.proxy_address.as_ref(),
@@ -355,7 +364,12 @@ pub fn resolve(
         "ProxyAddress",
     );
     if let Some(g) = &proxy_address {
-        check_url(&g.value).map_err(|why| value_err(g, &why))?;
+        // A proxy URL may hold a password: never echo it in the message.
+        check_url(&g.value).map_err(|why| ConfigError::Value {
+            setting: g.setting.clone(),
+            value: redact_userinfo(&g.value),
+            why,
+        })?;
     }
     let region = text(
         cli.region.as_ref(),
@@ -434,6 +448,23 @@ pub fn resolve(
 }
 
 /// Checks that `url` is `http://HOST…` or `https://HOST…`.
+/// The `user:password` part of an http(s) URL, if it has one.
+fn url_userinfo(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.rsplit_once('@').map(|(user, _)| user)
+}
+
+/// The URL with its `user:password` part replaced by `***`, for messages.
+fn redact_userinfo(url: &str) -> String {
+    match url_userinfo(url) {
+        Some(user) => url.replacen(&format!("{user}@"), "***@", 1),
+        None => url.to_owned(),
+    }
+}
+
 fn check_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
@@ -773,6 +804,25 @@ mod tests {
         assert!(check_url("127.0.0.1:3128").is_err());
         assert!(check_url("http://").is_err());
         assert!(check_url("http://host:port").is_err());
+        assert_eq!(
+            redact_userinfo("http://u:secret@p:3128/x"),
+            "http://***@p:3128/x"
+        );
+        assert_eq!(redact_userinfo("http://p:3128"), "http://p:3128");
+        let e = resolve(
+            &cli(&["--endpoint", "http://u:pw@127.0.0.1:1"]),
+            None,
+            Machine::default(),
+        );
+        assert!(e.is_err_and(
+            |e| !e.to_string().contains("pw") && e.to_string().contains("no user name")
+        ));
+        let e = resolve(
+            &cli(&["-p", "http://u:secret@:1"]),
+            None,
+            Machine::default(),
+        );
+        assert!(e.is_err_and(|e| !e.to_string().contains("secret")));
     }
 
     const GIB: u64 = 1 << 30;
