@@ -326,11 +326,6 @@ impl Buffer {
             .set_in_flight(s.in_flight_docs, s.in_flight_bytes);
     }
 
-    /// The budget in bytes.
-    pub fn budget(&self) -> usize {
-        self.budget
-    }
-
     /// Adds documents, dropping per the policy where they do not fit. Never waits.
     pub fn push_all(&self, docs: impl IntoIterator<Item = Segment>) {
         let _books = self.stats.books();

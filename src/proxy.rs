@@ -132,9 +132,9 @@ pub struct Upstream {
     region: String,
     credentials: CredentialCache,
     connector: SharedHttpConnector,
-    /// When the last warning was logged (seconds since the Unix epoch): failures are logged at
-    /// WARN at most once per [`WARN_EVERY`], else at DEBUG, so an outage does not flood the log.
-    last_warning: std::sync::atomic::AtomicU64,
+    /// Failures are logged at WARN at most once per [`WARN_EVERY`], else at DEBUG, so an outage
+    /// does not flood the log.
+    warn_limit: crate::stats::RateLimit,
 }
 
 /// At most one WARN line per this long for failing forwarded calls.
@@ -142,17 +142,7 @@ pub const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl Upstream {
     fn warn(&self, message: &str) {
-        use std::sync::atomic::Ordering;
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if now >= last + WARN_EVERY.as_secs()
-            && self
-                .last_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.warn_limit.allow(1, WARN_EVERY).is_some() {
             tracing::warn!(
                 "{message} (further failures within {WARN_EVERY:?} are logged at debug level)"
             );
@@ -197,7 +187,7 @@ impl Upstream {
             connector: aws
                 .outbound
                 .connector(crate::aws::CONNECT_TIMEOUT, settings.upstream_timeout),
-            last_warning: 0.into(),
+            warn_limit: crate::stats::RateLimit::default(),
         })
     }
 }
@@ -808,7 +798,7 @@ mod tests {
             ))),
             connector: crate::aws::Outbound::direct()
                 .connector(Duration::from_secs(1), Duration::from_secs(1)),
-            last_warning: 0.into(),
+            warn_limit: crate::stats::RateLimit::default(),
         };
         let creds = Credentials::new("AKID", "SECRET", Some("TOKEN".into()), None, "test");
         let r = signed_request(

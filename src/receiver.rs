@@ -9,8 +9,8 @@
 //! each (`recvmmsg` on Linux), parsed and then pushed to the buffer under one lock. Each
 //! datagram lands in its own slot of a scratch buffer allocated once, sized to the document cap
 //! plus [`MAX_HEADER_BYTES`]; a datagram longer than that is cut by the kernel, which reports it
-//! (`MSG_TRUNC`), and is counted as truncated. The only allocation per datagram is the accepted
-//! document itself.
+//! (`MSG_TRUNC`), and is counted as truncated. The only allocations per datagram are the
+//! accepted document's (see [`crate::segment`]).
 //!
 //! On Linux the socket also reports the kernel's own count of datagrams it dropped because the
 //! receive queue was full (`SO_RXQ_OVFL`); it is published in the stats.
@@ -53,7 +53,7 @@ pub async fn run(
 ) {
     let mut reader = recv::Reader::new(settings.max_document + MAX_HEADER_BYTES);
     let mut accepted: Vec<Segment> = Vec::with_capacity(1 + BURST * CALLS_PER_WAKE);
-    let mut last_error_log: Option<std::time::Instant> = None;
+    let error_log = crate::stats::RateLimit::default();
     loop {
         tokio::select! {
             biased;
@@ -87,9 +87,8 @@ pub async fn run(
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    if last_error_log.is_none_or(|t| t.elapsed() >= crate::stats::WARN_INTERVAL) {
+                    if error_log.allow(1, crate::stats::WARN_INTERVAL).is_some() {
                         tracing::warn!("Reading from the UDP socket failed: {e}");
-                        last_error_log = Some(std::time::Instant::now());
                     }
                     failed = true;
                     break;

@@ -14,8 +14,8 @@
 //!   X-Ray has none we know of), and no longer than the configured cap;
 //! - `trace_id` and `id` are picked out on the way, for logs and drop reports.
 //!
-//! Cost: one pass of `serde_json` over the document with nothing kept but two short strings, and
-//! one allocation, the document itself.
+//! Cost: a UTF-8 check and one pass of `serde_json` over the document; three allocations: the
+//! document itself and its two short ids (which could become ranges into the document).
 
 use std::borrow::Cow;
 use std::fmt;

@@ -131,50 +131,24 @@ pub const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(20);
 /// How often at most one warning per reason is logged about bad input or drops.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// A warning that is logged at most once per [`WARN_INTERVAL`], counting what it suppressed.
+/// At most `burst` messages per `interval`, counting what it suppressed in between. The one
+/// rate limiter of the daemon's logs (stats warnings, the proxy's upstream failures).
 #[derive(Debug, Default)]
-struct RateLimit {
-    /// Unix seconds of the last warning logged.
-    last: AtomicU64,
-    /// Warnings suppressed since the last one logged.
-    suppressed: AtomicU64,
-}
-
-impl RateLimit {
-    /// Returns `Some(suppressed)` when a warning may be logged now.
-    fn allow(&self) -> Option<u64> {
-        let now = unix_seconds();
-        let last = self.last.load(Ordering::Relaxed);
-        if (last == 0 || now >= last + WARN_INTERVAL.as_secs())
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-}
-
-/// Up to `burst` messages per [`WARN_INTERVAL`], then counts what it suppressed.
-#[derive(Debug, Default)]
-struct BurstLimit {
+pub struct RateLimit {
     /// Unix seconds when the current window started.
     window: AtomicU64,
     /// Messages let through in the current window.
     used: AtomicU64,
-    /// Messages suppressed since the last window with room.
+    /// Messages suppressed since the last one let through.
     suppressed: AtomicU64,
 }
 
-impl BurstLimit {
+impl RateLimit {
     /// Returns `Some(suppressed before this one)` when a message may be logged now.
-    fn allow(&self, burst: u64) -> Option<u64> {
+    pub fn allow(&self, burst: u64, interval: Duration) -> Option<u64> {
         let now = unix_seconds();
         let window = self.window.load(Ordering::Relaxed);
-        if now >= window + WARN_INTERVAL.as_secs()
+        if now >= window + interval.as_secs()
             && self
                 .window
                 .compare_exchange(window, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -187,6 +161,11 @@ impl BurstLimit {
         }
         self.suppressed.fetch_add(1, Ordering::Relaxed);
         None
+    }
+
+    /// Once per [`WARN_INTERVAL`]: [`Self::allow`] with a burst of one.
+    fn once(&self) -> Option<u64> {
+        self.allow(1, WARN_INTERVAL)
     }
 }
 
@@ -240,7 +219,7 @@ pub struct Stats {
     batches_failed: Counter,
     dropped: [Counter; DropReason::ALL.len()],
     warn_limits: [RateLimit; DropReason::ALL.len()],
-    reject_limit: BurstLimit,
+    reject_limit: RateLimit,
     retried: Counter,
     backend_errors: [Counter; ErrorKind::ALL.len()],
     failure_limit: RateLimit,
@@ -506,7 +485,7 @@ impl Stats {
             batches_failed,
             dropped,
             warn_limits: Default::default(),
-            reject_limit: BurstLimit::default(),
+            reject_limit: RateLimit::default(),
             retried,
             backend_errors,
             failure_limit: RateLimit::default(),
@@ -537,7 +516,7 @@ impl Stats {
         why: &dyn std::fmt::Display,
     ) {
         self.dropped[reason.index()].inc();
-        if let Some(suppressed) = self.warn_limits[reason.index()].allow() {
+        if let Some(suppressed) = self.warn_limits[reason.index()].once() {
             tracing::warn!(
                 "Refused a datagram from {sender} ({}): {why}{}",
                 reason.as_str(),
@@ -552,7 +531,7 @@ impl Stats {
             return;
         }
         self.dropped[reason.index()].inc_by(count);
-        if let Some(suppressed) = self.warn_limits[reason.index()].allow() {
+        if let Some(suppressed) = self.warn_limits[reason.index()].once() {
             let advice = match reason {
                 DropReason::Spillover => {
                     ": the buffer is full; raise -m/--buffer-memory or check that uploads succeed"
@@ -614,7 +593,7 @@ impl Stats {
             Ordering::Relaxed,
         );
         self.backend_error(kind);
-        if let Some(suppressed) = self.failure_limit.allow() {
+        if let Some(suppressed) = self.failure_limit.once() {
             match retry_in {
                 Some(wait) => tracing::warn!(
                     "Sending a batch of {count} segment(s) failed ({}), they stay buffered and are \
@@ -673,7 +652,7 @@ impl Stats {
         if retried {
             return;
         }
-        if let Some(suppressed) = self.reject_limit.allow(REJECT_LOG_BURST) {
+        if let Some(suppressed) = self.reject_limit.allow(REJECT_LOG_BURST, WARN_INTERVAL) {
             tracing::warn!(
                 "X-Ray refused segment {} of trace {}: {code}: {message}; {what}{}",
                 id.unwrap_or("(no id)"),
@@ -873,9 +852,9 @@ mod tests {
     #[test]
     fn rate_limit_lets_one_through_then_counts() {
         let r = RateLimit::default();
-        assert_eq!(r.allow(), Some(0));
-        assert_eq!(r.allow(), None);
-        assert_eq!(r.allow(), None);
+        assert_eq!(r.once(), Some(0));
+        assert_eq!(r.once(), None);
+        assert_eq!(r.once(), None);
         assert_eq!(r.suppressed.load(Ordering::Relaxed), 2);
     }
 

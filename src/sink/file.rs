@@ -4,7 +4,7 @@
 //! whitespace between tokens, so where one does (the SDKs never send any), each CR or LF is
 //! written as a space to keep one document per line; the JSON means the same.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
@@ -15,7 +15,6 @@ use crate::segment::Segment;
 /// Appends documents to a file.
 #[derive(Debug)]
 pub struct FileSink {
-    path: PathBuf,
     file: Mutex<tokio::fs::File>,
 }
 
@@ -28,14 +27,8 @@ impl FileSink {
             .open(path)
             .await?;
         Ok(FileSink {
-            path: path.to_owned(),
             file: Mutex::new(file),
         })
-    }
-
-    /// The file written to.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
