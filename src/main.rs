@@ -17,6 +17,13 @@ use xray_daemon::config::args::{self, Invocation};
 use xray_daemon::config::{self, cli::Cli, file};
 use xray_daemon::{app, logging, shutdown};
 
+/// mimalloc instead of the C library's allocator: documents are allocated on the receiving
+/// thread and freed on the uploading one, where glibc's malloc took 14% of the daemon's CPU at
+/// 150k segments/s, partly waiting on its arena lock, and kept the peak's memory after load
+/// (issue 8).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let (args, ignored) = match args::normalize(std::env::args_os().skip(1)) {
         Ok(Invocation::Daemon { args, ignored }) => (args, ignored),
