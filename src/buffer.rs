@@ -184,12 +184,15 @@ impl Batch {
             };
             if let Fate::Dropped(reason) = fate {
                 // Which segments were lost, for an operator who needs to know (never the body).
-                tracing::debug!(
-                    "Lost segment {} of trace {} ({})",
-                    doc.id.as_deref().unwrap_or("(no id)"),
-                    doc.trace_id.as_deref().unwrap_or("(no trace id)"),
-                    reason.as_str()
-                );
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let ids = doc.ids();
+                    tracing::debug!(
+                        "Lost segment {} of trace {} ({})",
+                        ids.id.as_deref().unwrap_or("(no id)"),
+                        ids.trace_id.as_deref().unwrap_or("(no trace id)"),
+                        reason.as_str()
+                    );
+                }
             }
             match fate {
                 Fate::Sent => sent += 1,
@@ -493,37 +496,31 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn doc(n: usize) -> Segment {
-        Segment {
-            body: Bytes::from(vec![b'x'; n]),
-            trace_id: None,
-            id: None,
-        }
+        Segment::unchecked(vec![b'x'; n])
+    }
+
+    /// A document of `n` bytes whose `id` is `id`.
+    fn doc_with_id(id: &str, n: usize) -> Segment {
+        let head = format!(r#"{{"id":"{id}","pad":""#);
+        let pad = n.saturating_sub(head.len() + 2);
+        Segment::unchecked(format!("{head}{}\"}}", "x".repeat(pad)))
     }
 
     #[test]
     fn never_exceeds_the_budget_and_drops_oldest() {
         let stats = Arc::new(Stats::new());
-        let one = Segment {
-            id: Some("0".into()),
-            ..doc(100)
-        }
-        .cost();
+        let one = doc_with_id("0", 100).cost();
         let b = Buffer::new(one * 3, 50, FullPolicy::DropOldest, stats.clone());
-        b.push_all((0..5).map(|i| {
-            let mut d = doc(100);
-            d.id = Some(i.to_string().into());
-            d
-        }));
+        b.push_all((0..5).map(|i| doc_with_id(&i.to_string(), 100)));
         let snap = stats.snapshot();
         assert_eq!(snap.buffered, 3);
         assert_eq!(snap.dropped["spillover"], 2);
         assert!(snap.buffered_bytes <= (one * 3) as u64);
         let batch = b
             .take_batch()
-            .map(|b| b.docs().iter().map(|d| d.id.clone()).collect::<Vec<_>>());
+            .map(|b| b.docs().iter().map(|d| d.ids().id).collect::<Vec<_>>());
         assert_eq!(
             batch,
             Some(vec![Some("2".into()), Some("3".into()), Some("4".into())])
@@ -621,17 +618,14 @@ mod tests {
     }
 
     fn named(id: usize) -> Segment {
-        Segment {
-            id: Some(id.to_string().into()),
-            ..doc(100)
-        }
+        doc_with_id(&id.to_string(), 100)
     }
 
     fn ids(batch: &Batch) -> Vec<String> {
         batch
             .docs()
             .iter()
-            .map(|d| d.id.as_deref().unwrap_or("-").to_owned())
+            .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
             .collect()
     }
 

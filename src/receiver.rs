@@ -137,8 +137,8 @@ fn handle(
         Ok(seg) => {
             tracing::trace!(
                 "Segment {} of trace {} from {}",
-                seg.id.as_deref().unwrap_or("-"),
-                seg.trace_id.as_deref().unwrap_or("-"),
+                seg.ids().id.as_deref().unwrap_or("-"),
+                seg.ids().trace_id.as_deref().unwrap_or("-"),
                 datagram.from
             );
             accepted.push(seg);

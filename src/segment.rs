@@ -12,10 +12,11 @@
 //!   parsed into a tree nor written out again;
 //! - the document must be one well-formed JSON object (a syntax check only, with no nesting limit:
 //!   X-Ray has none we know of), and no longer than the configured cap;
-//! - `trace_id` and `id` are picked out on the way, for logs and drop reports.
+//! - `trace_id` and `id` are read again from the document only when a log or a refusal needs
+//!   them ([`Segment::ids`]), which is rare: the hot path keeps nothing but the bytes.
 //!
-//! Cost: a UTF-8 check and one pass of `serde_json` over the document; three allocations: the
-//! document itself and its two short ids (which could become ranges into the document).
+//! Cost: a UTF-8 check and one pass of `serde_json` over the document; one allocation, the
+//! document itself.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -31,26 +32,48 @@ pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 pub struct Segment {
     /// The document exactly as received: the bytes after the header line.
     pub body: Bytes,
-    /// The document's `trace_id`, if it had a string one (for logs and reports only).
-    pub trace_id: Option<Box<str>>,
-    /// The document's `id`, if it had a string one (for logs and reports only).
-    pub id: Option<Box<str>>,
 }
 
 impl Segment {
-    /// Bytes this document costs against the memory budget: its body plus a fixed overhead for
-    /// the bookkeeping that travels with it.
+    /// A segment of `body` as it is, unchecked (for tests and tools; the receiver uses
+    /// [`parse`]).
+    pub fn unchecked(body: impl Into<Bytes>) -> Self {
+        Segment { body: body.into() }
+    }
+
+    /// Bytes this document costs against the memory budget: its allocation (the body rounded
+    /// up to the allocator's size class) plus a fixed overhead for the bookkeeping that travels
+    /// with it.
     pub fn cost(&self) -> usize {
-        self.body.len()
-            + PER_DOCUMENT_OVERHEAD
-            + self.trace_id.as_ref().map_or(0, |s| s.len())
-            + self.id.as_ref().map_or(0, |s| s.len())
+        allocation_size(self.body.len()) + PER_DOCUMENT_OVERHEAD
+    }
+
+    /// The document's top-level `trace_id` and `id`, where they are strings. Reads the
+    /// document again: for logs and refusals, not for the hot path.
+    pub fn ids(&self) -> Ids {
+        let mut de = serde_json::Deserializer::from_slice(&self.body);
+        de.disable_recursion_limit();
+        de.deserialize_map(DocumentVisitor { keep_ids: true })
+            .unwrap_or_default()
     }
 }
 
-/// Bytes charged per document on top of its body: the `Segment` itself, the allocator's
-/// rounding and the queue slot. An estimate on the safe side.
+/// Bytes charged per document on top of its allocation: its slot in the buffer's queue (a
+/// [`Bytes`], 32 bytes) and the queue's growth room, with a margin. An estimate on the safe
+/// side.
 pub const PER_DOCUMENT_OVERHEAD: usize = 96;
+
+/// The size of the allocation holding `n` bytes: the global allocator's (mimalloc's) size
+/// class, multiples of 8 up to 64 bytes, then four classes per power of two (so at most 25%
+/// over `n`).
+pub fn allocation_size(n: usize) -> usize {
+    if n <= 64 {
+        return n.div_ceil(8) * 8;
+    }
+    let top = usize::BITS - 1 - (n - 1).leading_zeros();
+    let step = 1usize << (top - 2);
+    n.div_ceil(step) * step
+}
 
 /// Why a datagram was refused. Each is counted under [`Rejection::reason`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -112,11 +135,9 @@ pub fn parse(datagram: &[u8], max_document: usize) -> Result<Segment, Rejection>
             cap: max_document,
         });
     }
-    let ids = scan_document(body)?;
+    check_document(body)?;
     Ok(Segment {
         body: Bytes::copy_from_slice(body),
-        trace_id: ids.trace_id,
-        id: ids.id,
     })
 }
 
@@ -177,16 +198,17 @@ impl<'de> Visitor<'de> for HeaderVisitor {
     }
 }
 
-/// The two identifiers picked out of a document.
-#[derive(Debug, Default)]
-struct Ids {
-    trace_id: Option<Box<str>>,
-    id: Option<Box<str>>,
+/// The two identifiers of a document ([`Segment::ids`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ids {
+    /// The top-level `trace_id`, if it is a string.
+    pub trace_id: Option<Box<str>>,
+    /// The top-level `id`, if it is a string.
+    pub id: Option<Box<str>>,
 }
 
-/// Checks that `body` is one well-formed JSON object (surrounding whitespace allowed) and picks
-/// out its top-level `trace_id` and `id`.
-fn scan_document(body: &[u8]) -> Result<Ids, Rejection> {
+/// Checks that `body` is one well-formed JSON object (surrounding whitespace allowed).
+fn check_document(body: &[u8]) -> Result<(), Rejection> {
     // serde_json does not check the UTF-8 of strings it skips; X-Ray takes text, and the
     // original daemon would replace bad bytes silently. We refuse them with a reason instead.
     if let Err(e) = std::str::from_utf8(body) {
@@ -200,14 +222,15 @@ fn scan_document(body: &[u8]) -> Result<Ids, Rejection> {
     // `IgnoredAny`, which serde_json walks without recursing, so deep nesting costs no stack
     // (the test below parses 32,000 levels on a 256 KiB stack).
     de.disable_recursion_limit();
-    let ids = de
-        .deserialize_map(DocumentVisitor)
-        .and_then(|ids| de.end().map(|()| ids))
-        .map_err(|e| Rejection::InvalidBody(e.to_string()))?;
-    Ok(ids)
+    de.deserialize_map(DocumentVisitor { keep_ids: false })
+        .and_then(|_| de.end())
+        .map_err(|e| Rejection::InvalidBody(e.to_string()))
 }
 
-struct DocumentVisitor;
+/// Walks a JSON object; keeps its top-level `trace_id` and `id` when `keep_ids`.
+struct DocumentVisitor {
+    keep_ids: bool,
+}
 
 impl<'de> Visitor<'de> for DocumentVisitor {
     type Value = Ids;
@@ -218,6 +241,10 @@ impl<'de> Visitor<'de> for DocumentVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ids, A::Error> {
         let mut ids = Ids::default();
+        if !self.keep_ids {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(ids);
+        }
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             let slot = match key.as_ref() {
                 "trace_id" => &mut ids.trace_id,
@@ -294,8 +321,8 @@ mod tests {
         let d = format!("{{\"format\":\"json\",\"version\":1}}\n{body}");
         let s = ok(d.as_bytes());
         assert_eq!(&s.body[..], body.as_bytes());
-        assert_eq!(s.trace_id.as_deref(), Some("1-5f-abc"));
-        assert_eq!(s.id.as_deref(), Some("a1"));
+        assert_eq!(s.ids().trace_id.as_deref(), Some("1-5f-abc"));
+        assert_eq!(s.ids().id.as_deref(), Some("a1"));
     }
 
     #[test]
@@ -369,10 +396,26 @@ mod tests {
     }
 
     #[test]
+    fn allocation_sizes_are_the_allocators_classes() {
+        let sizes: Vec<usize> = [1, 8, 9, 64, 65, 80, 81, 1024, 1025, 1280, 1281, 65_536]
+            .into_iter()
+            .map(allocation_size)
+            .collect();
+        assert_eq!(
+            sizes,
+            [8, 8, 16, 64, 80, 80, 96, 1024, 1280, 1280, 1536, 65_536]
+        );
+        for n in 1..100_000 {
+            let a = allocation_size(n);
+            assert!(a >= n && a <= n + n / 4 + 8, "{n} -> {a}");
+        }
+    }
+
+    #[test]
     fn ids_that_are_not_strings_are_skipped() {
         let s = ok(b"{\"format\":\"json\",\"version\":1}\n{\"id\":{\"x\":[1,2]},\"trace_id\":7}");
-        assert_eq!(s.id, None);
-        assert_eq!(s.trace_id, None);
+        assert_eq!(s.ids().id, None);
+        assert_eq!(s.ids().trace_id, None);
     }
 
     #[test]

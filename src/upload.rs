@@ -175,9 +175,10 @@ async fn deliver(batch: Batch, shared: &Shared) {
                 for r in retry.iter().filter_map(|&k| delivery.refused.get(k)) {
                     if let Some(&i) = r.index.and_then(|j| pending.get(j)) {
                         states[i].done_sinks &= !bit;
+                        let ids = docs[i].ids();
                         shared.stats.log_refusal(
-                            docs[i].trace_id.as_deref(),
-                            docs[i].id.as_deref(),
+                            ids.trace_id.as_deref(),
+                            ids.id.as_deref(),
                             &r.code,
                             &r.message,
                             true,
@@ -192,17 +193,17 @@ async fn deliver(batch: Batch, shared: &Shared) {
                         pending
                             .iter()
                             .filter(open)
-                            .find(|&&i| docs[i].id.is_none())
+                            .find(|&&i| docs[i].ids().id.is_none())
                             .or_else(|| pending.iter().rfind(|i| !states[**i].refused))
                             .copied()
                     });
                     if let Some(i) = i {
                         states[i].refused = true;
                     }
-                    let doc = i.map(|i| &docs[i]);
+                    let ids = i.map(|i| docs[i].ids()).unwrap_or_default();
                     shared.stats.log_refusal(
-                        doc.and_then(|d| d.trace_id.as_deref()),
-                        r.id.as_deref().or(doc.and_then(|d| d.id.as_deref())),
+                        ids.trace_id.as_deref(),
+                        r.id.as_deref().or(ids.id.as_deref()),
                         &r.code,
                         &r.message,
                         false,
@@ -289,7 +290,6 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use bytes::Bytes;
 
     use super::*;
     use crate::buffer::{Buffer, FullPolicy, Taken};
@@ -327,7 +327,7 @@ mod tests {
         fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
             let ids = batch
                 .iter()
-                .map(|d| d.id.as_deref().unwrap_or("-").to_owned())
+                .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
                 .collect();
             if let Ok(mut calls) = self.0.calls.lock() {
                 calls.push(ids);
@@ -347,11 +347,7 @@ mod tests {
     }
 
     fn doc(id: usize) -> Segment {
-        Segment {
-            body: Bytes::from_static(b"{}"),
-            trace_id: None,
-            id: Some(id.to_string().into()),
-        }
+        Segment::unchecked(format!(r#"{{"id":"{id}"}}"#))
     }
 
     /// Runs the batcher loop and the upload stage over `docs` until everything is settled.

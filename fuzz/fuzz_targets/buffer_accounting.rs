@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use xray_daemon::buffer::{Batch, Buffer, Fate, FullPolicy};
 use xray_daemon::segment::Segment;
@@ -35,11 +34,8 @@ fuzz_target!(|data: &[u8]| {
         match op % 5 {
             0 | 1 => {
                 let n = usize::from(arg % 4) + 1;
-                let docs = (0..n).map(|i| Segment {
-                    body: Bytes::from(vec![b'x'; usize::from(arg) * 8 + i]),
-                    trace_id: None,
-                    id: None,
-                });
+                let docs = (0..n)
+                    .map(|i| Segment::unchecked(vec![b'x'; usize::from(arg) * 8 + i]));
                 pushed += n as u64;
                 buffer.push_all(docs);
             }

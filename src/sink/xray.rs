@@ -113,13 +113,17 @@ fn connection_kind(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
 
 /// Matches each refused id to the first not yet matched document of the batch with that id.
 fn match_refused(batch: &[Segment], refused: &mut [Refused]) {
+    if refused.is_empty() {
+        return;
+    }
+    let ids: Vec<Option<Box<str>>> = batch.iter().map(|d| d.ids().id).collect();
     let mut taken = vec![false; batch.len()];
     for r in refused.iter_mut() {
         let Some(id) = r.id.as_deref() else { continue };
-        r.index = batch
+        r.index = ids
             .iter()
             .enumerate()
-            .position(|(i, d)| !taken[i] && d.id.as_deref() == Some(id));
+            .position(|(i, d)| !taken[i] && d.as_deref() == Some(id));
         if let Some(i) = r.index {
             taken[i] = true;
         }
@@ -203,11 +207,7 @@ mod tests {
 
     #[test]
     fn request_body_is_the_documents_as_json_strings() {
-        let seg = |body: &str| Segment {
-            body: Bytes::from(body.to_owned()),
-            trace_id: None,
-            id: None,
-        };
+        let seg = |body: &str| Segment::unchecked(body.to_owned());
         let docs = [
             r#"{"name":"a\"b","x":"\u0001é","n":1}"#,
             "{\"ctl\":\"tab\there\"}",
@@ -231,11 +231,7 @@ mod tests {
 
     #[test]
     fn refused_ids_match_distinct_documents() {
-        let seg = |id: &str| Segment {
-            body: Bytes::new(),
-            trace_id: None,
-            id: Some(id.into()),
-        };
+        let seg = |id: &str| Segment::unchecked(format!(r#"{{"id":"{id}"}}"#));
         let batch = [seg("a"), seg("b"), seg("a")];
         let r = |id: &str| Refused {
             index: None,
