@@ -5,11 +5,17 @@
 //! the buffer; each refused datagram counted by reason in [`Stats`] (with a rate-limited
 //! warning naming the sender).
 //!
-//! Each wake-up drains the socket: up to [`CALLS_PER_WAKE`] system calls of [`BURST`] datagrams
-//! each (`recvmmsg` on Linux), parsed and then pushed to the buffer under one lock. Each
-//! datagram lands in its own slot of a scratch buffer allocated once, sized to the document cap
-//! plus [`MAX_HEADER_BYTES`]; a datagram longer than that is cut by the kernel, which reports it
-//! (`MSG_TRUNC`), and is counted as truncated. The only allocations per datagram are the
+//! The socket is read by one thread of its own (`xray-udp`), outside the async runtime: it
+//! sleeps in `poll` until datagrams arrive, then drains the socket: up to [`CALLS_PER_WAKE`]
+//! system calls of [`BURST`] datagrams each (`recvmmsg` on Linux), parsed and then pushed to the
+//! buffer under one lock. The runtime's thread is left to batching and uploads, so neither
+//! waits for the other and no task hops between threads (issue 8: this and one runtime thread
+//! cut the CPU per segment by a sixth and kept the receive queue drained). Shutdown wakes the
+//! thread by shutting the socket's reading side.
+//!
+//! Each datagram lands in its own slot of a scratch buffer allocated once, sized to the document
+//! cap plus [`MAX_HEADER_BYTES`]; a datagram longer than that is cut by the kernel, which reports
+//! it (`MSG_TRUNC`), and is counted as truncated. The only allocation per datagram is the
 //! accepted document's (see [`crate::segment`]).
 //!
 //! On Linux the socket also reports the kernel's own count of datagrams it dropped because the
@@ -32,7 +38,7 @@ pub const MAX_HEADER_BYTES: usize = 1024;
 pub const BURST: usize = 32;
 
 /// Most `recvmmsg` calls per wake-up (after one plain read that also brings the kernel's drop
-/// count) before the accepted documents go to the buffer together and the task yields: at most
+/// count) before the accepted documents go to the buffer together: at most
 /// `1 + BURST × CALLS_PER_WAKE` datagrams per buffer lock.
 pub const CALLS_PER_WAKE: usize = 4;
 
@@ -43,7 +49,8 @@ pub struct ReceiverSettings {
     pub max_document: usize,
 }
 
-/// Reads datagrams until `shutdown` is cancelled.
+/// Reads datagrams on the receive thread until `shutdown` is cancelled (or the socket fails);
+/// returns once that thread has stopped.
 pub async fn run(
     socket: UdpSocket,
     buffer: Arc<Buffer>,
@@ -51,41 +58,76 @@ pub async fn run(
     settings: ReceiverSettings,
     shutdown: CancellationToken,
 ) {
+    let socket = match socket.into_std() {
+        Ok(socket) => Arc::new(socket),
+        Err(e) => {
+            tracing::error!("UDP socket failed: {e}; no segments can be received");
+            return;
+        }
+    };
+    let (done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("xray-udp".into())
+        .spawn({
+            let socket = Arc::clone(&socket);
+            let shutdown = shutdown.clone();
+            move || {
+                receive(&socket, &buffer, &stats, &settings, &shutdown);
+                let _ = done_tx.send(());
+            }
+        });
+    if let Err(e) = thread {
+        tracing::error!("cannot start the UDP receive thread: {e}; no segments can be received");
+        return;
+    }
+    tokio::select! {
+        () = shutdown.cancelled() => {
+            recv::interrupt(&socket);
+            let _ = done.await;
+        }
+        _ = &mut done => {}
+    }
+}
+
+/// The receive thread's loop.
+fn receive(
+    socket: &std::net::UdpSocket,
+    buffer: &Buffer,
+    stats: &Stats,
+    settings: &ReceiverSettings,
+    shutdown: &CancellationToken,
+) {
     let mut reader = recv::Reader::new(settings.max_document + MAX_HEADER_BYTES);
     let mut accepted: Vec<Segment> = Vec::with_capacity(1 + BURST * CALLS_PER_WAKE);
     let error_log = crate::stats::RateLimit::default();
     loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            ready = socket.readable() => {
-                if let Err(e) = ready {
-                    tracing::error!("UDP socket failed: {e}; no more segments can be received");
-                    break;
-                }
-            }
+        if let Err(e) = recv::wait(socket) {
+            tracing::error!("UDP socket failed: {e}; no more segments can be received");
+            break;
+        }
+        if shutdown.is_cancelled() {
+            break;
         }
         // One accounting transaction per burst: a datagram counted as received is also counted
         // as pushed or refused before a stats snapshot can see it.
         let books = stats.books();
         let mut failed = false;
         for call in 0..=CALLS_PER_WAKE {
-            let read = socket.try_io(tokio::io::Interest::READABLE, || {
-                let each = |datagram, bytes: &[u8]| {
-                    handle(datagram, bytes, &settings, &stats, &mut accepted);
-                };
-                // The first read of a wake-up also brings the kernel's drop count.
-                if call == 0 {
-                    reader.read_one(&socket, each)
-                } else {
-                    reader.read(&socket, each)
-                }
-            });
+            let each = |datagram, bytes: &[u8]| {
+                handle(datagram, bytes, settings, stats, &mut accepted);
+            };
+            // The first read of a wake-up also brings the kernel's drop count.
+            let read = if call == 0 {
+                reader.read_one(socket, each)
+            } else {
+                reader.read(socket, each)
+            };
             match read {
                 // A short burst means the queue is empty for now.
                 Ok(n) if call > 0 && n < BURST => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if error_log.allow(1, crate::stats::WARN_INTERVAL).is_some() {
                         tracing::warn!("Reading from the UDP socket failed: {e}");
@@ -101,7 +143,7 @@ pub async fn run(
         drop(books);
         if failed {
             // An error that persists must not turn this loop into a busy one.
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }
@@ -172,31 +214,43 @@ struct Datagram {
 /// the same address family: IPv4, or IPv6 with IPv4 mapped on a dual-stack socket.)
 #[cfg(target_os = "linux")]
 mod recv {
-    use std::cell::RefCell;
     use std::io::IoSliceMut;
-    use std::net::SocketAddr;
-    use std::os::fd::AsRawFd;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::fd::{AsFd, AsRawFd};
 
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use nix::sys::socket::{
-        ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, recvmsg,
+        ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, Shutdown, recvmmsg, recvmsg,
+        shutdown,
     };
-    use tokio::net::UdpSocket;
 
     use super::{BURST, Datagram};
 
-    thread_local! {
-        /// The message headers `recvmmsg` fills, one set per runtime thread, allocated on first
-        /// use. (They hold raw pointers, so they cannot travel inside the receiver's future
-        /// from thread to thread; the slots they point at for one call can.)
-        static HEADERS: RefCell<Option<MultiHeaders<SockaddrStorage>>> = const { RefCell::new(None) };
+    /// Sleeps until the socket has something to read (or has been shut, or failed).
+    pub(super) fn wait(socket: &UdpSocket) -> std::io::Result<()> {
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
-    /// Receive slots, allocated once. Slots are zeroed lazily by the OS, so only the bytes
-    /// datagrams actually fill become resident memory.
-    #[derive(Debug)]
+    /// Wakes the receive thread for good: shuts the socket's reading side, which Linux does
+    /// even on an unconnected UDP socket (while answering `ENOTCONN`, which is expected).
+    pub(super) fn interrupt(socket: &UdpSocket) {
+        let _ = shutdown(socket.as_raw_fd(), Shutdown::Read);
+    }
+
+    /// Receive slots, allocated once, and the message headers `recvmmsg` fills. Slots are
+    /// zeroed lazily by the OS, so only the bytes datagrams actually fill become resident
+    /// memory. (The headers hold raw pointers: a reader stays on the thread that made it.)
     pub(super) struct Reader {
         slot: usize,
         slots: Vec<u8>,
+        headers: MultiHeaders<SockaddrStorage>,
     }
 
     impl Reader {
@@ -205,6 +259,7 @@ mod recv {
             Reader {
                 slot,
                 slots: vec![0u8; slot * BURST],
+                headers: MultiHeaders::preallocate(BURST, None),
             }
         }
 
@@ -215,36 +270,33 @@ mod recv {
             socket: &UdpSocket,
             mut each: impl FnMut(Datagram, &[u8]),
         ) -> std::io::Result<usize> {
-            HEADERS.with_borrow_mut(|headers| {
-                let headers = headers.get_or_insert_with(|| MultiHeaders::preallocate(BURST, None));
-                let mut chunks = self.slots.chunks_exact_mut(self.slot);
-                let mut iovs: [[IoSliceMut<'_>; 1]; BURST] =
-                    std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
-                let results = recvmmsg(
-                    socket.as_raw_fd(),
-                    headers,
-                    iovs.iter_mut(),
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-                    None,
-                )
-                .map_err(std::io::Error::from)?;
-                let mut n = 0;
-                for msg in results {
-                    n += 1;
-                    let from = msg.address.as_ref().map_or(UNKNOWN, sockaddr);
-                    let bytes = msg.iovs().next().unwrap_or_default();
-                    each(
-                        Datagram {
-                            len: msg.bytes,
-                            from,
-                            truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
-                            kernel_dropped: None,
-                        },
-                        bytes,
-                    );
-                }
-                Ok(n)
-            })
+            let mut chunks = self.slots.chunks_exact_mut(self.slot);
+            let mut iovs: [[IoSliceMut<'_>; 1]; BURST] =
+                std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+            let results = recvmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+                None,
+            )
+            .map_err(std::io::Error::from)?;
+            let mut n = 0;
+            for msg in results {
+                n += 1;
+                let from = msg.address.as_ref().map_or(UNKNOWN, sockaddr);
+                let bytes = msg.iovs().next().unwrap_or_default();
+                each(
+                    Datagram {
+                        len: msg.bytes,
+                        from,
+                        truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+                        kernel_dropped: None,
+                    },
+                    bytes,
+                );
+            }
+            Ok(n)
         }
 
         /// Reads one datagram without waiting, with the kernel's drop count, into the first
@@ -299,12 +351,20 @@ mod recv {
     }
 }
 
-/// Elsewhere: one `recv_from` per datagram into one slot.
+/// Elsewhere: one `recv_from` per datagram into one slot; the wait is a short sleep (this
+/// fallback is for development machines, not for production).
 #[cfg(not(target_os = "linux"))]
 mod recv {
-    use tokio::net::UdpSocket;
+    use std::net::UdpSocket;
 
     use super::Datagram;
+
+    pub(super) fn wait(_socket: &UdpSocket) -> std::io::Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        Ok(())
+    }
+
+    pub(super) fn interrupt(_socket: &UdpSocket) {}
 
     #[derive(Debug)]
     pub(super) struct Reader {
@@ -324,7 +384,7 @@ mod recv {
             mut each: impl FnMut(Datagram, &[u8]),
         ) -> std::io::Result<usize> {
             // Without MSG_TRUNC a datagram filling the whole slot may have been cut.
-            let (len, from) = socket.try_recv_from(&mut self.slot)?;
+            let (len, from) = socket.recv_from(&mut self.slot)?;
             each(
                 Datagram {
                     len,
