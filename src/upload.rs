@@ -290,7 +290,6 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
-
     use super::*;
     use crate::buffer::{Buffer, FullPolicy, Taken};
     use crate::sink::{Delivery, ErrorKind, SinkError, SinkFuture};
