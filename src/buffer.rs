@@ -287,6 +287,9 @@ enum Gate {
     Keep,
 }
 
+/// Queue slots kept when the queue empties; a larger queue left by a backlog is shrunk to this.
+const SHRINK_ABOVE: usize = 4096;
+
 /// What [`Buffer::next_batch`] waits for.
 #[derive(Debug)]
 pub enum Taken {
@@ -442,6 +445,10 @@ impl Buffer {
             states.push(q.state);
         }
         s.queued_bytes -= cost;
+        if s.queue.is_empty() && s.queue.capacity() > SHRINK_ABOVE {
+            // A backlog is gone: give its slots back (nothing to move in an empty queue).
+            s.queue.shrink_to(SHRINK_ABOVE);
+        }
         s.in_flight_docs += n;
         s.in_flight_bytes += cost;
         s.in_flight_batches += 1;

@@ -14,10 +14,11 @@
 //! stages; [`segment`], [`buffer`], [`sink`], [`stats`], [`aws`], [`config`], [`net`],
 //! [`logging`] and [`shutdown`] are the leaves they share; [`telemetry`] reports the counters
 //! to X-Ray (`PutTelemetryRecords`).
+//! [`memory`] gives free memory back to the OS after a backlog.
 //! [`health`] is the `xray health` subcommand, a client of the daemon's TCP edge for container
 //! health checks.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod buffer;
 pub mod config;
 pub mod health;
 pub mod logging;
+pub mod memory;
 pub mod net;
 pub mod proxy;
 pub mod receiver;

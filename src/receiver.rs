@@ -57,6 +57,13 @@ pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 /// The smallest kernel receive buffer, in bytes, with which the receiver pauses.
 pub const COALESCE_MIN_BUFFER: usize = 1024 * 1024;
 
+/// Bytes held by the buffer above which the receiver, once the buffer is nearly empty again,
+/// gives free memory back to the OS ([`crate::memory`]).
+pub const RELEASE_ABOVE: u64 = 16 * 1024 * 1024;
+
+/// How often the receiver looks at the buffer while a backlog drains with no datagrams coming.
+pub const RELEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the receiver needs besides its socket.
 #[derive(Debug, Clone)]
 pub struct ReceiverSettings {
@@ -114,13 +121,26 @@ fn receive(
     let mut accepted: Vec<Segment> = Vec::with_capacity(1 + BURST * CALLS_PER_WAKE);
     let error_log = crate::stats::RateLimit::default();
     let pause = (recv::buffer_size(socket) >= COALESCE_MIN_BUFFER).then_some(COALESCE);
+    // Whether the buffer held a backlog since memory was last given back: then the wait has a
+    // deadline, to give it back once the uploads have drained it.
+    let mut backlog = false;
     loop {
-        if let Err(e) = recv::wait(socket) {
-            tracing::error!("UDP socket failed: {e}; no more segments can be received");
-            break;
-        }
+        let readable = match recv::wait(socket, backlog.then_some(RELEASE_CHECK)) {
+            Ok(readable) => readable,
+            Err(e) => {
+                tracing::error!("UDP socket failed: {e}; no more segments can be received");
+                break;
+            }
+        };
         if shutdown.is_cancelled() {
             break;
+        }
+        if backlog && stats.held_bytes() < RELEASE_ABOVE / 16 {
+            crate::memory::release_to_os();
+            backlog = false;
+        }
+        if !readable {
+            continue;
         }
         // One accounting transaction per burst: a datagram counted as received is also counted
         // as pushed or refused before a stats snapshot can see it.
@@ -160,6 +180,7 @@ fn receive(
         }
         if !accepted.is_empty() {
             buffer.push_all(accepted.drain(..));
+            backlog |= stats.held_bytes() > RELEASE_ABOVE;
         }
         drop(books);
         if failed {
@@ -249,12 +270,19 @@ mod recv {
 
     use super::{BURST, Datagram};
 
-    /// Sleeps until the socket has something to read (or has been shut, or failed).
-    pub(super) fn wait(socket: &UdpSocket) -> std::io::Result<()> {
+    /// Sleeps until the socket has something to read (or has been shut, or failed): `true`; or
+    /// until `deadline` passed first: `false`.
+    pub(super) fn wait(
+        socket: &UdpSocket,
+        deadline: Option<std::time::Duration>,
+    ) -> std::io::Result<bool> {
+        let timeout = deadline.map_or(PollTimeout::NONE, |d| {
+            PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX)
+        });
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
         loop {
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => return Ok(()),
+            match poll(&mut fds, timeout) {
+                Ok(n) => return Ok(n > 0),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -387,9 +415,12 @@ mod recv {
 
     use super::Datagram;
 
-    pub(super) fn wait(_socket: &UdpSocket) -> std::io::Result<()> {
+    pub(super) fn wait(
+        _socket: &UdpSocket,
+        _deadline: Option<std::time::Duration>,
+    ) -> std::io::Result<bool> {
         std::thread::sleep(std::time::Duration::from_millis(1));
-        Ok(())
+        Ok(true)
     }
 
     pub(super) fn interrupt(_socket: &UdpSocket) {}

@@ -678,6 +678,15 @@ impl Stats {
         self.in_flight_bytes.set(bytes as i64);
     }
 
+    /// Bytes the buffer holds now, waiting and in flight (cheap: two atomic reads).
+    pub fn held_bytes(&self) -> u64 {
+        let held = self
+            .buffered_bytes
+            .get()
+            .saturating_add(self.in_flight_bytes.get());
+        u64::try_from(held).unwrap_or(0)
+    }
+
     /// The kernel's cumulative count of datagrams dropped on the socket.
     pub fn set_kernel_dropped(&self, count: u32) {
         self.kernel_dropped.set(i64::from(count));
