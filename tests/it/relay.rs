@@ -360,6 +360,35 @@ async fn a_burst_of_120_goes_out_in_calls_of_at_most_50() {
     );
 }
 
+/// Sends `total` segments of `doc_bytes` bytes (one trace), pacing: after each `window`
+/// datagrams it lets the daemon read all but the last window before sending more, and hands
+/// the stats seen then to `on_window`.
+async fn send_paced(
+    daemon: &Daemon,
+    total: u64,
+    doc_bytes: usize,
+    window: u64,
+    mut on_window: impl FnMut(&Value),
+) {
+    let trace = new_trace_id();
+    for sent in 1..=total {
+        daemon.send(&datagram(&padded_segment(
+            &trace,
+            &new_segment_id(),
+            doc_bytes,
+        )));
+        if sent % window == 0 {
+            let stats = daemon
+                .wait_for_stats(
+                    |s| stat(s, "received") + stat(s, "kernel_dropped") + window >= sent,
+                    Duration::from_secs(30),
+                )
+                .await;
+            on_window(&stats);
+        }
+    }
+}
+
 /// 5. With a 3 MB budget and an unreachable endpoint, 10 MB of segments: the budget holds (in
 ///    the stats and in peak RSS), every document is accounted for, and spillover is exactly
 ///    what was received minus what is held minus what failed uploading.
@@ -389,27 +418,13 @@ async fn budget_holds_under_10_mb_with_the_endpoint_unreachable() {
     let budget = stat(&stats, "budget_bytes");
     assert_eq!(budget, BUDGET_MB * 1024 * 1024, "{stats}");
 
-    let trace = new_trace_id();
     let mut max_held = 0;
-    for sent in 1..=TOTAL {
-        daemon.send(&datagram(&padded_segment(
-            &trace,
-            &new_segment_id(),
-            DOC_BYTES,
-        )));
-        if sent % WINDOW == 0 {
-            // Pace: let the daemon read all but the last window before sending more.
-            let stats = daemon
-                .wait_for_stats(
-                    |s| stat(s, "received") + stat(s, "kernel_dropped") + WINDOW >= sent,
-                    Duration::from_secs(30),
-                )
-                .await;
-            let held = stat(&stats, "buffered_bytes") + stat(&stats, "in_flight_bytes");
-            assert!(held <= budget, "{held} bytes held over the budget: {stats}");
-            max_held = max_held.max(held);
-        }
-    }
+    send_paced(&daemon, TOTAL, DOC_BYTES, WINDOW, |stats| {
+        let held = stat(stats, "buffered_bytes") + stat(stats, "in_flight_bytes");
+        assert!(held <= budget, "{held} bytes held over the budget: {stats}");
+        max_held = max_held.max(held);
+    })
+    .await;
 
     // Every datagram read (or counted as dropped by the kernel), and the books balance.
     let stats = daemon
@@ -498,22 +513,7 @@ async fn memory_goes_back_to_the_os_after_a_backlog() {
         .await;
     let idle_anon = status_kib(daemon.pid(), "RssAnon");
 
-    let trace = new_trace_id();
-    for sent in 1..=TOTAL {
-        daemon.send(&datagram(&padded_segment(
-            &trace,
-            &new_segment_id(),
-            DOC_BYTES,
-        )));
-        if sent % WINDOW == 0 {
-            daemon
-                .wait_for_stats(
-                    |s| stat(s, "received") + stat(s, "kernel_dropped") + WINDOW >= sent,
-                    Duration::from_secs(30),
-                )
-                .await;
-        }
-    }
+    send_paced(&daemon, TOTAL, DOC_BYTES, WINDOW, |_| {}).await;
     let loaded = daemon
         .wait_for_stats(
             |s| stat(s, "received") + stat(s, "kernel_dropped") == TOTAL,
