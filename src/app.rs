@@ -71,7 +71,8 @@ pub enum StartupError {
     },
 }
 
-/// Binds the UDP and TCP sockets. Must run inside the runtime.
+/// Binds the UDP and TCP sockets. Must run inside the runtime (the TCP listeners are the
+/// runtime's).
 pub fn bind(config: &Config) -> Result<Bound, StartupError> {
     let udp = net::bind_udp(config.udp_addr)?;
     let tcp = net::bind_tcp(config.tcp_addr, "-t/--bind-tcp")?;
@@ -104,6 +105,7 @@ pub async fn run(
         Arc::clone(&stats),
         receiver::ReceiverSettings {
             max_document: config.max_document,
+            receive_buffer: bound.udp.receive_buffer,
         },
         shutdown.clone(),
     );

@@ -5,8 +5,8 @@
 //! the OS only when the thread that allocated them next works in its heap, which an idle
 //! receive thread never does. So after holding a backlog of documents, the receiver calls
 //! [`release_to_os`] once the buffer is nearly empty again (see [`crate::receiver`]): after a
-//! burst that filled a 241 MB buffer, the idle daemon shrinks back from about 256 MB to about
-//! 15 MB instead of keeping the peak.
+//! burst that filled a 241 MB buffer, the idle daemon shrinks back from 257 MB to 17 MB
+//! instead of keeping the peak (issue 8).
 
 /// Returns the calling thread's free memory to the OS at once.
 #[allow(unsafe_code)]

@@ -5,10 +5,10 @@
 //! dropped, and the size granted is reported; on Linux the socket reports the kernel's own
 //! drop count (`SO_RXQ_OVFL`). TCP: a plain listener with address reuse.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 /// Receive buffer asked of the kernel for the UDP socket, in bytes.
 pub const UDP_RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
@@ -63,7 +63,7 @@ fn socket_for(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<So
 /// A bound UDP socket and the receive buffer the kernel granted.
 #[derive(Debug)]
 pub struct BoundUdp {
-    /// The socket, registered with the runtime.
+    /// The socket (non-blocking; read by the receiver's own thread, not the runtime).
     pub socket: UdpSocket,
     /// The address actually bound (with the real port when 0 was asked).
     pub local: SocketAddr,
@@ -71,7 +71,7 @@ pub struct BoundUdp {
     pub receive_buffer: usize,
 }
 
-/// Binds the UDP socket. Must run inside the runtime.
+/// Binds the UDP socket.
 pub fn bind_udp(addr: SocketAddr) -> Result<BoundUdp, BindError> {
     let err = |e| bind_error("UDP", addr, "-b/--bind", e);
     let socket = socket_for(addr, Type::DGRAM, Protocol::UDP).map_err(err)?;
@@ -82,8 +82,7 @@ pub fn bind_udp(addr: SocketAddr) -> Result<BoundUdp, BindError> {
     }
     socket.bind(&addr.into()).map_err(err)?;
     let receive_buffer = socket.recv_buffer_size().unwrap_or(0);
-    let std_socket: std::net::UdpSocket = socket.into();
-    let socket = UdpSocket::from_std(std_socket).map_err(err)?;
+    let socket: UdpSocket = socket.into();
     let local = socket.local_addr().map_err(err)?;
     Ok(BoundUdp {
         socket,

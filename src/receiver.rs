@@ -18,7 +18,7 @@
 //! [`COALESCE`] before looking again, letting datagrams gather in the kernel's queue, but only
 //! when the kernel granted a receive buffer of at least [`COALESCE_MIN_BUFFER`] (a sender would
 //! have to fill that within the pause to lose anything). A wake-up that did not empty the socket
-//! goes straight on, and an idle socket is waited on with no timer at all. (Issue 8: at 50k
+//! goes straight on, and an idle socket is waited on with no timer at all (but see below). (Issue 8: at 50k
 //! segments/s a 2 ms pause cut the CPU per segment by a fifth to a quarter; X-Ray batches wait up
 //! to 1 s anyway.)
 //!
@@ -27,13 +27,17 @@
 //! it (`MSG_TRUNC`), and is counted as truncated. The only allocation per datagram is the
 //! accepted document's (see [`crate::segment`]).
 //!
+//! After the buffer has held a backlog (over [`RELEASE_ABOVE`]), the wait has a deadline of
+//! [`RELEASE_CHECK`]: once the uploads have brought the buffer nearly to empty the thread gives
+//! free memory back to the OS ([`crate::memory`]) and waits without a deadline again. So while
+//! a backlog waits for an endpoint that is down, the thread wakes once a second.
+//!
 //! On Linux the socket also reports the kernel's own count of datagrams it dropped because the
 //! receive queue was full (`SO_RXQ_OVFL`); it is published in the stats.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::Buffer;
@@ -55,7 +59,7 @@ pub const CALLS_PER_WAKE: usize = 4;
 pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The smallest kernel receive buffer, in bytes, with which the receiver pauses.
-pub const COALESCE_MIN_BUFFER: usize = 1024 * 1024;
+pub const COALESCE_MIN_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Bytes held by the buffer above which the receiver, once the buffer is nearly empty again,
 /// gives free memory back to the OS ([`crate::memory`]).
@@ -69,30 +73,29 @@ pub const RELEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(1)
 pub struct ReceiverSettings {
     /// Cap on a document's size in bytes.
     pub max_document: usize,
+    /// The receive buffer the kernel granted the socket, in bytes.
+    pub receive_buffer: usize,
 }
 
 /// Reads datagrams on the receive thread until `shutdown` is cancelled (or the socket fails);
 /// returns once that thread has stopped.
 pub async fn run(
-    socket: UdpSocket,
+    socket: std::net::UdpSocket,
     buffer: Arc<Buffer>,
     stats: Arc<Stats>,
     settings: ReceiverSettings,
     shutdown: CancellationToken,
 ) {
-    let socket = match socket.into_std() {
-        Ok(socket) => Arc::new(socket),
-        Err(e) => {
-            tracing::error!("UDP socket failed: {e}; no segments can be received");
-            return;
-        }
-    };
+    let socket = Arc::new(socket);
+    // The thread stops on the daemon's shutdown, and also when this future is dropped
+    // (a startup error, say): `stop` is cancelled and the socket shut by the guard.
+    let stop = shutdown.child_token();
     let (done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new().name("xray-udp".into()).spawn({
         let socket = Arc::clone(&socket);
-        let shutdown = shutdown.clone();
+        let stop = stop.clone();
         move || {
-            receive(&socket, &buffer, &stats, &settings, &shutdown);
+            receive(&socket, &buffer, &stats, &settings, &stop);
             let _ = done_tx.send(());
         }
     });
@@ -100,12 +103,26 @@ pub async fn run(
         tracing::error!("cannot start the UDP receive thread: {e}; no segments can be received");
         return;
     }
+    let guard = StopGuard { stop, socket };
     tokio::select! {
         () = shutdown.cancelled() => {
-            recv::interrupt(&socket);
+            drop(guard);
             let _ = done.await;
         }
         _ = &mut done => {}
+    }
+}
+
+/// Stops the receive thread when dropped: cancels its token, then wakes it.
+struct StopGuard {
+    stop: CancellationToken,
+    socket: Arc<std::net::UdpSocket>,
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        recv::interrupt(&self.socket);
     }
 }
 
@@ -120,7 +137,7 @@ fn receive(
     let mut reader = recv::Reader::new(settings.max_document + MAX_HEADER_BYTES);
     let mut accepted: Vec<Segment> = Vec::with_capacity(1 + BURST * CALLS_PER_WAKE);
     let error_log = crate::stats::RateLimit::default();
-    let pause = (recv::buffer_size(socket) >= COALESCE_MIN_BUFFER).then_some(COALESCE);
+    let pause = (settings.receive_buffer >= COALESCE_MIN_BUFFER).then_some(COALESCE);
     // Whether the buffer held a backlog since memory was last given back: then the wait has a
     // deadline, to give it back once the uploads have drained it.
     let mut backlog = false;
@@ -221,12 +238,15 @@ fn handle(
     }
     match segment::parse(bytes, settings.max_document) {
         Ok(seg) => {
-            tracing::trace!(
-                "Segment {} of trace {} from {}",
-                seg.ids().id.as_deref().unwrap_or("-"),
-                seg.ids().trace_id.as_deref().unwrap_or("-"),
-                datagram.from
-            );
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let ids = seg.ids();
+                tracing::trace!(
+                    "Segment {} of trace {} from {}",
+                    ids.id.as_deref().unwrap_or("-"),
+                    ids.trace_id.as_deref().unwrap_or("-"),
+                    datagram.from
+                );
+            }
             accepted.push(seg);
         }
         Err(why) => stats.datagram_refused(why.reason(), datagram.from, &why),
@@ -287,11 +307,6 @@ mod recv {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// The receive buffer the kernel granted, in bytes (0 if it will not say).
-    pub(super) fn buffer_size(socket: &UdpSocket) -> usize {
-        nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::RcvBuf).unwrap_or(0)
     }
 
     /// Wakes the receive thread for good: shuts the socket's reading side, which Linux does
@@ -424,10 +439,6 @@ mod recv {
     }
 
     pub(super) fn interrupt(_socket: &UdpSocket) {}
-
-    pub(super) fn buffer_size(_socket: &UdpSocket) -> usize {
-        0
-    }
 
     #[derive(Debug)]
     pub(super) struct Reader {

@@ -58,10 +58,10 @@ impl Segment {
     }
 }
 
-/// Bytes charged per document on top of its allocation: its slot in the buffer's queue (a
-/// [`Bytes`], 32 bytes) and the queue's growth room, with a margin. An estimate on the safe
-/// side.
-pub const PER_DOCUMENT_OVERHEAD: usize = 96;
+/// Bytes charged per document on top of its allocation: its slot in the buffer's queue (72
+/// bytes: the [`Bytes`], a sequence number and its delivery state) twice over, since a growing
+/// queue holds the old and the new copy of its slots while it moves them.
+pub const PER_DOCUMENT_OVERHEAD: usize = 144;
 
 /// The size of the allocation holding `n` bytes: the global allocator's (mimalloc's) size
 /// class, multiples of 8 up to 64 bytes, then four classes per power of two (so at most 25%

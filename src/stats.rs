@@ -30,6 +30,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::segment::Segment;
 use crate::sink::ErrorKind;
 
 /// Why a document did not reach its destination. Stable names: they are stats keys.
@@ -630,33 +631,40 @@ impl Stats {
     }
 
     /// Logs one document the destination refused, with its ids, code and message: up to
-    /// [`REJECT_LOG_BURST`] lines per [`WARN_INTERVAL`], then only a count of the rest.
+    /// [`REJECT_LOG_BURST`] lines per [`WARN_INTERVAL`], then only a count of the rest; a retried
+    /// one only at debug level. `named_id` is the id the destination named, if any; the
+    /// document's own ids are read from it only when a line is written.
     pub fn log_refusal(
         &self,
-        trace_id: Option<&str>,
-        id: Option<&str>,
+        doc: Option<&Segment>,
+        named_id: Option<&str>,
         code: &str,
         message: &str,
         retried: bool,
     ) {
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        let warn = if retried {
+            None
+        } else {
+            self.reject_limit.allow(REJECT_LOG_BURST, WARN_INTERVAL)
+        };
+        if !debug && warn.is_none() {
+            return;
+        }
+        let ids = doc.map(Segment::ids).unwrap_or_default();
+        let id = named_id.or(ids.id.as_deref()).unwrap_or("(no id)");
+        let trace_id = ids.trace_id.as_deref().unwrap_or("(no trace id)");
         let what = if retried {
             "retrying it"
         } else {
             "it is not sent again"
         };
         tracing::debug!(
-            "X-Ray refused segment {} of trace {}: {code}: {message}; {what}",
-            id.unwrap_or("(no id)"),
-            trace_id.unwrap_or("(no trace id)"),
+            "X-Ray refused segment {id} of trace {trace_id}: {code}: {message}; {what}"
         );
-        if retried {
-            return;
-        }
-        if let Some(suppressed) = self.reject_limit.allow(REJECT_LOG_BURST, WARN_INTERVAL) {
+        if let Some(suppressed) = warn {
             tracing::warn!(
-                "X-Ray refused segment {} of trace {}: {code}: {message}; {what}{}",
-                id.unwrap_or("(no id)"),
-                trace_id.unwrap_or("(no trace id)"),
+                "X-Ray refused segment {id} of trace {trace_id}: {code}: {message}; {what}{}",
                 if suppressed > 0 {
                     format!(" ({suppressed} more refusals were not logged)")
                 } else {

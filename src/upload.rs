@@ -175,14 +175,9 @@ async fn deliver(batch: Batch, shared: &Shared) {
                 for r in retry.iter().filter_map(|&k| delivery.refused.get(k)) {
                     if let Some(&i) = r.index.and_then(|j| pending.get(j)) {
                         states[i].done_sinks &= !bit;
-                        let ids = docs[i].ids();
-                        shared.stats.log_refusal(
-                            ids.trace_id.as_deref(),
-                            ids.id.as_deref(),
-                            &r.code,
-                            &r.message,
-                            true,
-                        );
+                        shared
+                            .stats
+                            .log_refusal(Some(&docs[i]), None, &r.code, &r.message, true);
                     }
                 }
                 for r in reject.iter().filter_map(|&k| delivery.refused.get(k)) {
@@ -200,10 +195,9 @@ async fn deliver(batch: Batch, shared: &Shared) {
                     if let Some(i) = i {
                         states[i].refused = true;
                     }
-                    let ids = i.map(|i| docs[i].ids()).unwrap_or_default();
                     shared.stats.log_refusal(
-                        ids.trace_id.as_deref(),
-                        r.id.as_deref().or(ids.id.as_deref()),
+                        i.map(|i| &docs[i]),
+                        r.id.as_deref(),
                         &r.code,
                         &r.message,
                         false,

@@ -58,7 +58,7 @@ impl Sink for StdoutSink {
                 text.push('\n');
             }
             // One locked write for the whole batch (log lines never land inside it), on a
-            // blocking thread so a slow pipe never parks a runtime worker.
+            // blocking thread so a slow pipe never blocks the runtime thread.
             let written = tokio::task::spawn_blocking(move || {
                 let mut out = std::io::stdout().lock();
                 out.write_all(text.as_bytes()).and_then(|()| out.flush())
