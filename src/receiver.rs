@@ -18,9 +18,9 @@
 //! [`COALESCE`] before looking again, letting datagrams gather in the kernel's queue, but only
 //! when the kernel granted a receive buffer of at least [`COALESCE_MIN_BUFFER`] (a sender would
 //! have to fill that within the pause to lose anything). A wake-up that did not empty the socket
-//! goes straight on, and an idle socket is waited on with no timer at all (but see below). (Issue 8: at 50k
-//! segments/s a 2 ms pause cut the CPU per segment by a fifth to a quarter; X-Ray batches wait up
-//! to 1 s anyway.)
+//! goes straight on, and an idle socket is waited on with no timer at all (but see below).
+//! (Issue 8: at 50k segments/s a 2 ms pause cut the CPU per segment by a fifth to a quarter;
+//! X-Ray batches wait up to 1 s anyway.)
 //!
 //! Each datagram lands in its own slot of a scratch buffer allocated once, sized to the document
 //! cap plus [`MAX_HEADER_BYTES`]; a datagram longer than that is cut by the kernel, which reports
@@ -64,6 +64,9 @@ pub const COALESCE_MIN_BUFFER: usize = 4 * 1024 * 1024;
 /// Bytes held by the buffer above which the receiver, once the buffer is nearly empty again,
 /// gives free memory back to the OS ([`crate::memory`]).
 pub const RELEASE_ABOVE: u64 = 16 * 1024 * 1024;
+
+/// Bytes held by the buffer below which a backlog counts as gone.
+pub const RELEASE_BELOW: u64 = RELEASE_ABOVE / 16;
 
 /// How often the receiver looks at the buffer while a backlog drains with no datagrams coming.
 pub const RELEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -152,7 +155,7 @@ fn receive(
         if shutdown.is_cancelled() {
             break;
         }
-        if backlog && stats.held_bytes() < RELEASE_ABOVE / 16 {
+        if backlog && stats.held_bytes() < RELEASE_BELOW {
             crate::memory::release_to_os();
             backlog = false;
         }

@@ -51,10 +51,7 @@ impl Segment {
     /// The document's top-level `trace_id` and `id`, where they are strings. Reads the
     /// document again: for logs and refusals, not for the hot path.
     pub fn ids(&self) -> Ids {
-        let mut de = serde_json::Deserializer::from_slice(&self.body);
-        de.disable_recursion_limit();
-        de.deserialize_map(DocumentVisitor { keep_ids: true })
-            .unwrap_or_default()
+        walk_document(&self.body, true).unwrap_or_default()
     }
 }
 
@@ -217,14 +214,22 @@ fn check_document(body: &[u8]) -> Result<(), Rejection> {
             e.valid_up_to()
         )));
     }
+    walk_document(body, false)
+        .map(drop)
+        .map_err(|e| Rejection::InvalidBody(e.to_string()))
+}
+
+/// Walks `body` as one JSON object (surrounding whitespace allowed), keeping its top-level ids
+/// when `keep_ids`.
+fn walk_document(body: &[u8], keep_ids: bool) -> Result<Ids, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     // X-Ray sets no nesting limit that we know of, so neither do we. Values are skipped with
     // `IgnoredAny`, which serde_json walks without recursing, so deep nesting costs no stack
     // (the test below parses 32,000 levels on a 256 KiB stack).
     de.disable_recursion_limit();
-    de.deserialize_map(DocumentVisitor { keep_ids: false })
-        .and_then(|_| de.end())
-        .map_err(|e| Rejection::InvalidBody(e.to_string()))
+    let ids = de.deserialize_map(DocumentVisitor { keep_ids })?;
+    de.end()?;
+    Ok(ids)
 }
 
 /// Walks a JSON object; keeps its top-level `trace_id` and `id` when `keep_ids`.
