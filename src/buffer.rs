@@ -36,7 +36,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::segment::Segment;
-use crate::stats::{DropReason, Stats};
+use crate::outcome::DropReason;
+use crate::stats::Stats;
 
 /// What to drop when a new document does not fit the budget.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

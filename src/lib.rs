@@ -29,6 +29,8 @@ pub mod config;
 pub mod health;
 pub mod logging;
 pub mod memory;
+pub mod outcome;
+pub mod ratelimit;
 pub mod net;
 pub mod proxy;
 pub mod receiver;

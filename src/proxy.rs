@@ -134,7 +134,7 @@ pub struct Upstream {
     connector: SharedHttpConnector,
     /// Failures are logged at WARN at most once per [`WARN_EVERY`], else at DEBUG, so an outage
     /// does not flood the log.
-    warn_limit: crate::stats::RateLimit,
+    warn_limit: crate::ratelimit::RateLimit,
 }
 
 /// At most one WARN line per this long for failing forwarded calls.
@@ -187,7 +187,7 @@ impl Upstream {
             connector: aws
                 .outbound
                 .connector(crate::aws::CONNECT_TIMEOUT, settings.upstream_timeout),
-            warn_limit: crate::stats::RateLimit::default(),
+            warn_limit: crate::ratelimit::RateLimit::default(),
         })
     }
 }
@@ -798,7 +798,7 @@ mod tests {
             ))),
             connector: crate::aws::Outbound::direct()
                 .connector(Duration::from_secs(1), Duration::from_secs(1)),
-            warn_limit: crate::stats::RateLimit::default(),
+            warn_limit: crate::ratelimit::RateLimit::default(),
         };
         let creds = Credentials::new("AKID", "SECRET", Some("TOKEN".into()), None, "test");
         let r = signed_request(

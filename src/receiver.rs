@@ -42,7 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::Buffer;
 use crate::segment::{self, Segment};
-use crate::stats::{DropReason, Stats};
+use crate::outcome::DropReason;
+use crate::stats::Stats;
 
 /// Room allowed for the header line on top of the document cap.
 pub const MAX_HEADER_BYTES: usize = 1024;
@@ -139,7 +140,7 @@ fn receive(
 ) {
     let mut reader = recv::Reader::new(settings.max_document + MAX_HEADER_BYTES);
     let mut accepted: Vec<Segment> = Vec::with_capacity(1 + BURST * CALLS_PER_WAKE);
-    let error_log = crate::stats::RateLimit::default();
+    let error_log = crate::ratelimit::RateLimit::default();
     let pause = (settings.receive_buffer >= COALESCE_MIN_BUFFER).then_some(COALESCE);
     // Whether the buffer held a backlog since memory was last given back: then the wait has a
     // deadline, to give it back once the uploads have drained it.
@@ -190,7 +191,7 @@ fn receive(
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    if error_log.allow(1, crate::stats::WARN_INTERVAL).is_some() {
+                    if error_log.allow(1, crate::ratelimit::WARN_INTERVAL).is_some() {
                         tracing::warn!("Reading from the UDP socket failed: {e}");
                     }
                     failed = true;

@@ -102,8 +102,8 @@ pub enum Rejection {
 
 impl Rejection {
     /// The counter name for this rejection (stable: used in stats and tests).
-    pub fn reason(&self) -> crate::stats::DropReason {
-        use crate::stats::DropReason as R;
+    pub fn reason(&self) -> crate::outcome::DropReason {
+        use crate::outcome::DropReason as R;
         match self {
             Rejection::MissingNewline => R::MissingNewline,
             Rejection::HeaderNotJson => R::HeaderNotJson,

@@ -13,6 +13,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::outcome::ErrorKind;
 use crate::segment::Segment;
 
 pub mod file;
@@ -82,66 +83,6 @@ impl SinkError {
         match self {
             SinkError::Call { kind, .. } => *kind,
             SinkError::Io { .. } => ErrorKind::Other,
-        }
-    }
-}
-
-/// What kind of failure a call to a destination was. Stable names: they are stats keys, and
-/// telemetry maps them onto the original daemon's `BackendConnectionErrors`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The service said to slow down (HTTP 429 or a `Throttling…` error code).
-    Throttled,
-    /// Another HTTP 4xx answer (bad request, credentials refused, …).
-    Http4xx,
-    /// An HTTP 5xx answer.
-    Http5xx,
-    /// No answer in time (connect or attempt timeout).
-    Timeout,
-    /// The endpoint refused the TCP connection.
-    ConnectionRefused,
-    /// The endpoint's host name did not resolve.
-    UnknownHost,
-    /// The connection failed otherwise (reset, closed early, TLS).
-    Connection,
-    /// Anything else (no credentials, a request that could not be built, a local write).
-    Other,
-}
-
-impl ErrorKind {
-    /// Every kind, in the order stats list them.
-    pub const ALL: [ErrorKind; 8] = [
-        ErrorKind::Throttled,
-        ErrorKind::Http4xx,
-        ErrorKind::Http5xx,
-        ErrorKind::Timeout,
-        ErrorKind::ConnectionRefused,
-        ErrorKind::UnknownHost,
-        ErrorKind::Connection,
-        ErrorKind::Other,
-    ];
-
-    /// The stable name used in stats output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Throttled => "throttled",
-            ErrorKind::Http4xx => "http_4xx",
-            ErrorKind::Http5xx => "http_5xx",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::ConnectionRefused => "connection_refused",
-            ErrorKind::UnknownHost => "unknown_host",
-            ErrorKind::Connection => "connection",
-            ErrorKind::Other => "other",
-        }
-    }
-
-    /// The kind for an HTTP status (429 is throttling).
-    pub fn from_status(status: u16) -> ErrorKind {
-        match status {
-            429 => ErrorKind::Throttled,
-            400..=499 => ErrorKind::Http4xx,
-            500..=599 => ErrorKind::Http5xx,
-            _ => ErrorKind::Other,
         }
     }
 }

@@ -30,79 +30,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::outcome::DropReason;
+use crate::outcome::ErrorKind;
+use crate::ratelimit::{RateLimit, Suppressed, WARN_INTERVAL};
 use crate::segment::Segment;
-use crate::sink::ErrorKind;
-
-/// Why a document did not reach its destination. Stable names: they are stats keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// The datagram had no newline, so no header line.
-    MissingNewline,
-    /// The header line was not a JSON object.
-    HeaderNotJson,
-    /// The header's format was not `json` or its version not 1.
-    UnsupportedHeader,
-    /// Nothing followed the header line.
-    EmptyBody,
-    /// The document was not a well-formed JSON object.
-    InvalidBody,
-    /// The datagram was longer than the receive buffer and the kernel cut it.
-    Truncated,
-    /// The document was over the size cap.
-    TooLarge,
-    /// The memory budget was full; the oldest document was dropped to make room.
-    Spillover,
-    /// The upload failed in a way another attempt would not fix (HTTP 4xx other than 429, no
-    /// credentials).
-    UploadFailed,
-    /// Retries ran out (attempt count or age) while the upload kept failing.
-    RetriesExhausted,
-    /// Still held when the shutdown deadline passed.
-    Shutdown,
-}
-
-impl DropReason {
-    /// Every reason, in the order stats list them.
-    pub const ALL: [DropReason; 11] = [
-        DropReason::MissingNewline,
-        DropReason::HeaderNotJson,
-        DropReason::UnsupportedHeader,
-        DropReason::EmptyBody,
-        DropReason::InvalidBody,
-        DropReason::Truncated,
-        DropReason::TooLarge,
-        DropReason::Spillover,
-        DropReason::UploadFailed,
-        DropReason::RetriesExhausted,
-        DropReason::Shutdown,
-    ];
-
-    /// The stable name used in stats output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::MissingNewline => "missing_newline",
-            DropReason::HeaderNotJson => "header_not_json",
-            DropReason::UnsupportedHeader => "unsupported_header",
-            DropReason::EmptyBody => "empty_body",
-            DropReason::InvalidBody => "invalid_body",
-            DropReason::Truncated => "truncated",
-            DropReason::TooLarge => "too_large",
-            DropReason::Spillover => "spillover",
-            DropReason::UploadFailed => "upload_failed",
-            DropReason::RetriesExhausted => "retries_exhausted",
-            DropReason::Shutdown => "shutdown",
-        }
-    }
-
-    /// True for reasons that describe bad input (as opposed to capacity or delivery).
-    pub fn is_bad_input(self) -> bool {
-        self.index() < DropReason::Spillover.index()
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct ReasonLabel {
@@ -129,47 +60,6 @@ const BOOKS_GENERATION: u64 = 1 << 32;
 /// How long [`Stats::snapshot`] waits for a moment without an open transaction.
 pub const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(20);
 
-/// How often at most one warning per reason is logged about bad input or drops.
-pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
-
-/// At most `burst` messages per `interval`, counting what it suppressed in between. The one
-/// rate limiter of the daemon's logs (stats warnings, the proxy's upstream failures).
-#[derive(Debug, Default)]
-pub struct RateLimit {
-    /// Unix seconds when the current window started.
-    window: AtomicU64,
-    /// Messages let through in the current window.
-    used: AtomicU64,
-    /// Messages suppressed since the last one let through.
-    suppressed: AtomicU64,
-}
-
-impl RateLimit {
-    /// Returns `Some(suppressed before this one)` when a message may be logged now.
-    pub fn allow(&self, burst: u64, interval: Duration) -> Option<u64> {
-        let now = unix_seconds();
-        let window = self.window.load(Ordering::Relaxed);
-        if now >= window + interval.as_secs()
-            && self
-                .window
-                .compare_exchange(window, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.used.store(0, Ordering::Relaxed);
-        }
-        if self.used.fetch_add(1, Ordering::Relaxed) < burst {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-
-    /// Once per [`WARN_INTERVAL`]: [`Self::allow`] with a burst of one.
-    fn once(&self) -> Option<u64> {
-        self.allow(1, WARN_INTERVAL)
-    }
-}
-
 /// An open [`Stats::books`] transaction; snapshots wait until it is dropped.
 #[derive(Debug)]
 pub struct Books<'a> {
@@ -183,22 +73,6 @@ impl Drop for Books<'_> {
         self.stats
             .books
             .fetch_add(BOOKS_GENERATION - 1, Ordering::Release);
-    }
-}
-
-/// The tail of a rate-limited message: how many like it were not logged, when any.
-struct Suppressed(u64, &'static str);
-
-impl std::fmt::Display for Suppressed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            0 => Ok(()),
-            n => write!(
-                f,
-                " ({n} more {} since the last message were not logged)",
-                self.1
-            ),
-        }
     }
 }
 
@@ -864,15 +738,6 @@ mod tests {
         assert!(snap.same_events(&s.snapshot()));
         s.datagram_received(1);
         assert!(!snap.same_events(&s.snapshot()));
-    }
-
-    #[test]
-    fn rate_limit_lets_one_through_then_counts() {
-        let r = RateLimit::default();
-        assert_eq!(r.once(), Some(0));
-        assert_eq!(r.once(), None);
-        assert_eq!(r.once(), None);
-        assert_eq!(r.suppressed.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -48,7 +48,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::xray::error_kind;
-use crate::stats::{DropReason, Snapshot, Stats};
+use crate::outcome::DropReason;
+use crate::stats::{Snapshot, Stats};
 
 /// Default time between records.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -334,7 +335,7 @@ mod tests {
     fn snap(f: impl FnOnce(&mut Snapshot)) -> Snapshot {
         let mut s = Snapshot {
             dropped: DropReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
-            backend_errors: crate::sink::ErrorKind::ALL
+            backend_errors: crate::outcome::ErrorKind::ALL
                 .iter()
                 .map(|k| (k.as_str(), 0))
                 .collect(),

@@ -42,7 +42,8 @@ use self::retry::{RetryPolicy, Verdict};
 use crate::buffer::{Batch, DocState, Fate};
 use crate::segment::Segment;
 use crate::sink::Sink;
-use crate::stats::{DropReason, Stats};
+use crate::outcome::DropReason;
+use crate::stats::Stats;
 
 /// Default number of batches uploaded at once (the original's `Concurrency`).
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -147,7 +148,7 @@ async fn deliver(batch: Batch, shared: &Shared) {
     // Documents a sink refused to take in a way no retry fixes.
     let mut hard_failed = vec![false; n];
     // Failed calls worth another attempt: kind, error, documents in the call.
-    let mut failures: Vec<(crate::sink::ErrorKind, String, usize)> = Vec::new();
+    let mut failures: Vec<(crate::outcome::ErrorKind, String, usize)> = Vec::new();
     for (si, sink) in shared.sinks.iter().enumerate().take(MAX_SINKS) {
         let bit = 1u32 << si;
         let pending: Vec<usize> = (0..n)
@@ -286,7 +287,8 @@ mod tests {
 
     use super::*;
     use crate::buffer::{Buffer, FullPolicy, Taken};
-    use crate::sink::{Delivery, ErrorKind, SinkError, SinkFuture};
+    use crate::outcome::ErrorKind;
+    use crate::sink::{Delivery, SinkError, SinkFuture};
 
     /// A sink that fails with the scripted kinds first, then takes everything; it records
     /// the ids of every batch it is sent.

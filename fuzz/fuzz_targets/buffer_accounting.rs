@@ -10,7 +10,8 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use xray_daemon::buffer::{Batch, Buffer, Fate, FullPolicy};
 use xray_daemon::segment::Segment;
-use xray_daemon::stats::{DropReason, Stats};
+use xray_daemon::outcome::DropReason;
+use xray_daemon::stats::Stats;
 
 fn fate(byte: u8) -> Fate {
     match byte % 6 {

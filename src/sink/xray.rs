@@ -21,7 +21,8 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
-use super::{Delivery, ErrorKind, Refused, Sink, SinkError, SinkFuture};
+use super::{Delivery, Refused, Sink, SinkError, SinkFuture};
+use crate::outcome::ErrorKind;
 use crate::aws::AwsContext;
 use crate::segment::Segment;
 

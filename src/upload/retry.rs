@@ -21,7 +21,8 @@
 
 use std::time::Duration;
 
-use crate::sink::{Delivery, ErrorKind, SinkError};
+use crate::outcome::ErrorKind;
+use crate::sink::{Delivery, SinkError};
 
 /// Default attempts per document, the first included (`--retry-max-attempts`).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;

@@ -1,0 +1,139 @@
+//! Outcome types every stage shares: why an item was dropped ([`DropReason`]) and what kind of
+//! failure a call to a destination was ([`ErrorKind`]).
+//!
+//! A leaf: it imports nothing of this crate, so any stage, sink or the stats can name an outcome
+//! without importing another stage. The names these types print are public: they are
+//! `/daemon/stats` keys and Prometheus label values, and keep their spelling.
+
+/// Why a document did not reach its destination. Stable names: they are stats keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The datagram had no newline, so no header line.
+    MissingNewline,
+    /// The header line was not a JSON object.
+    HeaderNotJson,
+    /// The header's format was not `json` or its version not 1.
+    UnsupportedHeader,
+    /// Nothing followed the header line.
+    EmptyBody,
+    /// The document was not a well-formed JSON object.
+    InvalidBody,
+    /// The datagram was longer than the receive buffer and the kernel cut it.
+    Truncated,
+    /// The document was over the size cap.
+    TooLarge,
+    /// The memory budget was full; the oldest document was dropped to make room.
+    Spillover,
+    /// The upload failed in a way another attempt would not fix (HTTP 4xx other than 429, no
+    /// credentials).
+    UploadFailed,
+    /// Retries ran out (attempt count or age) while the upload kept failing.
+    RetriesExhausted,
+    /// Still held when the shutdown deadline passed.
+    Shutdown,
+}
+
+impl DropReason {
+    /// Every reason, in the order stats list them.
+    pub const ALL: [DropReason; 11] = [
+        DropReason::MissingNewline,
+        DropReason::HeaderNotJson,
+        DropReason::UnsupportedHeader,
+        DropReason::EmptyBody,
+        DropReason::InvalidBody,
+        DropReason::Truncated,
+        DropReason::TooLarge,
+        DropReason::Spillover,
+        DropReason::UploadFailed,
+        DropReason::RetriesExhausted,
+        DropReason::Shutdown,
+    ];
+
+    /// The stable name used in stats output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::MissingNewline => "missing_newline",
+            DropReason::HeaderNotJson => "header_not_json",
+            DropReason::UnsupportedHeader => "unsupported_header",
+            DropReason::EmptyBody => "empty_body",
+            DropReason::InvalidBody => "invalid_body",
+            DropReason::Truncated => "truncated",
+            DropReason::TooLarge => "too_large",
+            DropReason::Spillover => "spillover",
+            DropReason::UploadFailed => "upload_failed",
+            DropReason::RetriesExhausted => "retries_exhausted",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// True for reasons that describe bad input (as opposed to capacity or delivery).
+    pub fn is_bad_input(self) -> bool {
+        self.index() < DropReason::Spillover.index()
+    }
+
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What kind of failure a call to a destination was. Stable names: they are stats keys, and
+/// telemetry maps them onto the original daemon's `BackendConnectionErrors`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The service said to slow down (HTTP 429 or a `Throttling…` error code).
+    Throttled,
+    /// Another HTTP 4xx answer (bad request, credentials refused, …).
+    Http4xx,
+    /// An HTTP 5xx answer.
+    Http5xx,
+    /// No answer in time (connect or attempt timeout).
+    Timeout,
+    /// The endpoint refused the TCP connection.
+    ConnectionRefused,
+    /// The endpoint's host name did not resolve.
+    UnknownHost,
+    /// The connection failed otherwise (reset, closed early, TLS).
+    Connection,
+    /// Anything else (no credentials, a request that could not be built, a local write).
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order stats list them.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Throttled,
+        ErrorKind::Http4xx,
+        ErrorKind::Http5xx,
+        ErrorKind::Timeout,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::UnknownHost,
+        ErrorKind::Connection,
+        ErrorKind::Other,
+    ];
+
+    /// The stable name used in stats output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Http4xx => "http_4xx",
+            ErrorKind::Http5xx => "http_5xx",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ConnectionRefused => "connection_refused",
+            ErrorKind::UnknownHost => "unknown_host",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind for an HTTP status (429 is throttling).
+    pub fn from_status(status: u16) -> ErrorKind {
+        match status {
+            429 => ErrorKind::Throttled,
+            400..=499 => ErrorKind::Http4xx,
+            500..=599 => ErrorKind::Http5xx,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
