@@ -22,18 +22,24 @@
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{self, AwsSettings};
-use crate::buffer::{Buffer, FullPolicy};
+use crate::batcher::{BatchSettings, Gate};
+use crate::buffer::{Buffer, FullPolicy, LaneSettings};
 use crate::config::Config;
 use crate::net::{self, BindError, BoundUdp};
 use crate::sink::file::FileSink;
+use crate::sink::memory::MemoryStore;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::xray::XraySink;
-use crate::sink::{Sink, SinkSpec};
+use crate::sink::{Destination, Pacing, Sink, SinkSpec};
 use crate::stats::{SUMMARY_INTERVAL, Snapshot, Stats};
 use crate::{batcher, proxy, receiver, telemetry, upload};
 
@@ -60,6 +66,9 @@ pub enum StartupError {
     /// AWS cannot be used.
     #[error(transparent)]
     Aws(#[from] aws::AwsError),
+    /// The daemon's task ended abnormally (in-process use).
+    #[error("the daemon stopped abnormally: {0}")]
+    Stopped(String),
     /// A file sink could not be opened.
     #[error("cannot open {path} for --sink file:{path}: {source}")]
     FileSink {
@@ -90,10 +99,56 @@ pub async fn run(
     bound: Bound,
     shutdown: CancellationToken,
 ) -> Result<Snapshot, StartupError> {
-    let stats = Arc::new(Stats::new());
+    serve(config, bound, Arc::new(Stats::new()), None, shutdown).await
+}
+
+/// How a configured sink's lane is paced: X-Ray's batches of 50 with the original's 1 s idle
+/// flush for every upload; a local store takes items as they come.
+fn pacing(spec: &SinkSpec) -> Pacing {
+    match spec {
+        SinkSpec::Xray | SinkSpec::Stdout | SinkSpec::File(_) => Pacing {
+            batch_size: batcher::MAX_BATCH_DOCUMENTS,
+            linger: batcher::LINGER,
+            concurrency: None,
+        },
+    }
+}
+
+/// Pacing of an in-memory store: no linger, one call at a time (each is instant).
+const STORE_PACING: Pacing = Pacing {
+    batch_size: 256,
+    linger: Duration::ZERO,
+    concurrency: Some(1),
+};
+
+/// The daemon, with its counters in `stats` and, if given, an in-memory store as one more sink.
+async fn serve(
+    config: Config,
+    bound: Bound,
+    stats: Arc<Stats>,
+    memory: Option<Arc<MemoryStore>>,
+    shutdown: CancellationToken,
+) -> Result<Snapshot, StartupError> {
+    // The lanes are known from the config, so the buffer exists before anything is received;
+    // the sinks themselves may need AWS, which is looked up after binding.
+    let mut lanes: Vec<(String, Pacing)> = config
+        .sinks
+        .iter()
+        .filter(|spec| **spec != SinkSpec::Xray || config.needs_aws())
+        .map(|spec| (spec.to_string(), pacing(spec)))
+        .collect();
+    if memory.is_some() {
+        lanes.push(("memory".to_owned(), STORE_PACING));
+    }
     let buffer = Buffer::new(
         config.buffer_bytes,
-        batcher::MAX_BATCH_DOCUMENTS,
+        lanes
+            .iter()
+            .map(|(name, pacing)| LaneSettings {
+                name: name.clone(),
+                batch_size: pacing.batch_size,
+            })
+            .collect(),
         FullPolicy::DropOldest,
         Arc::clone(&stats),
     );
@@ -183,13 +238,20 @@ pub async fn run(
                 .into(),
         ),
     });
-    let (sinks, region_line) = match build_sinks(&config, aws.as_ref()).await {
+    let (mut destinations, region_line) = match build_sinks(&config, aws.as_ref()).await {
         Ok(s) => s,
         Err(e) => {
             shutdown.cancel();
             return Err(e);
         }
     };
+    if let Some(store) = memory {
+        destinations.push(Destination {
+            name: "memory".into(),
+            sink: store,
+            pacing: STORE_PACING,
+        });
+    }
     let sink_names: Vec<String> = config.sinks.iter().map(ToString::to_string).collect();
     tracing::info!(
         "AWS X-Ray daemon (xray-daemon-rs) {VERSION}: receiving segments on UDP {udp_local}, \
@@ -203,19 +265,37 @@ pub async fn run(
         sink_names.join(", "),
     );
 
-    let (batch_tx, batch_rx) = mpsc::channel(1);
+    // Each sink's lane: its own batcher and upload workers, so none waits for another.
     let abandon = CancellationToken::new();
-    let mut batcher = tokio::spawn(batcher::run(Arc::clone(&buffer), batcher::LINGER, batch_tx));
-    let mut uploads = tokio::spawn(upload::run(
-        batch_rx,
-        sinks,
-        upload::UploadSettings {
-            concurrency: config.concurrency,
-            retry: config.retry,
-        },
-        Arc::clone(&stats),
-        abandon.clone(),
-    ));
+    let mut lanes = JoinSet::new();
+    for (lane, dest) in destinations.into_iter().enumerate() {
+        let gate = Gate::new();
+        let (batch_tx, batch_rx) = mpsc::channel(1);
+        let cut = batcher::run(
+            Arc::clone(&buffer),
+            lane,
+            BatchSettings {
+                batch_size: dest.pacing.batch_size,
+                linger: dest.pacing.linger,
+            },
+            Arc::clone(&gate),
+            batch_tx,
+        );
+        let send = upload::run(
+            batch_rx,
+            dest.sink,
+            gate,
+            upload::UploadSettings {
+                concurrency: dest.pacing.concurrency.unwrap_or(config.concurrency),
+                retry: config.retry,
+            },
+            Arc::clone(&stats),
+            abandon.clone(),
+        );
+        lanes.spawn(async move {
+            tokio::join!(cut, send);
+        });
+    }
     let telemetry = match (&aws, config.telemetry_interval) {
         (Some(ctx), Some(interval)) => Some(telemetry::spawn(
             aws_sdk_xray::Client::new(&ctx.sdk),
@@ -251,8 +331,7 @@ pub async fn run(
         config.shutdown_timeout.as_secs_f64()
     );
     let drained = tokio::time::timeout_at(deadline, async {
-        let _ = (&mut batcher).await;
-        let _ = (&mut uploads).await;
+        while lanes.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
@@ -262,13 +341,12 @@ pub async fn run(
         // Both end promptly now: the buffer hands out nothing, calls under way are cut off,
         // and every batch they held counts itself as dropped.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-            let _ = (&mut batcher).await;
-            let _ = (&mut uploads).await;
+            while lanes.join_next().await.is_some() {}
         })
         .await;
         let after = stats.snapshot();
-        let lost = after.dropped.get("shutdown").copied().unwrap_or(0)
-            - before.dropped.get("shutdown").copied().unwrap_or(0);
+        let shutdown = crate::outcome::DropReason::Shutdown;
+        let lost = after.dropped(shutdown) - before.dropped(shutdown);
         tracing::error!(
             "Shutdown deadline of {:.1} s passed: {lost} segment(s) were not sent ({waiting} waiting, {} in flight); they are counted as dropped (shutdown)",
             config.shutdown_timeout.as_secs_f64(),
@@ -309,13 +387,14 @@ async fn log_summaries(stats: Arc<Stats>) {
     }
 }
 
-/// Builds the sinks; for `xray`, uses the AWS context and checks credentials (in the
-/// background). Returns the sinks and the banner's region words.
+/// Builds the sinks, in the order of the config's (the buffer's lanes); for `xray`, uses the
+/// AWS context and checks credentials (in the background). Returns them and the banner's
+/// region words.
 async fn build_sinks(
     config: &Config,
     aws: Option<&aws::AwsContext>,
-) -> Result<(upload::Sinks, String), StartupError> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+) -> Result<(Vec<Destination>, String), StartupError> {
+    let mut sinks: Vec<Destination> = Vec::new();
     let mut region_line = "no AWS region needed".to_owned();
     for spec in &config.sinks {
         match spec {
@@ -331,9 +410,9 @@ async fn build_sinks(
                 );
                 let check = ctx.clone();
                 tokio::spawn(async move { aws::check_credentials(&check).await });
-                sinks.push(Box::new(XraySink::new(ctx)));
+                sinks.push(destination(spec, Arc::new(XraySink::new(ctx))));
             }
-            SinkSpec::Stdout => sinks.push(Box::new(StdoutSink)),
+            SinkSpec::Stdout => sinks.push(destination(spec, Arc::new(StdoutSink))),
             SinkSpec::File(path) => {
                 let sink = FileSink::open(path)
                     .await
@@ -341,11 +420,19 @@ async fn build_sinks(
                         path: path.display().to_string(),
                         source,
                     })?;
-                sinks.push(Box::new(sink));
+                sinks.push(destination(spec, Arc::new(sink)));
             }
         }
     }
-    Ok((sinks.into(), region_line))
+    Ok((sinks, region_line))
+}
+
+fn destination(spec: &SinkSpec, sink: Arc<dyn Sink>) -> Destination {
+    Destination {
+        name: spec.to_string(),
+        sink,
+        pacing: pacing(spec),
+    }
 }
 
 fn human_bytes(n: usize) -> String {
@@ -353,5 +440,78 @@ fn human_bytes(n: usize) -> String {
         format!("{} MB", n / (1024 * 1024))
     } else {
         format!("{:.1} MB", n as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// A daemon running inside this process: the same stages as the `xray` binary, on the caller's
+/// runtime, with its counters readable directly. For tests and embedding: give it addresses
+/// like `127.0.0.1:0` and read the ports the kernel chose from [`Daemon::udp`] and
+/// [`Daemon::tcp`].
+#[derive(Debug)]
+pub struct Daemon {
+    /// The UDP address it receives on.
+    pub udp: SocketAddr,
+    /// The TCP address of the sampling proxy and the `/daemon/` paths.
+    pub tcp: SocketAddr,
+    /// The stats-only address (`--stats-address`), if asked.
+    pub stats_addr: Option<SocketAddr>,
+    stats: Arc<Stats>,
+    memory: Option<Arc<MemoryStore>>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<Snapshot, StartupError>>,
+}
+
+impl Daemon {
+    /// Binds the config's addresses and starts the daemon on the current runtime. With
+    /// `memory_store`, an in-memory store of at most that many bytes is one more sink
+    /// ([`Daemon::memory`]).
+    pub fn start(config: Config, memory_store: Option<usize>) -> Result<Daemon, StartupError> {
+        let bound = bind(&config)?;
+        let udp = bound.udp.local;
+        let tcp = bound.tcp.local_addr().unwrap_or(config.tcp_addr);
+        let stats_addr = bound.stats.as_ref().and_then(|l| l.local_addr().ok());
+        let stats = Arc::new(Stats::new());
+        let memory = memory_store.map(|cap| Arc::new(MemoryStore::new(cap)));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(
+            config,
+            bound,
+            Arc::clone(&stats),
+            memory.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Daemon {
+            udp,
+            tcp,
+            stats_addr,
+            stats,
+            memory,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The counters now (never torn: every identity holds).
+    pub fn snapshot(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// The in-memory store, when one was asked for.
+    pub fn memory(&self) -> Option<&MemoryStore> {
+        self.memory.as_deref()
+    }
+
+    /// True once the daemon has stopped by itself (a startup error, say).
+    pub fn has_stopped(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Shuts the daemon down as SIGTERM does (drain included) and returns its final counters.
+    pub async fn stop(self) -> Result<Snapshot, StartupError> {
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(StartupError::Stopped(e.to_string())),
+        }
     }
 }

@@ -1,21 +1,37 @@
-//! Buffer → batches. Takes documents from the [`Buffer`] in batches of at most 50 (the
-//! PutTraceSegments limit the original uses), each sent when it is full, 1 s after its first
-//! document arrived, or at once when input has closed, and hands them to the upload stage over
-//! a bounded channel.
+//! One sink's lane → batches: where a batch is cut, how long a partial batch lingers, and the
+//! retry gate that holds batches back after a failed call and then probes with one.
+//!
+//! In: the items waiting in one lane of the [`Buffer`] (each sink has its own lane and its own
+//! batcher, so a slow sink never holds back another), and the outcome of each call from the
+//! upload stage through the [`Gate`]. Out: [`Batch`]es over a bounded channel to that sink's
+//! upload workers.
+//!
+//! A batch is cut when any of these holds:
+//! - `batch_size` items wait (50 for X-Ray: the `PutTraceSegments` limit the original uses);
+//! - the first item seen waiting has lingered `linger` (1 s for X-Ray, the original's idle
+//!   flush; zero for a local store);
+//! - the buffer is closed (shutdown: what is left goes out at once);
+//! - the first waiting item is a retry (it has waited enough already).
+//!
+//! The gate: after a failed call the upload stage reports a backoff ([`Gate::settled`]); no
+//! batch is cut before it has passed, and then only one (the probe) until a call comes back
+//! without a failure, so a throttled or unreachable endpoint is not hammered by every worker at
+//! once. The backoff's length is decided by [`crate::upload::retry`].
 //!
 //! Backpressure: when every upload worker is busy the channel is full and the batcher waits;
-//! documents then wait in the buffer, where the budget and its full-policy apply. The linger
-//! timer only runs while a batch is waiting, so an idle daemon does not wake up.
+//! items then wait in the buffer, where the budget and its memory rule apply. Timers run only
+//! while a batch is waiting, so an idle daemon does not wake up.
 //!
 //! 50 documents of at most 64 KiB each stay well within the API's request size, so no byte cap
 //! per batch is needed besides the document cap.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
-use crate::buffer::{Batch, Buffer, Taken};
+use crate::buffer::{Batch, Buffer};
 
 /// Documents per PutTraceSegments call (the API's and the original's limit).
 pub const MAX_BATCH_DOCUMENTS: usize = 50;
@@ -23,13 +39,312 @@ pub const MAX_BATCH_DOCUMENTS: usize = 50;
 /// How long a partial batch waits for more documents (the original's idle flush).
 pub const LINGER: Duration = Duration::from_secs(1);
 
-/// Runs until the buffer is closed and empty, then drops `out` (which ends the upload stage).
-pub async fn run(buffer: Arc<Buffer>, linger: Duration, out: mpsc::Sender<Batch>) {
-    while let Taken::Batch(batch) = buffer.next_batch(linger).await {
-        tracing::debug!("Batch of {} segment(s) ready", batch.len());
-        if out.send(batch).await.is_err() {
-            // The upload stage is gone (shutdown deadline passed); the batch's drop releases it.
-            break;
+/// How one lane is cut into batches.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSettings {
+    /// Most items per batch; at least 1.
+    pub batch_size: usize,
+    /// How long a partial batch waits for more items.
+    pub linger: Duration,
+}
+
+/// The retry gate of one lane: shared by its batcher (which asks whether a batch may go) and
+/// its upload workers (which report each call's outcome).
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// No batch goes out before this (backoff after a failure).
+    resume_at: Option<Instant>,
+    /// A call failed and none has succeeded since: one batch at a time.
+    probing: bool,
+    /// Batches cut and not settled yet.
+    out: usize,
+}
+
+/// Whether a batch may be cut now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Open {
+    /// Yes.
+    Now,
+    /// Not before this instant (the backoff).
+    At(Instant),
+    /// Not while the probe is out.
+    AfterProbe,
+}
+
+impl Gate {
+    /// A gate letting batches flow.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Gate::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A batch's call is over. `backoff`: it failed (or some items are to be retried): hold
+    /// batches back this long, then probe with one. `None`: the endpoint answered: let
+    /// batches flow. Call it before settling the batch in the buffer, so the batcher that the
+    /// settled items wake sees the gate already closed.
+    pub fn settled(&self, backoff: Option<Duration>) {
+        let mut g = self.lock();
+        g.out = g.out.saturating_sub(1);
+        match backoff {
+            Some(wait) => {
+                let until = Instant::now() + wait;
+                g.resume_at = Some(g.resume_at.map_or(until, |t| t.max(until)));
+                g.probing = true;
+            }
+            None => {
+                g.resume_at = None;
+                g.probing = false;
+            }
+        }
+        drop(g);
+        self.changed.notify_one();
+    }
+
+    fn open(&self, now: Instant) -> Open {
+        let g = self.lock();
+        match g.resume_at {
+            Some(t) if t > now => Open::At(t),
+            _ if g.probing && g.out > 0 => Open::AfterProbe,
+            _ => Open::Now,
+        }
+    }
+
+    fn cut(&self) {
+        self.lock().out += 1;
+    }
+}
+
+/// Cuts lane `lane` of `buffer` into batches until the lane is done (closed and empty, nothing
+/// out that could come back), then drops `out` (which ends the lane's upload stage).
+pub async fn run(
+    buffer: Arc<Buffer>,
+    lane: usize,
+    settings: BatchSettings,
+    gate: Arc<Gate>,
+    out: mpsc::Sender<Batch>,
+) {
+    let batch_size = settings.batch_size.max(1);
+    // When the batcher first saw the items of the batch it is waiting to cut.
+    let mut first_seen: Option<Instant> = None;
+    loop {
+        let status = buffer.status(lane);
+        if status.done {
+            return;
+        }
+        let now = Instant::now();
+        let wake_at = if status.waiting == 0 {
+            first_seen = None;
+            None
+        } else {
+            match gate.open(now) {
+                Open::At(t) => Some(t),
+                Open::AfterProbe => None,
+                Open::Now => {
+                    let first = *first_seen.get_or_insert(now);
+                    let due = first + settings.linger;
+                    if status.waiting >= batch_size
+                        || status.closed
+                        || status.retry_first
+                        || now >= due
+                    {
+                        if let Some(batch) = buffer.take(lane, batch_size) {
+                            first_seen = None;
+                            gate.cut();
+                            tracing::debug!("Batch of {} segment(s) ready", batch.len());
+                            if out.send(batch).await.is_err() {
+                                // The upload stage is gone (shutdown deadline passed); the
+                                // batch's drop released it.
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    Some(due)
+                }
+            }
+        };
+        let sleep = async {
+            match wake_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = buffer.changed(lane) => {}
+            () = gate.changed.notified() => {}
+            () = sleep => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{DocState, Fate, FullPolicy, Intake, LaneSettings};
+    use crate::item::{Input, Item};
+    use crate::segment::Segment;
+    use crate::stats::Stats;
+
+    fn named(id: usize) -> Item {
+        Item::XrayDocument(Segment::unchecked(format!(r#"{{"id":"{id}"}}"#)))
+    }
+
+    fn buffer(batch_size: usize) -> Arc<Buffer> {
+        let lanes = vec![LaneSettings {
+            name: "test".into(),
+            batch_size,
+        }];
+        Buffer::new(
+            1 << 20,
+            lanes,
+            FullPolicy::DropOldest,
+            Arc::new(Stats::new()),
+        )
+    }
+
+    fn push(b: &Buffer, ids: impl IntoIterator<Item = usize>) {
+        let mut intake = Intake::new(Input::Udp, 8);
+        for id in ids {
+            intake.received(10);
+            intake.accepted(named(id));
+        }
+        b.admit(&mut intake);
+    }
+
+    fn ids(batch: &Batch) -> Vec<String> {
+        batch
+            .items()
+            .iter()
+            .filter_map(|i| i.as_document())
+            .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
+            .collect()
+    }
+
+    fn settle(batch: Batch, gate: &Gate, fate: Fate, backoff: Option<Duration>) {
+        let fates = vec![fate; batch.len()];
+        let states: Vec<DocState> = batch
+            .states()
+            .iter()
+            .map(|s| DocState {
+                attempts: s.attempts + 1,
+                ..*s
+            })
+            .collect();
+        gate.settled(backoff);
+        batch.finish(&fates, &states);
+    }
+
+    struct Lane {
+        buffer: Arc<Buffer>,
+        gate: Arc<Gate>,
+        rx: mpsc::Receiver<Batch>,
+    }
+
+    fn start(batch_size: usize) -> Lane {
+        let buffer = buffer(batch_size);
+        let gate = Gate::new();
+        let (tx, rx) = mpsc::channel(1);
+        let settings = BatchSettings {
+            batch_size,
+            linger: LINGER,
+        };
+        tokio::spawn(run(Arc::clone(&buffer), 0, settings, Arc::clone(&gate), tx));
+        Lane { buffer, gate, rx }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lingers_for_a_partial_batch_and_cuts_full_ones_at_once() {
+        let mut lane = start(2);
+        push(&lane.buffer, [0]);
+        let start = Instant::now();
+        let first = lane.rx.recv().await;
+        assert_eq!(start.elapsed(), LINGER);
+        push(&lane.buffer, [1, 2, 3]);
+        let start = Instant::now();
+        let full = lane.rx.recv().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(
+            full.as_ref().map(ids),
+            Some(vec!["1".to_owned(), "2".into()])
+        );
+        lane.buffer.close();
+        let last = lane.rx.recv().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "closing flushes at once");
+        for batch in [first, full, last].into_iter().flatten() {
+            settle(batch, &lane.gate, Fate::Sent, None);
+        }
+        assert!(lane.rx.recv().await.is_none(), "the lane is done");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failure_waits_out_the_backoff_then_probes_with_one_batch() {
+        let mut lane = start(2);
+        push(&lane.buffer, 0..2);
+        let Some(first) = lane.rx.recv().await else {
+            panic!("no batch")
+        };
+        let start = Instant::now();
+        settle(
+            first,
+            &lane.gate,
+            Fate::Retry,
+            Some(Duration::from_millis(700)),
+        );
+        push(&lane.buffer, 2..6);
+        let Some(probe) = lane.rx.recv().await else {
+            panic!("no batch")
+        };
+        assert_eq!(start.elapsed(), Duration::from_millis(700));
+        assert_eq!(ids(&probe), ["0", "1"], "the retried items go first");
+        // While the probe is out, no other batch goes.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), lane.rx.recv())
+                .await
+                .is_err()
+        );
+        settle(probe, &lane.gate, Fate::Sent, None);
+        let next = lane.rx.recv().await;
+        let after = lane.rx.recv().await;
+        assert_eq!(
+            (next.as_ref().map(ids), after.as_ref().map(ids)),
+            (
+                Some(vec!["2".to_owned(), "3".into()]),
+                Some(vec!["4".to_owned(), "5".into()])
+            )
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_lane_waits_for_batches_out_that_may_come_back() {
+        let mut lane = start(50);
+        push(&lane.buffer, 0..3);
+        lane.buffer.close();
+        let Some(batch) = lane.rx.recv().await else {
+            panic!("no batch")
+        };
+        settle(batch, &lane.gate, Fate::Retry, None);
+        let Some(again) = lane.rx.recv().await else {
+            panic!("the retried batch comes out again")
+        };
+        assert_eq!(again.len(), 3);
+        settle(again, &lane.gate, Fate::Sent, None);
+        assert!(lane.rx.recv().await.is_none());
+        let snap = lane.buffer_stats();
+        assert_eq!((snap.sent, snap.unaccounted()), (3, 0));
+    }
+
+    impl Lane {
+        fn buffer_stats(&self) -> crate::stats::Snapshot {
+            self.buffer.stats().snapshot()
         }
     }
 }

@@ -1,248 +1,310 @@
-//! The one memory-bounded store of documents between the receiver and the uploads.
+//! The one memory-bounded store of items between the inputs and the sinks, and the memory rule.
 //!
-//! In: [`Segment`]s pushed by the UDP receiver (a push never waits), and documents the upload
-//! stage puts back for another attempt ([`Batch::finish`]). Out: [`Batch`]es taken by the
-//! batcher. Every document the daemon holds is charged here, from the moment it is pushed
-//! until its batch is finished, so the budget covers documents waiting **and** in flight, and
-//! is never exceeded.
+//! In: [`Intake`]s from the inputs (the UDP receiver pushes everything it read in one wake-up at
+//! once; a push never waits), and settled [`Batch`]es from the upload stage. Out: [`Batch`]es
+//! taken by each sink's batcher ([`Buffer::take`]).
 //!
-//! When a push would go over the budget, the [`FullPolicy`] decides what goes; the default,
-//! [`FullPolicy::DropOldest`], drops the oldest waiting documents until the new one fits (fresh
-//! traces are worth more than stale ones), or the new one itself if the documents in flight
-//! leave no room. Every drop is counted as spillover in [`Stats`].
+//! **Lanes.** Each sink has a lane of its own: the items it still has to send, in arrival
+//! order, and the ones in its calls under way. An item pushed once goes into every lane (the
+//! bytes are shared, not copied) and is freed once every sink has sent, refused or dropped it.
+//! So a slow or dead sink never holds back another: each lane is cut into batches and paced
+//! by its own batcher and upload workers.
 //!
-//! Retries: a batch whose upload failed puts the documents worth another attempt back at the
-//! front of the queue, in arrival order, with their [`DocState`] (attempts so far). Their bytes
-//! stay charged all along, so a retry never needs room; and when the endpoint stays down and
-//! new documents keep coming, the oldest (the ones being retried) are the first to spill over.
-//! After a failure the buffer holds further batches back until the backoff has passed, then
-//! lets one batch out as a probe, and more only once a batch comes back without a failure, so
-//! a throttled or unreachable endpoint is not hammered by every worker at once.
+//! **The memory rule** (also in the README):
+//! - One budget (`-m`) covers every item held, waiting or in flight, in any lane, charged once
+//!   per item ([`Item::cost`], plus a lane entry's bookkeeping per extra sink).
+//! - When a push does not fit, the [`FullPolicy`] decides; the default drops the oldest waiting
+//!   items of any kind, across all lanes, until it fits (`spillover`, counted per sink and
+//!   over all) — unless the items in flight leave no room, when the newcomer is dropped
+//!   instead. Fresh traces are worth more than stale ones. (With several sinks the lane caps
+//!   below usually act first: every item enters every lane, so the lane holding the oldest
+//!   items reaches its share before the union reaches the budget.)
+//! - With more than one sink, each lane's backlog (waiting and in flight) is capped at
+//!   [`SINK_SHARE_PERCENT`] of the budget; past it, that lane drops its own oldest waiting item
+//!   (`sink_backlog`, counted for that sink), so a sink that is down cannot take the whole
+//!   budget from the others.
+//! - Inputs that can push back (OTLP, later) stop admitting at [`ADMISSION_HIGH_WATER_PERCENT`]
+//!   of the budget, so UDP, which cannot be told to wait, always has headroom
+//!   ([`Buffer::has_room_for_admission`]).
 //!
-//! Accounting: a document is always in exactly one place: waiting (`buffered`), in a batch
-//! (`in_flight`), or counted as sent, rejected or dropped. Each move happens under the buffer's
-//! lock and inside one [`Stats::books`] transaction, so a stats snapshot never sees a document
-//! in two places or in none. A [`Batch`] dropped without [`Batch::finish`] (an upload task cut
-//! off at the shutdown deadline) counts its documents as dropped when it goes.
+//! **Retries.** A batch whose call failed puts the items worth another attempt back into its
+//! lane, in arrival order, still charged: a retry never needs room, and when the endpoint stays
+//! down the oldest (the ones being retried) are the first to spill over. When to cut batches,
+//! how long to wait after a failure and when to give up are decided elsewhere ([`crate::batcher`],
+//! [`crate::upload::retry`]); this module only keeps items and books.
 //!
-//! One short mutex section per push batch (the receiver pushes all it read in one wake-up
-//! at once) and per batch taken or finished.
+//! **Accounting.** Every move happens under the buffer's lock and, inside it, under the books'
+//! lock ([`Stats::books`]), so a snapshot sees every identity hold. A [`Batch`] dropped without
+//! [`Batch::finish`] (an upload cut off at the shutdown deadline) counts its items as dropped.
+//!
+//! Cost: one short lock per intake and per batch taken or settled. With one sink (the usual
+//! case) no per-item table is kept: the lane entry is the item.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::segment::Segment;
+use crate::item::{Input, Item};
 use crate::outcome::DropReason;
-use crate::stats::Stats;
+use crate::stats::{Books, Stats};
 
-/// What to drop when a new document does not fit the budget.
+/// What to drop when a new item does not fit the budget.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FullPolicy {
-    /// Drop the oldest waiting documents until the new one fits.
+    /// Drop the oldest waiting items until the new one fits.
     #[default]
     DropOldest,
-    /// Drop the new document.
+    /// Drop the new item.
     DropNewest,
 }
 
-/// What the upload stage remembers about a document across attempts. Fresh documents have
-/// the default (no attempt yet).
+/// With more than one sink, the share of the budget (in percent) one lane's backlog may hold.
+pub const SINK_SHARE_PERCENT: usize = 50;
+
+/// The share of the budget (in percent) above which inputs that can push back stop admitting.
+pub const ADMISSION_HIGH_WATER_PERCENT: usize = 75;
+
+/// Budget bytes charged per item for each sink beyond the first: its lane entry (an item
+/// handle, a sequence number and a retry state) twice over, as a growing queue holds two
+/// copies while it moves, plus its share of the per-item table.
+pub const PER_EXTRA_SINK_OVERHEAD: usize = 192;
+
+/// Queue slots kept when a lane empties; a larger queue left by a backlog is shrunk to this.
+const SHRINK_ABOVE: usize = 4096;
+
+/// What the upload stage remembers about an item across attempts in one lane.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DocState {
-    /// Attempts made so far (each one failed, or the document would not be back).
+    /// Attempts made so far (each one failed, or the item would not be back).
     pub attempts: u32,
     /// When the first attempt failed.
     pub first_failure: Option<Instant>,
-    /// Bit `i` set: sink `i` has taken (or finally refused) the document; it is not sent there
-    /// again.
-    pub done_sinks: u32,
-    /// A sink refused the document for good.
-    pub refused: bool,
 }
 
-/// What became of one document of a finished batch.
+/// What became of one item of a finished batch, in its lane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fate {
-    /// Delivered: counted as sent.
+    /// Delivered.
     Sent,
-    /// Refused for good by a destination: counted as rejected.
+    /// Refused for good by the destination.
     Rejected,
-    /// Given up: counted as dropped for this reason.
+    /// Given up, for this reason.
     Dropped(DropReason),
-    /// Back to the front of the queue for another attempt.
+    /// Back into the lane for another attempt.
     Retry,
+}
+
+/// A sink's lane as the buffer needs to know it.
+#[derive(Clone, Debug)]
+pub struct LaneSettings {
+    /// The sink's name in stats (`xray`, `stdout`, `file:PATH`).
+    pub name: String,
+    /// Items per batch; a lane with this many waiting wakes its batcher at once.
+    pub batch_size: usize,
+}
+
+/// What one input read in one go, counted and parsed; [`Buffer::admit`] books it all at once.
+#[derive(Debug)]
+pub struct Intake {
+    input: Input,
+    received: u64,
+    received_bytes: u64,
+    refused: [u64; DropReason::ALL.len()],
+    items: Vec<Item>,
+}
+
+impl Intake {
+    /// An empty intake for `input`, with room for `capacity` items.
+    pub fn new(input: Input, capacity: usize) -> Self {
+        Intake {
+            input,
+            received: 0,
+            received_bytes: 0,
+            refused: [0; DropReason::ALL.len()],
+            items: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// A unit of `bytes` bytes came in.
+    pub fn received(&mut self, bytes: usize) {
+        self.received += 1;
+        self.received_bytes += bytes as u64;
+    }
+
+    /// A unit that came in was refused as bad input.
+    pub fn refused(&mut self, reason: DropReason) {
+        self.refused[reason.index()] += 1;
+    }
+
+    /// A unit that came in was accepted as this item.
+    pub fn accepted(&mut self, item: Item) {
+        self.items.push(item);
+    }
+
+    /// True when nothing came in since the last [`Buffer::admit`].
+    pub fn is_empty(&self) -> bool {
+        self.received == 0
+    }
+}
+
+/// An item waiting in a lane.
+#[derive(Debug)]
+struct Waiting {
+    seq: u64,
+    item: Item,
+    state: DocState,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    waiting: VecDeque<Waiting>,
+    /// Budget bytes of the items waiting or in flight in this lane.
+    backlog_bytes: usize,
+    in_flight: usize,
+    /// Batches taken and not settled yet.
+    batches_out: usize,
+}
+
+/// Per-item state when there is more than one lane.
+#[derive(Debug)]
+struct Shared {
+    /// Lanes that still hold the item (waiting or in flight).
+    owed: u32,
+    /// Lanes that have it in a call under way.
+    flying: u32,
+    /// What became of it so far, over all lanes (the worst fate).
+    fate: Option<Fate>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    lanes: Vec<Lane>,
+    /// Per-item state, kept only with more than one lane.
+    shared: HashMap<u64, Shared>,
+    next_seq: u64,
+    /// Items held (in any lane) and their budget bytes.
+    held_items: usize,
+    held_bytes: usize,
+    /// Items some lane has in flight, and their bytes (which eviction cannot free).
+    flying_items: usize,
+    flying_bytes: usize,
+    closed: bool,
+    /// The shutdown deadline passed: nothing more goes out; what comes back is dropped.
+    abandoned: bool,
 }
 
 /// The bounded store. Shared as `Arc<Buffer>`.
 #[derive(Debug)]
 pub struct Buffer {
     state: Mutex<State>,
-    /// Woken when documents arrive, when a batch fills up, when a batch is finished, and on
-    /// close.
-    arrived: Notify,
     budget: usize,
-    batch_size: usize,
+    /// Bytes a lane's backlog may hold.
+    lane_cap: usize,
+    /// Bytes charged per item on top of its own cost (lane entries of extra sinks).
+    extra_cost: usize,
     policy: FullPolicy,
+    lanes: Box<[LaneSettings]>,
+    /// One per lane: woken when items arrive, when a batch fills up, when a batch is settled,
+    /// and on close.
+    notify: Box<[Notify]>,
+    /// Bytes held, for readers that must not take the lock (the receiver's memory release).
+    held: AtomicU64,
     stats: Arc<Stats>,
 }
 
-#[derive(Debug)]
-struct Queued {
-    doc: Segment,
-    /// Arrival order, kept when a document is put back.
-    seq: u64,
-    state: DocState,
+/// What a lane looks like now, for its batcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneStatus {
+    /// Items waiting.
+    pub waiting: usize,
+    /// The first waiting item has been tried before (retries go out without lingering).
+    pub retry_first: bool,
+    /// No more items will come in (shutdown).
+    pub closed: bool,
+    /// Nothing more will come out of this lane: closed, empty and no batch out that could come
+    /// back, or abandoned.
+    pub done: bool,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    queue: VecDeque<Queued>,
-    queued_bytes: usize,
-    next_seq: u64,
-    in_flight_docs: usize,
-    in_flight_bytes: usize,
-    in_flight_batches: usize,
-    /// No batch goes out before this (backoff after a failure).
-    resume_at: Option<Instant>,
-    /// An upload failed and none has succeeded since: one batch at a time.
-    probing: bool,
-    closed: bool,
-    /// The shutdown deadline passed: nothing more goes out; what comes back is dropped.
-    abandoned: bool,
-}
-
-impl State {
-    fn held(&self) -> usize {
-        self.queued_bytes + self.in_flight_bytes
-    }
-}
-
-/// Documents taken out of the buffer for one upload. Their bytes stay charged to the budget
-/// until the batch is finished (or dropped).
+/// Items taken out of one lane for one call. Their bytes stay charged to the budget until the
+/// batch is finished (or dropped).
 #[derive(Debug)]
 pub struct Batch {
-    docs: Vec<Segment>,
+    lane: usize,
+    items: Vec<Item>,
     seqs: Vec<u64>,
     states: Vec<DocState>,
-    cost: usize,
     buffer: Arc<Buffer>,
     finished: bool,
 }
 
+/// What settling a batch did, for the caller's log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Items delivered.
+    pub sent: u64,
+    /// Items refused for good.
+    pub rejected: u64,
+    /// Items put back for another attempt.
+    pub retried: u64,
+    /// Items given up.
+    pub dropped: u64,
+}
+
 impl Batch {
-    /// The documents, in arrival order.
-    pub fn docs(&self) -> &[Segment] {
-        &self.docs
+    /// The items, in arrival order.
+    pub fn items(&self) -> &[Item] {
+        &self.items
     }
 
-    /// Each document's retry state, in the order of [`Self::docs`].
+    /// Each item's retry state, in the order of [`Self::items`].
     pub fn states(&self) -> &[DocState] {
         &self.states
     }
 
-    /// Number of documents.
+    /// The lane (sink index) the batch was taken from.
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
+
+    /// Number of items.
     pub fn len(&self) -> usize {
-        self.docs.len()
+        self.items.len()
     }
 
-    /// True if the batch holds no document.
+    /// True if the batch holds no item.
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+        self.items.is_empty()
     }
 
-    /// Settles every document at once: counts the sent, rejected and dropped ones, and puts
-    /// those to retry back at the front of the queue with their new `states` (same order as
-    /// [`Self::docs`]). With `backoff` (the call failed), no batch goes out before it has
-    /// passed, and then only one at a time until a batch is finished without one (the endpoint
-    /// answers again). A missing fate counts as dropped (`upload_failed`).
-    pub fn finish(self, fates: &[Fate], states: &[DocState], backoff: Option<Duration>) {
-        let gate = match backoff {
-            Some(wait) => Gate::Hold(wait),
-            None => Gate::Open,
-        };
-        self.settle(fates, states, gate);
-    }
-
-    fn settle(mut self, fates: &[Fate], states: &[DocState], gate: Gate) {
+    /// Settles every item at once: counts the sent, rejected and dropped ones, and puts those
+    /// to retry back into the lane with their new `states` (same order as [`Self::items`]). A
+    /// missing fate counts as dropped (`upload_failed`).
+    pub fn finish(mut self, fates: &[Fate], states: &[DocState]) -> Settled {
         self.finished = true;
-        let buffer = Arc::clone(&self.buffer);
-        let stats = &buffer.stats;
-        let _books = stats.books();
-        let (mut sent, mut rejected, mut failed, mut exhausted, mut shutdown) = (0, 0, 0, 0, 0);
-        let mut s = buffer.lock();
-        let abandoned = s.abandoned;
-        let mut retried = 0u64;
-        let docs = std::mem::take(&mut self.docs);
-        for (i, doc) in docs.into_iter().enumerate() {
-            let fate = match fates.get(i).copied() {
-                Some(Fate::Retry) if abandoned => Fate::Dropped(DropReason::Shutdown),
-                Some(fate) => fate,
-                None => Fate::Dropped(DropReason::UploadFailed),
-            };
-            if let Fate::Dropped(reason) = fate {
-                // Which segments were lost, for an operator who needs to know (never the body).
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    let ids = doc.ids();
-                    tracing::debug!(
-                        "Lost segment {} of trace {} ({})",
-                        ids.id.as_deref().unwrap_or("(no id)"),
-                        ids.trace_id.as_deref().unwrap_or("(no trace id)"),
-                        reason.as_str()
-                    );
-                }
-            }
-            match fate {
-                Fate::Sent => sent += 1,
-                Fate::Rejected => rejected += 1,
-                Fate::Dropped(DropReason::RetriesExhausted) => exhausted += 1,
-                Fate::Dropped(DropReason::Shutdown) => shutdown += 1,
-                Fate::Dropped(_) => failed += 1,
-                Fate::Retry => {
-                    let seq = self.seqs[i];
-                    let state = states
-                        .get(i)
-                        .or(self.states.get(i))
-                        .copied()
-                        .unwrap_or_default();
-                    let at = s.queue.partition_point(|q| q.seq < seq);
-                    s.queued_bytes += doc.cost();
-                    s.queue.insert(at, Queued { doc, seq, state });
-                    retried += 1;
-                }
-            }
-        }
-        s.in_flight_docs -= self.seqs.len();
-        s.in_flight_bytes -= self.cost;
-        s.in_flight_batches -= 1;
-        match gate {
-            Gate::Hold(wait) => {
-                let until = Instant::now() + wait;
-                s.resume_at = Some(s.resume_at.map_or(until, |t| t.max(until)));
-                s.probing = true;
-            }
-            Gate::Open => {
-                s.resume_at = None;
-                s.probing = false;
-            }
-            Gate::Keep => {}
-        }
-        buffer.publish(&s);
-        drop(s);
-        // A call that X-Ray answered succeeded, even if it refused every document: it also
-        // ends an upload failure streak (what `xray health --max-upload-failure` watches).
-        if sent > 0 || rejected > 0 {
-            stats.batch_sent(sent);
-        }
-        stats.documents_rejected(rejected);
-        stats.documents_retried(retried);
-        stats.documents_dropped(DropReason::UploadFailed, failed);
-        stats.documents_dropped(DropReason::RetriesExhausted, exhausted);
-        stats.documents_dropped(DropReason::Shutdown, shutdown);
-        buffer.arrived.notify_one();
+        let items = std::mem::take(&mut self.items);
+        let seqs = std::mem::take(&mut self.seqs);
+        let old_states = std::mem::take(&mut self.states);
+        let entries = items
+            .into_iter()
+            .zip(seqs)
+            .enumerate()
+            .map(|(i, (item, seq))| {
+                let fate = fates
+                    .get(i)
+                    .copied()
+                    .unwrap_or(Fate::Dropped(DropReason::UploadFailed));
+                let state = states
+                    .get(i)
+                    .or(old_states.get(i))
+                    .copied()
+                    .unwrap_or_default();
+                (seq, item, state, fate)
+            });
+        self.buffer.settle(self.lane, entries)
     }
 }
 
@@ -252,71 +314,168 @@ impl Drop for Batch {
             return;
         }
         // Not finished: its upload was cut off (shutdown deadline) or lost (a bug). Either way
-        // its documents are gone; count them.
-        let abandoned = self.buffer.lock().abandoned;
-        let reason = if abandoned {
+        // its items are gone from this lane; count them.
+        let reason = if self.buffer.lock().abandoned {
             DropReason::Shutdown
         } else {
             tracing::error!(
                 "A batch of {} segment(s) was dropped before its upload finished",
-                self.docs.len()
+                self.items.len()
             );
             DropReason::UploadFailed
         };
-        let fates = vec![Fate::Dropped(reason); self.docs.len()];
-        let batch = Batch {
-            docs: std::mem::take(&mut self.docs),
-            seqs: std::mem::take(&mut self.seqs),
-            states: Vec::new(),
-            cost: self.cost,
-            buffer: Arc::clone(&self.buffer),
-            finished: false,
-        };
-        self.finished = true;
-        batch.settle(&fates, &[], Gate::Keep);
+        let items = std::mem::take(&mut self.items);
+        let seqs = std::mem::take(&mut self.seqs);
+        let entries = items
+            .into_iter()
+            .zip(seqs)
+            .map(|(item, seq)| (seq, item, DocState::default(), Fate::Dropped(reason)));
+        self.buffer.settle(self.lane, entries);
     }
 }
 
-/// What a finished batch does to the flow of batches.
-#[derive(Clone, Copy, Debug)]
-enum Gate {
-    /// The call failed: hold batches back this long, then probe with one.
-    Hold(Duration),
-    /// The endpoint answered: let batches flow.
-    Open,
-    /// Say nothing (a batch cut off at shutdown).
-    Keep,
+/// The worse of two fates of one item in different lanes: any drop beats a refusal, which
+/// beats delivery.
+fn worse(a: Option<Fate>, b: Fate) -> Fate {
+    match (a, b) {
+        (Some(Fate::Dropped(r)), _) => Fate::Dropped(r),
+        (_, Fate::Dropped(r)) => Fate::Dropped(r),
+        (Some(Fate::Rejected), _) | (_, Fate::Rejected) => Fate::Rejected,
+        _ => Fate::Sent,
+    }
 }
 
-/// Queue slots kept when the queue empties; a larger queue left by a backlog is shrunk to this.
-const SHRINK_ABOVE: usize = 4096;
+impl State {
+    /// The lane `lane` is done with the item `seq` (`fate` is final: not a retry). Counts the
+    /// lane's outcome, and the item's overall one when no lane holds it any more; frees its
+    /// bytes then.
+    fn release(&mut self, books: &mut Books, lane: usize, seq: u64, cost: usize, fate: Fate) {
+        let sink = &mut books.sinks[lane];
+        match fate {
+            Fate::Sent => sink.sent += 1,
+            Fate::Rejected => sink.rejected += 1,
+            Fate::Dropped(reason) => sink.dropped[reason.index()] += 1,
+            Fate::Retry => {}
+        }
+        self.lanes[lane].backlog_bytes -= cost;
+        let overall = if self.lanes.len() == 1 {
+            Some(fate)
+        } else {
+            match self.shared.get_mut(&seq) {
+                Some(shared) => {
+                    shared.owed &= !(1 << lane);
+                    let merged = worse(shared.fate, fate);
+                    shared.fate = Some(merged);
+                    if shared.owed == 0 {
+                        self.shared.remove(&seq);
+                        Some(merged)
+                    } else {
+                        None
+                    }
+                }
+                None => Some(fate),
+            }
+        };
+        if let Some(fate) = overall {
+            self.held_items -= 1;
+            self.held_bytes -= cost;
+            match fate {
+                Fate::Sent => books.sent += 1,
+                Fate::Rejected => books.rejected += 1,
+                Fate::Dropped(reason) => books.dropped[reason.index()] += 1,
+                Fate::Retry => {}
+            }
+        }
+    }
 
-/// What [`Buffer::next_batch`] waits for.
-#[derive(Debug)]
-pub enum Taken {
-    /// A batch to upload.
-    Batch(Batch),
-    /// The buffer is closed, empty and nothing is in flight (or it was abandoned): nothing
-    /// more will come.
-    Closed,
+    /// The item `seq` came back from a call in lane `lane`.
+    fn landed(&mut self, lane: usize, seq: u64, cost: usize) {
+        self.lanes[lane].in_flight -= 1;
+        let still_flying = self.lanes.len() > 1
+            && self.shared.get_mut(&seq).is_some_and(|s| {
+                s.flying &= !(1 << lane);
+                s.flying != 0
+            });
+        if !still_flying {
+            self.flying_items -= 1;
+            self.flying_bytes -= cost;
+        }
+    }
+
+    /// The item `seq` went into a call in lane `lane`.
+    fn took_off(&mut self, lane: usize, seq: u64, cost: usize) {
+        self.lanes[lane].in_flight += 1;
+        let already_flying = self.lanes.len() > 1
+            && self.shared.get_mut(&seq).is_some_and(|s| {
+                let was = s.flying != 0;
+                s.flying |= 1 << lane;
+                was
+            });
+        if !already_flying {
+            self.flying_items += 1;
+            self.flying_bytes += cost;
+        }
+    }
+
+    /// The lane whose oldest waiting item is the oldest of all, if any waits.
+    fn oldest_lane(&self) -> Option<usize> {
+        self.lanes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.waiting.front().map(|w| (w.seq, i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    /// Copies the gauges into the books.
+    fn publish(&self, books: &mut Books) {
+        books.buffered = (self.held_items - self.flying_items) as u64;
+        books.buffered_bytes = (self.held_bytes - self.flying_bytes) as u64;
+        books.in_flight = self.flying_items as u64;
+        books.in_flight_bytes = self.flying_bytes as u64;
+        for (lane, sink) in self.lanes.iter().zip(books.sinks.iter_mut()) {
+            sink.waiting = lane.waiting.len() as u64;
+            sink.in_flight = lane.in_flight as u64;
+        }
+    }
 }
 
 impl Buffer {
-    /// A buffer holding at most `budget` bytes (see [`Segment::cost`]) that hands out batches of
-    /// at most `batch_size` documents.
+    /// A buffer holding at most `budget` bytes, with one lane per sink (at most 32).
     pub fn new(
         budget: usize,
-        batch_size: usize,
+        lanes: Vec<LaneSettings>,
         policy: FullPolicy,
         stats: Arc<Stats>,
     ) -> Arc<Self> {
+        let mut lanes = lanes;
+        lanes.truncate(32);
+        if lanes.is_empty() {
+            lanes.push(LaneSettings {
+                name: "none".into(),
+                batch_size: 1,
+            });
+        }
         stats.set_budget(budget);
+        stats.add_sinks(&lanes.iter().map(|l| l.name.clone()).collect::<Vec<_>>());
+        let n = lanes.len();
+        let state = State {
+            lanes: (0..n).map(|_| Lane::default()).collect(),
+            ..State::default()
+        };
         Arc::new(Buffer {
-            state: Mutex::new(State::default()),
-            arrived: Notify::new(),
+            state: Mutex::new(state),
             budget,
-            batch_size: batch_size.max(1),
+            lane_cap: if n > 1 {
+                budget.saturating_mul(SINK_SHARE_PERCENT) / 100
+            } else {
+                budget
+            },
+            extra_cost: (n - 1) * PER_EXTRA_SINK_OVERHEAD,
             policy,
+            notify: (0..n).map(|_| Notify::new()).collect(),
+            lanes: lanes.into_boxed_slice(),
+            held: AtomicU64::new(0),
             stats,
         })
     }
@@ -327,468 +486,323 @@ impl Buffer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, s: &State) {
-        self.stats.set_buffered(s.queue.len(), s.queued_bytes);
-        self.stats
-            .set_in_flight(s.in_flight_docs, s.in_flight_bytes);
+    /// The counters this buffer books into.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
-    /// Adds documents, dropping per the policy where they do not fit. Never waits.
-    pub fn push_all(&self, docs: impl IntoIterator<Item = Segment>) {
-        let _books = self.stats.books();
+    /// Number of lanes (sinks).
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Budget bytes an item costs here.
+    fn cost_of(&self, item: &Item) -> usize {
+        item.cost() + self.extra_cost
+    }
+
+    /// Bytes held now, waiting and in flight (one atomic read).
+    pub fn held_bytes(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// True while the buffer holds less than [`ADMISSION_HIGH_WATER_PERCENT`] of its budget:
+    /// inputs that can ask their clients to retry later admit only then.
+    pub fn has_room_for_admission(&self) -> bool {
+        self.held_bytes() < (self.budget.saturating_mul(ADMISSION_HIGH_WATER_PERCENT) / 100) as u64
+    }
+
+    /// Books what an input read (received, refused) and adds its items to every lane,
+    /// dropping per the memory rule where they do not fit. Never waits. Leaves `intake`
+    /// empty for reuse.
+    pub fn admit(&self, intake: &mut Intake) {
         let mut spilled = 0u64;
+        let mut backlogged = 0u64;
         let mut s = self.lock();
-        let before = s.queue.len();
-        for doc in docs {
-            let cost = doc.cost();
+        let mut books = self.stats.books();
+        let input = &mut books.inputs[intake.input.index()];
+        input.received += intake.received;
+        input.received_bytes += intake.received_bytes;
+        for (i, n) in intake.refused.iter().enumerate() {
+            input.refused[i] += n;
+        }
+        for (i, n) in intake.refused.iter().enumerate() {
+            books.dropped[i] += n;
+        }
+        let mut woken = vec![false; self.lanes.len()];
+        for item in intake.items.drain(..) {
+            let cost = self.cost_of(&item);
             if s.closed || cost > self.budget {
+                books.dropped[DropReason::Spillover.index()] += 1;
                 spilled += 1;
                 continue;
             }
-            // Evicting waiting documents only helps when the ones in flight leave room.
-            if s.held() + cost > self.budget
-                && s.in_flight_bytes + cost <= self.budget
+            // Evicting waiting items only helps when the ones in flight leave room.
+            if s.held_bytes + cost > self.budget
+                && s.flying_bytes + cost <= self.budget
                 && self.policy == FullPolicy::DropOldest
             {
-                while s.held() + cost > self.budget {
-                    let Some(old) = s.queue.pop_front() else {
-                        break;
-                    };
-                    s.queued_bytes -= old.doc.cost();
-                    spilled += 1;
+                while s.held_bytes + cost > self.budget {
+                    let Some(oldest) = s.oldest_lane() else { break };
+                    let seq = s.lanes[oldest].waiting.front().map_or(0, |w| w.seq);
+                    for lane in 0..s.lanes.len() {
+                        if s.lanes[lane].waiting.front().is_some_and(|w| w.seq == seq) {
+                            if let Some(w) = s.lanes[lane].waiting.pop_front() {
+                                let c = self.cost_of(&w.item);
+                                s.release(
+                                    &mut *books,
+                                    lane,
+                                    w.seq,
+                                    c,
+                                    Fate::Dropped(DropReason::Spillover),
+                                );
+                                spilled += 1;
+                            }
+                        }
+                    }
                 }
             }
-            if s.held() + cost > self.budget {
+            if s.held_bytes + cost > self.budget {
+                books.dropped[DropReason::Spillover.index()] += 1;
                 spilled += 1;
                 continue;
             }
             let seq = s.next_seq;
             s.next_seq += 1;
-            s.queued_bytes += cost;
-            s.queue.push_back(Queued {
-                doc,
-                seq,
-                state: DocState::default(),
-            });
-        }
-        let after = s.queue.len();
-        self.publish(&s);
-        drop(s);
-        if (before == 0 && after > 0) || (before < self.batch_size && after >= self.batch_size) {
-            self.arrived.notify_one();
-        }
-        self.stats.documents_dropped(DropReason::Spillover, spilled);
-    }
-
-    /// Waits for the next batch: as soon as `batch_size` documents wait, or `linger` after the
-    /// first document of a batch was seen, or at once when the buffer is closed or the first
-    /// document is a retry (then partial batches go out until it is empty). After a failed
-    /// upload it first waits out the backoff, and for the probe batch to come back.
-    pub async fn next_batch(self: &Arc<Self>, linger: Duration) -> Taken {
-        // Wait for a document that may go out now.
-        loop {
-            let notified = self.arrived.notified();
-            let resume_at = {
-                let s = self.lock();
-                if s.abandoned || (s.closed && s.queue.is_empty() && s.in_flight_batches == 0) {
-                    return Taken::Closed;
-                }
-                if s.queue.is_empty() || (s.probing && s.in_flight_batches > 0) {
-                    None
+            s.held_items += 1;
+            s.held_bytes += cost;
+            let n = s.lanes.len();
+            if n > 1 {
+                s.shared.insert(
+                    seq,
+                    Shared {
+                        owed: if n >= 32 { u32::MAX } else { (1 << n) - 1 },
+                        flying: 0,
+                        fate: None,
+                    },
+                );
+            }
+            let mut item = Some(item);
+            for lane in 0..n {
+                let it = if lane + 1 == n {
+                    item.take()
                 } else {
-                    match s.resume_at {
-                        Some(t) if t > Instant::now() => Some(t),
-                        _ => break,
-                    }
+                    item.clone()
+                };
+                let Some(it) = it else { break };
+                // Over its share, a lane drops its own oldest waiting items first.
+                while s.lanes[lane].backlog_bytes + cost > self.lane_cap {
+                    let Some(old) = s.lanes[lane].waiting.pop_front() else {
+                        break;
+                    };
+                    let c = self.cost_of(&old.item);
+                    s.release(
+                        &mut *books,
+                        lane,
+                        old.seq,
+                        c,
+                        Fate::Dropped(DropReason::SinkBacklog),
+                    );
+                    backlogged += 1;
                 }
-            };
-            match resume_at {
-                Some(t) => {
-                    let _ = tokio::time::timeout_at(t, notified).await;
+                books.sinks[lane].received += 1;
+                let l = &mut s.lanes[lane];
+                l.backlog_bytes += cost;
+                l.waiting.push_back(Waiting {
+                    seq,
+                    item: it,
+                    state: DocState::default(),
+                });
+                let len = l.waiting.len();
+                if len == 1 || len == self.lanes[lane].batch_size {
+                    woken[lane] = true;
                 }
-                None => notified.await,
             }
         }
-        // Then for a full batch, the linger deadline, or close.
-        let deadline = Instant::now() + linger;
-        loop {
-            let notified = self.arrived.notified();
-            {
-                let s = self.lock();
-                let retrying = s.queue.front().is_some_and(|q| q.state.attempts > 0);
-                if s.queue.len() >= self.batch_size || s.closed || retrying {
-                    break;
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                break;
+        intake.received = 0;
+        intake.received_bytes = 0;
+        intake.refused = [0; DropReason::ALL.len()];
+        s.publish(&mut *books);
+        self.held.store(s.held_bytes as u64, Ordering::Relaxed);
+        drop(books);
+        drop(s);
+        for (lane, woken) in woken.into_iter().enumerate() {
+            if woken {
+                self.notify[lane].notify_one();
             }
         }
-        self.take_batch().map_or(Taken::Closed, Taken::Batch)
+        self.stats.warn_dropped(DropReason::Spillover, spilled);
+        self.stats.warn_dropped(DropReason::SinkBacklog, backlogged);
     }
 
-    /// Takes up to `batch_size` documents now, if any wait (none once abandoned).
-    pub fn take_batch(self: &Arc<Self>) -> Option<Batch> {
-        let _books = self.stats.books();
+    /// What lane `lane` looks like now.
+    pub fn status(&self, lane: usize) -> LaneStatus {
+        let s = self.lock();
+        let Some(l) = s.lanes.get(lane) else {
+            return LaneStatus {
+                waiting: 0,
+                retry_first: false,
+                closed: true,
+                done: true,
+            };
+        };
+        LaneStatus {
+            waiting: l.waiting.len(),
+            retry_first: l.waiting.front().is_some_and(|w| w.state.attempts > 0),
+            closed: s.closed,
+            done: s.abandoned || (s.closed && l.waiting.is_empty() && l.batches_out == 0),
+        }
+    }
+
+    /// Waits until something changes in lane `lane` (items arrived, a batch filled up or was
+    /// settled, the buffer closed). Wakes at once if a change came since the last wait.
+    pub async fn changed(&self, lane: usize) {
+        if let Some(n) = self.notify.get(lane) {
+            n.notified().await;
+        }
+    }
+
+    /// Takes up to `max` items of lane `lane` now, if any wait (none once abandoned).
+    pub fn take(self: &Arc<Self>, lane: usize, max: usize) -> Option<Batch> {
         let mut s = self.lock();
-        let n = s.queue.len().min(self.batch_size);
-        if n == 0 || s.abandoned {
+        if s.abandoned || lane >= s.lanes.len() {
             return None;
         }
-        let mut docs = Vec::with_capacity(n);
+        let n = s.lanes[lane].waiting.len().min(max.max(1));
+        if n == 0 {
+            return None;
+        }
+        let mut items = Vec::with_capacity(n);
         let mut seqs = Vec::with_capacity(n);
         let mut states = Vec::with_capacity(n);
-        let mut cost = 0;
-        for q in s.queue.drain(..n) {
-            cost += q.doc.cost();
-            docs.push(q.doc);
-            seqs.push(q.seq);
-            states.push(q.state);
+        let mut taken = std::mem::take(&mut s.lanes[lane].waiting);
+        for w in taken.drain(..n) {
+            let cost = self.cost_of(&w.item);
+            s.took_off(lane, w.seq, cost);
+            items.push(w.item);
+            seqs.push(w.seq);
+            states.push(w.state);
         }
-        s.queued_bytes -= cost;
-        if s.queue.is_empty() && s.queue.capacity() > SHRINK_ABOVE {
+        if taken.is_empty() && taken.capacity() > SHRINK_ABOVE {
             // A backlog is gone: give its slots back (nothing to move in an empty queue).
-            s.queue.shrink_to(SHRINK_ABOVE);
+            taken.shrink_to(SHRINK_ABOVE);
         }
-        s.in_flight_docs += n;
-        s.in_flight_bytes += cost;
-        s.in_flight_batches += 1;
-        self.publish(&s);
+        s.lanes[lane].waiting = taken;
+        s.lanes[lane].batches_out += 1;
+        let mut books = self.stats.books();
+        s.publish(&mut *books);
+        drop(books);
+        drop(s);
         Some(Batch {
-            docs,
+            lane,
+            items,
             seqs,
             states,
-            cost,
             buffer: Arc::clone(self),
             finished: false,
         })
     }
 
-    /// Stops accepting documents; waiting batchers hand out what is left (retries included),
-    /// then see [`Taken::Closed`].
+    fn settle(
+        &self,
+        lane: usize,
+        entries: impl Iterator<Item = (u64, Item, DocState, Fate)>,
+    ) -> Settled {
+        let mut done = Settled::default();
+        let mut dropped = [0u64; DropReason::ALL.len()];
+        let mut s = self.lock();
+        let mut books = self.stats.books();
+        let abandoned = s.abandoned;
+        for (seq, item, state, fate) in entries {
+            let cost = self.cost_of(&item);
+            s.landed(lane, seq, cost);
+            let fate = match fate {
+                Fate::Retry if abandoned => Fate::Dropped(DropReason::Shutdown),
+                fate => fate,
+            };
+            match fate {
+                Fate::Retry => {
+                    let waiting = &mut s.lanes[lane].waiting;
+                    let at = waiting.partition_point(|w| w.seq < seq);
+                    waiting.insert(at, Waiting { seq, item, state });
+                    books.retried += 1;
+                    done.retried += 1;
+                    continue;
+                }
+                Fate::Sent => done.sent += 1,
+                Fate::Rejected => done.rejected += 1,
+                Fate::Dropped(reason) => {
+                    done.dropped += 1;
+                    dropped[reason.index()] += 1;
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        // Which segments were lost, for an operator who needs to know (never
+                        // the body).
+                        let ids = item.as_document().map(|d| d.ids()).unwrap_or_default();
+                        tracing::debug!(
+                            "Lost segment {} of trace {} ({})",
+                            ids.id.as_deref().unwrap_or("(no id)"),
+                            ids.trace_id.as_deref().unwrap_or("(no trace id)"),
+                            reason.as_str()
+                        );
+                    }
+                }
+            }
+            s.release(&mut *books, lane, seq, cost, fate);
+        }
+        s.lanes[lane].batches_out = s.lanes[lane].batches_out.saturating_sub(1);
+        s.publish(&mut *books);
+        self.held.store(s.held_bytes as u64, Ordering::Relaxed);
+        drop(books);
+        drop(s);
+        for reason in DropReason::ALL {
+            self.stats.warn_dropped(reason, dropped[reason.index()]);
+        }
+        self.notify[lane].notify_one();
+        done
+    }
+
+    /// Stops accepting items; batchers hand out what is left (retries included), then see
+    /// their lane done.
     pub fn close(&self) {
         self.lock().closed = true;
-        self.arrived.notify_waiters();
-        self.arrived.notify_one();
-    }
-
-    /// The shutdown deadline passed: drops every waiting document (counted as `shutdown`),
-    /// hands out no more batches, and counts documents of batches still in flight as
-    /// `shutdown` when they come back. Returns how many were waiting.
-    pub fn abandon(&self) -> u64 {
-        {
-            let mut s = self.lock();
-            s.closed = true;
-            s.abandoned = true;
+        for n in self.notify.iter() {
+            n.notify_one();
         }
-        let discarded = self.discard_waiting(DropReason::Shutdown);
-        self.arrived.notify_waiters();
-        self.arrived.notify_one();
-        discarded
     }
 
-    /// Drops every waiting document, counting them under `reason`; returns how many.
-    pub fn discard_waiting(&self, reason: DropReason) -> u64 {
-        let _books = self.stats.books();
+    /// The shutdown deadline passed: drops every waiting item (counted as `shutdown`), hands
+    /// out no more batches, and counts items of batches still in flight as `shutdown` when
+    /// they come back. Returns how many items were freed now.
+    pub fn abandon(&self) -> u64 {
         let mut s = self.lock();
-        let n = s.queue.len() as u64;
-        s.queue.clear();
-        s.queued_bytes = 0;
-        self.publish(&s);
+        s.closed = true;
+        s.abandoned = true;
+        let before = s.held_items;
+        let mut books = self.stats.books();
+        for lane in 0..s.lanes.len() {
+            let waiting = std::mem::take(&mut s.lanes[lane].waiting);
+            for w in waiting {
+                let cost = self.cost_of(&w.item);
+                s.release(
+                    &mut *books,
+                    lane,
+                    w.seq,
+                    cost,
+                    Fate::Dropped(DropReason::Shutdown),
+                );
+            }
+        }
+        let freed = (before - s.held_items) as u64;
+        s.publish(&mut *books);
+        self.held.store(s.held_bytes as u64, Ordering::Relaxed);
+        drop(books);
         drop(s);
-        self.stats.documents_dropped(reason, n);
-        n
+        for n in self.notify.iter() {
+            n.notify_one();
+        }
+        freed
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn doc(n: usize) -> Segment {
-        Segment::unchecked(vec![b'x'; n])
-    }
-
-    /// A document of `n` bytes whose `id` is `id`.
-    fn doc_with_id(id: &str, n: usize) -> Segment {
-        let head = format!(r#"{{"id":"{id}","pad":""#);
-        let pad = n.saturating_sub(head.len() + 2);
-        Segment::unchecked(format!("{head}{}\"}}", "x".repeat(pad)))
-    }
-
-    #[test]
-    fn never_exceeds_the_budget_and_drops_oldest() {
-        let stats = Arc::new(Stats::new());
-        let one = doc_with_id("0", 100).cost();
-        let b = Buffer::new(one * 3, 50, FullPolicy::DropOldest, stats.clone());
-        b.push_all((0..5).map(|i| doc_with_id(&i.to_string(), 100)));
-        let snap = stats.snapshot();
-        assert_eq!(snap.buffered, 3);
-        assert_eq!(snap.dropped["spillover"], 2);
-        assert!(snap.buffered_bytes <= (one * 3) as u64);
-        let batch = b
-            .take_batch()
-            .map(|b| b.docs().iter().map(|d| d.ids().id).collect::<Vec<_>>());
-        assert_eq!(
-            batch,
-            Some(vec![Some("2".into()), Some("3".into()), Some("4".into())])
-        );
-    }
-
-    #[test]
-    fn in_flight_bytes_count_until_the_batch_is_dropped() {
-        let stats = Arc::new(Stats::new());
-        let one = doc(100).cost();
-        let b = Buffer::new(one * 2, 50, FullPolicy::DropOldest, stats.clone());
-        b.push_all([doc(100), doc(100)]);
-        let batch = b.take_batch();
-        b.push_all([doc(100)]);
-        assert_eq!(
-            stats.snapshot().dropped["spillover"],
-            1,
-            "no room while two are in flight"
-        );
-        drop(batch);
-        b.push_all([doc(100)]);
-        assert_eq!(stats.snapshot().buffered, 1);
-        assert_eq!(stats.snapshot().in_flight, 0);
-    }
-
-    #[test]
-    fn waiting_documents_are_not_evicted_when_that_cannot_make_room() {
-        // Regression: with the budget taken by documents in flight, a bigger newcomer used to
-        // evict every waiting document and then be dropped itself.
-        let stats = Arc::new(Stats::new());
-        let small = doc(100).cost();
-        let b = Buffer::new(small * 4, 2, FullPolicy::DropOldest, stats.clone());
-        b.push_all([doc(100), doc(100)]);
-        let batch = b.take_batch();
-        b.push_all([doc(100), doc(100)]);
-        b.push_all([doc(small * 3)]);
-        let snap = stats.snapshot();
-        assert_eq!(
-            (snap.buffered, snap.dropped["spillover"]),
-            (2, 1),
-            "{snap:?}"
-        );
-        drop(batch);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn lingers_for_a_partial_batch_and_returns_full_ones_at_once() {
-        let stats = Arc::new(Stats::new());
-        let b = Buffer::new(1 << 20, 2, FullPolicy::DropOldest, stats);
-        b.push_all([doc(1)]);
-        let start = tokio::time::Instant::now();
-        let Taken::Batch(first) = b.next_batch(Duration::from_secs(1)).await else {
-            panic!("closed")
-        };
-        assert_eq!(first.len(), 1);
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
-        b.push_all([doc(1), doc(1), doc(1)]);
-        let start = tokio::time::Instant::now();
-        let Taken::Batch(full) = b.next_batch(Duration::from_secs(1)).await else {
-            panic!("closed")
-        };
-        assert_eq!((full.len(), start.elapsed()), (2, Duration::ZERO));
-        b.close();
-        let Taken::Batch(last) = b.next_batch(Duration::from_secs(1)).await else {
-            panic!("closed")
-        };
-        assert_eq!((last.len(), start.elapsed()), (1, Duration::ZERO));
-        for batch in [first, full, last] {
-            settle(batch, Fate::Sent, None);
-        }
-        assert!(matches!(
-            b.next_batch(Duration::from_secs(1)).await,
-            Taken::Closed
-        ));
-    }
-
-    fn take(b: &Arc<Buffer>) -> Batch {
-        match b.take_batch() {
-            Some(batch) => batch,
-            None => panic!("no batch"),
-        }
-    }
-
-    fn settle(batch: Batch, fate: Fate, backoff: Option<Duration>) {
-        let fates = vec![fate; batch.len()];
-        let states: Vec<DocState> = batch
-            .states()
-            .iter()
-            .map(|s| DocState {
-                attempts: s.attempts + 1,
-                ..*s
-            })
-            .collect();
-        batch.finish(&fates, &states, backoff);
-    }
-
-    fn named(id: usize) -> Segment {
-        doc_with_id(&id.to_string(), 100)
-    }
-
-    fn ids(batch: &Batch) -> Vec<String> {
-        batch
-            .docs()
-            .iter()
-            .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
-            .collect()
-    }
-
-    /// pushed = sent + rejected + dropped + buffered + in_flight.
-    fn assert_identity(stats: &Stats, pushed: u64) {
-        let s = stats.snapshot();
-        assert_eq!(
-            s.sent + s.rejected + s.dropped_total() + s.buffered + s.in_flight,
-            pushed,
-            "{s:?}"
-        );
-    }
-
-    #[test]
-    fn a_retried_batch_goes_back_to_the_front_in_order_and_stays_charged() {
-        let stats = Arc::new(Stats::new());
-        let b = Buffer::new(1 << 20, 2, FullPolicy::DropOldest, stats.clone());
-        b.push_all((0..5).map(named));
-        let first = take(&b);
-        let second = take(&b);
-        let held = stats.snapshot().buffered_bytes + stats.snapshot().in_flight_bytes;
-        settle(second, Fate::Retry, None);
-        settle(first, Fate::Retry, None);
-        let snap = stats.snapshot();
-        assert_eq!((snap.buffered, snap.in_flight, snap.retried), (5, 0, 4));
-        assert_eq!(snap.buffered_bytes, held, "bytes charged all along");
-        assert_identity(&stats, 5);
-        let again = take(&b);
-        assert_eq!(ids(&again), ["0", "1"]);
-        assert_eq!(again.states()[0].attempts, 1);
-        settle(again, Fate::Sent, None);
-        assert_eq!(stats.snapshot().sent, 2);
-        assert_identity(&stats, 5);
-    }
-
-    #[test]
-    fn documents_being_retried_are_the_first_to_spill_over() {
-        let stats = Arc::new(Stats::new());
-        let one = named(0).cost();
-        let b = Buffer::new(one * 3, 2, FullPolicy::DropOldest, stats.clone());
-        b.push_all((0..2).map(named));
-        let batch = take(&b);
-        b.push_all([named(2)]);
-        settle(batch, Fate::Retry, None);
-        b.push_all([named(3), named(4)]);
-        let snap = stats.snapshot();
-        assert_eq!(snap.dropped["spillover"], 2);
-        let left = take(&b);
-        assert_eq!(ids(&left), ["2", "3"]);
-        drop(left);
-        assert_identity(&stats, 5);
-    }
-
-    #[test]
-    fn every_fate_is_counted_once() {
-        let stats = Arc::new(Stats::new());
-        let b = Buffer::new(1 << 20, 5, FullPolicy::DropOldest, stats.clone());
-        b.push_all((0..5).map(named));
-        let batch = take(&b);
-        let states = batch.states().to_vec();
-        batch.finish(
-            &[
-                Fate::Sent,
-                Fate::Rejected,
-                Fate::Dropped(DropReason::RetriesExhausted),
-                Fate::Dropped(DropReason::UploadFailed),
-                Fate::Retry,
-            ],
-            &states,
-            None,
-        );
-        let snap = stats.snapshot();
-        assert_eq!((snap.sent, snap.rejected, snap.buffered), (1, 1, 1));
-        assert_eq!(snap.dropped["retries_exhausted"], 1);
-        assert_eq!(snap.dropped["upload_failed"], 1);
-        assert_identity(&stats, 5);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn after_a_failure_waits_out_the_backoff_then_probes_with_one_batch() {
-        let stats = Arc::new(Stats::new());
-        let b = Buffer::new(1 << 20, 2, FullPolicy::DropOldest, stats.clone());
-        b.push_all((0..6).map(named));
-        let linger = Duration::from_secs(1);
-        let Taken::Batch(first) = b.next_batch(linger).await else {
-            panic!("closed")
-        };
-        let start = tokio::time::Instant::now();
-        settle(first, Fate::Retry, Some(Duration::from_millis(700)));
-        let Taken::Batch(probe) = b.next_batch(linger).await else {
-            panic!("closed")
-        };
-        assert_eq!(start.elapsed(), Duration::from_millis(700));
-        assert_eq!(ids(&probe), ["0", "1"], "the retried documents go first");
-        // While the probe is out, no other batch goes.
-        assert!(
-            tokio::time::timeout(Duration::from_secs(60), b.next_batch(linger))
-                .await
-                .is_err()
-        );
-        settle(probe, Fate::Sent, None);
-        let Taken::Batch(next) = b.next_batch(linger).await else {
-            panic!("closed")
-        };
-        let Taken::Batch(after) = b.next_batch(linger).await else {
-            panic!("closed")
-        };
-        assert_eq!(
-            (ids(&next), ids(&after)),
-            (
-                vec!["2".to_owned(), "3".into()],
-                vec!["4".to_owned(), "5".into()]
-            )
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_closed_buffer_waits_for_batches_in_flight_that_may_come_back() {
-        let stats = Arc::new(Stats::new());
-        let b = Buffer::new(1 << 20, 50, FullPolicy::DropOldest, stats.clone());
-        b.push_all((0..3).map(named));
-        b.close();
-        let linger = Duration::from_secs(1);
-        let Taken::Batch(batch) = b.next_batch(linger).await else {
-            panic!("closed")
-        };
-        let waiter = {
-            let b = Arc::clone(&b);
-            tokio::spawn(async move { b.next_batch(linger).await })
-        };
-        tokio::task::yield_now().await;
-        settle(batch, Fate::Retry, None);
-        let Ok(Taken::Batch(again)) = waiter.await else {
-            panic!("the retried batch comes out again")
-        };
-        assert_eq!(again.len(), 3);
-        settle(again, Fate::Sent, None);
-        assert!(matches!(b.next_batch(linger).await, Taken::Closed));
-        assert_identity(&stats, 3);
-    }
-
-    #[test]
-    fn abandoning_counts_waiting_and_in_flight_documents_as_shutdown() {
-        let stats = Arc::new(Stats::new());
-        let b = Buffer::new(1 << 20, 2, FullPolicy::DropOldest, stats.clone());
-        b.push_all((0..5).map(named));
-        let cut_off = take(&b);
-        let comes_back = take(&b);
-        assert_eq!(b.abandon(), 1);
-        drop(cut_off);
-        settle(comes_back, Fate::Retry, None);
-        let snap = stats.snapshot();
-        assert_eq!(snap.dropped["shutdown"], 5);
-        assert_eq!((snap.buffered, snap.in_flight), (0, 0));
-        assert!(b.take_batch().is_none());
-        assert_identity(&stats, 5);
-    }
-}
+mod tests;

@@ -5,7 +5,7 @@
 //! without importing another stage. The names these types print are public: they are
 //! `/daemon/stats` keys and Prometheus label values, and keep their spelling.
 
-/// Why a document did not reach its destination. Stable names: they are stats keys.
+/// Why an item did not reach its destination (or was refused at intake). Stable names: they are stats keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// The datagram had no newline, so no header line.
@@ -24,6 +24,9 @@ pub enum DropReason {
     TooLarge,
     /// The memory budget was full; the oldest document was dropped to make room.
     Spillover,
+    /// One sink's unsent backlog reached its share of the memory budget; that sink dropped its
+    /// own oldest item (the other sinks still have it).
+    SinkBacklog,
     /// The upload failed in a way another attempt would not fix (HTTP 4xx other than 429, no
     /// credentials).
     UploadFailed,
@@ -35,7 +38,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order stats list them.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::MissingNewline,
         DropReason::HeaderNotJson,
         DropReason::UnsupportedHeader,
@@ -44,6 +47,7 @@ impl DropReason {
         DropReason::Truncated,
         DropReason::TooLarge,
         DropReason::Spillover,
+        DropReason::SinkBacklog,
         DropReason::UploadFailed,
         DropReason::RetriesExhausted,
         DropReason::Shutdown,
@@ -60,6 +64,7 @@ impl DropReason {
             DropReason::Truncated => "truncated",
             DropReason::TooLarge => "too_large",
             DropReason::Spillover => "spillover",
+            DropReason::SinkBacklog => "sink_backlog",
             DropReason::UploadFailed => "upload_failed",
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::Shutdown => "shutdown",
@@ -126,6 +131,11 @@ impl ErrorKind {
         }
     }
 
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The kind for an HTTP status (429 is throttling).
     pub fn from_status(status: u16) -> ErrorKind {
         match status {
@@ -136,4 +146,3 @@ impl ErrorKind {
         }
     }
 }
-

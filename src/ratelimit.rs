@@ -47,7 +47,6 @@ impl RateLimit {
     }
 }
 
-
 fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,9 +1,9 @@
-//! The UDP stage: datagrams in, segments into the [`Buffer`]; never waits on anything
+//! The UDP stage: datagrams in, X-Ray documents into the [`Buffer`]; never waits on anything
 //! downstream.
 //!
-//! In: the bound UDP socket (bound by [`crate::app`]). Out: each accepted [`Segment`] pushed to
-//! the buffer; each refused datagram counted by reason in [`Stats`] (with a rate-limited
-//! warning naming the sender).
+//! In: the bound UDP socket (bound by [`crate::app`]). Out: each wake-up's datagrams as one
+//! [`Intake`] booked by the buffer: accepted documents as items, refused datagrams counted by
+//! reason (with a rate-limited warning naming the sender).
 //!
 //! The socket is read by one thread of its own (`xray-udp`), outside the async runtime: it
 //! sleeps in `poll` until datagrams arrive, then drains the socket: up to [`CALLS_PER_WAKE`]
@@ -40,9 +40,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::Buffer;
-use crate::segment::{self, Segment};
+use crate::buffer::{Buffer, Intake};
+use crate::item::{Input, Item};
 use crate::outcome::DropReason;
+use crate::segment;
 use crate::stats::Stats;
 
 /// Room allowed for the header line on top of the document cap.
@@ -139,7 +140,7 @@ fn receive(
     shutdown: &CancellationToken,
 ) {
     let mut reader = recv::Reader::new(settings.max_document + MAX_HEADER_BYTES);
-    let mut accepted: Vec<Segment> = Vec::with_capacity(1 + BURST * CALLS_PER_WAKE);
+    let mut intake = Intake::new(Input::Udp, 1 + BURST * CALLS_PER_WAKE);
     let error_log = crate::ratelimit::RateLimit::default();
     let pause = (settings.receive_buffer >= COALESCE_MIN_BUFFER).then_some(COALESCE);
     // Whether the buffer held a backlog since memory was last given back: then the wait has a
@@ -156,21 +157,20 @@ fn receive(
         if shutdown.is_cancelled() {
             break;
         }
-        if backlog && stats.held_bytes() < RELEASE_BELOW {
+        if backlog && buffer.held_bytes() < RELEASE_BELOW {
             crate::memory::release_to_os();
             backlog = false;
         }
         if !readable {
             continue;
         }
-        // One accounting transaction per burst: a datagram counted as received is also counted
-        // as pushed or refused before a stats snapshot can see it.
-        let books = stats.books();
+        // What one wake-up read is booked at once: a datagram counted as received is also
+        // counted as pushed or refused before a stats snapshot can see it.
         let mut failed = false;
         let mut emptied = false;
         for call in 0..=CALLS_PER_WAKE {
             let each = |datagram, bytes: &[u8]| {
-                handle(datagram, bytes, settings, stats, &mut accepted);
+                handle(datagram, bytes, settings, stats, &mut intake);
             };
             // The first read of a wake-up also brings the kernel's drop count.
             let read = if call == 0 {
@@ -191,7 +191,10 @@ fn receive(
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    if error_log.allow(1, crate::ratelimit::WARN_INTERVAL).is_some() {
+                    if error_log
+                        .allow(1, crate::ratelimit::WARN_INTERVAL)
+                        .is_some()
+                    {
                         tracing::warn!("Reading from the UDP socket failed: {e}");
                     }
                     failed = true;
@@ -199,11 +202,10 @@ fn receive(
                 }
             }
         }
-        if !accepted.is_empty() {
-            buffer.push_all(accepted.drain(..));
-            backlog |= stats.held_bytes() > RELEASE_ABOVE;
+        if !intake.is_empty() {
+            buffer.admit(&mut intake);
+            backlog |= buffer.held_bytes() > RELEASE_ABOVE;
         }
-        drop(books);
         if failed {
             // An error that persists must not turn this loop into a busy one.
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -213,13 +215,14 @@ fn receive(
     }
 }
 
-/// Accounts for one datagram and parses it; an accepted document goes to `accepted`.
+/// Accounts for one datagram and parses it into `intake`: accepted as an item, or refused with
+/// its reason (and a rate-limited warning naming the sender).
 fn handle(
     datagram: Datagram,
     bytes: &[u8],
     settings: &ReceiverSettings,
     stats: &Stats,
-    accepted: &mut Vec<Segment>,
+    intake: &mut Intake,
 ) {
     if let Some(dropped) = datagram.kernel_dropped {
         stats.set_kernel_dropped(dropped);
@@ -227,9 +230,10 @@ fn handle(
     if datagram.len == 0 {
         return;
     }
-    stats.datagram_received(datagram.len);
+    intake.received(datagram.len);
     if datagram.truncated {
-        stats.datagram_refused(
+        intake.refused(DropReason::Truncated);
+        stats.warn_refused(
             DropReason::Truncated,
             datagram.from,
             &format_args!(
@@ -251,9 +255,12 @@ fn handle(
                     datagram.from
                 );
             }
-            accepted.push(seg);
+            intake.accepted(Item::XrayDocument(seg));
         }
-        Err(why) => stats.datagram_refused(why.reason(), datagram.from, &why),
+        Err(why) => {
+            intake.refused(why.reason());
+            stats.warn_refused(why.reason(), datagram.from, &why);
+        }
     }
 }
 

@@ -1,22 +1,27 @@
-//! Where batches of documents go: the [`Sink`] trait and its implementations, one file each.
+//! Where batches of items go: the [`Sink`] trait and its implementations, one file each.
 //!
-//! In: a batch of documents from the upload stage. Out: the documents written to the
+//! In: a batch of items from one sink's upload stage. Out: the items written to the
 //! destination, and a [`Delivery`] saying which of them the destination refused.
 //!
 //! - [`xray`]: `PutTraceSegments` to AWS X-Ray (the default);
 //! - [`stdout`]: one readable line per document, for a laptop without an AWS account;
-//! - [`mod@file`]: the raw documents appended to a file as JSON Lines.
+//! - [`mod@file`]: the raw documents appended to a file as JSON Lines;
+//! - [`memory`]: a bounded in-memory store of the latest items (no upload at all), for the
+//!   coming trace viewer and for tests.
 //!
-//! A sink is small: one async method. New destinations (OpenTelemetry) plug in here.
+//! A sink is small: one async method. Each sink is paced on its own ([`Pacing`]: batch size,
+//! linger, calls at once), with a lane of its own in the buffer, so a slow or dead destination
+//! never holds back another. New destinations (OpenTelemetry) plug in here.
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::item::Item;
 use crate::outcome::ErrorKind;
-use crate::segment::Segment;
 
 pub mod file;
+pub mod memory;
 pub mod stdout;
 pub mod xray;
 
@@ -30,7 +35,29 @@ pub trait Sink: Send + Sync + Debug {
 
     /// Delivers one batch. `Ok` means the call succeeded, though the destination may have
     /// refused some documents (listed in the [`Delivery`]); `Err` means nothing was delivered.
-    fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a>;
+    fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a>;
+}
+
+/// How a sink's lane is cut and sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    /// Most items per call.
+    pub batch_size: usize,
+    /// How long a partial batch waits for more items.
+    pub linger: std::time::Duration,
+    /// Calls under way at once; `None`: the daemon's `--concurrency`.
+    pub concurrency: Option<usize>,
+}
+
+/// A destination as the daemon runs it: the sink, its name in stats and its pacing.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    /// The name in stats and logs (`xray`, `stdout`, `file:PATH`, `memory`).
+    pub name: String,
+    /// Where the items go.
+    pub sink: std::sync::Arc<dyn Sink>,
+    /// How its batches are cut and sent.
+    pub pacing: Pacing,
 }
 
 /// The outcome of a call that succeeded.

@@ -47,8 +47,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::sink::xray::error_kind;
 use crate::outcome::DropReason;
+use crate::sink::xray::error_kind;
 use crate::stats::{Snapshot, Stats};
 
 /// Default time between records.
@@ -127,7 +127,7 @@ pub fn counts_between(before: &Snapshot, after: &Snapshot) -> Counts {
     let errors = |s: &Snapshot, kinds: &[&str]| -> u64 {
         kinds
             .iter()
-            .map(|k| s.backend_errors.get(k).copied().unwrap_or(0))
+            .map(|k| s.backend_errors.get(*k).copied().unwrap_or(0))
             .sum()
     };
     let e = |kinds: &[&str]| d(errors(after, kinds), errors(before, kinds));
@@ -334,10 +334,13 @@ mod tests {
 
     fn snap(f: impl FnOnce(&mut Snapshot)) -> Snapshot {
         let mut s = Snapshot {
-            dropped: DropReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), 0))
+                .collect(),
             backend_errors: crate::outcome::ErrorKind::ALL
                 .iter()
-                .map(|k| (k.as_str(), 0))
+                .map(|k| (k.as_str().to_owned(), 0))
                 .collect(),
             ..Snapshot::default()
         };
@@ -356,19 +359,19 @@ mod tests {
             s.sent = 15;
             s.rejected = 2;
             s.buffered = 1;
-            s.dropped.insert("invalid_body", 1);
-            s.dropped.insert("too_large", 1);
-            s.dropped.insert("spillover", 3);
-            s.dropped.insert("retries_exhausted", 1);
-            s.dropped.insert("shutdown", 1);
-            s.backend_errors.insert("throttled", 2);
-            s.backend_errors.insert("http_4xx", 1);
-            s.backend_errors.insert("http_5xx", 4);
-            s.backend_errors.insert("timeout", 5);
-            s.backend_errors.insert("connection_refused", 6);
-            s.backend_errors.insert("unknown_host", 7);
-            s.backend_errors.insert("connection", 1);
-            s.backend_errors.insert("other", 1);
+            s.dropped.insert("invalid_body".into(), 1);
+            s.dropped.insert("too_large".into(), 1);
+            s.dropped.insert("spillover".into(), 3);
+            s.dropped.insert("retries_exhausted".into(), 1);
+            s.dropped.insert("shutdown".into(), 1);
+            s.backend_errors.insert("throttled".into(), 2);
+            s.backend_errors.insert("http_4xx".into(), 1);
+            s.backend_errors.insert("http_5xx".into(), 4);
+            s.backend_errors.insert("timeout".into(), 5);
+            s.backend_errors.insert("connection_refused".into(), 6);
+            s.backend_errors.insert("unknown_host".into(), 7);
+            s.backend_errors.insert("connection".into(), 1);
+            s.backend_errors.insert("other".into(), 1);
         });
         assert_eq!(
             counts_between(&before, &after),

@@ -1,34 +1,30 @@
-//! The upload stage: batches in, calls to every sink out, each document accounted for, failed
-//! ones retried.
+//! The upload stage of one sink: batches in, calls to the sink out, each item's fate decided
+//! and handed back to the buffer.
 //!
-//! In: [`Batch`]es from the batcher over a bounded channel. Out: calls to the configured
-//! [`Sink`]s, at most `concurrency` batches at a time (the original's `Concurrency`, default 8);
-//! the next batch is only taken from the channel when a worker is free, so backpressure reaches
-//! the buffer, where the memory budget applies.
+//! In: [`Batch`]es from the sink's batcher over a bounded channel. Out: calls to the sink, at
+//! most `concurrency` at a time (the original's `Concurrency`, default 8); the next batch is
+//! only taken from the channel when a worker is free, so backpressure reaches the buffer, where
+//! the memory budget applies. Every sink has its own upload stage, so a slow or dead sink never
+//! holds back another.
 //!
 //! Each call's result is classified by the pure [`retry::classify`]; this is the one retry layer
-//! (the AWS SDK's own retries are off, see [`crate::aws`]). Per document, once its batch is
-//! done with ([`Batch::finish`]):
-//! - **sent** when every sink took it;
-//! - **rejected** when a sink refused it for good (X-Ray's `UnprocessedTraceSegments` with a
+//! (the AWS SDK's own retries are off, see [`crate::aws`]). Per item, when its call is over:
+//! - **sent** when the sink took it;
+//! - **rejected** when the sink refused it for good (X-Ray's `UnprocessedTraceSegments` with a
 //!   code other than throttling or an internal error), logged with its ids, code and message;
 //! - **retry**: the call failed with throttling, 5xx, a timeout or a connection error, or the
-//!   document was refused with a throttling/internal code: it goes back to the front of the
-//!   buffer, still charged to the budget, and the buffer waits out a backoff with full jitter
+//!   item was refused with a throttling/internal code: it goes back into the sink's lane,
+//!   still charged to the budget, and the lane's [`Gate`] waits out a backoff with full jitter
 //!   ([`retry::backoff`], growing with consecutive failures) before the next batch;
 //! - **dropped** `retries_exhausted` once it has had [`RetryPolicy::max_attempts`] attempts or
 //!   its first failure is [`RetryPolicy::max_age`] old; **dropped** `upload_failed` when the
 //!   call failed in a way another attempt would not fix (a 4xx other than 429).
 //!
-//! With several sinks, each document remembers which sinks already took it, so a retry goes
-//! only where it is still missing.
-//!
 //! Shutdown: when `abandon` is cancelled (the drain deadline passed), calls under way are cut
-//! off and their documents counted as dropped (`shutdown`) by the batch itself.
+//! off and their items counted as dropped (`shutdown`) by the batch itself.
 
 pub mod retry;
 
-use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,10 +35,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::retry::{RetryPolicy, Verdict};
+use crate::batcher::Gate;
 use crate::buffer::{Batch, DocState, Fate};
-use crate::segment::Segment;
-use crate::sink::Sink;
+use crate::item::Item;
 use crate::outcome::DropReason;
+use crate::ratelimit::{RateLimit, WARN_INTERVAL};
+use crate::sink::{Delivery, Sink};
 use crate::stats::Stats;
 
 /// Default number of batches uploaded at once (the original's `Concurrency`).
@@ -51,13 +49,14 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Most uploads at once that `--concurrency` accepts.
 pub const MAX_CONCURRENCY: usize = 1024;
 
-/// Most sinks a batch can go to (each document remembers which took it in a 32-bit set).
+/// Most sinks at once (each item remembers which lanes still hold it in a 32-bit set).
 pub const MAX_SINKS: usize = 32;
 
-/// The sinks every batch goes to (at most 32).
-pub type Sinks = Arc<[Box<dyn Sink>]>;
+/// How many refused items are logged one by one per [`WARN_INTERVAL`] before the rest are only
+/// counted.
+pub const REJECT_LOG_BURST: u64 = 20;
 
-/// How the stage runs.
+/// How one sink's stage runs.
 #[derive(Clone, Copy, Debug)]
 pub struct UploadSettings {
     /// Batches uploaded at once; at least 1. Default [`DEFAULT_CONCURRENCY`].
@@ -66,30 +65,35 @@ pub struct UploadSettings {
     pub retry: RetryPolicy,
 }
 
-/// What the workers share.
+/// What the workers of one sink share.
 #[derive(Debug)]
 struct Shared {
-    sinks: Sinks,
+    sink: Arc<dyn Sink>,
+    gate: Arc<Gate>,
     stats: Arc<Stats>,
     retry: RetryPolicy,
     /// Failed calls since the last call that succeeded (drives the backoff).
     failures: AtomicU32,
+    reject_log: RateLimit,
 }
 
 /// Runs until the batch channel closes and every upload under way has finished, or until
 /// `abandon` is cancelled (then calls under way are cut off).
 pub async fn run(
     mut batches: mpsc::Receiver<Batch>,
-    sinks: Sinks,
+    sink: Arc<dyn Sink>,
+    gate: Arc<Gate>,
     settings: UploadSettings,
     stats: Arc<Stats>,
     abandon: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
-        sinks,
+        sink,
+        gate,
         stats,
         retry: settings.retry,
         failures: AtomicU32::new(0),
+        reject_log: RateLimit::default(),
     });
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut uploads = JoinSet::new();
@@ -138,145 +142,190 @@ fn jitter() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Sends one batch to every sink that still lacks some of its documents, then settles each
-/// document.
+/// Sends one batch to the sink, decides each item's fate, tells the gate, settles the batch.
 async fn deliver(batch: Batch, shared: &Shared) {
     let started = Instant::now();
-    let docs = batch.docs();
-    let n = docs.len();
+    let n = batch.len();
     let mut states: Vec<DocState> = batch.states().to_vec();
-    // Documents a sink refused to take in a way no retry fixes.
-    let mut hard_failed = vec![false; n];
-    // Failed calls worth another attempt: kind, error, documents in the call.
-    let mut failures: Vec<(crate::outcome::ErrorKind, String, usize)> = Vec::new();
-    for (si, sink) in shared.sinks.iter().enumerate().take(MAX_SINKS) {
-        let bit = 1u32 << si;
-        let pending: Vec<usize> = (0..n)
-            .filter(|&i| states[i].done_sinks & bit == 0)
-            .collect();
-        if pending.is_empty() {
-            continue;
-        }
-        let subset: Cow<'_, [Segment]> = if pending.len() == n {
-            Cow::Borrowed(docs)
-        } else {
-            Cow::Owned(pending.iter().map(|&i| docs[i].clone()).collect())
-        };
-        let result = sink.send(&subset).await;
-        match (retry::classify(&result), &result) {
-            (Verdict::Sent, _) => {
-                for &i in &pending {
-                    states[i].done_sinks |= bit;
-                }
-            }
-            (Verdict::Partial { retry, reject }, Ok(delivery)) => {
-                for &i in &pending {
-                    states[i].done_sinks |= bit;
-                }
-                for r in retry.iter().filter_map(|&k| delivery.refused.get(k)) {
-                    if let Some(&i) = r.index.and_then(|j| pending.get(j)) {
-                        states[i].done_sinks &= !bit;
-                        shared
-                            .stats
-                            .log_refusal(Some(&docs[i]), None, &r.code, &r.message, true);
-                    }
-                }
-                for r in reject.iter().filter_map(|&k| delivery.refused.get(k)) {
-                    // A refusal naming no document of the batch still takes one off the sent
-                    // count: the first not yet refused without an id, else the last one.
-                    let i = r.index.and_then(|j| pending.get(j)).copied().or_else(|| {
-                        let open = |&&i: &&usize| !states[i].refused;
-                        pending
-                            .iter()
-                            .filter(open)
-                            .find(|&&i| docs[i].ids().id.is_none())
-                            .or_else(|| pending.iter().rfind(|i| !states[**i].refused))
-                            .copied()
-                    });
-                    if let Some(i) = i {
-                        states[i].refused = true;
-                    }
-                    shared.stats.log_refusal(
-                        i.map(|i| &docs[i]),
-                        r.id.as_deref(),
-                        &r.code,
-                        &r.message,
-                        false,
-                    );
-                }
-            }
-            (Verdict::Retry(kind), Err(e)) => {
-                // Logged below, once the backoff is known.
-                failures.push((kind, e.to_string(), pending.len()));
-            }
-            (Verdict::Drop(kind), Err(e)) => {
-                shared
-                    .stats
-                    .call_failed(pending.len() as u64, kind, e, None);
-                for &i in &pending {
-                    hard_failed[i] = true;
-                }
-            }
-            // classify gives Partial only for Ok and Retry/Drop only for Err.
-            (_, _) => {}
-        }
-    }
-
-    let all_sinks = if shared.sinks.len() >= 32 {
-        u32::MAX
-    } else {
-        (1u32 << shared.sinks.len()) - 1
-    };
+    let result = shared.sink.send(batch.items()).await;
     let now = tokio::time::Instant::now();
-    let mut fates = Vec::with_capacity(n);
-    let mut to_retry = 0u64;
-    for (i, state) in states.iter_mut().enumerate() {
-        let fate = if hard_failed[i] {
-            Fate::Dropped(DropReason::UploadFailed)
-        } else if state.done_sinks & all_sinks == all_sinks {
-            if state.refused {
-                Fate::Rejected
-            } else {
-                Fate::Sent
+    let mut fates = vec![Fate::Sent; n];
+    // Items that failed in a way worth another attempt: the retry policy decides.
+    let mut again = vec![false; n];
+    let mut failure = None;
+    match (retry::classify(&result), &result) {
+        (Verdict::Sent, _) => {}
+        (Verdict::Partial { retry, reject }, Ok(delivery)) => {
+            for i in refused_items(delivery, &retry, batch.items()) {
+                again[i] = true;
             }
-        } else {
-            state.attempts += 1;
-            let first = *state.first_failure.get_or_insert(now);
-            if retry::gives_up(&shared.retry, state.attempts, now - first) {
-                Fate::Dropped(DropReason::RetriesExhausted)
-            } else {
-                to_retry += 1;
-                Fate::Retry
+            for (k, i) in refused_items_with_refusal(delivery, &reject, batch.items(), &fates) {
+                if let Some(i) = i {
+                    fates[i] = Fate::Rejected;
+                }
+                let r = &delivery.refused[k];
+                log_refusal(
+                    shared,
+                    i.map(|i| &batch.items()[i]),
+                    r.id.as_deref(),
+                    &r.code,
+                    &r.message,
+                );
             }
-        };
-        fates.push(fate);
+            for r in retry.iter().filter_map(|&k| delivery.refused.get(k)) {
+                if let Some(i) = r.index.filter(|&i| i < n) {
+                    log_retried(&batch.items()[i], &r.code, &r.message);
+                }
+            }
+        }
+        (Verdict::Retry(kind), Err(e)) => {
+            again.iter_mut().for_each(|a| *a = true);
+            failure = Some((kind, e.to_string()));
+        }
+        (Verdict::Drop(kind), Err(e)) => {
+            shared.stats.call_failed(n as u64, kind, e, None);
+            fates
+                .iter_mut()
+                .for_each(|f| *f = Fate::Dropped(DropReason::UploadFailed));
+        }
+        // classify gives Partial only for Ok and Retry/Drop only for Err.
+        (_, _) => {}
     }
-    let backoff = if !failures.is_empty() || to_retry > 0 {
+    let mut to_retry = 0u64;
+    for i in (0..n).filter(|&i| again[i]) {
+        let state = &mut states[i];
+        state.attempts += 1;
+        let first = *state.first_failure.get_or_insert(now);
+        fates[i] = if retry::gives_up(&shared.retry, state.attempts, now - first) {
+            Fate::Dropped(DropReason::RetriesExhausted)
+        } else {
+            to_retry += 1;
+            Fate::Retry
+        };
+    }
+    let backoff = if failure.is_some() || to_retry > 0 {
         let consecutive = shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
         Some(retry::backoff(&shared.retry, consecutive, jitter()))
     } else {
         shared.failures.store(0, Ordering::Relaxed);
         None
     };
-    for (kind, error, count) in &failures {
-        shared.stats.call_failed(
-            *count as u64,
+    match &failure {
+        Some((kind, error)) => shared.stats.call_failed(
+            n as u64,
             *kind,
             error,
             (to_retry > 0).then(|| backoff.unwrap_or_default()),
-        );
+        ),
+        // A call that was answered succeeded, even if it refused every item.
+        None if result.is_ok() => shared.stats.call_answered(),
+        None => {}
     }
+    shared.gate.settled(backoff);
+    let settled = batch.finish(&fates, &states);
     tracing::debug!(
-        "Batch of {n} segment(s): {} sent, {} refused, {to_retry} to retry, {} dropped ({:.3} s)",
-        fates.iter().filter(|f| **f == Fate::Sent).count(),
-        fates.iter().filter(|f| **f == Fate::Rejected).count(),
-        fates
-            .iter()
-            .filter(|f| matches!(f, Fate::Dropped(_)))
-            .count(),
+        "Batch of {n} segment(s) to {}: {} sent, {} refused, {} to retry, {} dropped ({:.3} s)",
+        shared.sink.name(),
+        settled.sent,
+        settled.rejected,
+        settled.retried,
+        settled.dropped,
         started.elapsed().as_secs_f64()
     );
-    batch.finish(&fates, &states, backoff);
+}
+
+/// The batch positions of the refusals `which` that name an item of the batch.
+fn refused_items<'a>(
+    delivery: &'a Delivery,
+    which: &'a [usize],
+    items: &'a [Item],
+) -> impl Iterator<Item = usize> + 'a {
+    which
+        .iter()
+        .filter_map(|&k| delivery.refused.get(k))
+        .filter_map(|r| r.index)
+        .filter(|&i| i < items.len())
+}
+
+/// Each final refusal with the item it takes off the sent count: the one it names, else the
+/// first not yet refused without an id, else the last one not yet refused (a refusal always
+/// costs one item, so the counts stay honest).
+fn refused_items_with_refusal(
+    delivery: &Delivery,
+    which: &[usize],
+    items: &[Item],
+    fates: &[Fate],
+) -> Vec<(usize, Option<usize>)> {
+    let mut refused: Vec<bool> = fates.iter().map(|f| *f == Fate::Rejected).collect();
+    let mut out = Vec::new();
+    for &k in which {
+        let Some(r) = delivery.refused.get(k) else {
+            continue;
+        };
+        let i = r
+            .index
+            .filter(|&i| i < items.len() && !refused[i])
+            .or_else(|| {
+                let open = |i: &usize| !refused[*i];
+                (0..items.len())
+                    .filter(open)
+                    .find(|&i| items[i].as_document().is_some_and(|d| d.ids().id.is_none()))
+                    .or_else(|| (0..items.len()).rev().find(open))
+            });
+        if let Some(i) = i {
+            refused[i] = true;
+        }
+        out.push((k, i));
+    }
+    out
+}
+
+/// Logs one item the destination refused for good, with its ids, code and message: up to
+/// [`REJECT_LOG_BURST`] lines per [`WARN_INTERVAL`], then only a count of the rest. `named_id` is
+/// the id the destination named, if any; the item's own ids are read only when a line is
+/// written.
+fn log_refusal(
+    shared: &Shared,
+    item: Option<&Item>,
+    named_id: Option<&str>,
+    code: &str,
+    message: &str,
+) {
+    let warn = shared.reject_log.allow(REJECT_LOG_BURST, WARN_INTERVAL);
+    if warn.is_none() && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let ids = item
+        .and_then(Item::as_document)
+        .map(|d| d.ids())
+        .unwrap_or_default();
+    let id = named_id.or(ids.id.as_deref()).unwrap_or("(no id)");
+    let trace_id = ids.trace_id.as_deref().unwrap_or("(no trace id)");
+    match warn {
+        Some(suppressed) => tracing::warn!(
+            "X-Ray refused segment {id} of trace {trace_id}: {code}: {message}; it is not sent again{}",
+            if suppressed > 0 {
+                format!(" ({suppressed} more refusals were not logged)")
+            } else {
+                String::new()
+            }
+        ),
+        None => tracing::debug!(
+            "X-Ray refused segment {id} of trace {trace_id}: {code}: {message}; it is not sent again"
+        ),
+    }
+}
+
+/// Logs, at debug level, an item the destination refused with a code worth another attempt.
+fn log_retried(item: &Item, code: &str, message: &str) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let ids = item.as_document().map(|d| d.ids()).unwrap_or_default();
+        tracing::debug!(
+            "X-Ray refused segment {} of trace {}: {code}: {message}; retrying it",
+            ids.id.as_deref().unwrap_or("(no id)"),
+            ids.trace_id.as_deref().unwrap_or("(no trace id)"),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -286,21 +335,26 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::buffer::{Buffer, FullPolicy, Taken};
+    use crate::batcher::{self, BatchSettings};
+    use crate::buffer::{Buffer, FullPolicy, Intake, LaneSettings};
+    use crate::item::Input;
     use crate::outcome::ErrorKind;
-    use crate::sink::{Delivery, SinkError, SinkFuture};
+    use crate::segment::Segment;
+    use crate::sink::{SinkError, SinkFuture};
 
-    /// A sink that fails with the scripted kinds first, then takes everything; it records
-    /// the ids of every batch it is sent.
+    /// A sink that fails with the scripted kinds first (a `None` stalls the call for a
+    /// minute), then takes everything; it records the ids of every batch it is sent.
     #[derive(Debug, Default)]
     struct ScriptedSink {
-        failures: Mutex<VecDeque<ErrorKind>>,
+        name: &'static str,
+        failures: Mutex<VecDeque<Option<ErrorKind>>>,
         calls: Mutex<Vec<Vec<String>>>,
     }
 
     impl ScriptedSink {
-        fn failing(kinds: &[ErrorKind]) -> Arc<Self> {
+        fn failing(name: &'static str, kinds: &[Option<ErrorKind>]) -> Arc<Self> {
             Arc::new(ScriptedSink {
+                name,
                 failures: Mutex::new(kinds.iter().copied().collect()),
                 calls: Mutex::default(),
             })
@@ -311,84 +365,107 @@ mod tests {
         }
     }
 
-    #[derive(Debug)]
-    struct ScriptedHandle(Arc<ScriptedSink>);
-
-    impl Sink for ScriptedHandle {
+    impl Sink for ScriptedSink {
         fn name(&self) -> &'static str {
-            "scripted"
+            self.name
         }
 
-        fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
+        fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
             let ids = batch
                 .iter()
+                .filter_map(Item::as_document)
                 .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
                 .collect();
-            if let Ok(mut calls) = self.0.calls.lock() {
+            if let Ok(mut calls) = self.calls.lock() {
                 calls.push(ids);
             }
-            let failure = self.0.failures.lock().ok().and_then(|mut f| f.pop_front());
+            let failure = self.failures.lock().ok().and_then(|mut f| f.pop_front());
             Box::pin(async move {
                 match failure {
-                    Some(kind) => Err(SinkError::Call {
+                    Some(Some(kind)) => Err(SinkError::Call {
                         sink: "scripted",
                         kind,
                         message: "scripted".into(),
                     }),
+                    Some(None) => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        Ok(Delivery::default())
+                    }
                     None => Ok(Delivery::default()),
                 }
             })
         }
     }
 
-    fn doc(id: usize) -> Segment {
-        Segment::unchecked(format!(r#"{{"id":"{id}"}}"#))
+    fn doc(id: usize) -> Item {
+        Item::XrayDocument(Segment::unchecked(format!(r#"{{"id":"{id}"}}"#)))
     }
 
-    /// Runs the batcher loop and the upload stage over `docs` until everything is settled.
+    /// Runs a batcher and an upload stage per sink over `docs` documents until everything is
+    /// settled; returns the stats and, per sink, when it finished.
     async fn run_to_end(
         sinks: Vec<Arc<ScriptedSink>>,
         docs: usize,
         retry: RetryPolicy,
-    ) -> Arc<Stats> {
+    ) -> (Arc<Stats>, Vec<Duration>) {
         let stats = Arc::new(Stats::new());
-        let buffer = Buffer::new(1 << 20, 2, FullPolicy::DropOldest, Arc::clone(&stats));
-        for _ in 0..docs {
-            stats.datagram_received(2);
+        let lanes = sinks
+            .iter()
+            .map(|s| LaneSettings {
+                name: s.name.to_owned(),
+                batch_size: 2,
+            })
+            .collect();
+        let buffer = Buffer::new(1 << 20, lanes, FullPolicy::DropOldest, Arc::clone(&stats));
+        let mut intake = Intake::new(Input::Udp, docs);
+        for i in 0..docs {
+            intake.received(2);
+            intake.accepted(doc(i));
         }
-        buffer.push_all((0..docs).map(doc));
+        buffer.admit(&mut intake);
         buffer.close();
-        let (tx, rx) = mpsc::channel(1);
-        let sinks: Sinks = sinks
-            .into_iter()
-            .map(|s| Box::new(ScriptedHandle(s)) as Box<dyn Sink>)
-            .collect::<Vec<_>>()
-            .into();
-        let uploads = tokio::spawn(run(
-            rx,
-            sinks,
-            UploadSettings {
-                concurrency: 2,
-                retry,
-            },
-            Arc::clone(&stats),
-            CancellationToken::new(),
-        ));
-        while let Taken::Batch(batch) = buffer.next_batch(Duration::from_millis(10)).await {
-            if tx.send(batch).await.is_err() {
-                break;
-            }
+        let start = tokio::time::Instant::now();
+        let mut lanes = JoinSet::new();
+        for (lane, sink) in sinks.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(1);
+            let gate = Gate::new();
+            let settings = BatchSettings {
+                batch_size: 2,
+                linger: Duration::from_millis(10),
+            };
+            let cut = batcher::run(Arc::clone(&buffer), lane, settings, Arc::clone(&gate), tx);
+            let up = run(
+                rx,
+                sink,
+                gate,
+                UploadSettings {
+                    concurrency: 2,
+                    retry,
+                },
+                Arc::clone(&stats),
+                CancellationToken::new(),
+            );
+            lanes.spawn(async move {
+                tokio::join!(cut, up);
+                (lane, start.elapsed())
+            });
         }
-        drop(tx);
-        let _ = uploads.await;
-        stats
+        let mut done = Vec::new();
+        while let Some(Ok(finished)) = lanes.join_next().await {
+            done.push(finished);
+        }
+        done.sort();
+        (stats, done.into_iter().map(|(_, t)| t).collect())
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_retry_goes_only_to_the_sink_that_failed() {
-        let good = ScriptedSink::failing(&[]);
-        let flaky = ScriptedSink::failing(&[ErrorKind::Http5xx, ErrorKind::Throttled]);
-        let stats = run_to_end(
+        let good = ScriptedSink::failing("good", &[]);
+        let flaky = ScriptedSink::failing(
+            "flaky",
+            &[Some(ErrorKind::Http5xx), Some(ErrorKind::Throttled)],
+        );
+        let (stats, _) = run_to_end(
             vec![Arc::clone(&good), Arc::clone(&flaky)],
             4,
             RetryPolicy::default(),
@@ -396,11 +473,12 @@ mod tests {
         .await;
         let snap = stats.snapshot();
         assert_eq!(
-            (snap.sent, snap.dropped_total(), snap.unaccounted()),
-            (4, 0, 0)
+            (snap.sent, snap.dropped_total(), snap.broken_identities()),
+            (4, 0, Vec::<String>::new())
         );
         assert_eq!(snap.backend_errors["http_5xx"], 1);
         assert_eq!(snap.backend_errors["throttled"], 1);
+        assert_eq!((snap.sinks["good"].sent, snap.sinks["flaky"].sent), (4, 4));
         let mut taken: Vec<String> = good.calls().concat();
         taken.sort();
         assert_eq!(
@@ -416,24 +494,49 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_stalled_sink_does_not_hold_back_another() {
+        let quick = ScriptedSink::failing("quick", &[]);
+        let stalled = ScriptedSink::failing("stalled", &[None, None, None]);
+        let (stats, finished) = run_to_end(
+            vec![Arc::clone(&quick), Arc::clone(&stalled)],
+            6,
+            RetryPolicy::default(),
+        )
+        .await;
+        assert!(finished[0] < Duration::from_secs(1), "{finished:?}");
+        assert!(finished[1] >= Duration::from_secs(60), "{finished:?}");
+        let snap = stats.snapshot();
+        assert_eq!(
+            (snap.sinks["quick"].sent, snap.sinks["stalled"].sent),
+            (6, 6)
+        );
+        assert!(snap.broken_identities().is_empty(), "{snap:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn retries_end_at_the_attempt_limit_and_client_errors_are_not_retried() {
-        let down = ScriptedSink::failing(&[ErrorKind::ConnectionRefused; 10]);
+        let down = ScriptedSink::failing("down", &[Some(ErrorKind::ConnectionRefused); 10]);
         let policy = RetryPolicy {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
         let snap = run_to_end(vec![Arc::clone(&down)], 2, policy)
             .await
+            .0
             .snapshot();
-        assert_eq!(snap.dropped["retries_exhausted"], 2);
+        assert_eq!(snap.dropped(DropReason::RetriesExhausted), 2);
         assert_eq!((snap.retried, snap.unaccounted()), (4, 0));
         assert_eq!(down.calls().len(), 3, "three attempts");
 
-        let refused = ScriptedSink::failing(&[ErrorKind::Http4xx]);
+        let refused = ScriptedSink::failing("refused", &[Some(ErrorKind::Http4xx)]);
         let snap = run_to_end(vec![Arc::clone(&refused)], 2, policy)
             .await
+            .0
             .snapshot();
-        assert_eq!((snap.dropped["upload_failed"], snap.retried), (2, 0));
+        assert_eq!(
+            (snap.dropped(DropReason::UploadFailed), snap.retried),
+            (2, 0)
+        );
         assert_eq!(refused.calls().len(), 1);
     }
 }

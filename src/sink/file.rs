@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::{Delivery, Sink, SinkError, SinkFuture};
-use crate::segment::Segment;
+use crate::item::Item;
 
 /// Appends documents to a file.
 #[derive(Debug)]
@@ -37,10 +37,13 @@ impl Sink for FileSink {
         "file"
     }
 
-    fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
+    fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
         Box::pin(async move {
-            let mut out = Vec::with_capacity(batch.iter().map(|d| d.body.len() + 1).sum());
-            for doc in batch {
+            let documents = batch.iter().map(|item| match item {
+                Item::XrayDocument(doc) => doc,
+            });
+            let mut out = Vec::with_capacity(documents.clone().map(|d| d.body.len() + 1).sum());
+            for doc in documents {
                 let start = out.len();
                 out.extend_from_slice(&doc.body);
                 if memchr::memchr2(b'\n', b'\r', &doc.body).is_some() {

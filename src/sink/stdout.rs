@@ -10,7 +10,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::{Delivery, Sink, SinkError, SinkFuture};
-use crate::segment::Segment;
+use crate::item::Item;
 
 /// Writes a summary line per document to standard output.
 #[derive(Debug, Default)]
@@ -50,10 +50,11 @@ impl Sink for StdoutSink {
         "stdout"
     }
 
-    fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
+    fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
         Box::pin(async move {
             let mut text = String::new();
-            for doc in batch {
+            for item in batch {
+                let Item::XrayDocument(doc) = item;
                 text.push_str(&summary_line(&doc.body));
                 text.push('\n');
             }

@@ -22,9 +22,9 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
 use super::{Delivery, Refused, Sink, SinkError, SinkFuture};
-use crate::outcome::ErrorKind;
 use crate::aws::AwsContext;
-use crate::segment::Segment;
+use crate::item::Item;
+use crate::outcome::ErrorKind;
 
 /// Sends batches to X-Ray.
 #[derive(Debug, Clone)]
@@ -113,11 +113,14 @@ fn connection_kind(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
 }
 
 /// Matches each refused id to the first not yet matched document of the batch with that id.
-fn match_refused(batch: &[Segment], refused: &mut [Refused]) {
+fn match_refused(batch: &[Item], refused: &mut [Refused]) {
     if refused.is_empty() {
         return;
     }
-    let ids: Vec<Option<Box<str>>> = batch.iter().map(|d| d.ids().id).collect();
+    let ids: Vec<Option<Box<str>>> = batch
+        .iter()
+        .map(|item| item.as_document().and_then(|d| d.ids().id))
+        .collect();
     let mut taken = vec![false; batch.len()];
     for r in refused.iter_mut() {
         let Some(id) = r.id.as_deref() else { continue };
@@ -131,25 +134,33 @@ fn match_refused(batch: &[Segment], refused: &mut [Refused]) {
     }
 }
 
+/// The X-Ray document an item is sent as. Every item kind must say here how X-Ray receives it.
+fn document(item: &Item) -> &[u8] {
+    match item {
+        Item::XrayDocument(doc) => &doc.body,
+    }
+}
+
 /// The `PutTraceSegments` request body for `batch`: `{"TraceSegmentDocuments":["…","…"]}`, each
 /// document escaped into a JSON string. One allocation, sized for the usual escaping (a segment's
 /// quotes); a document with more to escape grows it.
-pub fn request_body(batch: &[Segment]) -> Bytes {
+pub fn request_body(batch: &[Item]) -> Bytes {
     const HEAD: &[u8] = b"{\"TraceSegmentDocuments\":[";
     const TAIL: &[u8] = b"]}";
-    let documents: usize = batch.iter().map(|d| d.body.len()).sum();
+    let documents: usize = batch.iter().map(|item| document(item).len()).sum();
     let mut out =
         Vec::with_capacity(HEAD.len() + TAIL.len() + documents + documents / 8 + 3 * batch.len());
     out.extend_from_slice(HEAD);
-    for (i, d) in batch.iter().enumerate() {
+    for (i, item) in batch.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
+        let body = document(item);
         // Documents were checked to be UTF-8 on the way in; the lossy form is only the
         // never-taken fallback. Writing a `&str` into a `Vec` cannot fail.
-        let text = match std::str::from_utf8(&d.body) {
+        let text = match std::str::from_utf8(body) {
             Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(&d.body),
+            Err(_) => String::from_utf8_lossy(body),
         };
         if serde_json::to_writer(&mut out, text.as_ref()).is_err() {
             out.extend_from_slice(b"\"\"");
@@ -164,7 +175,7 @@ impl Sink for XraySink {
         "xray"
     }
 
-    fn send<'a>(&'a self, batch: &'a [Segment]) -> SinkFuture<'a> {
+    fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
         Box::pin(async move {
             let body = request_body(batch);
             let length = body.len().to_string();
@@ -205,16 +216,17 @@ impl Sink for XraySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::Segment;
 
     #[test]
     fn request_body_is_the_documents_as_json_strings() {
-        let seg = |body: &str| Segment::unchecked(body.to_owned());
+        let seg = |body: &str| Item::XrayDocument(Segment::unchecked(body.to_owned()));
         let docs = [
             r#"{"name":"a\"b","x":"\u0001é","n":1}"#,
             "{\"ctl\":\"tab\there\"}",
             "{}",
         ];
-        let batch: Vec<Segment> = docs.iter().map(|d| seg(d)).collect();
+        let batch: Vec<Item> = docs.iter().map(|d| seg(d)).collect();
         let body = request_body(&batch);
         let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
         assert_eq!(
@@ -229,7 +241,7 @@ mod tests {
 
     #[test]
     fn refused_ids_match_distinct_documents() {
-        let seg = |id: &str| Segment::unchecked(format!(r#"{{"id":"{id}"}}"#));
+        let seg = |id: &str| Item::XrayDocument(Segment::unchecked(format!(r#"{{"id":"{id}"}}"#)));
         let batch = [seg("a"), seg("b"), seg("a")];
         let r = |id: &str| Refused {
             index: None,

@@ -1,0 +1,339 @@
+//! The store's rules: the budget is never exceeded, the oldest go first, retries keep their
+//! place and their charge, each lane is settled on its own, and every identity holds after
+//! every move.
+
+use std::time::Duration;
+
+use super::*;
+use crate::segment::Segment;
+use crate::stats::Snapshot;
+
+/// A document of about `n` bytes whose `id` is `id`.
+fn doc(id: usize, n: usize) -> Item {
+    let head = format!(r#"{{"id":"{id}","pad":""#);
+    let pad = n.saturating_sub(head.len() + 2);
+    Item::XrayDocument(Segment::unchecked(format!("{head}{}\"}}", "x".repeat(pad))))
+}
+
+fn named(id: usize) -> Item {
+    doc(id, 100)
+}
+
+fn buffer(budget: usize, batch_size: usize, sinks: &[&str]) -> (Arc<Buffer>, Arc<Stats>) {
+    let stats = Arc::new(Stats::new());
+    let lanes = sinks
+        .iter()
+        .map(|name| LaneSettings {
+            name: (*name).to_owned(),
+            batch_size,
+        })
+        .collect();
+    (
+        Buffer::new(budget, lanes, FullPolicy::DropOldest, Arc::clone(&stats)),
+        stats,
+    )
+}
+
+fn push(b: &Buffer, items: impl IntoIterator<Item = Item>) {
+    let mut intake = Intake::new(Input::Udp, 8);
+    for item in items {
+        intake.received(item.cost());
+        intake.accepted(item);
+    }
+    b.admit(&mut intake);
+}
+
+fn take(b: &Arc<Buffer>, lane: usize, max: usize) -> Batch {
+    match b.take(lane, max) {
+        Some(batch) => batch,
+        None => panic!("no batch"),
+    }
+}
+
+fn ids(batch: &Batch) -> Vec<String> {
+    batch
+        .items()
+        .iter()
+        .filter_map(Item::as_document)
+        .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
+        .collect()
+}
+
+fn settle(batch: Batch, fate: Fate) -> Settled {
+    let fates = vec![fate; batch.len()];
+    let states: Vec<DocState> = batch
+        .states()
+        .iter()
+        .map(|s| DocState {
+            attempts: s.attempts + 1,
+            ..*s
+        })
+        .collect();
+    batch.finish(&fates, &states)
+}
+
+fn checked(stats: &Stats) -> Snapshot {
+    let snap = stats.snapshot();
+    assert!(snap.broken_identities().is_empty(), "{snap:#?}");
+    snap
+}
+
+#[test]
+fn never_exceeds_the_budget_and_drops_oldest() {
+    let one = named(0).cost();
+    let (b, stats) = buffer(one * 3, 50, &["xray"]);
+    push(&b, (0..5).map(named));
+    let snap = checked(&stats);
+    assert_eq!(snap.buffered, 3);
+    assert_eq!(snap.dropped(DropReason::Spillover), 2);
+    assert_eq!(snap.sinks["xray"].dropped["spillover"], 2);
+    assert!(snap.buffered_bytes <= (one * 3) as u64);
+    assert_eq!(ids(&take(&b, 0, 50)), ["2", "3", "4"]);
+}
+
+#[test]
+fn in_flight_bytes_count_until_the_batch_is_dropped() {
+    let one = named(0).cost();
+    let (b, stats) = buffer(one * 2, 50, &["xray"]);
+    push(&b, [named(0), named(1)]);
+    let batch = take(&b, 0, 50);
+    push(&b, [named(2)]);
+    assert_eq!(
+        checked(&stats).dropped(DropReason::Spillover),
+        1,
+        "no room while two are in flight"
+    );
+    drop(batch);
+    push(&b, [named(3)]);
+    let snap = checked(&stats);
+    assert_eq!((snap.buffered, snap.in_flight), (1, 0));
+    assert_eq!(
+        snap.dropped(DropReason::UploadFailed),
+        2,
+        "an unfinished batch counts itself"
+    );
+}
+
+#[test]
+fn waiting_items_are_not_evicted_when_that_cannot_make_room() {
+    // With the budget taken by items in flight, a bigger newcomer must not evict every
+    // waiting item and then be dropped itself.
+    let small = named(0).cost();
+    let (b, stats) = buffer(small * 4, 2, &["xray"]);
+    push(&b, [named(0), named(1)]);
+    let batch = take(&b, 0, 2);
+    push(&b, [named(2), named(3)]);
+    push(&b, [doc(4, small * 3)]);
+    let snap = checked(&stats);
+    assert_eq!((snap.buffered, snap.dropped(DropReason::Spillover)), (2, 1));
+    drop(batch);
+}
+
+#[test]
+fn a_retried_batch_goes_back_in_order_and_stays_charged() {
+    let (b, stats) = buffer(1 << 20, 2, &["xray"]);
+    push(&b, (0..5).map(named));
+    let first = take(&b, 0, 2);
+    let second = take(&b, 0, 2);
+    let held = stats.snapshot().buffered_bytes + stats.snapshot().in_flight_bytes;
+    settle(second, Fate::Retry);
+    settle(first, Fate::Retry);
+    let snap = checked(&stats);
+    assert_eq!((snap.buffered, snap.in_flight, snap.retried), (5, 0, 4));
+    assert_eq!(snap.buffered_bytes, held, "bytes charged all along");
+    let again = take(&b, 0, 2);
+    assert_eq!(ids(&again), ["0", "1"]);
+    assert_eq!(again.states()[0].attempts, 1);
+    assert_eq!(b.status(0).retry_first, true);
+    settle(again, Fate::Sent);
+    assert_eq!(checked(&stats).sent, 2);
+}
+
+#[test]
+fn items_being_retried_are_the_first_to_spill_over() {
+    let one = named(0).cost();
+    let (b, stats) = buffer(one * 3, 2, &["xray"]);
+    push(&b, (0..2).map(named));
+    let batch = take(&b, 0, 2);
+    push(&b, [named(2)]);
+    settle(batch, Fate::Retry);
+    push(&b, [named(3), named(4)]);
+    assert_eq!(checked(&stats).dropped(DropReason::Spillover), 2);
+    let left = take(&b, 0, 2);
+    assert_eq!(ids(&left), ["2", "3"]);
+    drop(left);
+    checked(&stats);
+}
+
+#[test]
+fn every_fate_is_counted_once() {
+    let (b, stats) = buffer(1 << 20, 5, &["xray"]);
+    push(&b, (0..5).map(named));
+    let batch = take(&b, 0, 5);
+    let states = batch.states().to_vec();
+    batch.finish(
+        &[
+            Fate::Sent,
+            Fate::Rejected,
+            Fate::Dropped(DropReason::RetriesExhausted),
+            Fate::Dropped(DropReason::UploadFailed),
+            Fate::Retry,
+        ],
+        &states,
+    );
+    let snap = checked(&stats);
+    assert_eq!((snap.sent, snap.rejected, snap.buffered), (1, 1, 1));
+    assert_eq!(snap.dropped(DropReason::RetriesExhausted), 1);
+    assert_eq!(snap.dropped(DropReason::UploadFailed), 1);
+    let sink = &snap.sinks["xray"];
+    assert_eq!(
+        (sink.received, sink.sent, sink.rejected, sink.pending),
+        (5, 1, 1, 1)
+    );
+}
+
+#[test]
+fn abandoning_counts_waiting_and_in_flight_items_as_shutdown() {
+    let (b, stats) = buffer(1 << 20, 2, &["xray"]);
+    push(&b, (0..5).map(named));
+    let cut_off = take(&b, 0, 2);
+    let comes_back = take(&b, 0, 2);
+    assert_eq!(b.abandon(), 1);
+    drop(cut_off);
+    settle(comes_back, Fate::Retry);
+    let snap = checked(&stats);
+    assert_eq!(snap.dropped(DropReason::Shutdown), 5);
+    assert_eq!((snap.buffered, snap.in_flight), (0, 0));
+    assert!(b.take(0, 2).is_none());
+    assert!(b.status(0).done);
+}
+
+#[test]
+fn an_item_is_freed_once_every_sink_is_done_with_it() {
+    let (b, stats) = buffer(1 << 20, 50, &["xray", "file"]);
+    push(&b, (0..3).map(named));
+    let snap = checked(&stats);
+    assert_eq!((snap.received, snap.buffered), (3, 3));
+    assert_eq!(
+        (snap.sinks["xray"].received, snap.sinks["file"].received),
+        (3, 3)
+    );
+    let held = b.held_bytes();
+    settle(take(&b, 1, 50), Fate::Sent);
+    let snap = checked(&stats);
+    assert_eq!(
+        (snap.sent, snap.buffered, snap.sinks["file"].sent),
+        (0, 3, 3)
+    );
+    assert_eq!(b.held_bytes(), held, "the xray lane still holds them");
+    let x = take(&b, 0, 50);
+    assert_eq!(checked(&stats).in_flight, 3);
+    settle(x, Fate::Sent);
+    let snap = checked(&stats);
+    assert_eq!((snap.sent, snap.buffered, snap.in_flight), (3, 0, 0));
+    assert_eq!(b.held_bytes(), 0);
+}
+
+#[test]
+fn a_dead_sink_keeps_at_most_its_share_and_the_others_lose_nothing() {
+    let one = named(0).cost() + PER_EXTRA_SINK_OVERHEAD;
+    // Room for ten items; the dead sink's share is five.
+    let (b, stats) = buffer(one * 10, 1, &["dead", "live"]);
+    for i in 0..30 {
+        push(&b, [named(i)]);
+        settle(take(&b, 1, 1), Fate::Sent);
+    }
+    let snap = checked(&stats);
+    let live = &snap.sinks["live"];
+    let dead = &snap.sinks["dead"];
+    assert_eq!((live.received, live.sent, live.dropped.len()), (30, 30, 0));
+    assert_eq!((dead.received, dead.waiting), (30, 5));
+    assert_eq!(dead.dropped["sink_backlog"], 25);
+    assert_eq!(snap.dropped(DropReason::Spillover), 0);
+    assert!(b.held_bytes() <= (one * 5) as u64);
+    // Overall: an item dropped for one sink counts as dropped, once.
+    assert_eq!(
+        (snap.dropped(DropReason::SinkBacklog), snap.buffered),
+        (25, 5)
+    );
+}
+
+#[test]
+fn the_admission_mark_is_below_the_budget() {
+    let one = named(0).cost();
+    let (b, _) = buffer(one * 100, 10, &["xray"]);
+    push(&b, (0..70).map(named));
+    assert!(b.has_room_for_admission());
+    push(&b, (70..80).map(named));
+    assert!(!b.has_room_for_admission());
+}
+
+/// Every move, in a seeded random order over three lanes, keeps every identity (the
+/// deterministic form of what the fuzz target explores).
+#[test]
+fn every_identity_holds_after_every_move() {
+    let one = named(0).cost() + 2 * PER_EXTRA_SINK_OVERHEAD;
+    let (b, stats) = buffer(one * 12, 3, &["a", "b", "c"]);
+    let mut out: Vec<Batch> = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut id = 0;
+    for _ in 0..5000 {
+        match next() % 6 {
+            0 | 1 => {
+                let n = (next() % 4) as usize;
+                push(&b, (id..id + n).map(named));
+                id += n;
+            }
+            2 => {
+                if let Some(batch) = b.take((next() % 3) as usize, 3) {
+                    out.push(batch);
+                }
+            }
+            3 | 4 if !out.is_empty() => {
+                let batch = out.swap_remove((next() as usize) % out.len());
+                let fate = match next() % 5 {
+                    0 => Fate::Retry,
+                    1 => Fate::Rejected,
+                    2 => Fate::Dropped(DropReason::RetriesExhausted),
+                    _ => Fate::Sent,
+                };
+                settle(batch, fate);
+            }
+            _ => {
+                if let Some(batch) = out.pop() {
+                    drop(batch);
+                }
+            }
+        }
+        let snap = checked(&stats);
+        assert!(snap.buffered_bytes + snap.in_flight_bytes <= (one * 12) as u64);
+        assert_eq!(snap.buffered_bytes + snap.in_flight_bytes, b.held_bytes());
+    }
+    b.abandon();
+    out.clear();
+    let snap = checked(&stats);
+    assert_eq!((snap.buffered, snap.in_flight, b.held_bytes()), (0, 0, 0));
+    assert!(snap.sent > 0 && snap.dropped_total() > 0, "{snap:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn changed_wakes_a_waiter_for_its_lane() {
+    let (b, _) = buffer(1 << 20, 2, &["a", "b"]);
+    let waiter = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { b.changed(1).await })
+    };
+    tokio::task::yield_now().await;
+    push(&b, [named(0)]);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .is_ok()
+    );
+}
