@@ -20,6 +20,7 @@ use crate::logging::{LogLevel, LogSettings, Rotation};
 use crate::sink::SinkSpec;
 
 pub mod args;
+pub mod defaults;
 pub mod cli;
 pub mod file;
 
@@ -81,7 +82,7 @@ pub struct Config {
     pub proxy_upstream_timeout: Duration,
     // delivery (issue 5)
     /// When uploads are retried and given up.
-    pub retry: crate::upload::retry::RetryPolicy,
+    pub retry: crate::config::defaults::RetryPolicy,
     /// Time between telemetry records; `None`: no telemetry.
     pub telemetry_interval: Option<Duration>,
     /// A TCP address of its own for the stats and health paths (`--stats-address`), if asked.
@@ -233,13 +234,13 @@ pub fn resolve(
         }
         s
     };
-    if sinks.len() > crate::upload::MAX_SINKS {
+    if sinks.len() > defaults::MAX_SINKS {
         return Err(ConfigError::Value {
             setting: "--sink".into(),
             value: format!("{} sinks", sinks.len()),
             why: format!(
                 "at most {} different sinks can be given",
-                crate::upload::MAX_SINKS
+                defaults::MAX_SINKS
             ),
         });
     }
@@ -263,13 +264,13 @@ pub fn resolve(
                     why: "it must be at least 1 (or 0 for the default, 8)".into(),
                 })?
         }
-        (None, None) => crate::upload::DEFAULT_CONCURRENCY,
+        (None, None) => defaults::DEFAULT_CONCURRENCY,
     };
-    if concurrency > crate::upload::MAX_CONCURRENCY {
+    if concurrency > defaults::MAX_CONCURRENCY {
         return Err(ConfigError::Value {
             setting: "--concurrency / Concurrency".into(),
             value: concurrency.to_string(),
-            why: format!("at most {} uploads at once", crate::upload::MAX_CONCURRENCY),
+            why: format!("at most {} uploads at once", defaults::MAX_CONCURRENCY),
         });
     }
 
@@ -507,7 +508,7 @@ mod delivery {
     use std::time::Duration;
 
     use super::{ConfigError, cli::Cli};
-    use crate::upload::retry::RetryPolicy;
+    use crate::config::defaults::RetryPolicy;
 
     fn seconds(
         value: Option<f64>,
@@ -556,8 +557,8 @@ mod delivery {
         let interval = seconds(
             cli.telemetry_interval,
             "--telemetry-interval",
-            crate::telemetry::MIN_INTERVAL,
-            crate::telemetry::DEFAULT_INTERVAL,
+            super::defaults::MIN_TELEMETRY_INTERVAL,
+            super::defaults::DEFAULT_TELEMETRY_INTERVAL,
         )?;
         Ok((!cli.no_telemetry).then_some(interval))
     }

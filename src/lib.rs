@@ -5,18 +5,39 @@
 //! for byte in a memory-bounded buffer and relays them in batches to `PutTraceSegments`.
 //!
 //! ```text
-//! UDP ─▶ receiver ─▶ segment::parse ─▶ buffer ─▶ batcher ─▶ upload ─▶ sink (xray | stdout | file)
-//! TCP ─▶ proxy (sampling proxy; /daemon/stats, /daemon/health)
-//!                 every stage reports to stats
+//!            inputs                    the store                 one lane per sink
+//! UDP ─▶ receiver ─▶ segment::parse ─▶ buffer ─┬─▶ batcher ─▶ upload ─▶ sink::xray   (PutTraceSegments)
+//!        (Intake: received, refused,  (budget, ├─▶ batcher ─▶ upload ─▶ sink::file / sink::stdout
+//!         accepted items)              memory  └─▶ batcher ─▶ upload ─▶ sink::memory (in-process store)
+//!                                      rule)
+//! TCP ─▶ admin (route table) ─▶ /daemon/{health,stats,metrics} │ proxy (signed, to X-Ray only)
+//!                 buffer and stages book into stats ─▶ telemetry, /daemon/stats, summary
 //! ```
 //!
-//! Modules: [`app`] wires the stages; [`receiver`], [`batcher`], [`upload`] and [`proxy`] are
-//! stages; [`segment`], [`buffer`], [`sink`], [`stats`], [`aws`], [`config`], [`net`],
-//! [`logging`] and [`shutdown`] are the leaves they share; [`telemetry`] reports the counters
-//! to X-Ray (`PutTelemetryRecords`).
-//! [`memory`] gives free memory back to the OS after a backlog.
-//! [`health`] is the `xray health` subcommand, a client of the daemon's TCP edge for container
-//! health checks.
+//! Where to look:
+//! - "what comes in": [`receiver`] (UDP datagrams → [`segment::parse`] → [`item::Item`]s);
+//! - "what happens when memory is full": [`buffer`] (the store, its lanes and the memory rule);
+//! - "where is a batch cut", "when does a failed sink get tried again": [`batcher`] (batch
+//!   cutting, the linger timer, the retry gate and its probe);
+//! - "where is a retry decided": [`upload::retry`] (pure), applied per call in [`upload`];
+//! - "where do items go": [`sink`] (one file per destination);
+//! - "what is counted": [`stats`] (the books and the typed snapshot), with the shared outcome
+//!   names in [`outcome`];
+//! - "who wires it": [`app`] (binds, makes the buffer and one lane per sink, drains at shutdown;
+//!   also [`app::Daemon`], the daemon run in-process).
+//!
+//! Imports run one way: [`app`] imports the stages ([`receiver`], [`batcher`], [`upload`],
+//! [`proxy`], [`telemetry`]); stages import only leaves ([`item`], [`segment`], [`buffer`],
+//! [`sink`], [`stats`], [`outcome`], [`ratelimit`], [`aws`], [`config`], [`net`], [`logging`],
+//! [`memory`], [`shutdown`]); [`outcome`] imports nothing of ours; no stage imports another
+//! (the batcher and the upload stage of a lane share its [`batcher::Gate`], handed to both by
+//! [`app`]). [`health`] is the `xray health` subcommand, a client of the daemon's TCP edge for
+//! container health checks.
+//!
+//! CPU-heavy work stays off the runtime's only thread: the UDP receiver has a thread of its own,
+//! and decoding, conversion and compression for the coming OpenTelemetry inputs and outputs run
+//! on tokio's blocking pool (`spawn_blocking`), bounded by the number of requests admitted, so
+//! health, stats and uploads keep answering during a flood.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -47,14 +47,13 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::defaults::{
+    DEFAULT_TELEMETRY_INTERVAL as DEFAULT_INTERVAL, MIN_TELEMETRY_INTERVAL as MIN_INTERVAL,
+};
 use crate::outcome::DropReason;
 use crate::sink::xray::error_kind;
 use crate::stats::{Snapshot, Stats};
 
-/// Default time between records.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-/// The shortest interval accepted.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Records per `PutTelemetryRecords` call (the original's limit).
 pub const MAX_RECORDS_PER_CALL: usize = 10;
 /// Records kept while calls fail; the oldest go first.

@@ -43,15 +43,6 @@ use crate::ratelimit::{RateLimit, WARN_INTERVAL};
 use crate::sink::{Delivery, Sink};
 use crate::stats::Stats;
 
-/// Default number of batches uploaded at once (the original's `Concurrency`).
-pub const DEFAULT_CONCURRENCY: usize = 8;
-
-/// Most uploads at once that `--concurrency` accepts.
-pub const MAX_CONCURRENCY: usize = 1024;
-
-/// Most sinks at once (each item remembers which lanes still hold it in a 32-bit set).
-pub const MAX_SINKS: usize = 32;
-
 /// How many refused items are logged one by one per [`WARN_INTERVAL`] before the rest are only
 /// counted.
 pub const REJECT_LOG_BURST: u64 = 20;
@@ -59,7 +50,8 @@ pub const REJECT_LOG_BURST: u64 = 20;
 /// How one sink's stage runs.
 #[derive(Clone, Copy, Debug)]
 pub struct UploadSettings {
-    /// Batches uploaded at once; at least 1. Default [`DEFAULT_CONCURRENCY`].
+    /// Batches uploaded at once; at least 1. Default
+    /// [`crate::config::defaults::DEFAULT_CONCURRENCY`].
     pub concurrency: usize,
     /// When to retry and when to give up.
     pub retry: RetryPolicy,

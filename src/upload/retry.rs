@@ -21,43 +21,9 @@
 
 use std::time::Duration;
 
+pub use crate::config::defaults::RetryPolicy;
 use crate::outcome::ErrorKind;
 use crate::sink::{Delivery, SinkError};
-
-/// Default attempts per document, the first included (`--retry-max-attempts`).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
-/// Default time after a document's first failed attempt when it is given up
-/// (`--retry-max-age`): 5 minutes.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
-/// The first backoff's ceiling.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// The largest backoff ceiling.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
-
-/// When retries end, and how long they wait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per document, the first included; at least 1. Default [`DEFAULT_MAX_ATTEMPTS`].
-    pub max_attempts: u32,
-    /// Time after a document's first failed attempt when it is given up. Default
-    /// [`DEFAULT_MAX_AGE`].
-    pub max_age: Duration,
-    /// The first backoff's ceiling. Default [`BACKOFF_BASE`].
-    pub base: Duration,
-    /// The largest backoff ceiling. Default [`BACKOFF_CAP`].
-    pub cap: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            max_age: DEFAULT_MAX_AGE,
-            base: BACKOFF_BASE,
-            cap: BACKOFF_CAP,
-        }
-    }
-}
 
 /// What one call's result means.
 #[derive(Clone, Debug, PartialEq, Eq)]
