@@ -546,18 +546,13 @@ impl Buffer {
                     let Some(oldest) = s.oldest_lane() else { break };
                     let seq = s.lanes[oldest].waiting.front().map_or(0, |w| w.seq);
                     for lane in 0..s.lanes.len() {
-                        if s.lanes[lane].waiting.front().is_some_and(|w| w.seq == seq) {
-                            if let Some(w) = s.lanes[lane].waiting.pop_front() {
-                                let c = self.cost_of(&w.item);
-                                s.release(
-                                    &mut *books,
-                                    lane,
-                                    w.seq,
-                                    c,
-                                    Fate::Dropped(DropReason::Spillover),
-                                );
-                                spilled += 1;
-                            }
+                        if s.lanes[lane].waiting.front().is_some_and(|w| w.seq == seq)
+                            && let Some(w) = s.lanes[lane].waiting.pop_front()
+                        {
+                            let c = self.cost_of(&w.item);
+                            let fate = Fate::Dropped(DropReason::Spillover);
+                            s.release(&mut books, lane, w.seq, c, fate);
+                            spilled += 1;
                         }
                     }
                 }
@@ -583,7 +578,7 @@ impl Buffer {
                 );
             }
             let mut item = Some(item);
-            for lane in 0..n {
+            for (lane, woken) in woken.iter_mut().enumerate() {
                 let it = if lane + 1 == n {
                     item.take()
                 } else {
@@ -597,7 +592,7 @@ impl Buffer {
                     };
                     let c = self.cost_of(&old.item);
                     s.release(
-                        &mut *books,
+                        &mut books,
                         lane,
                         old.seq,
                         c,
@@ -615,14 +610,14 @@ impl Buffer {
                 });
                 let len = l.waiting.len();
                 if len == 1 || len == self.lanes[lane].batch_size {
-                    woken[lane] = true;
+                    *woken = true;
                 }
             }
         }
         intake.received = 0;
         intake.received_bytes = 0;
         intake.refused = [0; DropReason::ALL.len()];
-        s.publish(&mut *books);
+        s.publish(&mut books);
         self.held.store(s.held_bytes as u64, Ordering::Relaxed);
         drop(books);
         drop(s);
@@ -690,7 +685,7 @@ impl Buffer {
         s.lanes[lane].waiting = taken;
         s.lanes[lane].batches_out += 1;
         let mut books = self.stats.books();
-        s.publish(&mut *books);
+        s.publish(&mut books);
         drop(books);
         drop(s);
         Some(Batch {
@@ -747,10 +742,10 @@ impl Buffer {
                     }
                 }
             }
-            s.release(&mut *books, lane, seq, cost, fate);
+            s.release(&mut books, lane, seq, cost, fate);
         }
         s.lanes[lane].batches_out = s.lanes[lane].batches_out.saturating_sub(1);
-        s.publish(&mut *books);
+        s.publish(&mut books);
         self.held.store(s.held_bytes as u64, Ordering::Relaxed);
         drop(books);
         drop(s);
@@ -784,7 +779,7 @@ impl Buffer {
             for w in waiting {
                 let cost = self.cost_of(&w.item);
                 s.release(
-                    &mut *books,
+                    &mut books,
                     lane,
                     w.seq,
                     cost,
@@ -793,7 +788,7 @@ impl Buffer {
             }
         }
         let freed = (before - s.held_items) as u64;
-        s.publish(&mut *books);
+        s.publish(&mut books);
         self.held.store(s.held_bytes as u64, Ordering::Relaxed);
         drop(books);
         drop(s);

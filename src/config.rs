@@ -20,8 +20,8 @@ use crate::logging::{LogLevel, LogSettings, Rotation};
 use crate::sink::SinkSpec;
 
 pub mod args;
-pub mod defaults;
 pub mod cli;
+pub mod defaults;
 pub mod file;
 
 /// The default UDP and TCP address.

@@ -144,7 +144,7 @@ fn a_retried_batch_goes_back_in_order_and_stays_charged() {
     let again = take(&b, 0, 2);
     assert_eq!(ids(&again), ["0", "1"]);
     assert_eq!(again.states()[0].attempts, 1);
-    assert_eq!(b.status(0).retry_first, true);
+    assert!(b.status(0).retry_first);
     settle(again, Fate::Sent);
     assert_eq!(checked(&stats).sent, 2);
 }

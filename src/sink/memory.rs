@@ -93,12 +93,12 @@ mod tests {
     use super::*;
     use crate::segment::Segment;
 
-    #[test]
-    fn keeps_the_latest_items_within_its_cap() {
+    #[tokio::test]
+    async fn keeps_the_latest_items_within_its_cap() {
         let item = |n: u8| Item::XrayDocument(Segment::unchecked(vec![n; 100]));
         let cost = item(0).cost();
         let store = MemoryStore::new(cost * 2);
-        let _ = store.send(&[item(1), item(2), item(3)]);
+        assert!(store.send(&[item(1), item(2), item(3)]).await.is_ok());
         let held: Vec<u8> = store
             .items()
             .iter()
