@@ -66,6 +66,9 @@ pub enum StartupError {
     /// AWS cannot be used.
     #[error(transparent)]
     Aws(#[from] aws::AwsError),
+    /// A stage ended before shutdown; the daemon drained and stopped.
+    #[error("{0} stopped unexpectedly, so the daemon stopped; see the errors logged before this")]
+    StageEnded(&'static str),
     /// The daemon's task ended abnormally (in-process use).
     #[error("the daemon stopped abnormally: {0}")]
     Stopped(String),
@@ -294,6 +297,7 @@ async fn serve(
         );
         lanes.spawn(async move {
             tokio::join!(cut, send);
+            "a sink's batcher and upload workers"
         });
     }
     let telemetry = match (&aws, config.telemetry_interval) {
@@ -314,12 +318,25 @@ async fn serve(
     };
     let summary = tokio::spawn(log_summaries(Arc::clone(&stats)));
 
-    shutdown.cancelled().await;
-    let _ = receiver.await;
-    let _ = proxy.await;
+    // The edges run until shutdown; one that ends before it (a failed socket, a panic) stops
+    // the daemon, which then exits 1 after draining what it holds.
+    let mut edges = JoinSet::new();
+    edges.spawn(stage("the UDP receiver", receiver));
+    edges.spawn(stage(
+        "the TCP listener (sampling proxy and /daemon/ paths)",
+        proxy,
+    ));
     if let Some(edge) = stats_edge {
-        let _ = edge.await;
+        edges.spawn(stage("the --stats-address listener", edge));
     }
+    let ended_early = first_to_end(&shutdown, &mut edges, &mut lanes).await;
+    if let Some(name) = ended_early {
+        tracing::error!(
+            "{name} stopped unexpectedly, so the daemon stops (see the errors above); restart it"
+        );
+        shutdown.cancel();
+    }
+    while edges.join_next().await.is_some() {}
     summary.abort();
     buffer.close();
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
@@ -360,7 +377,33 @@ async fn serve(
     }
     let end = stats.snapshot();
     tracing::info!("Stopped. {}", end.summary_line());
-    Ok(end)
+    match ended_early {
+        Some(name) => Err(StartupError::StageEnded(name)),
+        None => Ok(end),
+    }
+}
+
+/// A stage's task, named: it ends with the name when the task ends, however it ended.
+async fn stage(name: &'static str, task: tokio::task::JoinHandle<()>) -> &'static str {
+    if let Err(e) = task.await {
+        tracing::error!("{name} failed: {e}");
+    }
+    name
+}
+
+/// Waits for `shutdown`. Returns the name of the stage that ended first if one ended before
+/// it: edges and lanes only end on shutdown, so that is a fault.
+async fn first_to_end(
+    shutdown: &CancellationToken,
+    edges: &mut JoinSet<&'static str>,
+    lanes: &mut JoinSet<&'static str>,
+) -> Option<&'static str> {
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => None,
+        Some(ended) = edges.join_next() => Some(ended.unwrap_or("a stage")),
+        Some(ended) = lanes.join_next() => Some(ended.unwrap_or("a sink's lane")),
+    }
 }
 
 fn aws_settings(config: &Config) -> AwsSettings {
@@ -513,5 +556,50 @@ impl Daemon {
             Ok(result) => result,
             Err(e) => Err(StartupError::Stopped(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stage_that_ends_before_shutdown_stops_the_daemon_by_name() {
+        let shutdown = CancellationToken::new();
+        let mut edges = JoinSet::new();
+        let mut lanes = JoinSet::new();
+        edges.spawn(stage(
+            "the TCP listener",
+            tokio::spawn(std::future::pending()),
+        ));
+        edges.spawn(stage("the UDP receiver", tokio::spawn(async {})));
+        lanes.spawn(async {
+            std::future::pending::<()>().await;
+            "a lane"
+        });
+        let ended = first_to_end(&shutdown, &mut edges, &mut lanes).await;
+        assert_eq!(ended, Some("the UDP receiver"));
+        let failed = tokio::spawn(async { panic!("a bug") });
+        edges.spawn(stage("the stats listener", failed));
+        let ended = first_to_end(&shutdown, &mut edges, &mut lanes).await;
+        assert_eq!(ended, Some("the stats listener"), "a panic counts too");
+    }
+
+    #[tokio::test]
+    async fn shutdown_first_is_a_clean_stop() {
+        let shutdown = CancellationToken::new();
+        let mut edges = JoinSet::new();
+        let mut lanes = JoinSet::new();
+        edges.spawn(stage(
+            "the UDP receiver",
+            tokio::spawn(std::future::pending()),
+        ));
+        shutdown.cancel();
+        assert_eq!(first_to_end(&shutdown, &mut edges, &mut lanes).await, None);
+        let error = StartupError::StageEnded("the UDP receiver").to_string();
+        assert!(
+            error.starts_with("the UDP receiver stopped unexpectedly"),
+            "{error}"
+        );
     }
 }
