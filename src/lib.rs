@@ -6,12 +6,14 @@
 //!
 //! ```text
 //! UDP ─▶ receiver ─▶ segment::parse ─▶ buffer ─▶ batcher ─▶ upload ─▶ sink (xray | stdout | file)
-//! TCP ─▶ proxy (sampling proxy; /daemon/stats, /daemon/health)
+//! TCP ─▶ admin (/daemon/stats, /daemon/metrics, /daemon/health; everything else ─▶ proxy ─▶ X-Ray)
 //!                 every stage reports to stats
 //! ```
 //!
-//! Modules: [`app`] wires the stages; [`receiver`], [`batcher`], [`upload`] and [`proxy`] are
-//! stages; [`segment`], [`buffer`], [`sink`], [`stats`], [`aws`], [`config`], [`net`],
+//! Modules: [`app`] wires the stages; [`receiver`], [`batcher`], [`upload`] and [`admin`] are
+//! stages; [`admin`] is the daemon's own HTTP surface (every TCP listener, one route table
+//! each) and [`proxy`] the handler of its forward route (the SDKs' sampling proxy, signed to
+//! X-Ray); [`segment`], [`buffer`], [`sink`], [`stats`], [`aws`], [`config`], [`net`],
 //! [`logging`] and [`shutdown`] are the leaves they share; [`telemetry`] reports the counters
 //! to X-Ray (`PutTelemetryRecords`).
 //! [`memory`] gives free memory back to the OS after a backlog.
@@ -21,6 +23,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod aws;
 pub mod batcher;
@@ -29,10 +32,10 @@ pub mod config;
 pub mod health;
 pub mod logging;
 pub mod memory;
-pub mod outcome;
-pub mod ratelimit;
 pub mod net;
+pub mod outcome;
 pub mod proxy;
+pub mod ratelimit;
 pub mod receiver;
 pub mod segment;
 pub mod shutdown;
