@@ -53,7 +53,7 @@ if [[ $# -eq 0 ]]; then
         echo "==> installing cargo-fuzz"
         cargo install cargo-fuzz --locked
     fi
-    for target in segment_parse buffer_accounting proxy_check_request; do
+    for target in segment_parse buffer_accounting admin_route; do
         echo "==> cargo +nightly fuzz run $target (${fuzz_seconds} s)"
         scratch="$(mktemp -d)"
         cargo +nightly fuzz run "$target" "$scratch" "fuzz/seeds/$target" -- \

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! UDP socket ─▶ receiver ─▶ buffer (byte budget) ─▶ batcher ─▶ channel ─▶ upload ─▶ sinks
-//! TCP socket ─▶ proxy (stats, health; sampling calls ─▶ X-Ray)        │
+//! TCP socket ─▶ admin (stats, health; sampling calls ─▶ X-Ray)        │
 //!                         stats ◀───────────── every stage counts ────┘
 //! ```
 //!
@@ -41,7 +41,7 @@ use crate::sink::stdout::StdoutSink;
 use crate::sink::xray::XraySink;
 use crate::sink::{Destination, Pacing, Sink, SinkSpec};
 use crate::stats::{SUMMARY_INTERVAL, Snapshot, Stats};
-use crate::{batcher, proxy, receiver, telemetry, upload};
+use crate::{admin, batcher, proxy, receiver, telemetry, upload};
 
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -183,11 +183,12 @@ async fn serve(
         upstream_timeout: config.proxy_upstream_timeout,
         ..proxy::ProxySettings::default()
     };
-    let proxy = tokio::spawn(proxy::run(
+    let proxy = tokio::spawn(admin::run(
         bound.tcp,
-        Arc::clone(&stats),
-        proxy_settings.clone(),
-        upstream_rx,
+        admin::Surface::daemon(
+            Arc::clone(&stats),
+            proxy::Forwarder::new(proxy_settings.clone(), upstream_rx),
+        ),
         shutdown.clone(),
     ));
     if !config.proxy_sampling_only && !config.tcp_addr.ip().is_loopback() {
@@ -198,19 +199,12 @@ async fn serve(
             config.tcp_addr
         );
     }
-    // The stats-only address: the same edge with forwarding off for good.
+    // The stats-only address: the admin routes, and no upstream at all.
     let stats_local = bound.stats.as_ref().and_then(|l| l.local_addr().ok());
-    let (_stats_only_tx, stats_only_rx) = watch::channel(proxy::UpstreamState::Unavailable(
-        "this is the daemon's stats address (--stats-address): it serves only /daemon/stats, \
-         /daemon/metrics and /daemon/health; the sampling proxy is on the -t address"
-            .into(),
-    ));
     let stats_edge = bound.stats.map(|listener| {
-        tokio::spawn(proxy::run(
+        tokio::spawn(admin::run(
             listener,
-            Arc::clone(&stats),
-            proxy::ProxySettings::default(),
-            stats_only_rx,
+            admin::Surface::stats_address(Arc::clone(&stats)),
             shutdown.clone(),
         ))
     });

@@ -2,7 +2,7 @@
 //!
 //! ECS (and Docker's `HEALTHCHECK`) run a command inside the container, and the daemon's image is
 //! `FROM scratch`: no shell, no curl. So the daemon's own binary asks the running daemon, over
-//! its TCP address, through the reserved path [`crate::proxy::HEALTH_PATH`]; it needs no config
+//! its TCP address, through the reserved path [`crate::admin::HEALTH_PATH`]; it needs no config
 //! file and none of the daemon's flags.
 //!
 //! In: the first argument after `health` may be the daemon's TCP address (`HOST:PORT`, default
@@ -14,7 +14,7 @@
 //! not look at uploads, because ECS replaces a task whose essential container is unhealthy, and an
 //! X-Ray throttle or outage must not restart the application. `--max-upload-failure SECONDS`
 //! adds one more condition: uploads have not been failing (every upload since the first failure
-//! failed) for longer than that, read from [`crate::proxy::STATS_PATH`]'s
+//! failed) for longer than that, read from [`crate::admin::STATS_PATH`]'s
 //! `upload_failing_since_unix`.
 //!
 //! The whole check takes at most about [`TIMEOUT`] per request; it speaks just enough HTTP/1.0
@@ -26,7 +26,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::proxy::{HEALTH_PATH, STATS_PATH};
+use crate::admin::{HEALTH_PATH, STATS_PATH};
 
 /// Where the daemon is asked when no address is given: the original daemon's default TCP
 /// address, which is also where its image listens (on all interfaces).

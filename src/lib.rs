@@ -23,13 +23,16 @@
 //! - "where do items go": [`sink`] (one file per destination);
 //! - "what is counted": [`stats`] (the books and the typed snapshot), with the shared outcome
 //!   names in [`outcome`];
+//! - "what the daemon answers on TCP": [`admin`] (one route table per listener, behind one pure
+//!   routing function); its forward route is [`proxy`] (the SDKs' sampling proxy, signed to
+//!   X-Ray only);
 //! - "who wires it": [`app`] (binds, makes the buffer and one lane per sink, drains at shutdown;
 //!   also [`app::Daemon`], the daemon run in-process).
 //!
 //! Imports run one way: [`app`] imports the stages ([`receiver`], [`batcher`], [`upload`],
-//! [`proxy`], [`telemetry`]); stages import only leaves ([`item`], [`segment`], [`buffer`],
+//! [`admin`], [`telemetry`]); stages import only leaves ([`item`], [`segment`], [`buffer`],
 //! [`sink`], [`stats`], [`outcome`], [`ratelimit`], [`aws`], [`config`], [`net`], [`logging`],
-//! [`memory`], [`shutdown`]); [`outcome`] imports nothing of ours; no stage imports another
+//! [`memory`], [`shutdown`], and [`proxy`], the handler [`admin`] forwards with); [`outcome`] imports nothing of ours; no stage imports another
 //! (the batcher and the upload stage of a lane share its [`batcher::Gate`], handed to both by
 //! [`app`]). [`health`] is the `xray health` subcommand, a client of the daemon's TCP edge for
 //! container health checks.
@@ -42,6 +45,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod aws;
 pub mod batcher;

@@ -1,12 +1,13 @@
-//! `--stats-address`: the counters and health on a TCP address of their own, where nothing is
-//! ever forwarded (issue 5's "and on an address of its own if asked").
+//! `--stats-address`: the counters and health on a TCP address of their own, which serves the
+//! admin routes only and has no upstream at all (issue 5's "and on an address of its own if
+//! asked"): every other path gets 404, never a proxy error.
 
 use std::time::Duration;
 
 use crate::support::{Daemon, free_addr, http, new_segment_id, new_trace_id, segment_json};
 
 #[tokio::test]
-async fn stats_and_health_are_served_on_their_own_address_and_nothing_is_forwarded() {
+async fn the_stats_address_serves_the_admin_routes_and_404s_the_rest() {
     let stats_addr = free_addr();
     let daemon = Daemon::builder()
         .args([
@@ -48,16 +49,21 @@ async fn stats_and_health_are_served_on_their_own_address_and_nothing_is_forward
         200
     );
 
-    // A sampling call sent there is answered locally with the reason, never forwarded.
+    // A sampling call sent there is not a route of this address: 404 with the reason (not the
+    // 502/503 of a proxy without an upstream), never forwarded.
     let sampling = http::post(stats_addr, "/GetSamplingRules", "{}")
         .await
         .unwrap();
-    assert_eq!(sampling.status, 503, "{}", sampling.text());
+    assert_eq!(sampling.status, 404, "{}", sampling.text());
     assert!(
-        sampling.text().contains("--stats-address"),
+        sampling.text().contains("--stats-address") && sampling.text().contains("-t address"),
         "{}",
         sampling.text()
     );
+    let other = http::get(stats_addr, "/daemon/other").await.unwrap();
+    assert_eq!(other.status, 404, "{}", other.text());
+    let wrong_method = http::post(stats_addr, "/daemon/stats", "{}").await.unwrap();
+    assert_eq!(wrong_method.status, 405, "{}", wrong_method.text());
     assert!(
         daemon
             .stdout()
