@@ -47,7 +47,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::sink::xray::error_kind;
+use crate::aws::error_kind;
 use crate::outcome::DropReason;
 use crate::stats::{Snapshot, Stats};
 

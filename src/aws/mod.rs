@@ -53,7 +53,10 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_types::body::SdkBody;
 use http_body_util::BodyExt;
 
+pub mod failure;
 mod insecure_tls;
+
+pub use failure::{describe_error, error_kind};
 
 /// Connect timeout for calls to AWS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -836,45 +839,5 @@ mod tests {
         let d = describe_proxy("http://user:secret@proxy:3128", "-p", None);
         assert!(!d.contains("secret"), "{d}");
         assert!(d.contains("proxy:3128"), "{d}");
-    }
-}
-
-/// An error and its causes in one line, without the debug dump the SDK's own display adds:
-/// `a: b: c`, each cause once.
-pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let text = e.to_string();
-        // SDK errors often repeat their cause's words in their own.
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ").trim_end_matches('.').to_owned()
-}
-
-#[cfg(test)]
-mod describe_error_tests {
-    #[test]
-    fn joins_causes_once() {
-        let inner = std::io::Error::other("connection refused");
-        let outer = std::io::Error::other(inner);
-        assert_eq!(super::describe_error(&outer), "connection refused");
-        #[derive(Debug)]
-        struct Wrap(std::io::Error);
-        impl std::fmt::Display for Wrap {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("dispatch failure")
-            }
-        }
-        impl std::error::Error for Wrap {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let w = Wrap(std::io::Error::other("timed out"));
-        assert_eq!(super::describe_error(&w), "dispatch failure: timed out");
     }
 }
