@@ -14,7 +14,7 @@
 //! 2. [`region`]: the region in the original daemon's order, asking `metadata` (ECS task
 //!    metadata, EC2 IMDSv2: direct, short timeouts) unless in local mode;
 //! 3. [`credentials`]: the credential chain (metadata providers direct, the others through the
-//!    proxy), and `-r` role assumption through STS;
+//!    proxy), cached once for every user, and `-r` role assumption through STS;
 //! 4. the SDK configuration every client is built from (the SDK's own retries off: one retry
 //!    layer, `crate::upload::retry`);
 //! 5. [`endpoint`]: the X-Ray endpoint URL, then the instance id and hostname for telemetry.
@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use aws_config::identity::IdentityCache;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -179,6 +180,8 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
             .region(region.clone())
             .http_client(aws_client.clone())
             .credentials_provider(credentials.clone())
+            // The provider is cached already, for the sampling proxy too (see `credentials`).
+            .identity_cache(IdentityCache::no_cache())
             .retry_config(RetryConfig::disabled()) // one retry layer: crate::upload::retry
             .timeout_config(
                 TimeoutConfig::builder()
