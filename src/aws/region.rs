@@ -1,7 +1,7 @@
 //! Which AWS region the daemon uses, and where that came from.
 //!
 //! In: `-n/--region` (or the config file's `Region`), local mode, the [`Env`], and lookups
-//! that read files or the network ([`RegionLookups`]). Out: the region and its source in
+//! that read files or the network (`RegionLookups`). Out: the region and its source in
 //! words (for the banner), or [`AwsError::NoRegion`], which names every place looked at.
 //!
 //! The original daemon's order, first found wins (blank values count as unset):
@@ -13,7 +13,7 @@
 //!    ours), then EC2 instance metadata (IMDSv2);
 //! 4. with `-o`: the SDK's own region: `AWS_DEFAULT_REGION`, then the AWS profile's `region`.
 //!
-//! The order is [`resolve`], a function of its inputs: tests hand it made-up lookups.
+//! The order is `resolve`, a function of its inputs: tests hand it made-up lookups.
 
 use aws_config::Region;
 use aws_config::meta::region::ProvideRegion;
