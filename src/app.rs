@@ -408,6 +408,7 @@ fn aws_settings(config: &Config) -> AwsSettings {
         role_arn: config.role_arn.clone(),
         proxy_address: config.proxy_address.clone(),
         no_verify_ssl: config.no_verify_ssl,
+        env: aws::Env::from_process(),
     }
 }
 

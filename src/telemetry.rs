@@ -47,11 +47,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::error_kind;
 pub use crate::config::defaults::{
     DEFAULT_TELEMETRY_INTERVAL as DEFAULT_INTERVAL, MIN_TELEMETRY_INTERVAL as MIN_INTERVAL,
 };
 use crate::outcome::DropReason;
-use crate::sink::xray::error_kind;
 use crate::stats::{Snapshot, Stats};
 
 /// Records per `PutTelemetryRecords` call (the original's limit).

@@ -10,21 +10,20 @@
 //! `UnprocessedTraceSegments` are matched back to the batch by segment id and returned as
 //! refused.
 //!
-//! A failed call is classified into an [`ErrorKind`] ([`error_kind`]): throttling (HTTP 429 or
+//! A failed call is classified into an [`ErrorKind`](crate::outcome::ErrorKind)
+//! ([`error_kind`], shared with every call to AWS): throttling (HTTP 429 or
 //! a `Throttling…` error code), other 4xx, 5xx, timeout, connection refused, unknown host,
 //! other connection failures, or other; the upload stage's retry rules decide from that. The
 //! SDK's own retries are off (see [`crate::aws`]): each call is one attempt.
 
 use aws_sdk_xray::Client;
-use aws_sdk_xray::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
 use super::{Delivery, Refused, Sink, SinkError, SinkFuture};
-use crate::aws::AwsContext;
+use crate::aws::{AwsContext, error_kind};
 use crate::item::Item;
-use crate::outcome::ErrorKind;
 
 /// Sends batches to X-Ray.
 #[derive(Debug, Clone)]
@@ -38,77 +37,6 @@ impl XraySink {
         XraySink {
             client: Client::new(&aws.sdk),
         }
-    }
-}
-
-/// What kind of failure a failed X-Ray call was (shared with telemetry's calls).
-pub fn error_kind<E>(err: &SdkError<E>) -> ErrorKind
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match err {
-        SdkError::TimeoutError(_) => ErrorKind::Timeout,
-        SdkError::DispatchFailure(d) => {
-            if d.is_timeout() {
-                ErrorKind::Timeout
-            } else if d.is_io() {
-                connection_kind(err)
-            } else {
-                use aws_smithy_types::retry::ErrorKind as Smithy;
-                match d.as_other() {
-                    Some(Smithy::TransientError) => ErrorKind::Connection,
-                    Some(Smithy::ThrottlingError) => ErrorKind::Throttled,
-                    Some(Smithy::ServerError) => ErrorKind::Http5xx,
-                    Some(Smithy::ClientError) => ErrorKind::Http4xx,
-                    // A user error, a failed credential lookup, a request that could not be
-                    // signed: nothing a retry fixes.
-                    _ => ErrorKind::Other,
-                }
-            }
-        }
-        SdkError::ResponseError(r) => match ErrorKind::from_status(r.raw().status().as_u16()) {
-            // A 2xx whose body could not be read: the connection broke mid-answer.
-            ErrorKind::Other => ErrorKind::Connection,
-            kind => kind,
-        },
-        SdkError::ServiceError(e) => {
-            let throttling = e
-                .err()
-                .code()
-                .is_some_and(|c| c.to_ascii_lowercase().contains("throttl"));
-            if throttling {
-                ErrorKind::Throttled
-            } else {
-                ErrorKind::from_status(e.raw().status().as_u16())
-            }
-        }
-        _ => ErrorKind::Other,
-    }
-}
-
-/// Refused, unknown host or another connection failure, from an I/O error's chain.
-fn connection_kind(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
-    let mut cause = Some(err);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return ErrorKind::ConnectionRefused,
-                std::io::ErrorKind::TimedOut => return ErrorKind::Timeout,
-                _ => {}
-            }
-        }
-        cause = e.source();
-    }
-    let text = DisplayErrorContext(err).to_string().to_ascii_lowercase();
-    if text.contains("connection refused") {
-        ErrorKind::ConnectionRefused
-    } else if text.contains("dns error")
-        || text.contains("failed to lookup address")
-        || text.contains("name or service not known")
-    {
-        ErrorKind::UnknownHost
-    } else {
-        ErrorKind::Connection
     }
 }
 
