@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{self, AwsSettings};
-use crate::batcher::{BatchSettings, Gate};
+use crate::batcher::BatchSettings;
 use crate::buffer::{Buffer, FullPolicy, LaneSettings};
 use crate::config::Config;
 use crate::net::{self, BindError, BoundUdp};
@@ -266,7 +266,8 @@ async fn serve(
     let abandon = CancellationToken::new();
     let mut lanes = JoinSet::new();
     for (lane, dest) in destinations.into_iter().enumerate() {
-        let gate = Gate::new();
+        let concurrency = dest.pacing.concurrency.unwrap_or(config.concurrency);
+        let (calls_tx, calls_rx) = mpsc::channel(batcher::reports_capacity(concurrency));
         let (batch_tx, batch_rx) = mpsc::channel(1);
         let cut = batcher::run(
             Arc::clone(&buffer),
@@ -275,15 +276,15 @@ async fn serve(
                 batch_size: dest.pacing.batch_size,
                 linger: dest.pacing.linger,
             },
-            Arc::clone(&gate),
+            calls_rx,
             batch_tx,
         );
         let send = upload::run(
             batch_rx,
             dest.sink,
-            gate,
+            calls_tx,
             upload::UploadSettings {
-                concurrency: dest.pacing.concurrency.unwrap_or(config.concurrency),
+                concurrency,
                 retry: config.retry,
             },
             Arc::clone(&stats),

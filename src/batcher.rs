@@ -3,7 +3,7 @@
 //!
 //! In: the items waiting in one lane of the [`Buffer`] (each sink has its own lane and its own
 //! batcher, so a slow sink never holds back another), and the outcome of each call from the
-//! upload stage through the [`Gate`]. Out: [`Batch`]es over a bounded channel to that sink's
+//! upload stage as [`CallOver`] reports. Out: [`Batch`]es over a bounded channel to that sink's
 //! upload workers.
 //!
 //! A batch is cut when any of these holds:
@@ -13,8 +13,8 @@
 //! - the buffer is closed (shutdown: what is left goes out at once);
 //! - the first waiting item is a retry (it has waited enough already).
 //!
-//! The gate: after a failed call the upload stage reports a backoff ([`Gate::settled`]); no
-//! batch is cut before it has passed, and then only one (the probe) until a call comes back
+//! The gate: after a failed call the upload stage reports a backoff ([`CallOver`], over a
+//! channel of its own, so neither stage imports the other); no batch is cut before it has passed, and then only one (the probe) until a call comes back
 //! without a failure, so a throttled or unreachable endpoint is not hammered by every worker at
 //! once. The backoff's length is decided by [`crate::upload::retry`].
 //!
@@ -25,10 +25,10 @@
 //! 50 documents of at most 64 KiB each stay well within the API's request size, so no byte cap
 //! per batch is needed besides the document cap.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::buffer::{Batch, Buffer};
@@ -48,21 +48,26 @@ pub struct BatchSettings {
     pub linger: Duration,
 }
 
-/// The retry gate of one lane: shared by its batcher (which asks whether a batch may go) and
-/// its upload workers (which report each call's outcome).
-#[derive(Debug, Default)]
-pub struct Gate {
-    state: Mutex<GateState>,
-    changed: Notify,
+/// What the upload stage reports when a call is over: `Some(backoff)` when it failed (or some
+/// items are to be retried), `None` when the destination answered. Reported before the batch
+/// is settled in the buffer, so the batcher that the settled items wake sees it first.
+pub type CallOver = Option<Duration>;
+
+/// Capacity of the channel of [`CallOver`] reports for `concurrency` upload workers: one per
+/// batch that can be out at once (in calls, in the batch channel, and being handed over), so
+/// reporting never waits.
+pub fn reports_capacity(concurrency: usize) -> usize {
+    concurrency.max(1) + 2
 }
 
+/// The retry gate of one lane, fed by the upload stage's [`CallOver`] reports.
 #[derive(Debug, Default)]
-struct GateState {
+struct Gate {
     /// No batch goes out before this (backoff after a failure).
     resume_at: Option<Instant>,
     /// A call failed and none has succeeded since: one batch at a time.
     probing: bool,
-    /// Batches cut and not settled yet.
+    /// Batches cut and not reported back yet.
     out: usize,
 }
 
@@ -78,64 +83,51 @@ enum Open {
 }
 
 impl Gate {
-    /// A gate letting batches flow.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Gate::default())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A batch's call is over. `backoff`: it failed (or some items are to be retried): hold
-    /// batches back this long, then probe with one. `None`: the endpoint answered: let
-    /// batches flow. Call it before settling the batch in the buffer, so the batcher that the
-    /// settled items wake sees the gate already closed.
-    pub fn settled(&self, backoff: Option<Duration>) {
-        let mut g = self.lock();
-        g.out = g.out.saturating_sub(1);
+    /// A call is over: with a backoff, hold batches back that long, then probe with one;
+    /// without, let batches flow.
+    fn call_over(&mut self, backoff: CallOver) {
+        self.out = self.out.saturating_sub(1);
         match backoff {
             Some(wait) => {
                 let until = Instant::now() + wait;
-                g.resume_at = Some(g.resume_at.map_or(until, |t| t.max(until)));
-                g.probing = true;
+                self.resume_at = Some(self.resume_at.map_or(until, |t| t.max(until)));
+                self.probing = true;
             }
             None => {
-                g.resume_at = None;
-                g.probing = false;
+                self.resume_at = None;
+                self.probing = false;
             }
         }
-        drop(g);
-        self.changed.notify_one();
     }
 
     fn open(&self, now: Instant) -> Open {
-        let g = self.lock();
-        match g.resume_at {
+        match self.resume_at {
             Some(t) if t > now => Open::At(t),
-            _ if g.probing && g.out > 0 => Open::AfterProbe,
+            _ if self.probing && self.out > 0 => Open::AfterProbe,
             _ => Open::Now,
         }
-    }
-
-    fn cut(&self) {
-        self.lock().out += 1;
     }
 }
 
 /// Cuts lane `lane` of `buffer` into batches until the lane is done (closed and empty, nothing
-/// out that could come back), then drops `out` (which ends the lane's upload stage).
+/// out that could come back), then drops `out` (which ends the lane's upload stage). `calls`
+/// brings the upload stage's report of each call ([`CallOver`]).
 pub async fn run(
     buffer: Arc<Buffer>,
     lane: usize,
     settings: BatchSettings,
-    gate: Arc<Gate>,
+    mut calls: mpsc::Receiver<CallOver>,
     out: mpsc::Sender<Batch>,
 ) {
     let batch_size = settings.batch_size.max(1);
+    let mut gate = Gate::default();
     // When the batcher first saw the items of the batch it is waiting to cut.
     let mut first_seen: Option<Instant> = None;
     loop {
+        // Reports come before the settled items that wake this loop: read them all first.
+        while let Ok(over) = calls.try_recv() {
+            gate.call_over(over);
+        }
         let status = buffer.status(lane);
         if status.done {
             return;
@@ -158,7 +150,7 @@ pub async fn run(
                     {
                         if let Some(batch) = buffer.take(lane, batch_size) {
                             first_seen = None;
-                            gate.cut();
+                            gate.out += 1;
                             tracing::debug!("Batch of {} segment(s) ready", batch.len());
                             if out.send(batch).await.is_err() {
                                 // The upload stage is gone (shutdown deadline passed); the
@@ -180,7 +172,7 @@ pub async fn run(
         };
         tokio::select! {
             () = buffer.changed(lane) => {}
-            () = gate.changed.notified() => {}
+            Some(over) = calls.recv() => gate.call_over(over),
             () = sleep => {}
         }
     }
@@ -229,7 +221,7 @@ mod tests {
             .collect()
     }
 
-    fn settle(batch: Batch, gate: &Gate, fate: Fate, backoff: Option<Duration>) {
+    fn settle(batch: Batch, calls: &mpsc::Sender<CallOver>, fate: Fate, backoff: CallOver) {
         let fates = vec![fate; batch.len()];
         let states: Vec<DocState> = batch
             .states()
@@ -239,26 +231,26 @@ mod tests {
                 ..*s
             })
             .collect();
-        gate.settled(backoff);
+        assert!(calls.try_send(backoff).is_ok());
         batch.finish(&fates, &states);
     }
 
     struct Lane {
         buffer: Arc<Buffer>,
-        gate: Arc<Gate>,
+        calls: mpsc::Sender<CallOver>,
         rx: mpsc::Receiver<Batch>,
     }
 
     fn start(batch_size: usize) -> Lane {
         let buffer = buffer(batch_size);
-        let gate = Gate::new();
+        let (calls, reports) = mpsc::channel(reports_capacity(1));
         let (tx, rx) = mpsc::channel(1);
         let settings = BatchSettings {
             batch_size,
             linger: LINGER,
         };
-        tokio::spawn(run(Arc::clone(&buffer), 0, settings, Arc::clone(&gate), tx));
-        Lane { buffer, gate, rx }
+        tokio::spawn(run(Arc::clone(&buffer), 0, settings, reports, tx));
+        Lane { buffer, calls, rx }
     }
 
     #[tokio::test(start_paused = true)]
@@ -280,7 +272,7 @@ mod tests {
         let last = lane.rx.recv().await;
         assert_eq!(start.elapsed(), Duration::ZERO, "closing flushes at once");
         for batch in [first, full, last].into_iter().flatten() {
-            settle(batch, &lane.gate, Fate::Sent, None);
+            settle(batch, &lane.calls, Fate::Sent, None);
         }
         assert!(lane.rx.recv().await.is_none(), "the lane is done");
     }
@@ -295,7 +287,7 @@ mod tests {
         let start = Instant::now();
         settle(
             first,
-            &lane.gate,
+            &lane.calls,
             Fate::Retry,
             Some(Duration::from_millis(700)),
         );
@@ -311,7 +303,7 @@ mod tests {
                 .await
                 .is_err()
         );
-        settle(probe, &lane.gate, Fate::Sent, None);
+        settle(probe, &lane.calls, Fate::Sent, None);
         let next = lane.rx.recv().await;
         let after = lane.rx.recv().await;
         assert_eq!(
@@ -331,12 +323,12 @@ mod tests {
         let Some(batch) = lane.rx.recv().await else {
             panic!("no batch")
         };
-        settle(batch, &lane.gate, Fate::Retry, None);
+        settle(batch, &lane.calls, Fate::Retry, None);
         let Some(again) = lane.rx.recv().await else {
             panic!("the retried batch comes out again")
         };
         assert_eq!(again.len(), 3);
-        settle(again, &lane.gate, Fate::Sent, None);
+        settle(again, &lane.calls, Fate::Sent, None);
         assert!(lane.rx.recv().await.is_none());
         let snap = lane.buffer_stats();
         assert_eq!((snap.sent, snap.unaccounted()), (3, 0));

@@ -430,12 +430,12 @@ pub fn resolve(
         proxy_sampling_only: cli.proxy_sampling_only,
         proxy_client_timeout: proxy_timeout(
             cli.proxy_client_timeout,
-            crate::proxy::DEFAULT_CLIENT_TIMEOUT,
+            defaults::PROXY_CLIENT_TIMEOUT,
             "--proxy-client-timeout",
         )?,
         proxy_upstream_timeout: proxy_timeout(
             cli.proxy_upstream_timeout,
-            crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+            defaults::PROXY_UPSTREAM_TIMEOUT,
             "--proxy-upstream-timeout",
         )?,
         retry: delivery::retry_policy(cli)?,

@@ -33,8 +33,8 @@
 //! [`admin`], [`telemetry`]); stages import only leaves ([`item`], [`segment`], [`buffer`],
 //! [`sink`], [`stats`], [`outcome`], [`ratelimit`], [`aws`], [`config`], [`net`], [`logging`],
 //! [`memory`], [`shutdown`], and [`proxy`], the handler [`admin`] forwards with); [`outcome`] imports nothing of ours; no stage imports another
-//! (the batcher and the upload stage of a lane share its [`batcher::Gate`], handed to both by
-//! [`app`]). [`health`] is the `xray health` subcommand, a client of the daemon's TCP edge for
+//! (a lane's upload stage reports each call's end to its batcher over a channel [`app`] hands
+//! to both: see [`batcher::CallOver`]). [`health`] is the `xray health` subcommand, a client of the daemon's TCP edge for
 //! container health checks.
 //!
 //! CPU-heavy work stays off the runtime's only thread: the UDP receiver has a thread of its own,

@@ -50,10 +50,10 @@ use crate::aws::AwsContext;
 /// The paths the SDKs' centralized sampling uses (`POST`).
 pub const SAMPLING_PATHS: [&str; 2] = ["/GetSamplingRules", "/SamplingTargets"];
 
-/// Default for [`ProxySettings::client_timeout`].
-pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default for [`ProxySettings::upstream_timeout`].
-pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::config::defaults::{
+    PROXY_CLIENT_TIMEOUT as DEFAULT_CLIENT_TIMEOUT,
+    PROXY_UPSTREAM_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT,
+};
 /// Default for [`ProxySettings::max_body`]: 1 MiB, far above the SDKs' sampling calls.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Largest upstream answer relayed, in bytes; larger ones get `502`.

@@ -14,7 +14,7 @@
 //!   code other than throttling or an internal error), logged with its ids, code and message;
 //! - **retry**: the call failed with throttling, 5xx, a timeout or a connection error, or the
 //!   item was refused with a throttling/internal code: it goes back into the sink's lane,
-//!   still charged to the budget, and the lane's [`Gate`] waits out a backoff with full jitter
+//!   still charged to the budget, and the lane's batcher waits out a backoff with full jitter
 //!   ([`retry::backoff`], growing with consecutive failures) before the next batch;
 //! - **dropped** `retries_exhausted` once it has had [`RetryPolicy::max_attempts`] attempts or
 //!   its first failure is [`RetryPolicy::max_age`] old; **dropped** `upload_failed` when the
@@ -28,14 +28,13 @@ pub mod retry;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::retry::{RetryPolicy, Verdict};
-use crate::batcher::Gate;
 use crate::buffer::{Batch, DocState, Fate};
 use crate::item::Item;
 use crate::outcome::DropReason;
@@ -61,7 +60,7 @@ pub struct UploadSettings {
 #[derive(Debug)]
 struct Shared {
     sink: Arc<dyn Sink>,
-    gate: Arc<Gate>,
+    calls: mpsc::Sender<Option<Duration>>,
     stats: Arc<Stats>,
     retry: RetryPolicy,
     /// Failed calls since the last call that succeeded (drives the backoff).
@@ -70,18 +69,20 @@ struct Shared {
 }
 
 /// Runs until the batch channel closes and every upload under way has finished, or until
-/// `abandon` is cancelled (then calls under way are cut off).
+/// `abandon` is cancelled (then calls under way are cut off). Each call's end is reported on
+/// `calls` (the backoff after a failure, `None` after an answer) before its batch is settled,
+/// for the lane's batcher.
 pub async fn run(
     mut batches: mpsc::Receiver<Batch>,
     sink: Arc<dyn Sink>,
-    gate: Arc<Gate>,
+    calls: mpsc::Sender<Option<Duration>>,
     settings: UploadSettings,
     stats: Arc<Stats>,
     abandon: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
         sink,
-        gate,
+        calls,
         stats,
         retry: settings.retry,
         failures: AtomicU32::new(0),
@@ -213,7 +214,9 @@ async fn deliver(batch: Batch, shared: &Shared) {
         None if result.is_ok() => shared.stats.call_answered(),
         None => {}
     }
-    shared.gate.settled(backoff);
+    // The channel has room for every batch that can be out (see the batcher), so this does not
+    // wait; if the batcher is gone, nobody needs the report.
+    let _ = shared.calls.send(backoff).await;
     let settled = batch.finish(&fates, &states);
     tracing::debug!(
         "Batch of {n} segment(s) to {}: {} sent, {} refused, {} to retry, {} dropped ({:.3} s)",
@@ -420,16 +423,16 @@ mod tests {
         let mut lanes = JoinSet::new();
         for (lane, sink) in sinks.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel(1);
-            let gate = Gate::new();
+            let (calls, reports) = mpsc::channel(batcher::reports_capacity(2));
             let settings = BatchSettings {
                 batch_size: 2,
                 linger: Duration::from_millis(10),
             };
-            let cut = batcher::run(Arc::clone(&buffer), lane, settings, Arc::clone(&gate), tx);
+            let cut = batcher::run(Arc::clone(&buffer), lane, settings, reports, tx);
             let up = run(
                 rx,
                 sink,
-                gate,
+                calls,
                 UploadSettings {
                     concurrency: 2,
                     retry,

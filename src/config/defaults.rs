@@ -13,7 +13,13 @@ pub const MAX_CONCURRENCY: usize = 1024;
 /// Most sinks at once (the buffer keeps which lanes still hold an item in a 32-bit set).
 pub const MAX_SINKS: usize = 32;
 
-/// Default time between records.
+/// Default time a sampling-proxy client has to send its headers, and again its body
+/// (`--proxy-client-timeout`).
+pub const PROXY_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time the sampling proxy's call to X-Ray may take (`--proxy-upstream-timeout`).
+pub const PROXY_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time between telemetry records.
 pub const DEFAULT_TELEMETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// The shortest interval accepted.
 pub const MIN_TELEMETRY_INTERVAL: Duration = Duration::from_millis(50);
