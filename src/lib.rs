@@ -34,8 +34,8 @@
 //! [`sink`], [`stats`], [`outcome`], [`ratelimit`], [`aws`], [`config`], [`net`], [`logging`],
 //! [`memory`], [`shutdown`], and [`proxy`], the handler [`admin`] forwards with); [`outcome`] imports nothing of ours; no stage imports another
 //! (a lane's upload stage reports each call's end to its batcher over a channel [`app`] hands
-//! to both: see [`batcher::CallOver`]). [`health`] is the `xray health` subcommand, a client of the daemon's TCP edge for
-//! container health checks.
+//! to both: see [`batcher::CallOver`]). [`health`] is the `xray health` subcommand, a client of
+//! the daemon's TCP edge for container health checks.
 //!
 //! CPU-heavy work stays off the runtime's only thread: the UDP receiver has a thread of its own,
 //! and decoding, conversion and compression for the coming OpenTelemetry inputs and outputs run

@@ -46,6 +46,10 @@ impl Env {
     ];
 
     /// The [`Env::VARIABLES`] of this process (values that are not UTF-8 count as unset).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place that reads the process environment (clippy.toml)"
+    )]
     pub fn from_process() -> Self {
         Env {
             vars: Self::VARIABLES

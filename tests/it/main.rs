@@ -14,6 +14,10 @@
     clippy::expect_used,
     reason = "test code: a panic is the test failing"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the harness reads its own environment to prepare the child processes it starts"
+)]
 
 mod support;
 
