@@ -137,7 +137,6 @@ async fn serve(
     let mut lanes: Vec<(String, Pacing)> = config
         .sinks
         .iter()
-        .filter(|spec| **spec != SinkSpec::Xray || config.needs_aws())
         .map(|spec| (spec.to_string(), pacing(spec)))
         .collect();
     if memory.is_some() {

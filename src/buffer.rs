@@ -349,7 +349,15 @@ impl State {
     /// The lane `lane` is done with the item `seq` (`fate` is final: not a retry). Counts the
     /// lane's outcome, and the item's overall one when no lane holds it any more; frees its
     /// bytes then.
-    fn release(&mut self, books: &mut Books, lane: usize, seq: u64, cost: usize, fate: Fate) {
+    fn release(
+        &mut self,
+        books: &mut Books,
+        lane: usize,
+        seq: u64,
+        item: &Item,
+        cost: usize,
+        fate: Fate,
+    ) {
         let sink = &mut books.sinks[lane];
         match fate {
             Fate::Sent => sink.sent += 1,
@@ -382,7 +390,10 @@ impl State {
             match fate {
                 Fate::Sent => books.sent += 1,
                 Fate::Rejected => books.rejected += 1,
-                Fate::Dropped(reason) => books.dropped[reason.index()] += 1,
+                Fate::Dropped(reason) => {
+                    books.dropped[reason.index()] += 1;
+                    books.inputs[item.input().index()].dropped[reason.index()] += 1;
+                }
                 Fate::Retry => {}
             }
         }
@@ -532,8 +543,10 @@ impl Buffer {
         let mut woken = vec![false; self.lanes.len()];
         for item in intake.items.drain(..) {
             let cost = self.cost_of(&item);
+            let spill = DropReason::Spillover.index();
             if s.closed || cost > self.budget {
-                books.dropped[DropReason::Spillover.index()] += 1;
+                books.dropped[spill] += 1;
+                books.inputs[item.input().index()].dropped[spill] += 1;
                 spilled += 1;
                 continue;
             }
@@ -551,14 +564,15 @@ impl Buffer {
                         {
                             let c = self.cost_of(&w.item);
                             let fate = Fate::Dropped(DropReason::Spillover);
-                            s.release(&mut books, lane, w.seq, c, fate);
+                            s.release(&mut books, lane, w.seq, &w.item, c, fate);
                             spilled += 1;
                         }
                     }
                 }
             }
             if s.held_bytes + cost > self.budget {
-                books.dropped[DropReason::Spillover.index()] += 1;
+                books.dropped[spill] += 1;
+                books.inputs[item.input().index()].dropped[spill] += 1;
                 spilled += 1;
                 continue;
             }
@@ -591,13 +605,8 @@ impl Buffer {
                         break;
                     };
                     let c = self.cost_of(&old.item);
-                    s.release(
-                        &mut books,
-                        lane,
-                        old.seq,
-                        c,
-                        Fate::Dropped(DropReason::SinkBacklog),
-                    );
+                    let fate = Fate::Dropped(DropReason::SinkBacklog);
+                    s.release(&mut books, lane, old.seq, &old.item, c, fate);
                     backlogged += 1;
                 }
                 books.sinks[lane].received += 1;
@@ -742,7 +751,7 @@ impl Buffer {
                     }
                 }
             }
-            s.release(&mut books, lane, seq, cost, fate);
+            s.release(&mut books, lane, seq, &item, cost, fate);
         }
         s.lanes[lane].batches_out = s.lanes[lane].batches_out.saturating_sub(1);
         s.publish(&mut books);
@@ -778,13 +787,8 @@ impl Buffer {
             let waiting = std::mem::take(&mut s.lanes[lane].waiting);
             for w in waiting {
                 let cost = self.cost_of(&w.item);
-                s.release(
-                    &mut books,
-                    lane,
-                    w.seq,
-                    cost,
-                    Fate::Dropped(DropReason::Shutdown),
-                );
+                let fate = Fate::Dropped(DropReason::Shutdown);
+                s.release(&mut books, lane, w.seq, &w.item, cost, fate);
             }
         }
         let freed = (before - s.held_items) as u64;

@@ -72,6 +72,8 @@ pub struct InputBooks {
     pub received_bytes: u64,
     /// Refused as bad input, by reason (only bad-input reasons are ever non-zero).
     pub refused: [u64; REASONS],
+    /// Accepted items of this input given up afterwards, by reason (their overall fate).
+    pub dropped: [u64; REASONS],
 }
 
 /// One sink's share: `received = sent + rejected + dropped + waiting + in_flight`.
@@ -175,6 +177,10 @@ pub struct InputSnapshot {
     pub refused: BTreeMap<String, u64>,
     /// Passed intake: `received − refused`.
     pub accepted: u64,
+    /// Accepted items given up afterwards, by reason (only reasons that happened are listed):
+    /// `spillover` counts this input's items the memory rule evicted.
+    #[serde(default)]
+    pub dropped: BTreeMap<String, u64>,
 }
 
 /// One sink in a [`Snapshot`].
@@ -537,6 +543,7 @@ impl Stats {
                         received_bytes: b.received_bytes,
                         refused,
                         accepted,
+                        dropped: by_reason(&b.dropped, |_, n| n > 0),
                     };
                     (input.as_str().to_owned(), snap)
                 })

@@ -87,6 +87,10 @@ fn never_exceeds_the_budget_and_drops_oldest() {
     assert_eq!(snap.buffered, 3);
     assert_eq!(snap.dropped(DropReason::Spillover), 2);
     assert_eq!(snap.sinks["xray"].dropped["spillover"], 2);
+    assert_eq!(
+        snap.inputs["udp"].dropped["spillover"], 2,
+        "counted for the input too"
+    );
     assert!(snap.buffered_bytes <= (one * 3) as u64);
     assert_eq!(ids(&take(&b, 0, 50)), ["2", "3", "4"]);
 }
