@@ -1,4 +1,5 @@
-//! Log lines shaped like the original daemon's, through `tracing`.
+//! Log lines shaped like the original daemon's, through `tracing`, written by a thread of their
+//! own.
 //!
 //! In: `tracing` events from every module. Out: one line per event on standard output, or in
 //! the `-f` file.
@@ -9,8 +10,19 @@
 //! With `--log-format json` (ours) each line is instead one JSON object:
 //! `{"time":"…","level":"Info","message":"…"}` plus any other fields of the event.
 //!
-//! Writing is synchronous: each event is formatted whole, then written with one `write_all`
-//! under a lock, so no line is lost, torn or interleaved with another.
+//! Writing never blocks the thread that logs (the runtime's only thread, the UDP receive
+//! thread): each event is formatted whole on that thread, then handed over a bounded queue of
+//! [`QUEUE_LINES`] lines (`tracing-appender`'s non-blocking writer, lossy) to one writer thread,
+//! which writes it. A stalled standard output or a slow disk holds back only that thread.
+//! Policy when full: the new line is dropped. Each line is written whole or not at all: to the
+//! file, a failed or short write is cut off again (`set_len`), so no partial line stays and the
+//! next one starts clean; to standard output, which cannot be rewound, each line is one
+//! `write_all` and a failed one counts as lost. Lines lost (dropped on a full queue, or that
+//! failed to write: a full disk, a closed pipe) are counted ([`lines_lost`], `log_lines_lost` in
+//! `/daemon/stats`) and reported by a Warn line, at most once per
+//! [`WARN_INTERVAL`](crate::ratelimit::WARN_INTERVAL), once lines can be written again. The
+//! [`LogGuard`] that [`init`] returns writes what is still queued when it is dropped at exit,
+//! waiting at most [`FLUSH_TIMEOUT`].
 //!
 //! A log file is appended to (parent directories are created) and, unless rotation is off
 //! (`Logging.LogRotation: false`), rotated by size ([`Rotation`]): when the next line would
@@ -20,14 +32,28 @@
 //! never split across files.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tracing::{Event, Level, Subscriber};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::ratelimit::RateLimit;
+
+/// Lines the queue to the writer thread holds (a line is dropped, and counted, when it is
+/// full). Nothing at Info or above scales with traffic, so this is room for bursts at Debug and
+/// Trace: about 1 MB of typical lines, and 128 KiB of slots allocated up front.
+pub const QUEUE_LINES: usize = 4096;
+
+/// How long the exit waits at most for the writer thread to write what is still queued
+/// (2 s): a stalled standard output must not hold the exit.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The original's log level words.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -235,11 +261,130 @@ pub struct LogSettings {
     pub rotation: Option<Rotation>,
 }
 
-/// The log file, rotated by size; each write is one whole line.
+/// Log lines lost, by why; shared by the loggers' side of the queue and the writer thread.
+#[derive(Debug, Default)]
+struct LostLines {
+    /// The queue's count of lines dropped because it was full (set once the queue exists).
+    dropped: OnceLock<ErrorCounter>,
+    /// Lines that failed to write.
+    failed: AtomicU64,
+}
+
+impl LostLines {
+    fn dropped(&self) -> u64 {
+        self.dropped
+            .get()
+            .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+    }
+
+    fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    fn total(&self) -> u64 {
+        self.dropped().saturating_add(self.failed())
+    }
+}
+
+/// The counts of the writer [`init`] started.
+static LOST: OnceLock<Arc<LostLines>> = OnceLock::new();
+
+/// Log lines lost since [`init`]: dropped because the queue to the writer thread was full, or
+/// failed to write (full disk, closed pipe). 0 before `init`, and in a process that never calls
+/// it (an in-process daemon logs through its host's subscriber).
+pub fn lines_lost() -> u64 {
+    LOST.get().map_or(0, |lost| lost.total())
+}
+
+/// Where the writer thread puts lines: each call writes one line whole, or leaves nothing of it
+/// behind that it can take back.
+trait Target: Send + 'static {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// Standard output. It cannot be rewound: each line is one `write_all` under stdout's lock (so
+/// it never lands inside a batch of the stdout sink), and a failed one is a lost line.
+#[derive(Debug)]
+struct Stdout;
+
+impl Target for Stdout {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        io::stdout().lock().write_all(line)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::stdout().lock().flush()
+    }
+}
+
+/// Storage that can cut off the end of what was written to it: a file.
+trait Rewind: Write {
+    /// Cuts the last `n` bytes written off the end.
+    fn rewind(&mut self, n: u64) -> io::Result<()>;
+}
+
+impl Rewind for std::fs::File {
+    /// Back to the length before the line: the length now less the bytes of the line that went
+    /// in (rather than a length remembered before, which an outside truncation would make
+    /// wrong, and then `set_len` would pad the file with zeros).
+    fn rewind(&mut self, n: u64) -> io::Result<()> {
+        let len = self.metadata()?.len();
+        self.set_len(len.saturating_sub(n))
+    }
+}
+
+/// Appends lines to a [`Rewind`] whole or not at all.
+#[derive(Debug)]
+struct WholeLines<W> {
+    inner: W,
+    /// Part of a failed line could not be cut off: the next line first ends it, so that line
+    /// at least is whole.
+    torn: bool,
+}
+
+impl<W: Rewind> WholeLines<W> {
+    fn new(inner: W) -> Self {
+        WholeLines { inner, torn: false }
+    }
+
+    /// Appends `line`; on a failed or short write, cuts off what of it went in and returns the
+    /// error. Returns the bytes appended.
+    fn append(&mut self, line: &[u8]) -> io::Result<u64> {
+        let mut added = 0;
+        if self.torn {
+            self.append_once(b"\n")?;
+            self.torn = false;
+            added += 1;
+        }
+        self.append_once(line)?;
+        Ok(added + line.len() as u64)
+    }
+
+    fn append_once(&mut self, line: &[u8]) -> io::Result<()> {
+        let mut written = 0;
+        let error = loop {
+            let Some(rest) = line.get(written..).filter(|r| !r.is_empty()) else {
+                return Ok(());
+            };
+            match self.inner.write(rest) {
+                Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break e,
+            }
+        };
+        if written > 0 && self.inner.rewind(written as u64).is_err() {
+            self.torn = true;
+        }
+        Err(error)
+    }
+}
+
+/// The log file, rotated by size; each write is one whole line or nothing.
 #[derive(Debug)]
 struct RotatingFile {
     path: PathBuf,
-    file: std::fs::File,
+    file: WholeLines<std::fs::File>,
     size: u64,
     rotation: Option<Rotation>,
     /// Set after a failed rotation is reported, so it is reported once.
@@ -247,7 +392,7 @@ struct RotatingFile {
 }
 
 impl RotatingFile {
-    fn open(path: &Path, rotation: Option<Rotation>) -> std::io::Result<Self> {
+    fn open(path: &Path, rotation: Option<Rotation>) -> io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -255,7 +400,7 @@ impl RotatingFile {
         let size = file.metadata()?.len();
         Ok(RotatingFile {
             path: path.to_path_buf(),
-            file,
+            file: WholeLines::new(file),
             size,
             rotation,
             rotate_failed: false,
@@ -270,8 +415,8 @@ impl RotatingFile {
 
     /// Shifts `NAME.k` to `NAME.k+1` (dropping the oldest), `NAME` to `NAME.1`, and opens a
     /// new `NAME`.
-    fn rotate(&mut self, keep: usize) -> std::io::Result<()> {
-        self.file.flush()?;
+    fn rotate(&mut self, keep: usize) -> io::Result<()> {
+        self.file.inner.flush()?;
         if keep == 0 {
             let _ = std::fs::remove_file(&self.path);
         } else {
@@ -284,12 +429,12 @@ impl RotatingFile {
             }
             std::fs::rename(&self.path, self.numbered(1))?;
         }
-        self.file = open_append(&self.path)?;
+        self.file = WholeLines::new(open_append(&self.path)?);
         self.size = 0;
         Ok(())
     }
 
-    fn write_line(&mut self, buf: &[u8]) -> std::io::Result<()> {
+    fn write_line(&mut self, buf: &[u8]) -> io::Result<()> {
         if let Some(r) = self.rotation
             && self.size > 0
             && self.size.saturating_add(buf.len() as u64) > r.max_bytes
@@ -299,7 +444,7 @@ impl RotatingFile {
             if !self.rotate_failed {
                 self.rotate_failed = true;
                 let _ = writeln!(
-                    std::io::stderr(),
+                    io::stderr(),
                     "{}",
                     text_line(
                         Level::ERROR,
@@ -311,51 +456,176 @@ impl RotatingFile {
                 );
             }
         }
-        self.file.write_all(buf)?;
-        self.size = self.size.saturating_add(buf.len() as u64);
+        let added = self.file.append(buf)?;
+        self.size = self.size.saturating_add(added);
         Ok(())
     }
 }
 
-fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+impl Target for RotatingFile {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        RotatingFile::write_line(self, line)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.inner.flush()
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
 }
 
-/// Hands the formatter a writer that writes each event whole under the file's lock.
+/// The writer thread's end of the queue: writes each line to its target whole or not at all,
+/// counts the lines that failed, and reports lost lines once a line is written again.
 #[derive(Debug)]
-struct FileWriter(Mutex<RotatingFile>);
+struct LineWriter<T> {
+    target: T,
+    lost: Arc<LostLines>,
+    /// The queue's size in lines, for the report.
+    queue: usize,
+    /// The report's line format; `None` when Warn lines are not logged at this level.
+    report: Option<LogFormat>,
+    /// Dropped and failed lines already reported.
+    reported: (u64, u64),
+    /// The last write error, for the report.
+    last_error: String,
+    limit: RateLimit,
+}
 
-impl<'a> MakeWriter<'a> for FileWriter {
-    type Writer = FileLine<'a>;
-    fn make_writer(&'a self) -> Self::Writer {
-        FileLine(&self.0)
+impl<T: Target> LineWriter<T> {
+    fn new(target: T, lost: Arc<LostLines>, queue: usize, report: Option<LogFormat>) -> Self {
+        LineWriter {
+            target,
+            lost,
+            queue,
+            report,
+            reported: (0, 0),
+            last_error: String::new(),
+            limit: RateLimit::default(),
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        match self.target.write_line(line) {
+            Ok(()) => self.report_lost(),
+            Err(e) => {
+                self.lost.failed.fetch_add(1, Ordering::Relaxed);
+                self.last_error = e.to_string();
+            }
+        }
+    }
+
+    /// After a line went in: one Warn line about the lines lost since the last report, at most
+    /// once per interval (what happens in between is in the next report's numbers, so the rate
+    /// limiter's own count of suppressed messages is not used).
+    fn report_lost(&mut self) {
+        let (dropped, failed) = (self.lost.dropped(), self.lost.failed());
+        let new_dropped = dropped.saturating_sub(self.reported.0);
+        let new_failed = failed.saturating_sub(self.reported.1);
+        if new_dropped == 0 && new_failed == 0 {
+            return;
+        }
+        let Some(format) = self.report else {
+            return;
+        };
+        if self.limit.once().is_none() {
+            return;
+        }
+        let mut why = Vec::new();
+        if new_dropped > 0 {
+            why.push(format!(
+                "{new_dropped} dropped because the queue of {} lines to the log writer was full",
+                self.queue
+            ));
+        }
+        if new_failed > 0 {
+            why.push(format!(
+                "{new_failed} failed to write ({})",
+                self.last_error
+            ));
+        }
+        let message = format!(
+            "{} log lines were lost: {}. Check the log file's disk, or that the reader of standard \
+             output keeps up; the total is log_lines_lost in /daemon/stats",
+            new_dropped + new_failed,
+            why.join(", ")
+        );
+        let mut text = line_in(format, Level::WARN, &message);
+        text.push('\n');
+        if self.target.write_line(text.as_bytes()).is_ok() {
+            self.reported = (dropped, failed);
+        }
     }
 }
 
-struct FileLine<'a>(&'a Mutex<RotatingFile>);
-
-impl Write for FileLine<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.write_all(buf)?;
+/// Each call is one line (the formatter writes an event with one `write_all`, and the queue
+/// hands each on as one), so a failed line is handled here and never reported as an error to
+/// `tracing-appender`'s worker, which would ignore it.
+impl<T: Target> Write for LineWriter<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line(buf);
         Ok(buf.len())
     }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f.write_line(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.line(buf);
         Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.target.flush()
+    }
+}
+
+/// Starts the writer thread for `target` behind a lossy queue of `queue` lines.
+fn spawn_writer<T: Target>(
+    target: T,
+    queue: usize,
+    report: Option<LogFormat>,
+) -> (NonBlocking, WorkerGuard, Arc<LostLines>) {
+    let lost = Arc::new(LostLines::default());
+    let writer = LineWriter::new(target, Arc::clone(&lost), queue, report);
+    let (queue, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(queue)
+        .thread_name("xray-log")
+        .finish(writer);
+    let _ = lost.dropped.set(queue.error_counter());
+    (queue, guard, lost)
+}
+
+/// Keeps the log writer thread until exit. Dropping it writes what is still queued, waiting at
+/// most [`FLUSH_TIMEOUT`]: `tracing-appender`'s own guard waits up to 1.1 s, but then prints to
+/// standard output, which blocks for good when that is the stalled pipe, so it is dropped on a
+/// helper thread that the exit does not wait for past the timeout.
+#[derive(Debug)]
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(Option<WorkerGuard>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let Some(guard) = self.0.take() else {
+            return;
+        };
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        // If the thread cannot be started, the guard is dropped here with the closure.
+        let _ = std::thread::Builder::new()
+            .name("xray-log-flush".into())
+            .spawn(move || {
+                drop(guard);
+                let _ = done.send(());
+            });
+        let _ = finished.recv_timeout(FLUSH_TIMEOUT);
     }
 }
 
 /// Starts logging as `settings` say. Only the daemon's own crate logs below Warn; the AWS
-/// SDK's internals are kept at Warn unless `dev` is asked for.
+/// SDK's internals are kept at Warn unless `dev` is asked for. Keep the returned guard until
+/// exit: dropping it flushes the queue and stops the writer thread.
 ///
 /// Errors: the log file cannot be created or opened.
-pub fn init(settings: &LogSettings) -> std::io::Result<()> {
+pub fn init(settings: &LogSettings) -> io::Result<LogGuard> {
     let ours = settings.level.max_level();
     let others = if settings.level == LogLevel::Dev {
         Level::DEBUG
@@ -378,49 +648,214 @@ pub fn init(settings: &LogSettings) -> std::io::Result<()> {
         );
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let file = match &settings.file {
-        Some(path) => Some(FileWriter(Mutex::new(RotatingFile::open(
-            path,
-            settings.rotation,
-        )?))),
-        None => None,
+    // Reports of lost lines are Warn lines: written only where Warn is shown.
+    let report = (ours >= Level::WARN).then_some(settings.format);
+    let (writer, guard, lost) = match &settings.file {
+        Some(path) => spawn_writer(
+            RotatingFile::open(path, settings.rotation)?,
+            QUEUE_LINES,
+            report,
+        ),
+        None => spawn_writer(Stdout, QUEUE_LINES, report),
     };
+    let _ = LOST.set(lost);
     let base = tracing_subscriber::fmt()
         .with_max_level(Level::TRACE)
         // Plain text: log files and journald must not get colour codes in field values.
-        .with_ansi(false);
-    match (settings.format, file) {
-        (LogFormat::Text, Some(f)) => base
+        .with_ansi(false)
+        .with_writer(writer);
+    match settings.format {
+        LogFormat::Text => base
             .event_format(OriginalFormat)
-            .with_writer(f)
             .finish()
             .with(filter)
             .init(),
-        (LogFormat::Text, None) => base
-            .event_format(OriginalFormat)
-            .with_writer(std::io::stdout)
-            .finish()
-            .with(filter)
-            .init(),
-        (LogFormat::Json, Some(f)) => base
-            .event_format(JsonFormat)
-            .with_writer(f)
-            .finish()
-            .with(filter)
-            .init(),
-        (LogFormat::Json, None) => base
-            .event_format(JsonFormat)
-            .with_writer(std::io::stdout)
-            .finish()
-            .with(filter)
-            .init(),
+        LogFormat::Json => base.event_format(JsonFormat).finish().with(filter).init(),
     }
-    Ok(())
+    Ok(LogGuard(Some(guard)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Mutex, mpsc};
+    use std::time::Instant;
+
+    /// A file that takes `room` more bytes, then fails as a full disk does; with
+    /// `rewind_fails`, cutting off fails too.
+    #[derive(Debug, Default)]
+    struct FlakyFile {
+        data: Vec<u8>,
+        room: usize,
+        rewind_fails: bool,
+    }
+
+    impl Write for FlakyFile {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ));
+            }
+            let n = buf.len().min(self.room);
+            self.data.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Rewind for FlakyFile {
+        fn rewind(&mut self, n: u64) -> io::Result<()> {
+            if self.rewind_fails {
+                return Err(io::Error::other("cannot truncate"));
+            }
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            self.data.truncate(self.data.len().saturating_sub(n));
+            Ok(())
+        }
+    }
+
+    impl Target for WholeLines<FlakyFile> {
+        fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+            self.append(line).map(|_| ())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_failing_mid_line_leaves_no_partial_line_and_counts_one_lost() {
+        let lost = Arc::new(LostLines::default());
+        let file = FlakyFile {
+            room: 30,
+            ..FlakyFile::default()
+        };
+        let mut w = LineWriter::new(
+            WholeLines::new(file),
+            Arc::clone(&lost),
+            8,
+            Some(LogFormat::Text),
+        );
+        let text = |w: &LineWriter<WholeLines<FlakyFile>>| {
+            String::from_utf8_lossy(&w.target.inner.data).into_owned()
+        };
+        assert!(w.write_all(b"first line, whole\n").is_ok());
+        // 12 bytes of room left: the line goes in part way, then the disk is full.
+        assert!(w.write_all(b"second line, too long for the disk\n").is_ok());
+        assert_eq!(text(&w), "first line, whole\n", "no partial line");
+        assert_eq!(lost.total(), 1);
+
+        // Space again: the next line is written whole, then the report.
+        w.target.inner.room = usize::MAX;
+        assert!(w.write_all(b"third line\n").is_ok());
+        let now = text(&w);
+        let lines: Vec<&str> = now.lines().collect();
+        assert_eq!(lines.len(), 3, "{now}");
+        assert_eq!(lines[..2], ["first line, whole", "third line"]);
+        assert!(
+            lines[2].contains(
+                "[Warn] 1 log lines were lost: 1 failed to write (no space left on device)."
+            ),
+            "{now}"
+        );
+        assert!(now.ends_with('\n'));
+        assert_eq!(lost.total(), 1, "the report itself loses nothing");
+        // Reported once: another line brings no second report.
+        assert!(w.write_all(b"fourth line\n").is_ok());
+        assert_eq!(text(&w).lines().count(), 4);
+    }
+
+    #[test]
+    fn when_cutting_off_fails_the_next_line_starts_on_a_line_of_its_own() {
+        let mut file = WholeLines::new(FlakyFile {
+            room: 5,
+            rewind_fails: true,
+            ..FlakyFile::default()
+        });
+        assert!(file.append(b"torn line\n").is_err());
+        file.inner.room = usize::MAX;
+        assert_eq!(file.append(b"next\n").ok(), Some(6));
+        assert_eq!(file.inner.data, b"torn \nnext\n");
+    }
+
+    /// A target stuck until `gate`'s sender is dropped, keeping the lines it was given.
+    #[derive(Debug)]
+    struct Stuck {
+        gate: mpsc::Receiver<()>,
+        written: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Target for Stuck {
+        fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+            let _ = self.gate.recv();
+            self.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(String::from_utf8_lossy(line).into_owned());
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_lines_without_blocking_the_caller() {
+        const QUEUE: usize = 8;
+        const EVENTS: u64 = 1000;
+        let (release, gate) = mpsc::channel::<()>();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let stuck = Stuck {
+            gate,
+            written: Arc::clone(&written),
+        };
+        let (queue, guard, lost) = spawn_writer(stuck, QUEUE, Some(LogFormat::Text));
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(OriginalFormat)
+            .with_writer(queue)
+            .finish();
+        let start = Instant::now();
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..EVENTS {
+                tracing::info!("event {i}");
+            }
+        });
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(2), "the caller waited {took:?}");
+        let dropped = lost.total();
+        // The writer thread holds at most one line and the queue QUEUE more; the rest were
+        // dropped.
+        assert!(dropped >= EVENTS - QUEUE as u64 - 1, "{dropped} lost");
+
+        drop(release);
+        drop(guard); // writes what is queued
+        let written = written.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(
+            written.len() as u64,
+            EVENTS - dropped + 1,
+            "every line not dropped, and one report: {written:?}"
+        );
+        let reports: Vec<&String> = written
+            .iter()
+            .filter(|l| l.contains("log lines were lost"))
+            .collect();
+        assert_eq!(reports.len(), 1, "{written:?}");
+        assert!(
+            reports[0].contains(&format!(
+                "[Warn] {dropped} log lines were lost: {dropped} dropped because the queue of \
+                 8 lines to the log writer was full."
+            )),
+            "{reports:?}"
+        );
+        assert!(written.iter().all(|l| l.ends_with('\n')));
+        assert_eq!(lost.total(), dropped);
+    }
 
     #[test]
     fn rotation_keeps_whole_lines_and_a_bounded_set() {
@@ -458,6 +893,26 @@ mod tests {
         // The newest lines survive, whole and in order.
         assert!(written.concat().ends_with(&all), "{all}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_file_is_cut_back_by_the_bytes_of_the_failed_line() {
+        let Some(dir) = tempfile_dir() else {
+            return;
+        };
+        let path = dir.join("rewind.log");
+        let mut file = match open_append(&path) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(file.write_all(b"whole\npart").is_ok());
+        assert!(file.rewind(4).is_ok());
+        assert!(file.write_all(b"next\n").is_ok());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap_or_default(),
+            "whole\nnext\n"
+        );
+        let _ = std::fs::remove_file(path);
     }
 
     fn tempfile_dir() -> Option<PathBuf> {

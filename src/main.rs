@@ -4,7 +4,9 @@
 //! Exit codes as the original daemon's: 0 after help, version or a clean shutdown; 2 for a
 //! usage error (unknown flag, bad value); 1 for a configuration or startup error. A config
 //! error is written to standard error as a log line, and also to the `-f` log file if one was
-//! given, like the original.
+//! given, like the original. Once logging has started, lines go through its writer thread;
+//! the guard [`logging::init`] returns is held to the end of `main`, so the lines still queued
+//! (the final summary among them) are written before the process exits.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -64,20 +66,25 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&cli, &e.to_string()),
     };
-    if let Err(e) = logging::init(&config.log) {
-        return config_error(
-            &cli,
-            &format!(
-                "cannot write the log file {}: {e}. Fix its directory's permissions or choose another file with -f",
-                config
-                    .log
-                    .file
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            ),
-        );
-    }
+    // Kept to the end of `main`: dropped last, it writes the lines still queued (the final
+    // summary among them), waiting at most `logging::FLUSH_TIMEOUT`.
+    let _log_writer = match logging::init(&config.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            return config_error(
+                &cli,
+                &format!(
+                    "cannot write the log file {}: {e}. Fix its directory's permissions or choose another file with -f",
+                    config
+                        .log
+                        .file
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+            );
+        }
+    };
     if !ignored.is_empty() {
         tracing::warn!(
             "Ignored the arguments after the first word that is not a flag: {} (a flag's value \

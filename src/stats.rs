@@ -164,6 +164,10 @@ pub struct Snapshot {
     /// pending`.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkSnapshot>,
+    /// The daemon's own log lines lost: dropped because the queue to the log writer was full,
+    /// or failed to write (full disk, closed pipe). See [`crate::logging::lines_lost`].
+    #[serde(default)]
+    pub log_lines_lost: u64,
 }
 
 /// One input in a [`Snapshot`].
@@ -302,7 +306,7 @@ impl Snapshot {
         };
         format!(
             "Segments received: {}, sent: {}, rejected by X-Ray: {}, dropped: {}{}, buffered: {}, \
-             in flight: {}, retried: {}, upload errors: {}{}, kernel dropped: {}",
+             in flight: {}, retried: {}, upload errors: {}{}, kernel dropped: {}{}",
             self.received,
             self.sent,
             self.rejected,
@@ -314,6 +318,10 @@ impl Snapshot {
             self.backend_errors.values().sum::<u64>(),
             nonzero(&self.backend_errors),
             self.kernel_dropped,
+            match self.log_lines_lost {
+                0 => String::new(),
+                n => format!(", log lines lost: {n}"),
+            },
         )
     }
 }
@@ -564,6 +572,7 @@ impl Stats {
                     (s.name.clone(), snap)
                 })
                 .collect(),
+            log_lines_lost: crate::logging::lines_lost(),
         }
     }
 
@@ -792,6 +801,11 @@ pub fn render_prometheus(s: &Snapshot) -> String {
             .set(i64::try_from(k.pending).unwrap_or(i64::MAX));
     }
     r.register("sink_pending", "Items not yet settled, by sink", pending);
+    r.register(
+        "log_lines_lost",
+        "The daemon's own log lines lost: queue to the log writer full, or failed to write",
+        counter(s.log_lines_lost),
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &r);
@@ -856,6 +870,7 @@ mod tests {
             "xray_buffer_budget_bytes",
             "xray_last_upload_timestamp_seconds",
             "xray_kernel_dropped_datagrams",
+            "xray_log_lines_lost_total",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name}")) || text.contains(&format!("\n{name}")),
@@ -881,6 +896,14 @@ mod tests {
             snap.summary_line(),
             "Segments received: 5, sent: 2, rejected by X-Ray: 1, dropped: 2 (retries_exhausted 2), \
              buffered: 0, in flight: 0, retried: 0, upload errors: 1 (throttled 1), kernel dropped: 0"
+        );
+        let lost = Snapshot {
+            log_lines_lost: 3,
+            ..snap.clone()
+        };
+        assert!(
+            lost.summary_line()
+                .ends_with("kernel dropped: 0, log lines lost: 3")
         );
         assert!(snap.same_events(&s.snapshot()));
         s.books().inputs[0].received += 1;
