@@ -265,6 +265,12 @@ async fn refused_segments_are_counted_and_logged_with_their_ids() {
         .await;
     assert_balanced(&stats);
     assert_eq!(stats.dropped_total(), 0, "{stats:?}");
+    let xray = &stats.sinks["xray"];
+    assert_eq!(
+        (xray.sent, xray.rejected),
+        (10, 3),
+        "refused by the X-Ray sink: {stats:?}"
+    );
     let log = wait_for_log(&daemon, &bad_ids[2], SETTLE).await;
     for id in &bad_ids {
         let line = log
