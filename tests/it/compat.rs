@@ -35,14 +35,6 @@ fn send_to(addr: SocketAddr) {
     socket.send_to(&datagram(&body), addr).unwrap();
 }
 
-fn received(stats: &Value) -> u64 {
-    stats["received"].as_u64().unwrap_or(0)
-}
-
-fn budget(stats: &Value) -> u64 {
-    stats["budget_bytes"].as_u64().unwrap_or(0)
-}
-
 /// Waits until the daemon's stdout contains `needle`; returns stdout.
 async fn wait_stdout(d: &Daemon, needle: &str) -> String {
     let found = wait::until(WITHIN, wait::POLL_INTERVAL, async || {
@@ -122,7 +114,7 @@ async fn bind_flags_in_every_spelling_and_repeated_last_wins() {
             .start()
             .await;
         send_to(udp);
-        daemon.wait_for_stats(|s| received(s) == 1, WITHIN).await;
+        daemon.wait_for_stats(|s| s.received == 1, WITHIN).await;
         assert!(
             UdpSocket::bind(&decoy).is_ok(),
             "the earlier -b value ({decoy}) must not be bound ({b:?})"
@@ -140,7 +132,7 @@ async fn buffer_memory_flag_sets_the_budget() {
             .start()
             .await;
         assert_eq!(
-            budget(&daemon.stats().await),
+            daemon.stats().await.budget_bytes,
             7 * MIB,
             "spelling {i}: {words:?}"
         );
@@ -177,7 +169,7 @@ async fn log_level_flag_controls_debug_lines() {
             .start()
             .await;
         daemon.send_segment(&segment_json(&new_trace_id(), &new_segment_id(), "lvl"));
-        daemon.wait_for_stats(|s| s["sent"] == 1, WITHIN).await;
+        daemon.wait_for_stats(|s| s.sent == 1, WITHIN).await;
         if debug {
             wait_stdout(&daemon, "[Debug] Batch of 1 segment(s)").await;
         } else {
@@ -350,9 +342,9 @@ async fn config_file_versions_1_and_2_with_every_key_take_effect() {
         );
         let cfg = builder.write_file("my.yaml", &text);
         let daemon = builder.arg(spelling).arg(&cfg).start().await;
-        assert_eq!(budget(&daemon.stats().await), 6 * MIB);
+        assert_eq!(daemon.stats().await.budget_bytes, 6 * MIB);
         daemon.send_segment(&segment_json(&new_trace_id(), &new_segment_id(), "v"));
-        daemon.wait_for_stats(|s| received(s) == 1, WITHIN).await;
+        daemon.wait_for_stats(|s| s.received == 1, WITHIN).await;
         let out = wait_file(&log, "receiving segments on UDP").await;
         for needle in [
             "region ap-south-1",
@@ -391,7 +383,7 @@ async fn flag_overrides_the_config_file() {
         .args(["-m", "8", "-l", "info"])
         .start()
         .await;
-    assert_eq!(budget(&daemon.stats().await), 8 * MIB);
+    assert_eq!(daemon.stats().await.budget_bytes, 8 * MIB);
     wait_stdout(&daemon, "[Info] AWS X-Ray daemon").await;
 }
 
@@ -412,7 +404,7 @@ async fn config_flag_file_is_not_layered_over_the_working_directory_file() {
         .start()
         .await;
     assert_eq!(
-        budget(&daemon.stats().await),
+        daemon.stats().await.budget_bytes,
         13 * MIB,
         "./cfg.yaml is read"
     );
@@ -424,8 +416,12 @@ async fn config_flag_file_is_not_layered_over_the_working_directory_file() {
     let other = builder.write_file("other.yaml", "Version: 2\nConcurrency: 2\n");
     let daemon = builder.arg("-c").arg(&other).start().await;
     let stats = daemon.stats().await;
-    assert_ne!(budget(&stats), 13 * MIB, "-c replaces ./cfg.yaml: {stats}");
-    assert!(budget(&stats) >= 3 * MIB);
+    assert_ne!(
+        stats.budget_bytes,
+        13 * MIB,
+        "-c replaces ./cfg.yaml: {stats:?}"
+    );
+    assert!(stats.budget_bytes >= 3 * MIB, "{stats:?}");
     let out = wait_stdout(&daemon, "Using config file").await;
     assert!(out.contains(&other.display().to_string()), "{out}");
 }
@@ -539,7 +535,7 @@ async fn log_rotation_keeps_a_bounded_set_of_whole_lines() {
             daemon.send_segment(&segment_json(&trace, &format!("{i:016x}"), "rot"));
         }
         let want = (chunk as u64 + 1) * 25;
-        daemon.wait_for_stats(|s| received(s) >= want, WITHIN).await;
+        daemon.wait_for_stats(|s| s.received >= want, WITHIN).await;
     }
     let last = format!("Segment {:016x} of trace", SENT - 1);
     wait_file(&log, &last).await;

@@ -2,60 +2,27 @@
 //! self-telemetry, through the real binary against moto and the fault injector.
 //!
 //! After each scenario the stats endpoint's counters must satisfy
-//! `received = sent + rejected + dropped (all reasons) + buffered + in_flight`
-//! ([`assert_identity`]); after a shutdown, where the endpoint is gone, the exit summary line
-//! must say the same.
+//! `received = sent + rejected + dropped (all reasons) + buffered + in_flight`, and the same per
+//! input and per sink ([`assert_balanced`]); after a shutdown, where the endpoint is gone, the
+//! exit summary line must say the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::stats::backend_errors;
 use crate::support::{
-    Daemon, Fault, FaultInjector, Moto, Step, TEST_REGION, new_segment_id, new_trace_id, wait,
+    Daemon, DropReason, ErrorKind, Fault, FaultInjector, Moto, Snapshot, Step, TEST_REGION,
+    assert_balanced, new_segment_id, new_trace_id, wait,
 };
 
 /// How long a scenario may take to settle on this shared 2-core machine.
 const SETTLE: Duration = Duration::from_secs(40);
 
-fn count(stats: &Value, key: &str) -> u64 {
-    stats[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("stats have no counter {key:?}: {stats}"))
-}
-
-fn by_key(stats: &Value, map: &str, key: &str) -> u64 {
-    stats[map][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("stats have no {map}.{key}: {stats}"))
-}
-
-fn dropped_total(stats: &Value) -> u64 {
-    stats["dropped"]
-        .as_object()
-        .unwrap_or_else(|| panic!("stats have no dropped map: {stats}"))
-        .values()
-        .map(|v| v.as_u64().unwrap_or(0))
-        .sum()
-}
-
-/// Requirement 6: every received segment is sent, rejected, dropped, buffered or in flight.
-fn assert_identity(stats: &Value) {
-    let received = count(stats, "received");
-    let accounted = count(stats, "sent")
-        + count(stats, "rejected")
-        + dropped_total(stats)
-        + count(stats, "buffered")
-        + count(stats, "in_flight");
-    assert_eq!(
-        received, accounted,
-        "received != sent + rejected + dropped + buffered + in_flight: {stats}"
-    );
-}
-
 /// Nothing waiting and nothing in flight.
-fn settled(stats: &Value) -> bool {
-    stats["buffered"] == 0 && stats["in_flight"] == 0
+fn settled(stats: &Snapshot) -> bool {
+    stats.buffered == 0 && stats.in_flight == 0
 }
 
 /// A segment document moto accepts, with the given padding, in Python's spacing (so a
@@ -78,14 +45,14 @@ fn id_of(document: &str) -> String {
 /// Sends `documents` to the daemon, pausing every `wave` until it has read them, so the
 /// kernel's receive queue never overflows.
 async fn send_paced(daemon: &Daemon, documents: &[String], wave: usize) {
-    let start = count(&daemon.stats().await, "received");
+    let start = daemon.stats().await.received;
     for (i, chunk) in documents.chunks(wave).enumerate() {
         for d in chunk {
             daemon.send_segment(d);
         }
         let target = start + (i * wave + chunk.len()) as u64;
         daemon
-            .wait_for_stats(|s| s["received"].as_u64() >= Some(target), SETTLE)
+            .wait_for_stats(|s| s.received >= target, SETTLE)
             .await;
     }
 }
@@ -159,7 +126,7 @@ async fn throttled_calls_are_retried_until_every_segment_arrives_exactly_once() 
     send_paced(&daemon, &documents, 40).await;
 
     let stats = daemon
-        .wait_for_stats(|s| s["sent"] == 120 && settled(s), SETTLE)
+        .wait_for_stats(|s| s.sent == 120 && settled(s), SETTLE)
         .await;
     assert_stored_exactly(&moto, &traces, &documents).await;
 
@@ -168,12 +135,13 @@ async fn throttled_calls_are_retried_until_every_segment_arrives_exactly_once() 
         "all {THROTTLED} 429s were used"
     );
     assert_eq!(
-        by_key(&stats, "backend_errors", "throttled"),
-        THROTTLED as u64
+        backend_errors(&stats, ErrorKind::Throttled),
+        THROTTLED as u64,
+        "{stats:?}"
     );
-    assert!(count(&stats, "retried") >= 1, "{stats}");
-    assert_eq!(dropped_total(&stats), 0, "{stats}");
-    assert_identity(&stats);
+    assert!(stats.retried >= 1, "{stats:?}");
+    assert_eq!(stats.dropped_total(), 0, "{stats:?}");
+    assert_balanced(&stats);
 }
 
 /// Server errors, a reset connection and a stalled call (past the SDK's attempt timeout) are
@@ -197,13 +165,17 @@ async fn server_errors_resets_and_stalls_are_retried_and_counted_by_kind() {
     let (traces, documents) = make_documents(30, 0);
     send_paced(&daemon, &documents, 30).await;
     let stats = daemon
-        .wait_for_stats(|s| s["sent"] == 30 && settled(s), SETTLE)
+        .wait_for_stats(|s| s.sent == 30 && settled(s), SETTLE)
         .await;
-    for kind in ["http_5xx", "connection", "timeout"] {
-        assert_eq!(by_key(&stats, "backend_errors", kind), 1, "{kind}: {stats}");
+    for kind in [
+        ErrorKind::Http5xx,
+        ErrorKind::Connection,
+        ErrorKind::Timeout,
+    ] {
+        assert_eq!(backend_errors(&stats, kind), 1, "{kind:?}: {stats:?}");
     }
-    assert_eq!(dropped_total(&stats), 0);
-    assert_identity(&stats);
+    assert_eq!(stats.dropped_total(), 0, "{stats:?}");
+    assert_balanced(&stats);
     assert_stored_exactly(&moto, &traces, &documents).await;
 }
 
@@ -226,30 +198,29 @@ async fn an_unreachable_endpoint_keeps_what_fits_the_budget_and_counts_the_rest(
     // The endpoint has been failing for real before more arrive.
     daemon
         .wait_for_stats(
-            |s| s["backend_errors"]["connection_refused"].as_u64() >= Some(2),
+            |s| backend_errors(s, ErrorKind::ConnectionRefused) >= 2,
             SETTLE,
         )
         .await;
     send_paced(&daemon, &documents[160..], 20).await;
     let during = daemon.stats().await;
-    assert_eq!(count(&during, "sent"), 0, "nothing can be sent: {during}");
-    assert!(by_key(&during, "dropped", "spillover") > 0, "{during}");
+    assert_eq!(during.sent, 0, "nothing can be sent: {during:?}");
+    assert!(during.dropped(DropReason::Spillover) > 0, "{during:?}");
     assert!(
-        count(&during, "buffered_bytes") + count(&during, "in_flight_bytes")
-            <= count(&during, "budget_bytes"),
-        "{during}"
+        during.buffered_bytes + during.in_flight_bytes <= during.budget_bytes,
+        "{during:?}"
     );
-    assert_identity(&during);
+    assert_balanced(&during);
 
     injector.come_back().await;
     let stats = daemon.wait_for_stats(settled, SETTLE).await;
-    let sent = count(&stats, "sent");
-    let spilled = by_key(&stats, "dropped", "spillover");
-    assert_eq!(sent + spilled, 320, "{stats}");
-    assert_eq!(dropped_total(&stats), spilled, "only spillover: {stats}");
-    assert_eq!(count(&stats, "rejected"), 0);
-    assert!(sent >= 200, "most of the 3.8 MB fits 3 MiB: {stats}");
-    assert_identity(&stats);
+    let sent = stats.sent;
+    let spilled = stats.dropped(DropReason::Spillover);
+    assert_eq!(sent + spilled, 320, "{stats:?}");
+    assert_eq!(stats.dropped_total(), spilled, "only spillover: {stats:?}");
+    assert_eq!(stats.rejected, 0, "{stats:?}");
+    assert!(sent >= 200, "most of the 3.8 MB fits 3 MiB: {stats:?}");
+    assert_balanced(&stats);
 
     let stored = moto
         .wait_for_documents(TEST_REGION, &traces, sent as usize, SETTLE)
@@ -290,13 +261,16 @@ async fn refused_segments_are_counted_and_logged_with_their_ids() {
         }
     }
     let stats = daemon
-        .wait_for_stats(
-            |s| settled(s) && s["sent"] == 10 && s["rejected"] == 3,
-            SETTLE,
-        )
+        .wait_for_stats(|s| settled(s) && s.sent == 10 && s.rejected == 3, SETTLE)
         .await;
-    assert_identity(&stats);
-    assert_eq!(dropped_total(&stats), 0);
+    assert_balanced(&stats);
+    assert_eq!(stats.dropped_total(), 0, "{stats:?}");
+    let xray = &stats.sinks["xray"];
+    assert_eq!(
+        (xray.sent, xray.rejected),
+        (10, 3),
+        "refused by the X-Ray sink: {stats:?}"
+    );
     let log = wait_for_log(&daemon, &bad_ids[2], SETTLE).await;
     for id in &bad_ids {
         let line = log
@@ -336,14 +310,10 @@ async fn segments_refused_for_throttling_are_sent_again() {
     let doc = document(&trace, &id, 0);
     daemon.send_segment(&doc);
     let stats = daemon
-        .wait_for_stats(|s| s["sent"] == 1 && settled(s), SETTLE)
+        .wait_for_stats(|s| s.sent == 1 && settled(s), SETTLE)
         .await;
-    assert_eq!(
-        (count(&stats, "rejected"), count(&stats, "retried")),
-        (0, 1),
-        "{stats}"
-    );
-    assert_identity(&stats);
+    assert_eq!((stats.rejected, stats.retried), (0, 1), "{stats:?}");
+    assert_balanced(&stats);
     let stored = moto
         .wait_for_documents(TEST_REGION, &[&trace], 1, SETTLE)
         .await;
@@ -366,10 +336,10 @@ async fn sigterm_drains_everything_buffered_to_a_slow_endpoint() {
     let (traces, documents) = make_documents(400, 0);
     send_paced(&daemon, &documents, 100).await;
     let before = daemon.stats().await;
-    assert_identity(&before);
+    assert_balanced(&before);
     assert!(
-        count(&before, "buffered") + count(&before, "in_flight") > 0,
-        "segments are still held when the signal comes: {before}"
+        before.buffered + before.in_flight > 0,
+        "segments are still held when the signal comes: {before:?}"
     );
 
     let signalled = Instant::now();
@@ -400,10 +370,8 @@ async fn sigterm_with_an_endpoint_that_never_answers_exits_at_the_deadline() {
         .await;
     let (_, documents) = make_documents(100, 0);
     send_paced(&daemon, &documents, 50).await;
-    let before = daemon
-        .wait_for_stats(|s| s["in_flight"].as_u64() > Some(0), SETTLE)
-        .await;
-    assert_identity(&before);
+    let before = daemon.wait_for_stats(|s| s.in_flight > 0, SETTLE).await;
+    assert_balanced(&before);
 
     let signalled = Instant::now();
     daemon.sigterm();
@@ -483,13 +451,8 @@ async fn telemetry_records_count_what_was_sent_including_the_drain() {
     daemon.send(b"no newline here");
     daemon.send(b"{\"format\":\"xml\",\"version\":1}\n{}");
     daemon.send_segment(r#"{"trace_id": "1-00000000-000000000000000000000000", "id": "0000000000000001", "start_time": 1.0, "end_time": 2.0}"#);
-    let before = daemon
-        .wait_for_stats(|s| s["received"] == 153, SETTLE)
-        .await;
-    assert!(
-        count(&before, "sent") < 150,
-        "the drain has work to do: {before}"
-    );
+    let before = daemon.wait_for_stats(|s| s.received == 153, SETTLE).await;
+    assert!(before.sent < 150, "the drain has work to do: {before:?}");
     wait::until(SETTLE, Duration::from_millis(50), async || {
         (!injector.telemetry_calls().is_empty()).then_some(())
     })
@@ -573,12 +536,13 @@ async fn telemetry_keeps_records_through_failures_and_sends_at_most_ten_a_call()
     })
     .await
     .expect("a telemetry call succeeds after the scripted failures");
-    let stats = daemon.wait_for_stats(|s| s["sent"] == 1, SETTLE).await;
+    let stats = daemon.wait_for_stats(|s| s.sent == 1, SETTLE).await;
     assert_eq!(
-        by_key(&stats, "backend_errors", "http_5xx"),
-        FAILURES as u64
+        backend_errors(&stats, ErrorKind::Http5xx),
+        FAILURES as u64,
+        "{stats:?}"
     );
-    assert_identity(&stats);
+    assert_balanced(&stats);
     daemon.sigterm();
     assert!(daemon.wait_exit(SETTLE).await.success());
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::stats::{self, Snapshot};
 use crate::support::{
     Daemon, Deadline, Moto, TEST_REGION, free_addr, new_segment_id, new_trace_id, repo_root,
     segment_json, venv_bin,
@@ -396,28 +397,29 @@ impl Drop for Container {
     }
 }
 
-/// GET `/daemon/stats` from a daemon on `addr` until `pred` holds; panics with the last
-/// answer and the container's logs after `within`.
+/// GET `/daemon/stats` from a daemon on `addr` (typed, see [`stats::parse`]) until `pred`
+/// holds; panics with the last answer and the container's logs after `within`.
 async fn wait_for_stats(
     addr: std::net::SocketAddr,
     container: &Container,
     within: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
+    pred: impl Fn(&Snapshot) -> bool,
+) -> Snapshot {
     let mut last = None;
     let found = crate::support::wait::until(within, Duration::from_millis(100), async || {
         let stats = crate::support::http::get(addr, "/daemon/stats")
             .await
             .ok()
-            .and_then(|r| r.json().ok());
-        let hit = stats.as_ref().filter(|v| pred(v)).cloned();
+            .filter(|r| r.status == 200)
+            .map(|r| stats::parse(&r.text()));
+        let hit = stats.as_ref().filter(|s| pred(s)).cloned();
         last = stats;
         hit
     })
     .await;
     found.unwrap_or_else(|| {
         panic!(
-            "the daemon in {} did not reach the expected stats within {within:?}; last: {last:?}\n--- logs:\n{}",
+            "the daemon in {} did not reach the expected stats within {within:?}; last: {last:#?}\n--- logs:\n{}",
             container.name,
             container.logs()
         )
@@ -677,19 +679,19 @@ async fn image_relays_runs_as_xray_and_answers_health_and_trusts_its_ca_bundle()
             .send_to(&crate::support::datagram(&body), addr)
             .expect("send the segment");
         let stats = wait_for_stats(addr, &container, Duration::from_secs(60), |s| {
-            s["batches_sent"].as_u64() > Some(0) || s["batches_failed"].as_u64() > Some(0)
+            s.batches_sent > 0 || s.batches_failed > 0
         })
         .await;
         if trusted {
-            assert_eq!(stats["batches_sent"], 1, "TLS with the mounted CA: {stats}");
-            assert_eq!(stats["sent"], 1, "{stats}");
+            assert_eq!(stats.batches_sent, 1, "TLS with the mounted CA: {stats:?}");
+            assert_eq!(stats.sent, 1, "{stats:?}");
         } else {
             assert_eq!(
-                stats["batches_sent"], 0,
-                "the image's bundle must not trust the test CA: {stats}"
+                stats.batches_sent, 0,
+                "the image's bundle must not trust the test CA: {stats:?}"
             );
             // The failure is retried with backoff, so a second failed call may be counted by now.
-            assert!(stats["batches_failed"].as_u64() >= Some(1), "{stats}");
+            assert!(stats.batches_failed >= 1, "{stats:?}");
             let logs = container.logs();
             assert!(
                 logs.contains("UnknownIssuer"),
@@ -1319,10 +1321,7 @@ async fn health_subcommand_reports_liveness_and_optionally_failing_uploads() {
 
     daemon.send_segment(&segment_json(&new_trace_id(), &new_segment_id(), "health"));
     daemon
-        .wait_for_stats(
-            |s| s["batches_failed"].as_u64() > Some(0),
-            Duration::from_secs(30),
-        )
+        .wait_for_stats(|s| s.batches_failed > 0, Duration::from_secs(30))
         .await;
     // Liveness alone stays healthy: an X-Ray outage must not restart the application's task.
     assert_eq!(xray_health(&[&addr]).status.code(), Some(0));

@@ -28,6 +28,7 @@ use super::paths::xray_bin;
 use super::ports::free_addr;
 use super::proc::{read_lossy, tail};
 use super::segments::datagram;
+use super::stats::{self, Snapshot};
 use super::wait::{self, Deadline, POLL_INTERVAL};
 
 /// Fake credentials the daemon gets by default (moto does not check signatures).
@@ -316,7 +317,8 @@ impl DaemonBuilder {
         }
     }
 
-    /// Spawns the daemon and waits until `GET /daemon/stats` answers 200 with JSON.
+    /// Spawns the daemon and waits until `GET /daemon/stats` answers 200 with a stats
+    /// [`Snapshot`].
     ///
     /// Panics with the daemon's stderr and stdout if it exits first or is not ready within
     /// [`Self::ready_within`]. If it exits reporting its address in use and the ports were
@@ -463,29 +465,50 @@ impl Daemon {
         http::get(self.tcp, path).await
     }
 
-    /// `GET /daemon/stats`, parsed; an error unless it answers 200 with JSON.
-    pub async fn try_stats(&self) -> Result<Value, BoxError> {
+    /// `GET /daemon/stats`: the body of a 200 answer, an error otherwise.
+    async fn stats_body(&self) -> Result<String, BoxError> {
         let response = self.get("/daemon/stats").await?;
         if response.status != 200 {
             return Err(format!("status {}: {}", response.status, response.text()).into());
         }
-        Ok(response.json()?)
+        Ok(response.text())
     }
 
-    /// `GET /daemon/stats`, parsed; panics on failure.
-    pub async fn stats(&self) -> Value {
+    /// `GET /daemon/stats`, typed; an error unless it answers 200. A body that is not a
+    /// [`Snapshot`] fails the test at once, naming the body.
+    pub async fn try_stats(&self) -> Result<Snapshot, BoxError> {
+        Ok(stats::parse(&self.stats_body().await?))
+    }
+
+    /// `GET /daemon/stats`, typed; panics on failure.
+    pub async fn stats(&self) -> Snapshot {
         self.try_stats()
             .await
             .unwrap_or_else(|e| panic!("GET http://{}/daemon/stats: {e}", self.tcp))
     }
 
+    /// `GET /daemon/stats` as untyped JSON, for tests that read the body itself; panics on
+    /// failure. Prefer [`Self::stats`].
+    pub async fn stats_json(&self) -> Value {
+        let body = self
+            .stats_body()
+            .await
+            .unwrap_or_else(|e| panic!("GET http://{}/daemon/stats: {e}", self.tcp));
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/daemon/stats is not JSON ({e}): {body}"))
+    }
+
     /// Polls the stats until `pred` holds and returns them; panics with the last stats and
     /// the daemon's output after `within`.
-    pub async fn wait_for_stats(&self, pred: impl Fn(&Value) -> bool, within: Duration) -> Value {
-        let mut last: Option<Result<Value, String>> = None;
+    pub async fn wait_for_stats(
+        &self,
+        pred: impl Fn(&Snapshot) -> bool,
+        within: Duration,
+    ) -> Snapshot {
+        let mut last: Option<Result<Snapshot, String>> = None;
         let found = wait::until(within, POLL_INTERVAL, async || {
             let stats = self.try_stats().await.map_err(|e| e.to_string());
-            let hit = stats.as_ref().ok().filter(|v| pred(v)).cloned();
+            let hit = stats.as_ref().ok().filter(|s| pred(s)).cloned();
             last = Some(stats);
             hit
         })
@@ -493,7 +516,7 @@ impl Daemon {
         match found {
             Some(stats) => stats,
             None => panic!(
-                "stats did not reach the expected state within {within:?}; last: {last:?}\n--- stderr:\n{}\n--- stdout tail:\n{}",
+                "stats did not reach the expected state within {within:?}; last: {last:#?}\n--- stderr:\n{}\n--- stdout tail:\n{}",
                 tail(&self.stderr(), 40),
                 tail(&self.stdout(), 40)
             ),

@@ -6,7 +6,9 @@
 //! - [`http`]: a tiny HTTP/1.1 client (hyper) for the stats endpoint and moto's admin API.
 //! - [`moto`]: [`Moto`], a `moto_server` child playing the X-Ray API.
 //! - [`daemon`]: [`Daemon`] and [`DaemonBuilder`], the `xray` binary under a pinned AWS
-//!   environment, with its stdout/stderr captured.
+//!   environment, with its stdout/stderr captured; its `/daemon/stats` typed.
+//! - [`stats`]: `/daemon/stats` parsed into the daemon's typed [`Snapshot`]
+//!   ([`stats::parse`]), and [`assert_balanced`], the one check of its accounting identities.
 //! - [`fault`]: [`FaultInjector`], an HTTP/1.1 server between the daemon and moto that records
 //!   every request and can answer with scripted faults.
 //! - [`flask`]: runs `tests/peers/flask_app.py` (Flask + the Python X-Ray SDK).
@@ -38,6 +40,7 @@ pub mod paths;
 pub mod ports;
 pub mod proc;
 pub mod segments;
+pub mod stats;
 pub mod udp_tap;
 pub mod wait;
 // proxy and AWS environment tests (issue 6)
@@ -57,5 +60,6 @@ pub use ports::{free_addr, free_port};
 pub use proc::{peak_rss_kib, status_kib};
 pub use sampling::sampling_injector;
 pub use segments::{XRAY_HEADER, datagram, new_segment_id, new_trace_id, segment_json};
+pub use stats::{DropReason, ErrorKind, Snapshot, assert_balanced};
 pub use udp_tap::UdpTap;
 pub use wait::Deadline;
