@@ -108,8 +108,8 @@ async fn python_sdk_obeys_sampling_rules_fetched_through_the_signed_proxy() {
     );
     let stats = daemon.stats().await;
     assert_eq!(
-        stats["received"], 4,
-        "only the /work segments reached the daemon: {stats}"
+        stats.received, 4,
+        "only the /work segments reached the daemon: {stats:?}"
     );
 
     let calls = sampling_calls(&injector.requests());

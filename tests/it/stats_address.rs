@@ -24,7 +24,7 @@ async fn the_stats_address_serves_the_admin_routes_and_404s_the_rest() {
         "own-address",
     ));
     daemon
-        .wait_for_stats(|s| s["sent"] == 1, Duration::from_secs(10))
+        .wait_for_stats(|s| s.sent == 1, Duration::from_secs(10))
         .await;
 
     let stats = http::get(stats_addr, "/daemon/stats").await.unwrap();

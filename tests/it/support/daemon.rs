@@ -487,17 +487,6 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("GET http://{}/daemon/stats: {e}", self.tcp))
     }
 
-    /// `GET /daemon/stats` as untyped JSON, for tests that read the body itself; panics on
-    /// failure. Prefer [`Self::stats`].
-    pub async fn stats_json(&self) -> Value {
-        let body = self
-            .stats_body()
-            .await
-            .unwrap_or_else(|e| panic!("GET http://{}/daemon/stats: {e}", self.tcp));
-        serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("/daemon/stats is not JSON ({e}): {body}"))
-    }
-
     /// Polls the stats until `pred` holds and returns them; panics with the last stats and
     /// the daemon's output after `within`.
     pub async fn wait_for_stats(
