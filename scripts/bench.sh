@@ -14,6 +14,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-echo "==> cargo build --release --features bench-tools --bins" >&2
-cargo build --release --features bench-tools --bins
+echo "==> cargo build --release -p xray-daemon-rs -p xray-bench-tools --bins" >&2
+cargo build --release -p xray-daemon-rs -p xray-bench-tools --bins
 exec target/release/xray-bench --xray target/release/xray --out bench "$@"

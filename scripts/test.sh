@@ -5,8 +5,11 @@
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
 #   - cargo-fuzz (cargo install), when missing.
 #   - the packaging tools (scripts/packaging-setup.sh), when running as root.
-# Then: cargo build --all-targets; a short fuzz run of each target in
-# fuzz/ (FUZZ_SECONDS each, default 20; see fuzz/README.md for a longer run); cargo test --lib --bins --tests.
+# Then: the house rules (cargo fmt --check, cargo clippy -D warnings, clippy.toml); cargo build of
+# the workspace; a short fuzz run of each target in fuzz/ (FUZZ_SECONDS each, default 20; see
+# fuzz/README.md for a longer run); the unit and in-process tests (what plain `cargo test`
+# runs), the benchmark's smoke test, the tests against real peers (`--test it`) and the
+# packaging tests (`--test packaging`).
 # Works from any directory. Extra arguments go to the test binaries (after `--`),
 # e.g. `scripts/test.sh smoke` runs only tests whose name contains "smoke" (and no fuzzing).
 set -euo pipefail
@@ -42,8 +45,13 @@ if [[ "$(id -u)" == 0 ]]; then
     scripts/packaging-setup.sh
 fi
 
-echo "==> cargo build --all-targets"
-cargo build --all-targets
+echo "==> cargo fmt --all --check"
+cargo fmt --all --check
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "==> cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
 
 # A filtered run is for iterating on some tests; the fuzz run belongs to the full one. It runs
 # before the tests so that the test runner's summary closes the output.
@@ -65,6 +73,10 @@ fi
 # Each test starts its own moto_server and daemon on its own free ports, so tests run in
 # parallel; two threads match the 2-core CI machines (moto and the daemon need CPU too).
 threads="${TEST_THREADS:-2}"
-echo "==> cargo test --lib --bins --tests (test threads: $threads)"
+echo "==> cargo test --workspace --lib --bins --tests (unit, in-process daemon, benchmark smoke)"
 # Benches are built above but not run here: they print timings, not test results.
-cargo test --lib --bins --tests -- --test-threads="$threads" "$@"
+cargo test --workspace --lib --bins --tests -- --test-threads="$threads" "$@"
+echo "==> cargo test --test it (real peers: moto, the Python X-Ray SDK)"
+cargo test --test it -- --test-threads="$threads" "$@"
+echo "==> cargo test --test packaging (release builds, image, rpm, deb)"
+cargo test --test packaging -- --test-threads="$threads" "$@"

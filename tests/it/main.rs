@@ -1,4 +1,5 @@
-//! The one integration-test binary (`cargo test --test it`).
+//! The tests against real peers (`cargo test --test it`; scripts/test.sh runs them, plain
+//! `cargo test` does not, as they need the Python venv).
 //!
 //! Tests drive the real `xray` binary through real sockets against real peers: moto's server
 //! plays the X-Ray API, the Python X-Ray SDK (under Flask) plays an instrumented application,
@@ -21,14 +22,11 @@
 
 mod support;
 
-mod bench_smoke;
 mod delivery;
 mod harness;
 mod stats_address;
 
-mod compat;
-mod relay;
-// issue 6
 mod aws_env;
-mod packaging;
+mod compat;
 mod proxy;
+mod relay;

@@ -3,12 +3,35 @@
 //! `results.json` and `results.md`. Figures are never asserted (machines are shared and noisy);
 //! only that each measurement is there and that the daemon relayed the step's segments at all.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
+
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Deadline, xray_bin};
+/// The daemon built by `cargo build` in the same target directory (`target/<profile>/xray`):
+/// this test belongs to the benchmark's package, which cannot name another package's binary.
+fn xray_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("this test's path");
+    // target/<profile>/deps/smoke-HASH → target/<profile>/xray
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("xray"))
+        .expect("a target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: build the daemon first (`cargo build --workspace`, as scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
 
 /// How long the smoke run may take (it needs a few seconds; debug builds, busy machines).
 const WITHIN: Duration = Duration::from_secs(120);
@@ -28,12 +51,12 @@ fn bench_smoke_run_writes_results() {
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start xray-bench");
-    let deadline = Deadline::after(WITHIN);
+    let deadline = Instant::now() + WITHIN;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for xray-bench") {
             break status;
         }
-        if deadline.passed() {
+        if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!(

@@ -16,6 +16,26 @@
 //! it. The tools come from `scripts/packaging-setup.sh` (which `scripts/test.sh` runs as root); a
 //! missing tool fails the test with that command. The Docker engine is started by the image test
 //! when it is not running, and stopped by it again.
+//!
+//! A test binary of its own (`cargo test --test packaging`, run by scripts/test.sh as root):
+//! plain `cargo test` does not build release images for two architectures.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the harness reads its own environment to prepare the child processes it starts"
+)]
+#![allow(
+    dead_code,
+    reason = "the support module is shared with tests/it; this binary uses part of it"
+)]
+
+#[path = "../it/support/mod.rs"]
+mod support;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
