@@ -22,7 +22,7 @@ use xray_daemon::{app, logging, shutdown};
 /// mimalloc instead of the C library's allocator: documents are allocated on the receiving
 /// thread and freed on the uploading one, where glibc's malloc took 14% of the daemon's CPU at
 /// 150k segments/s, partly waiting on its arena lock, and kept the peak's memory after load
-/// (issue 8).
+/// (measured with the benchmark, bench/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     }
     log_settings(&config);
     // One runtime thread for batching, uploads, the proxy and telemetry; the UDP receiver has a
-    // thread of its own (see `receiver`). Measured against two worker threads (issue 8): a
+    // thread of its own (see `receiver`). Measured against two worker threads (bench/README.md): a
     // fifth less CPU per segment and more segments per second before loss, since nothing hops
     // between threads.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -6,7 +6,7 @@
 //! receive thread never does. So after holding a backlog of documents, the receiver calls
 //! [`release_to_os`] once the buffer is nearly empty again (see [`crate::receiver`]): after a
 //! burst that filled a 241 MB buffer, the idle daemon shrinks back from 257 MB to 17 MB
-//! instead of keeping the peak (issue 8).
+//! instead of keeping the peak.
 
 /// Returns the calling thread's free memory to the OS at once.
 #[allow(unsafe_code)]

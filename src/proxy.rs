@@ -11,7 +11,7 @@
 //! daemon's region and credentials) over a minimal header set: `host`, `content-type`,
 //! `x-amz-date`, `x-amz-content-sha256` and, for temporary credentials, `x-amz-security-token`.
 //! Headers a service mesh adds or rewrites therefore never break the signature (the original
-//! signs every header the client sent, its issue #199). X-Ray's answer — status, body,
+//! signs every header the client sent, aws/aws-xray-daemon#199). X-Ray's answer — status, body,
 //! `Content-Type` and its error headers — goes back unchanged.
 //!
 //! Bounds (the original has none): a body over [`ProxySettings::max_body`] gets `413` (also

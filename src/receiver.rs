@@ -9,7 +9,7 @@
 //! sleeps in `poll` until datagrams arrive, then drains the socket: up to [`CALLS_PER_WAKE`]
 //! system calls of [`BURST`] datagrams each (`recvmmsg` on Linux), parsed and then pushed to the
 //! buffer under one lock. The runtime's thread is left to batching and uploads, so neither
-//! waits for the other and no task hops between threads (issue 8: this and one runtime thread
+//! waits for the other and no task hops between threads (measured: this and one runtime thread
 //! cut the CPU per segment by a sixth and kept the receive queue drained). Shutdown wakes the
 //! thread by shutting the socket's reading side.
 //!
@@ -19,7 +19,7 @@
 //! when the kernel granted a receive buffer of at least [`COALESCE_MIN_BUFFER`] (a sender would
 //! have to fill that within the pause to lose anything). A wake-up that did not empty the socket
 //! goes straight on, and an idle socket is waited on with no timer at all (but see below).
-//! (Issue 8: at 50k segments/s a 2 ms pause cut the CPU per segment by a fifth to a quarter;
+//! (Measured: at 50k segments/s a 2 ms pause cut the CPU per segment by a fifth to a quarter;
 //! X-Ray batches wait up to 1 s anyway.)
 //!
 //! Each datagram lands in its own slot of a scratch buffer allocated once, sized to the document

@@ -9,7 +9,7 @@
 //! (environment, shared profiles with SSO and `credential_process`, web identity, ECS/EKS
 //! container credentials, IMDSv2). It is assembled here rather than taken whole so that the
 //! metadata providers get an HTTP client that never uses the outbound proxy (the original sent
-//! instance metadata through it, its issue #255); providers that call AWS (STS, SSO) use the
+//! instance metadata through it, aws/aws-xray-daemon#255); providers that call AWS (STS, SSO) use the
 //! proxy like every other AWS call. `-r ROLE` assumes that role through STS (session name
 //! `xray-daemon`, as the original) with those credentials.
 //!

@@ -6,7 +6,7 @@
 //! client the metadata credential providers use.
 //!
 //! Every lookup goes direct, never through the outbound proxy (the original sent instance
-//! metadata through it, its issue #255), within [`IMDS_TIMEOUT`], and is quiet when absent
+//! metadata through it, aws/aws-xray-daemon#255), within [`IMDS_TIMEOUT`], and is quiet when absent
 //! (a laptop, Fargate): after one failed instance metadata lookup the later ones are skipped.
 //! In local mode nothing here is contacted.
 

@@ -6,7 +6,7 @@
 //! its JSON string by `serde_json`. The SDK is still what signs (SigV4), sends and reads the
 //! answer: the operation is built with an empty document list and its serialized body replaced
 //! before signing. Its own JSON writer escapes byte by byte after a copy of each document into a
-//! `String`, which was half of the daemon's CPU at 60k segments/s (issue 8). Entries of
+//! `String`, which was half of the daemon's CPU at 60k segments/s when measured (bench/README.md). Entries of
 //! `UnprocessedTraceSegments` are matched back to the batch by segment id and returned as
 //! refused.
 //!

@@ -61,7 +61,7 @@ async fn assert_upload_arrives(daemon: &Daemon, moto: &Moto, name: &str) {
         .await;
 }
 
-/// Issue 6, test 4: with no flag, file or AWS_REGION, the region and the instance id come from
+/// with no flag, file or AWS_REGION, the region and the instance id come from
 /// IMDSv2 (a fake on loopback), and metadata calls carry the IMDSv2 token.
 #[tokio::test]
 async fn region_and_instance_id_come_from_instance_metadata() {
@@ -85,7 +85,7 @@ async fn region_and_instance_id_come_from_instance_metadata() {
     );
 }
 
-/// Issue 6, test 4: with `-o`, instance metadata is never contacted; the SDK's own region
+/// with `-o`, instance metadata is never contacted; the SDK's own region
 /// (here AWS_DEFAULT_REGION) is used.
 #[tokio::test]
 async fn local_mode_never_contacts_instance_metadata() {
@@ -102,7 +102,7 @@ async fn local_mode_never_contacts_instance_metadata() {
     assert!(imds.requests().is_empty(), "{:?}", imds.requests());
 }
 
-/// Issue 6, test 4: instance metadata that accepts connections and never answers holds up
+/// instance metadata that accepts connections and never answers holds up
 /// neither listening nor startup beyond the short metadata timeout; without any other region
 /// the daemon then exits 1 saying how to give one.
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn hanging_instance_metadata_does_not_hold_startup() {
     );
 }
 
-/// Issue 6, test 4: the ECS metadata file (the original's source) and the task metadata
+/// the ECS metadata file (the original's source) and the task metadata
 /// endpoint v4 give the region, before instance metadata.
 #[tokio::test]
 async fn ecs_task_metadata_gives_the_region() {
@@ -165,7 +165,7 @@ async fn ecs_task_metadata_gives_the_region() {
     );
 }
 
-/// Issue 6, test 5: with `-r`, the daemon assumes the role through STS (moto, reached through a
+/// with `-r`, the daemon assumes the role through STS (moto, reached through a
 /// recording injector) with session name `xray-daemon`, and both the uploads and the proxied
 /// calls are signed with the assumed role's temporary key.
 #[tokio::test]
@@ -215,7 +215,7 @@ async fn role_arn_signs_uploads_and_proxied_calls_with_the_assumed_role() {
     assert_eq!(key_of(assume), FAKE_ACCESS_KEY_ID);
 }
 
-/// Issue 6, test 6: an outbound proxy from the environment carries the calls to X-Ray (uploads
+/// an outbound proxy from the environment carries the calls to X-Ray (uploads
 /// and proxied sampling calls) but never the instance metadata calls.
 #[tokio::test]
 async fn outbound_proxy_carries_aws_calls_but_never_metadata() {
@@ -250,7 +250,7 @@ async fn outbound_proxy_carries_aws_calls_but_never_metadata() {
     assert!(imds.requests().iter().all(|r| r.target.starts_with('/')));
 }
 
-/// Issue 6, test 6: `-p` sends calls through the proxy unless `NO_PROXY` covers the endpoint.
+/// `-p` sends calls through the proxy unless `NO_PROXY` covers the endpoint.
 #[tokio::test]
 async fn proxy_address_flag_honours_no_proxy() {
     let xray = sampling_injector(NOWHERE, &health_excluded_rules(), "{}").await;

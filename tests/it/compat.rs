@@ -1,4 +1,4 @@
-//! Drop-in compatibility (issue 4): the original daemon's flags in each spelling, its config
+//! Drop-in compatibility: the original daemon's flags in each spelling, its config
 //! file, its exit codes and its log file with rotation, observed from the running `xray`.
 //!
 //! Daemons here use `--sink stdout` unless a test needs the AWS path, so no peer but the

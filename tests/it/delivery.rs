@@ -1,4 +1,4 @@
-//! Delivery (issue 5): retries with backoff, the accounting identity, the shutdown drain and
+//! Delivery: retries with backoff, the accounting identity, the shutdown drain and
 //! self-telemetry, through the real binary against moto and the fault injector.
 //!
 //! After each scenario the stats endpoint's counters must satisfy

@@ -63,7 +63,7 @@ fn assert_signed_minimally(r: &Recorded, region: &str) {
     }
 }
 
-/// Issue 6, tests 1 and 2: the SDK fetches rules through the daemon and obeys them (nothing
+/// the SDK fetches rules through the daemon and obeys them (nothing
 /// under /health is traced, everything else is); every call the daemon forwarded is signed for
 /// the test credentials over the minimal header set; the SDK's statistics reach X-Ray intact
 /// and its targets come back.
@@ -151,7 +151,7 @@ async fn python_sdk_obeys_sampling_rules_fetched_through_the_signed_proxy() {
     assert_eq!(got["health-checks"]["rate"], 0.0, "{got}");
 }
 
-/// Issue 6, test 2 and "reply unchanged": a SamplingTargets body goes upstream byte for byte,
+/// a SamplingTargets body goes upstream byte for byte,
 /// X-Ray's answer (and its errors) come back byte for byte with their content type, and extra
 /// client headers are neither signed nor sent.
 #[tokio::test]
@@ -293,7 +293,7 @@ async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> (Stri
     )
 }
 
-/// Issue 6, test 3: an oversized body, a client that stalls halfway through its headers or its
+/// an oversized body, a client that stalls halfway through its headers or its
 /// body, a request naming another host (in `Host` or as an absolute URL), and, with
 /// `--proxy-sampling-only`, another path: each gets its clear answer or is timed out, while a
 /// concurrent good client is served; only the X-Ray endpoint ever receives anything.

@@ -1,4 +1,4 @@
-//! The core relay, end to end (issue 3): UDP datagrams in, PutTraceSegments to moto out.
+//! The core relay, end to end: UDP datagrams in, PutTraceSegments to moto out.
 //!
 //! Each test starts the real `xray` binary on free loopback ports under a pinned AWS
 //! environment ([`Daemon`]) and, where documents must reach X-Ray, its own moto. Documents are
@@ -474,7 +474,7 @@ async fn budget_holds_under_10_mb_with_the_endpoint_unreachable() {
 
 /// 5b. After 40 MB of segments have gone through a full 32 MB buffer (the oldest dropped to
 ///     make room) and the rest has been uploaded, the idle daemon gives the memory back to the
-///     OS instead of keeping its peak (issue 8): its anonymous memory falls back to within 8 MB
+///     OS instead of keeping its peak: its anonymous memory falls back to within 8 MB
 ///     of what it was before the load.
 #[tokio::test]
 async fn memory_goes_back_to_the_os_after_a_backlog() {

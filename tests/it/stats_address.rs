@@ -1,6 +1,6 @@
 //! `--stats-address`: the counters and health on a TCP address of their own, which serves the
-//! admin routes only and has no upstream at all (issue 5's "and on an address of its own if
-//! asked"): every other path gets 404, never a proxy error.
+//! admin routes only and has no upstream at all: every other path gets 404, never a proxy
+//! error.
 
 use std::time::Duration;
 

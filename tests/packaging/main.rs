@@ -1,4 +1,4 @@
-//! Issue 7, shipping: the release artifacts are built by `scripts/release.sh` and then
+//! Shipping: the release artifacts are built by `scripts/release.sh` and then
 //! inspected and run, not only described.
 //!
 //! - Static binaries for x86_64 and arm64 (the arm64 one under `qemu-aarch64-static`) relay a

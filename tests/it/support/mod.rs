@@ -43,7 +43,7 @@ pub mod segments;
 pub mod stats;
 pub mod udp_tap;
 pub mod wait;
-// proxy and AWS environment tests (issue 6)
+// proxy and AWS environment tests
 pub mod metadata;
 pub mod outbound_proxy;
 pub mod sampling;
