@@ -49,14 +49,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{self, Forwarder, ProxySettings, SAMPLING_PATHS};
+use crate::proxy::{self, Forwarder, ProxySettings, SAMPLING_PATHS, reply};
 use crate::stats::Stats;
 
 /// Path of the liveness check.
@@ -465,17 +465,10 @@ pub async fn run(listener: TcpListener, surface: Surface, shutdown: Cancellation
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
 
     fn daemon(sampling_only: bool) -> RouteTable {
         RouteTable::daemon(ForwardRule {

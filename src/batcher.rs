@@ -181,58 +181,13 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{DocState, Fate, FullPolicy, Intake, LaneSettings};
-    use crate::item::{Input, Item};
-    use crate::segment::Segment;
-    use crate::stats::Stats;
+    use crate::buffer::Fate;
+    use crate::buffer::testing::{self, ids, named, push};
 
-    fn named(id: usize) -> Item {
-        Item::XrayDocument(Segment::unchecked(format!(r#"{{"id":"{id}"}}"#)))
-    }
-
-    fn buffer(batch_size: usize) -> Arc<Buffer> {
-        let lanes = vec![LaneSettings {
-            name: "test".into(),
-            batch_size,
-        }];
-        Buffer::new(
-            1 << 20,
-            lanes,
-            FullPolicy::DropOldest,
-            Arc::new(Stats::new()),
-        )
-    }
-
-    fn push(b: &Buffer, ids: impl IntoIterator<Item = usize>) {
-        let mut intake = Intake::new(Input::Udp, 8);
-        for id in ids {
-            intake.received(10);
-            intake.accepted(named(id));
-        }
-        b.admit(&mut intake);
-    }
-
-    fn ids(batch: &Batch) -> Vec<String> {
-        batch
-            .items()
-            .iter()
-            .filter_map(|i| i.as_document())
-            .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
-            .collect()
-    }
-
+    /// Reports the call's end to the batcher, then settles the batch, as the upload stage does.
     fn settle(batch: Batch, calls: &mpsc::Sender<CallOver>, fate: Fate, backoff: CallOver) {
-        let fates = vec![fate; batch.len()];
-        let states: Vec<DocState> = batch
-            .states()
-            .iter()
-            .map(|s| DocState {
-                attempts: s.attempts + 1,
-                ..*s
-            })
-            .collect();
         assert!(calls.try_send(backoff).is_ok());
-        batch.finish(&fates, &states);
+        testing::settle(batch, fate);
     }
 
     struct Lane {
@@ -242,7 +197,7 @@ mod tests {
     }
 
     fn start(batch_size: usize) -> Lane {
-        let buffer = buffer(batch_size);
+        let (buffer, _) = testing::buffer(1 << 20, batch_size, &["test"]);
         let (calls, reports) = mpsc::channel(reports_capacity(1));
         let (tx, rx) = mpsc::channel(1);
         let settings = BatchSettings {
@@ -256,11 +211,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lingers_for_a_partial_batch_and_cuts_full_ones_at_once() {
         let mut lane = start(2);
-        push(&lane.buffer, [0]);
+        push(&lane.buffer, [named(0)]);
         let start = Instant::now();
         let first = lane.rx.recv().await;
         assert_eq!(start.elapsed(), LINGER);
-        push(&lane.buffer, [1, 2, 3]);
+        push(&lane.buffer, (1..4).map(named));
         let start = Instant::now();
         let full = lane.rx.recv().await;
         assert_eq!(start.elapsed(), Duration::ZERO);
@@ -280,7 +235,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_a_failure_waits_out_the_backoff_then_probes_with_one_batch() {
         let mut lane = start(2);
-        push(&lane.buffer, 0..2);
+        push(&lane.buffer, (0..2).map(named));
         let Some(first) = lane.rx.recv().await else {
             panic!("no batch")
         };
@@ -291,7 +246,7 @@ mod tests {
             Fate::Retry,
             Some(Duration::from_millis(700)),
         );
-        push(&lane.buffer, 2..6);
+        push(&lane.buffer, (2..6).map(named));
         let Some(probe) = lane.rx.recv().await else {
             panic!("no batch")
         };
@@ -318,7 +273,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_closed_lane_waits_for_batches_out_that_may_come_back() {
         let mut lane = start(50);
-        push(&lane.buffer, 0..3);
+        push(&lane.buffer, (0..3).map(named));
         lane.buffer.close();
         let Some(batch) = lane.rx.recv().await else {
             panic!("no batch")

@@ -739,15 +739,8 @@ impl Buffer {
                     done.dropped += 1;
                     dropped[reason.index()] += 1;
                     if tracing::enabled!(tracing::Level::DEBUG) {
-                        // Which segments were lost, for an operator who needs to know (never
-                        // the body).
-                        let ids = item.as_document().map(|d| d.ids()).unwrap_or_default();
-                        tracing::debug!(
-                            "Lost segment {} of trace {} ({})",
-                            ids.id.as_deref().unwrap_or("(no id)"),
-                            ids.trace_id.as_deref().unwrap_or("(no trace id)"),
-                            reason.as_str()
-                        );
+                        // Which segments were lost, for an operator who needs to know.
+                        tracing::debug!("Lost {} ({})", item.log_name(), reason.as_str());
                     }
                 }
             }
@@ -803,5 +796,7 @@ impl Buffer {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,24 @@ impl Item {
     }
 }
 
+impl Item {
+    /// `segment ID of trace TRACE_ID` for a log line (`(no id)` and `(no trace id)` where the
+    /// document has none). Reads the document again: for logs, never on the hot path, never the
+    /// body.
+    pub fn log_name(&self) -> String {
+        match self {
+            Item::XrayDocument(doc) => {
+                let ids = doc.ids();
+                format!(
+                    "segment {} of trace {}",
+                    ids.id.as_deref().unwrap_or("(no id)"),
+                    ids.trace_id.as_deref().unwrap_or("(no trace id)")
+                )
+            }
+        }
+    }
+}
+
 impl From<Segment> for Item {
     fn from(doc: Segment) -> Self {
         Item::XrayDocument(doc)

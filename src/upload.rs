@@ -314,11 +314,9 @@ fn log_refusal(
 /// Logs, at debug level, an item the destination refused with a code worth another attempt.
 fn log_retried(item: &Item, code: &str, message: &str) {
     if tracing::enabled!(tracing::Level::DEBUG) {
-        let ids = item.as_document().map(|d| d.ids()).unwrap_or_default();
         tracing::debug!(
-            "X-Ray refused segment {} of trace {}: {code}: {message}; retrying it",
-            ids.id.as_deref().unwrap_or("(no id)"),
-            ids.trace_id.as_deref().unwrap_or("(no trace id)"),
+            "X-Ray refused {}: {code}: {message}; retrying it",
+            item.log_name()
         );
     }
 }

@@ -4,73 +4,9 @@
 
 use std::time::Duration;
 
+use super::testing::*;
 use super::*;
-use crate::segment::Segment;
 use crate::stats::Snapshot;
-
-/// A document of about `n` bytes whose `id` is `id`.
-fn doc(id: usize, n: usize) -> Item {
-    let head = format!(r#"{{"id":"{id}","pad":""#);
-    let pad = n.saturating_sub(head.len() + 2);
-    Item::XrayDocument(Segment::unchecked(format!("{head}{}\"}}", "x".repeat(pad))))
-}
-
-fn named(id: usize) -> Item {
-    doc(id, 100)
-}
-
-fn buffer(budget: usize, batch_size: usize, sinks: &[&str]) -> (Arc<Buffer>, Arc<Stats>) {
-    let stats = Arc::new(Stats::new());
-    let lanes = sinks
-        .iter()
-        .map(|name| LaneSettings {
-            name: (*name).to_owned(),
-            batch_size,
-        })
-        .collect();
-    (
-        Buffer::new(budget, lanes, FullPolicy::DropOldest, Arc::clone(&stats)),
-        stats,
-    )
-}
-
-fn push(b: &Buffer, items: impl IntoIterator<Item = Item>) {
-    let mut intake = Intake::new(Input::Udp, 8);
-    for item in items {
-        intake.received(item.cost());
-        intake.accepted(item);
-    }
-    b.admit(&mut intake);
-}
-
-fn take(b: &Arc<Buffer>, lane: usize, max: usize) -> Batch {
-    match b.take(lane, max) {
-        Some(batch) => batch,
-        None => panic!("no batch"),
-    }
-}
-
-fn ids(batch: &Batch) -> Vec<String> {
-    batch
-        .items()
-        .iter()
-        .filter_map(Item::as_document)
-        .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
-        .collect()
-}
-
-fn settle(batch: Batch, fate: Fate) -> Settled {
-    let fates = vec![fate; batch.len()];
-    let states: Vec<DocState> = batch
-        .states()
-        .iter()
-        .map(|s| DocState {
-            attempts: s.attempts + 1,
-            ..*s
-        })
-        .collect();
-    batch.finish(&fates, &states)
-}
 
 fn checked(stats: &Stats) -> Snapshot {
     let snap = stats.snapshot();

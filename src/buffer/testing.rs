@@ -1,0 +1,76 @@
+//! Helpers for the tests of the buffer and of the stages that take batches from it.
+
+use std::sync::Arc;
+
+use super::{Batch, Buffer, DocState, Fate, FullPolicy, Intake, LaneSettings, Settled};
+use crate::item::{Input, Item};
+use crate::segment::Segment;
+use crate::stats::Stats;
+
+/// A document of about `n` bytes whose `id` is `id`.
+pub(crate) fn doc(id: usize, n: usize) -> Item {
+    let head = format!(r#"{{"id":"{id}","pad":""#);
+    let pad = n.saturating_sub(head.len() + 2);
+    Item::XrayDocument(Segment::unchecked(format!("{head}{}\"}}", "x".repeat(pad))))
+}
+
+pub(crate) fn named(id: usize) -> Item {
+    doc(id, 100)
+}
+
+pub(crate) fn buffer(
+    budget: usize,
+    batch_size: usize,
+    sinks: &[&str],
+) -> (Arc<Buffer>, Arc<Stats>) {
+    let stats = Arc::new(Stats::new());
+    let lanes = sinks
+        .iter()
+        .map(|name| LaneSettings {
+            name: (*name).to_owned(),
+            batch_size,
+        })
+        .collect();
+    (
+        Buffer::new(budget, lanes, FullPolicy::DropOldest, Arc::clone(&stats)),
+        stats,
+    )
+}
+
+pub(crate) fn push(b: &Buffer, items: impl IntoIterator<Item = Item>) {
+    let mut intake = Intake::new(Input::Udp, 8);
+    for item in items {
+        intake.received(item.cost());
+        intake.accepted(item);
+    }
+    b.admit(&mut intake);
+}
+
+pub(crate) fn take(b: &Arc<Buffer>, lane: usize, max: usize) -> Batch {
+    match b.take(lane, max) {
+        Some(batch) => batch,
+        None => panic!("no batch"),
+    }
+}
+
+pub(crate) fn ids(batch: &Batch) -> Vec<String> {
+    batch
+        .items()
+        .iter()
+        .filter_map(Item::as_document)
+        .map(|d| d.ids().id.as_deref().unwrap_or("-").to_owned())
+        .collect()
+}
+
+pub(crate) fn settle(batch: Batch, fate: Fate) -> Settled {
+    let fates = vec![fate; batch.len()];
+    let states: Vec<DocState> = batch
+        .states()
+        .iter()
+        .map(|s| DocState {
+            attempts: s.attempts + 1,
+            ..*s
+        })
+        .collect();
+    batch.finish(&fates, &states)
+}
