@@ -39,15 +39,23 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Cap on a response read from the daemon, in bytes.
 const MAX_RESPONSE: u64 = 256 * 1024;
 
-/// The usage line printed by `xray health --help` and after a usage error.
-pub const USAGE: &str = "usage: xray health [HOST:PORT] [--max-upload-failure SECONDS]\n\
-\n\
-Asks the daemon running at HOST:PORT (default 127.0.0.1:2000, its TCP address, -t) whether it\n\
-is healthy, and exits 0 if it is, 1 if not, printing one line saying why.\n\
-By default only liveness is checked: the daemon answers and its UDP receive loop runs.\n\
---max-upload-failure SECONDS also fails the check once uploads have kept failing for longer\n\
-than SECONDS (not recommended for an essential ECS container: an X-Ray throttle would then\n\
-restart the application's task).";
+/// What `xray health --help` says after the usage line.
+const ABOUT: &str = "Asks the daemon running at HOST:PORT (default 127.0.0.1:2000, its TCP \
+address, -t) whether it is healthy, and exits 0 if it is, 1 if not, printing one line saying \
+why. By default only liveness is checked: the daemon answers and its UDP receive loop runs.";
+
+/// The arguments after `health`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "xray health", about = ABOUT, disable_version_flag = true)]
+struct Args {
+    /// The daemon's TCP address (its -t).
+    #[arg(value_name = "HOST:PORT", default_value = DEFAULT_ADDR)]
+    addr: String,
+    /// Also fail once uploads have kept failing for longer than SECONDS (not recommended for an
+    /// essential ECS container: an X-Ray throttle would then restart the application's task).
+    #[arg(long, value_name = "SECONDS")]
+    max_upload_failure: Option<u64>,
+}
 
 /// What to check, from the arguments after `health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,29 +72,15 @@ pub struct Check {
 pub enum Command {
     /// Run the check.
     Check(Check),
-    /// Print [`USAGE`].
-    Help,
+    /// Print this help text.
+    Help(String),
 }
 
-/// Arguments `xray health` does not understand.
+/// Arguments `xray health` does not understand: clap's message, which names the argument and
+/// ends with the usage line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum UsageError {
-    /// A flag that does not exist.
-    #[error("unknown option {0}")]
-    UnknownOption(String),
-    /// `--max-upload-failure` without a value.
-    #[error("--max-upload-failure needs a number of seconds")]
-    MissingSeconds,
-    /// `--max-upload-failure` with a value that is not a whole number of seconds.
-    #[error("--max-upload-failure {0}: not a whole number of seconds")]
-    BadSeconds(String),
-    /// A second address.
-    #[error("unexpected argument {0}: give at most one address")]
-    ExtraArgument(String),
-    /// An argument that is not UTF-8.
-    #[error("an argument is not valid UTF-8")]
-    NotUtf8,
-}
+#[error("{0}")]
+pub struct UsageError(String);
 
 /// Why the daemon is not healthy.
 #[derive(Debug, thiserror::Error)]
@@ -158,53 +152,31 @@ pub enum Unhealthy {
 
 /// Parses the arguments after `health`.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
-    let mut addr: Option<String> = None;
-    let mut max_upload_failure = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let arg = arg.into_string().map_err(|_| UsageError::NotUtf8)?;
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--max-upload-failure" => {
-                let value = match inline {
-                    Some(v) => v,
-                    None => args
-                        .next()
-                        .ok_or(UsageError::MissingSeconds)?
-                        .into_string()
-                        .map_err(|_| UsageError::NotUtf8)?,
-                };
-                let seconds: u64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| UsageError::BadSeconds(value.clone()))?;
-                max_upload_failure = Some(Duration::from_secs(seconds));
-            }
-            f if f.starts_with('-') => return Err(UsageError::UnknownOption(arg)),
-            _ if addr.is_some() => return Err(UsageError::ExtraArgument(arg)),
-            _ => addr = Some(arg),
+    use clap::Parser;
+    let words = std::iter::once(OsString::from("xray health")).chain(args);
+    match Args::try_parse_from(words) {
+        Ok(args) => Ok(Command::Check(Check {
+            addr: args.addr,
+            max_upload_failure: args.max_upload_failure.map(Duration::from_secs),
+        })),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            Ok(Command::Help(e.render().to_string()))
         }
+        Err(e) => Err(UsageError(e.render().to_string().trim_end().to_owned())),
     }
-    Ok(Command::Check(Check {
-        addr: addr.unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
-        max_upload_failure,
-    }))
 }
 
 /// `xray health ARGS…` (the arguments after `health`): runs the check, prints one line, and
 /// returns the exit code (0 healthy, 1 otherwise).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match parse_args(args) {
-        Ok(Command::Help) => {
-            println!("{USAGE}");
+        Ok(Command::Help(text)) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
+        // Exit 1, not clap's 2: Docker reserves exit code 2 in health checks.
         Err(e) => {
-            eprintln!("xray health: {e}\n{USAGE}");
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
         Ok(Command::Check(check)) => match check_daemon(&check) {
@@ -368,23 +340,23 @@ mod tests {
 
     #[test]
     fn usage_errors_name_the_argument() {
-        assert_eq!(
-            parse_args(args(&["-x"])),
-            Err(UsageError::UnknownOption("-x".to_owned()))
+        let error = |words: &[&str]| match parse_args(args(words)) {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("{words:?} was accepted: {c:?}"),
+        };
+        assert!(error(&["-x"]).contains("'-x'"), "{}", error(&["-x"]));
+        assert!(error(&["--max-upload-failure"]).contains("--max-upload-failure"));
+        let bad = error(&["--max-upload-failure", "5m"]);
+        assert!(
+            bad.contains("5m") && bad.contains("--max-upload-failure"),
+            "{bad}"
         );
-        assert_eq!(
-            parse_args(args(&["--max-upload-failure"])),
-            Err(UsageError::MissingSeconds)
-        );
-        assert_eq!(
-            parse_args(args(&["--max-upload-failure", "5m"])),
-            Err(UsageError::BadSeconds("5m".to_owned()))
-        );
-        assert_eq!(
-            parse_args(args(&["a:1", "b:2"])),
-            Err(UsageError::ExtraArgument("b:2".to_owned()))
-        );
-        assert_eq!(parse_args(args(&["a:1", "--help"])), Ok(Command::Help));
+        assert!(error(&["a:1", "b:2"]).contains("'b:2'"));
+        assert!(error(&["a:1", "b:2"]).contains("Usage: xray health"));
+        assert!(matches!(
+            parse_args(args(&["a:1", "--help"])),
+            Ok(Command::Help(text)) if text.contains("--max-upload-failure")
+        ));
     }
 
     #[test]
