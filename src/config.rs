@@ -347,9 +347,13 @@ pub fn resolve(
         "Endpoint",
     );
     if let Some(g) = &endpoint {
-        check_url(&g.value).map_err(|why| value_err(g, &why))?;
+        let uri = check_url(&g.value).map_err(|why| ConfigError::Value {
+            setting: g.setting.clone(),
+            value: redact_userinfo(&g.value),
+            why,
+        })?;
         // The endpoint is logged and becomes the signed Host: it must carry no credentials.
-        if url_userinfo(&g.value).is_some() {
+        if has_userinfo(&uri) {
             return Err(ConfigError::Value {
                 setting: g.setting.clone(),
                 value: redact_userinfo(&g.value),
@@ -448,42 +452,53 @@ pub fn resolve(
     })
 }
 
-/// Checks that `url` is `http://HOST…` or `https://HOST…`.
-/// The `user:password` part of an http(s) URL, if it has one.
-fn url_userinfo(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    authority.rsplit_once('@').map(|(user, _)| user)
+/// Checks that `text` is an `http://` or `https://` URL with a host, and returns it parsed.
+/// A `user:password@` part is allowed here; the caller decides whether it may have one.
+fn check_url(text: &str) -> Result<http::Uri, String> {
+    const FORM: &str =
+        "write it as http://HOST:PORT or https://HOST, for example http://127.0.0.1:3128";
+    // The parse error names what is wrong (a bad port, a bad character), never the text itself.
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("it is not a URL ({e}); {FORM}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "the URL must start with http:// or https://; {FORM}"
+        ));
+    }
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err(format!("the URL has no host; {FORM}"));
+    };
+    // `http::Uri` leaves the port unchecked (`host:port` parses, with no port): whatever
+    // follows the host must be a port number.
+    let host_and_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    if host_and_port != authority.host() && authority.port_u16().is_none() {
+        return Err(format!(
+            "the port after the host must be a number from 0 to 65535; {FORM}"
+        ));
+    }
+    Ok(uri)
 }
 
-/// The URL with its `user:password` part replaced by `***`, for messages.
-fn redact_userinfo(url: &str) -> String {
-    match url_userinfo(url) {
-        Some(user) => url.replacen(&format!("{user}@"), "***@", 1),
-        None => url.to_owned(),
-    }
+/// Whether a parsed URL carries a user name or password (`user:password@host`).
+fn has_userinfo(uri: &http::Uri) -> bool {
+    uri.authority().is_some_and(|a| a.as_str().contains('@'))
 }
 
-fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or(
-            "write a URL starting with http:// or https://, for example http://127.0.0.1:3128",
-        )?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    if host.is_empty() || host.starts_with(':') {
-        return Err("the URL has no host; write it as http://HOST:PORT".into());
+/// `text` with a `user:password@` part before the host replaced by `***@`, for messages. Works
+/// on text that is not a valid URL too, so a message about a bad URL never shows a password.
+fn redact_userinfo(text: &str) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
     }
-    if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
-        && port.parse::<u16>().is_err()
-    {
-        return Err("the port after the host must be a number from 0 to 65535".into());
-    }
-    Ok(())
 }
 
 /// A proxy timeout flag in seconds (0.05 to 3600), or its default.
@@ -800,15 +815,22 @@ mod tests {
     fn urls_are_checked() {
         assert!(check_url("http://127.0.0.1:4567").is_ok());
         assert!(check_url("https://xray.us-east-1.amazonaws.com/").is_ok());
-        assert!(check_url("http://user:pw@proxy:3128").is_ok());
-        assert!(check_url("http://[::1]:3128").is_ok());
+        assert!(check_url("http://user:pw@proxy:3128").is_ok_and(|u| has_userinfo(&u)));
+        assert!(check_url("http://[::1]:3128").is_ok_and(|u| !has_userinfo(&u)));
         assert!(check_url("127.0.0.1:3128").is_err());
+        assert!(check_url("proxy:3128").is_err());
+        assert!(check_url("ftp://proxy:3128").is_err());
         assert!(check_url("http://").is_err());
         assert!(check_url("http://host:port").is_err());
+        assert!(check_url("http://host:99999").is_err());
+        assert!(check_url("http://host:").is_err());
+        assert!(check_url("http://u:pw@:1").is_err());
         assert_eq!(
             redact_userinfo("http://u:secret@p:3128/x"),
             "http://***@p:3128/x"
         );
+        assert_eq!(redact_userinfo("u:secret@p:3128"), "***@p:3128");
+        assert_eq!(redact_userinfo("http://p:3128/a@b"), "http://p:3128/a@b");
         assert_eq!(redact_userinfo("http://p:3128"), "http://p:3128");
         let e = resolve(
             &cli(&["--endpoint", "http://u:pw@127.0.0.1:1"]),
