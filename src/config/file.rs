@@ -26,44 +26,47 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
+use super::{Setting, Source};
+
 /// Where the config file is looked for when `-c` is not given, first match wins.
 pub const DEFAULT_LOCATIONS: [&str; 2] = ["/etc/amazon/xray/cfg.yaml", "cfg.yaml"];
 
 /// The largest config file read, in bytes (a guard against pointing `-c` at a huge file).
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// The file's settings. `None` means the key is absent or holds the zero value (`""`, `0`),
-/// which the original treats as "use the default"; booleans keep an explicit `false`.
+/// The file's settings, each with its key, file and line. `None` means the key is absent or
+/// holds the zero value (`""`, `0`), which the original treats as "use the default"; booleans
+/// keep an explicit `false`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileConfig {
     /// `TotalBufferSizeMB`: buffer memory in MB; zero or negative means 1% of the memory.
-    pub total_buffer_size_mb: Option<i64>,
+    pub total_buffer_size_mb: Option<Setting<i64>>,
     /// `Concurrency`: upload calls at once (default 8).
-    pub concurrency: Option<i64>,
+    pub concurrency: Option<Setting<i64>>,
     /// `Endpoint`: the X-Ray endpoint URL.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Setting<String>>,
     /// `Region`.
-    pub region: Option<String>,
+    pub region: Option<Setting<String>>,
     /// `Socket.UDPAddress`.
-    pub udp_address: Option<String>,
+    pub udp_address: Option<Setting<String>>,
     /// `Socket.TCPAddress`.
-    pub tcp_address: Option<String>,
+    pub tcp_address: Option<Setting<String>>,
     /// `Logging.LogRotation` (default true).
-    pub log_rotation: Option<bool>,
+    pub log_rotation: Option<Setting<bool>>,
     /// `Logging.LogLevel`.
-    pub log_level: Option<String>,
+    pub log_level: Option<Setting<String>>,
     /// `Logging.LogPath`.
-    pub log_path: Option<String>,
+    pub log_path: Option<Setting<String>>,
     /// `LocalMode`.
-    pub local_mode: Option<bool>,
+    pub local_mode: Option<Setting<bool>>,
     /// `ResourceARN`.
-    pub resource_arn: Option<String>,
+    pub resource_arn: Option<Setting<String>>,
     /// `RoleARN`.
-    pub role_arn: Option<String>,
+    pub role_arn: Option<Setting<String>>,
     /// `NoVerifySSL`.
-    pub no_verify_ssl: Option<bool>,
+    pub no_verify_ssl: Option<Setting<bool>>,
     /// `ProxyAddress`.
-    pub proxy_address: Option<String>,
+    pub proxy_address: Option<Setting<String>>,
     /// `Version`: 1 or 2.
     pub version: i64,
 }
@@ -387,22 +390,38 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
     };
     let socket = raw.socket.unwrap_or_default();
     let logging = raw.logging.unwrap_or_default();
-    let text = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let source = |key: &'static str| Source::File {
+        key,
+        path: path.to_path_buf(),
+        line: lines.iter().find(|(k, _)| k == key).map(|(_, l)| *l),
+    };
+    fn setting<T>(source: Source) -> impl FnOnce(T) -> Setting<T> {
+        move |value| Setting { value, source }
+    }
+    let text = |s: Option<String>, key| s.filter(|s| !s.is_empty()).map(setting(source(key)));
     let config = FileConfig {
-        total_buffer_size_mb: raw.total_buffer_size_mb.filter(|v| *v != 0),
-        concurrency: raw.concurrency.filter(|v| *v != 0),
-        endpoint: text(raw.endpoint),
-        region: text(raw.region),
-        udp_address: text(socket.udp_address),
-        tcp_address: text(socket.tcp_address),
-        log_rotation: logging.log_rotation,
-        log_level: text(logging.log_level),
-        log_path: text(logging.log_path),
-        local_mode: raw.local_mode,
-        resource_arn: text(raw.resource_arn),
-        role_arn: text(raw.role_arn),
-        no_verify_ssl: raw.no_verify_ssl,
-        proxy_address: text(raw.proxy_address),
+        total_buffer_size_mb: raw
+            .total_buffer_size_mb
+            .filter(|v| *v != 0)
+            .map(setting(source("TotalBufferSizeMB"))),
+        concurrency: raw
+            .concurrency
+            .filter(|v| *v != 0)
+            .map(setting(source("Concurrency"))),
+        endpoint: text(raw.endpoint, "Endpoint"),
+        region: text(raw.region, "Region"),
+        udp_address: text(socket.udp_address, "Socket.UDPAddress"),
+        tcp_address: text(socket.tcp_address, "Socket.TCPAddress"),
+        log_rotation: logging
+            .log_rotation
+            .map(setting(source("Logging.LogRotation"))),
+        log_level: text(logging.log_level, "Logging.LogLevel"),
+        log_path: text(logging.log_path, "Logging.LogPath"),
+        local_mode: raw.local_mode.map(setting(source("LocalMode"))),
+        resource_arn: text(raw.resource_arn, "ResourceARN"),
+        role_arn: text(raw.role_arn, "RoleARN"),
+        no_verify_ssl: raw.no_verify_ssl.map(setting(source("NoVerifySSL"))),
+        proxy_address: text(raw.proxy_address, "ProxyAddress"),
         version,
     };
     Ok(Loaded {
@@ -694,6 +713,10 @@ mod tests {
         }
     }
 
+    fn value<T: Clone>(setting: &Option<Setting<T>>) -> Option<T> {
+        setting.as_ref().map(|s| s.value.clone())
+    }
+
     const FULL: &str = "\
 TotalBufferSizeMB: 24
 Concurrency: 4
@@ -722,18 +745,21 @@ Version: 2
     fn every_key_loads() {
         let l = ok(FULL, true);
         let c = &l.config;
-        assert_eq!(c.total_buffer_size_mb, Some(24));
-        assert_eq!(c.concurrency, Some(4));
-        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:4567"));
-        assert_eq!(c.udp_address.as_deref(), Some("127.0.0.1:3000"));
-        assert_eq!(c.tcp_address.as_deref(), Some("127.0.0.1:3001"));
-        assert_eq!(c.log_rotation, Some(false));
-        assert_eq!(c.log_level.as_deref(), Some("debug"));
-        assert_eq!(c.log_path.as_deref(), Some("/var/log/xray.log"));
-        assert_eq!(c.local_mode, Some(true));
-        assert_eq!(c.no_verify_ssl, Some(true));
-        assert_eq!(c.proxy_address.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(value(&c.total_buffer_size_mb), Some(24));
+        assert_eq!(value(&c.concurrency), Some(4));
+        assert_eq!(value(&c.region).as_deref(), Some("eu-west-1"));
+        assert_eq!(value(&c.endpoint).as_deref(), Some("http://127.0.0.1:4567"));
+        assert_eq!(value(&c.udp_address).as_deref(), Some("127.0.0.1:3000"));
+        assert_eq!(value(&c.tcp_address).as_deref(), Some("127.0.0.1:3001"));
+        assert_eq!(value(&c.log_rotation), Some(false));
+        assert_eq!(value(&c.log_level).as_deref(), Some("debug"));
+        assert_eq!(value(&c.log_path).as_deref(), Some("/var/log/xray.log"));
+        assert_eq!(value(&c.local_mode), Some(true));
+        assert_eq!(value(&c.no_verify_ssl), Some(true));
+        assert_eq!(
+            value(&c.proxy_address).as_deref(),
+            Some("http://proxy:3128")
+        );
         assert_eq!(c.version, 2);
         assert_eq!(l.line_of("Socket.TCPAddress"), Some(7));
         assert_eq!(
@@ -758,11 +784,12 @@ Version: 2
             "Version: 1\nTotalBufferSizeMB: 0\nConcurrency: 0\nRegion: \"\"\nSocket:\n  UDPAddress: ''\nLogging:\n  LogRotation: false\n",
             true,
         );
+        assert_eq!(value(&l.config.log_rotation), Some(false));
         assert_eq!(
             l.config,
             FileConfig {
                 version: 1,
-                log_rotation: Some(false),
+                log_rotation: l.config.log_rotation.clone(),
                 ..FileConfig::default()
             }
         );
@@ -807,7 +834,7 @@ Version: 2
     #[test]
     fn default_location_file_ignores_unknown_keys_with_a_note() {
         let l = ok("Version: 2\nFoo: 1\nRegion: us-west-2\n", false);
-        assert_eq!(l.config.region.as_deref(), Some("us-west-2"));
+        assert_eq!(value(&l.config.region).as_deref(), Some("us-west-2"));
         assert!(
             l.notes
                 .iter()
