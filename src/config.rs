@@ -11,6 +11,10 @@
 //! default-location file (`/etc/amazon/xray/cfg.yaml`, else `./cfg.yaml`), it is not layered
 //! over it. In the file, an empty string or a zero number means "the default", as in the
 //! original.
+//!
+//! Each setting is chosen by one function, `pick`, as a [`Setting`]: its value and its
+//! [`Source`] (the flag, the file's key with file and line, or the default). Messages and
+//! warnings name the source, so they point at what to change.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -37,12 +41,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 pub struct Config {
     /// UDP address to receive on.
     pub udp_addr: SocketAddr,
-    /// The UDP address as the user wrote it (for messages).
-    pub udp_addr_text: String,
     /// TCP address for the proxy and the stats/health paths.
     pub tcp_addr: SocketAddr,
-    /// The TCP address as the user wrote it.
-    pub tcp_addr_text: String,
     /// Memory budget for documents, in bytes.
     pub buffer_bytes: usize,
     /// Where the budget came from, in words.
@@ -81,7 +81,6 @@ pub struct Config {
     pub proxy_client_timeout: Duration,
     /// Time the TCP proxy's call to X-Ray may take (`--proxy-upstream-timeout`).
     pub proxy_upstream_timeout: Duration,
-    // delivery (issue 5)
     /// When uploads are retried and given up.
     pub retry: crate::config::defaults::RetryPolicy,
     /// Time between telemetry records; `None`: no telemetry.
@@ -430,9 +429,7 @@ pub fn resolve(
 
     Ok(Config {
         udp_addr: parse_listen_addr(&udp.value, &udp.source)?,
-        udp_addr_text: udp.value,
         tcp_addr: parse_listen_addr(&tcp.value, &tcp.source)?,
-        tcp_addr_text: tcp.value,
         buffer_bytes,
         buffer_source,
         sinks: sinks(&cli.sink)?,

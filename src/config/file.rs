@@ -73,8 +73,6 @@ pub struct FileConfig {
     pub no_verify_ssl: Option<Setting<bool>>,
     /// `ProxyAddress`.
     pub proxy_address: Option<Setting<String>>,
-    /// `Version`: 1 or 2.
-    pub version: i64,
 }
 
 /// A config file read and checked.
@@ -82,8 +80,6 @@ pub struct FileConfig {
 pub struct Loaded {
     /// The file.
     pub path: PathBuf,
-    /// Whether it came from `-c` (checked strictly) or a default location.
-    pub from_flag: bool,
     /// Its settings.
     pub config: FileConfig,
     /// Warnings to log once logging is up (ignored keys, keys without effect).
@@ -393,20 +389,19 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
             ));
         }
     }
-    let version_number = match version.value.value.number() {
-        Some(v @ (1 | 2)) => v,
-        other => {
-            return Err(at(
-                FileErrorKind::Version,
-                version.line,
-                Some("Version"),
-                format!(
-                    "Version is {}, but it must be 1 or 2; write `Version: 2` (files for daemons older than 3.0 need converting first)",
-                    other.map_or_else(|| "empty".to_owned(), |v| v.to_string())
-                ),
-            ));
-        }
-    };
+    // Versions 1 and 2 are read the same way: the number only has to be one of them.
+    let number = version.value.value.number();
+    if !matches!(number, Some(1 | 2)) {
+        return Err(at(
+            FileErrorKind::Version,
+            version.line,
+            Some("Version"),
+            format!(
+                "Version is {}, but it must be 1 or 2; write `Version: 2` (files for daemons older than 3.0 need converting first)",
+                number.map_or_else(|| "empty".to_owned(), |v| v.to_string())
+            ),
+        ));
+    }
 
     // The settings, each with where it is; zero and "" mean the default.
     let get = |key: &'static str| {
@@ -439,11 +434,9 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
         role_arn: string("RoleARN"),
         no_verify_ssl: boolean("NoVerifySSL"),
         proxy_address: string("ProxyAddress"),
-        version: version_number,
     };
     Ok(Loaded {
         path: path.to_path_buf(),
-        from_flag: strict,
         config,
         notes,
     })
@@ -814,7 +807,6 @@ Version: 2
             value(&c.proxy_address).as_deref(),
             Some("http://proxy:3128")
         );
-        assert_eq!(c.version, 2);
         assert_eq!(
             c.tcp_address.as_ref().map(|s| s.source.to_string()),
             Some("Socket.TCPAddress in /x/cfg.yaml (line 7)".to_owned()),
@@ -827,13 +819,7 @@ Version: 2
             l.notes
         );
         let v1 = ok(&FULL.replace("Version: 2", "Version: 1"), true);
-        assert_eq!(
-            v1.config,
-            FileConfig {
-                version: 1,
-                ..l.config
-            }
-        );
+        assert_eq!(v1.config, l.config);
     }
 
     #[test]
@@ -846,7 +832,6 @@ Version: 2
         assert_eq!(
             l.config,
             FileConfig {
-                version: 1,
                 log_rotation: l.config.log_rotation.clone(),
                 ..FileConfig::default()
             }
@@ -960,7 +945,6 @@ Version: 2
             true,
         );
         let c = &l.config;
-        assert_eq!(c.version, 2);
         assert_eq!(value(&c.concurrency), Some(4));
         assert_eq!(value(&c.total_buffer_size_mb), Some(16));
         assert_eq!(value(&c.local_mode), Some(true));
@@ -969,13 +953,7 @@ Version: 2
         assert_eq!(value(&c.resource_arn).as_deref(), Some("on"));
         assert_eq!(value(&c.log_level).as_deref(), Some(".inf"));
         let l = ok("Version: 1\nRegion:\nSocket:\nLogging: {}\n", true);
-        assert_eq!(
-            l.config,
-            FileConfig {
-                version: 1,
-                ..FileConfig::default()
-            }
-        );
+        assert_eq!(l.config, FileConfig::default());
         assert!(ok("# only a comment\nVersion: 2\n", true).notes.is_empty());
     }
 
