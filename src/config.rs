@@ -258,6 +258,8 @@ pub fn resolve(
         f.tcp_address,
         DEFAULT_ADDRESS.to_owned(),
     );
+    let udp_addr = parse_listen_addr(&udp.value, &udp.source)?;
+    let tcp_addr = parse_listen_addr(&tcp.value, &tcp.source)?;
     let buffer = pick(
         cli.buffer_memory,
         "-m/--buffer-memory",
@@ -428,8 +430,8 @@ pub fn resolve(
     )?;
 
     Ok(Config {
-        udp_addr: parse_listen_addr(&udp.value, &udp.source)?,
-        tcp_addr: parse_listen_addr(&tcp.value, &tcp.source)?,
+        udp_addr,
+        tcp_addr,
         buffer_bytes,
         buffer_source,
         sinks: sinks(&cli.sink)?,

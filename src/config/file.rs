@@ -560,9 +560,9 @@ fn yaml_problem(error: &serde_saphyr::Error) -> (Option<u64>, String) {
 /// A mapping's entries in file order: each key and value with its position.
 type Mapping = Vec<(Spanned<String>, Spanned<Value>)>;
 
-/// A YAML value as the file has it, with a mapping's keys in file order. The daemon's keys
-/// are at most two levels deep (`Socket.UDPAddress`); deeper values are kept only so a
-/// message can say what they are.
+/// A YAML value as the file has it, with a mapping's keys in file order. The daemon reads keys
+/// two levels deep (`Socket.UDPAddress`); deeper down a value is only looked at to say what it
+/// is. The library bounds the depth (its default budget), so reading it cannot overflow.
 #[derive(Debug)]
 enum Value {
     /// `~`, `null`, or nothing after the colon.
