@@ -11,12 +11,17 @@
 //! default-location file (`/etc/amazon/xray/cfg.yaml`, else `./cfg.yaml`), it is not layered
 //! over it. In the file, an empty string or a zero number means "the default", as in the
 //! original.
+//!
+//! Each setting is chosen by one function, `pick`, as a [`Setting`]: its value and its
+//! [`Source`] (the flag, the file's key with file and line, or the default). Messages and
+//! warnings name the source, so they point at what to change.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::logging::{LogLevel, LogSettings, Rotation};
+use crate::logging::{LogSettings, Rotation};
 use crate::sink::SinkSpec;
 
 pub mod args;
@@ -36,12 +41,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 pub struct Config {
     /// UDP address to receive on.
     pub udp_addr: SocketAddr,
-    /// The UDP address as the user wrote it (for messages).
-    pub udp_addr_text: String,
     /// TCP address for the proxy and the stats/health paths.
     pub tcp_addr: SocketAddr,
-    /// The TCP address as the user wrote it.
-    pub tcp_addr_text: String,
     /// Memory budget for documents, in bytes.
     pub buffer_bytes: usize,
     /// Where the budget came from, in words.
@@ -80,7 +81,6 @@ pub struct Config {
     pub proxy_client_timeout: Duration,
     /// Time the TCP proxy's call to X-Ray may take (`--proxy-upstream-timeout`).
     pub proxy_upstream_timeout: Duration,
-    // delivery (issue 5)
     /// When uploads are retried and given up.
     pub retry: crate::config::defaults::RetryPolicy,
     /// Time between telemetry records; `None`: no telemetry.
@@ -115,7 +115,8 @@ impl Machine {
     }
 }
 
-/// A setting that cannot be used. Each message names the setting and how to fix it.
+/// A setting that cannot be used. Each message names the setting (the flag, or the key with
+/// its file and line, see [`Source`]), the value and what is allowed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// An address that does not parse or resolve.
@@ -123,8 +124,8 @@ pub enum ConfigError {
         "invalid address {value:?} for {setting}: {why}. Write HOST:PORT, for example 127.0.0.1:2000 or 0.0.0.0:2000"
     )]
     Address {
-        /// The flag, or the key and file.
-        setting: String,
+        /// Where the address came from.
+        setting: Source,
         /// The value given.
         value: String,
         /// What is wrong.
@@ -133,9 +134,9 @@ pub enum ConfigError {
     /// A value out of range or of the wrong form.
     #[error("invalid value {value:?} for {setting}: {why}")]
     Value {
-        /// The flag, or the key and file.
-        setting: String,
-        /// The value given.
+        /// Where the value came from.
+        setting: Source,
+        /// The value given (a URL without its password).
         value: String,
         /// What is allowed.
         why: String,
@@ -145,38 +146,95 @@ pub enum ConfigError {
     File(#[from] file::FileError),
 }
 
-/// A value with the name of where it came from, for messages.
-struct Given<T> {
-    value: T,
-    setting: String,
+/// Where a setting's value came from, as messages and warnings name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag, named as in the help: `-b/--bind`, `--endpoint`.
+    Flag(&'static str),
+    /// A key of the config file: shown as `Socket.UDPAddress in /etc/amazon/xray/cfg.yaml
+    /// (line 3)`.
+    File {
+        /// The key, dotted below the top level.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The line of the value (1-based), where known.
+        line: Option<u64>,
+    },
+    /// The built-in default.
+    Default,
 }
 
-/// The flag's value if given, else the file's: with where it came from.
-fn pick<T: Clone>(
-    flag: Option<&T>,
-    flag_name: &str,
-    file: Option<(&file::Loaded, Option<&T>)>,
-    key: &str,
-) -> Option<Given<T>> {
-    if let Some(v) = flag {
-        return Some(Given {
-            value: v.clone(),
-            setting: flag_name.to_owned(),
-        });
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(name) => f.write_str(name),
+            Source::File { key, path, line } => {
+                write!(f, "{key} in {}", path.display())?;
+                match line {
+                    Some(line) => write!(f, " (line {line})"),
+                    None => Ok(()),
+                }
+            }
+            Source::Default => f.write_str("the default"),
+        }
     }
-    let (loaded, v) = file?;
-    v.map(|v| Given {
-        value: v.clone(),
-        setting: loaded.describe(key),
-    })
 }
 
-/// Pairs a file value with its file, for [`pick`].
-fn with_file<'a, T>(
-    file: Option<&'a file::Loaded>,
-    value: Option<&'a T>,
-) -> Option<(&'a file::Loaded, Option<&'a T>)> {
-    file.map(|l| (l, value))
+/// A setting's value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    /// The value.
+    pub value: T,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    /// The same setting with its value changed by `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Setting<U> {
+        Setting {
+            value: f(self.value),
+            source: self.source,
+        }
+    }
+
+    /// The error for this setting: `shown` is the value as the message shows it.
+    fn invalid(&self, shown: impl ToString, why: impl Into<String>) -> ConfigError {
+        ConfigError::Value {
+            setting: self.source.clone(),
+            value: shown.to_string(),
+            why: why.into(),
+        }
+    }
+}
+
+impl Setting<String> {
+    /// `None` for an empty value: an empty flag or key means "not set", as in the original.
+    fn non_empty(self) -> Option<Self> {
+        (!self.value.is_empty()).then_some(self)
+    }
+}
+
+/// Flag over file over default: the flag's value if the flag was given, else the file's if the
+/// file sets it, else `default`; each with its [`Source`].
+fn pick<T>(
+    flag: Option<T>,
+    flag_name: &'static str,
+    file: Option<Setting<T>>,
+    default: T,
+) -> Setting<T> {
+    match (flag, file) {
+        (Some(value), _) => Setting {
+            value,
+            source: Source::Flag(flag_name),
+        },
+        (None, Some(from_file)) => from_file,
+        (None, None) => Setting {
+            value: default,
+            source: Source::Default,
+        },
+    }
 }
 
 /// Resolves the command line and the config file against the machine's facts into a
@@ -186,57 +244,256 @@ pub fn resolve(
     file: Option<&file::Loaded>,
     machine: Machine,
 ) -> Result<Config, ConfigError> {
-    let f = file.map(|l| &l.config);
-    let value_err = |g: &Given<String>, why: &str| ConfigError::Value {
-        setting: g.setting.clone(),
-        value: g.value.clone(),
-        why: why.into(),
-    };
+    let f = file.map(|l| l.config.clone()).unwrap_or_default();
 
-    let address = |flag: Option<&String>, flag_name: &str, file_v, key| {
-        let g = pick(flag, flag_name, with_file(file, file_v), key).unwrap_or(Given {
-            value: DEFAULT_ADDRESS.to_owned(),
-            setting: "the default".into(),
-        });
-        let addr = parse_listen_addr(&g.value, &g.setting)?;
-        Ok::<_, ConfigError>((addr, g.value))
-    };
-    let (udp_addr, udp_text) = address(
-        cli.bind.as_ref(),
+    let udp = pick(
+        cli.bind.clone(),
         "-b/--bind",
-        f.and_then(|c| c.udp_address.as_ref()),
-        "Socket.UDPAddress",
-    )?;
-    let (tcp_addr, tcp_text) = address(
-        cli.bind_tcp.as_ref(),
-        "-t/--bind-tcp",
-        f.and_then(|c| c.tcp_address.as_ref()),
-        "Socket.TCPAddress",
-    )?;
-
-    let buffer = pick(
-        cli.buffer_memory.as_ref(),
-        "-m/--buffer-memory",
-        with_file(file, f.and_then(|c| c.total_buffer_size_mb.as_ref())),
-        "TotalBufferSizeMB",
+        f.udp_address,
+        DEFAULT_ADDRESS.to_owned(),
     );
-    let (buffer_bytes, buffer_source) = buffer_budget(buffer, machine)?;
+    let tcp = pick(
+        cli.bind_tcp.clone(),
+        "-t/--bind-tcp",
+        f.tcp_address,
+        DEFAULT_ADDRESS.to_owned(),
+    );
+    let udp_addr = parse_listen_addr(&udp.value, &udp.source)?;
+    let tcp_addr = parse_listen_addr(&tcp.value, &tcp.source)?;
+    let buffer = pick(
+        cli.buffer_memory,
+        "-m/--buffer-memory",
+        f.total_buffer_size_mb,
+        0,
+    );
+    let (buffer_bytes, buffer_source) = buffer_budget(&buffer, machine)?;
 
-    let sinks = if cli.sink.is_empty() {
-        vec![SinkSpec::Xray]
-    } else {
-        // Each sink once, in the order first given: a repeated one would get every document twice.
-        let mut s: Vec<SinkSpec> = Vec::new();
-        for spec in &cli.sink {
-            if !s.contains(spec) {
-                s.push(spec.clone());
-            }
-        }
-        s
+    let concurrency = pick(
+        cli.concurrency
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        "--concurrency",
+        f.concurrency,
+        defaults::DEFAULT_CONCURRENCY as i64,
+    );
+    let concurrency = usize::try_from(concurrency.value)
+        .ok()
+        .filter(|n| (1..=defaults::MAX_CONCURRENCY).contains(n))
+        .ok_or_else(|| {
+            concurrency.invalid(
+                concurrency.value,
+                format!(
+                    "give at least 1 and at most {} uploads at once (0 in the config file means the default, {})",
+                    defaults::MAX_CONCURRENCY,
+                    defaults::DEFAULT_CONCURRENCY
+                ),
+            )
+        })?;
+
+    let max_document = pick(
+        cli.max_segment_size,
+        "--max-segment-size",
+        None,
+        crate::segment::DEFAULT_MAX_DOCUMENT_BYTES,
+    );
+    if !(64..=crate::segment::DEFAULT_MAX_DOCUMENT_BYTES).contains(&max_document.value) {
+        return Err(max_document.invalid(
+            max_document.value,
+            format!(
+                "must be from 64 to {} bytes",
+                crate::segment::DEFAULT_MAX_DOCUMENT_BYTES
+            ),
+        ));
+    }
+
+    let level = pick(
+        cli.log_level.clone(),
+        "-l/--log-level",
+        f.log_level,
+        "prod".to_owned(),
+    );
+    let log = LogSettings {
+        level: level
+            .value
+            .parse()
+            .map_err(|why: String| level.invalid(&level.value, why))?,
+        format: cli.log_format.unwrap_or_default(),
+        file: Some(
+            pick(
+                cli.log_file.clone(),
+                "-f/--log-file",
+                f.log_path.map(|s| s.map(PathBuf::from)),
+                PathBuf::new(),
+            )
+            .value,
+        )
+        .filter(|p| !p.as_os_str().is_empty()),
+        // `Logging.LogRotation` has no flag; `--log-rotate-bytes` only sizes it.
+        rotation: f.log_rotation.is_none_or(|s| s.value).then(|| Rotation {
+            max_bytes: cli
+                .log_rotate_bytes
+                .unwrap_or(crate::logging::DEFAULT_ROTATE_BYTES),
+            ..Rotation::default()
+        }),
     };
+
+    let endpoint = pick(
+        cli.endpoint.clone(),
+        "--endpoint",
+        f.endpoint,
+        String::new(),
+    )
+    .non_empty();
+    if let Some(s) = &endpoint {
+        // The endpoint is logged and becomes the signed Host: it must carry no credentials.
+        check_url_setting(s, false)?;
+    }
+    let proxy_address = pick(
+        cli.proxy_address.clone(),
+        "-p/--proxy-address",
+        f.proxy_address,
+        String::new(),
+    )
+    .non_empty();
+    if let Some(s) = &proxy_address {
+        check_url_setting(s, true)?;
+    }
+    let text = |flag: &Option<String>, flag_name, file_value| {
+        pick(flag.clone(), flag_name, file_value, String::new())
+            .non_empty()
+            .map(|s| s.value)
+    };
+    let region = text(&cli.region, "-n/--region", f.region);
+    let role_arn = text(&cli.role_arn, "-r/--role-arn", f.role_arn);
+    let resource_arn = text(&cli.resource_arn, "-a/--resource-arn", f.resource_arn);
+    let local_mode = pick(cli.local_mode, "-o/--local-mode", f.local_mode, false).value;
+    // `--no-verify-ssl` is a switch: not given is not "false".
+    let no_verify_ssl = pick(
+        cli.no_verify_ssl.then_some(true),
+        "--no-verify-ssl",
+        f.no_verify_ssl,
+        false,
+    );
+
+    let mut notes = file.map(|l| l.notes.clone()).unwrap_or_default();
+    if no_verify_ssl.value {
+        let fix = match &no_verify_ssl.source {
+            Source::File { .. } => "set NoVerifySSL: false",
+            _ => "remove --no-verify-ssl",
+        };
+        notes.push(format!(
+            "NoVerifySSL is true, from {}: TLS certificates of X-Ray endpoints are NOT checked, \
+             so anyone on the network path can read and change what is sent. Unless this is a \
+             test setup, {fix}",
+            no_verify_ssl.source
+        ));
+    }
+
+    let seconds = |flag: Option<f64>, name, default: Duration, min: f64, max: f64| {
+        let s = pick(flag, name, None, default.as_secs_f64());
+        if s.value.is_finite() && (min..=max).contains(&s.value) {
+            Ok(Duration::from_secs_f64(s.value))
+        } else {
+            Err(s.invalid(
+                s.value,
+                format!("must be a number of seconds from {min} to {max}"),
+            ))
+        }
+    };
+    let retry_max_attempts = pick(
+        cli.retry_max_attempts,
+        "--retry-max-attempts",
+        None,
+        defaults::DEFAULT_MAX_ATTEMPTS,
+    );
+    if retry_max_attempts.value == 0 {
+        return Err(
+            retry_max_attempts.invalid(0, "at least 1 attempt is needed (1 means no retries)")
+        );
+    }
+    let retry = defaults::RetryPolicy {
+        max_attempts: retry_max_attempts.value,
+        max_age: seconds(
+            cli.retry_max_age,
+            "--retry-max-age",
+            defaults::DEFAULT_MAX_AGE,
+            0.0,
+            86_400.0,
+        )?,
+        ..defaults::RetryPolicy::default()
+    };
+    let telemetry_interval = seconds(
+        cli.telemetry_interval,
+        "--telemetry-interval",
+        defaults::DEFAULT_TELEMETRY_INTERVAL,
+        defaults::MIN_TELEMETRY_INTERVAL.as_secs_f64(),
+        86_400.0,
+    )?;
+
+    Ok(Config {
+        udp_addr,
+        tcp_addr,
+        buffer_bytes,
+        buffer_source,
+        sinks: sinks(&cli.sink)?,
+        concurrency,
+        max_document: max_document.value,
+        region,
+        endpoint: endpoint.map(|s| s.value),
+        role_arn,
+        resource_arn,
+        local_mode,
+        log,
+        shutdown_timeout: seconds(
+            cli.shutdown_timeout,
+            "--shutdown-timeout",
+            DEFAULT_SHUTDOWN_TIMEOUT,
+            0.0,
+            86_400.0,
+        )?,
+        proxy_address: proxy_address.map(|s| s.value),
+        no_verify_ssl: no_verify_ssl.value,
+        config_file: file.map(|l| l.path.clone()),
+        notes,
+        proxy_sampling_only: cli.proxy_sampling_only,
+        proxy_client_timeout: seconds(
+            cli.proxy_client_timeout,
+            "--proxy-client-timeout",
+            defaults::PROXY_CLIENT_TIMEOUT,
+            0.05,
+            3600.0,
+        )?,
+        proxy_upstream_timeout: seconds(
+            cli.proxy_upstream_timeout,
+            "--proxy-upstream-timeout",
+            defaults::PROXY_UPSTREAM_TIMEOUT,
+            0.05,
+            3600.0,
+        )?,
+        retry,
+        telemetry_interval: (!cli.no_telemetry).then_some(telemetry_interval),
+        stats_addr: cli
+            .stats_address
+            .as_deref()
+            .map(|a| parse_listen_addr(a, &Source::Flag("--stats-address")))
+            .transpose()?,
+    })
+}
+
+/// The sinks given with `--sink` (default: X-Ray), each once, in the order first given: a
+/// repeated one would get every document twice.
+fn sinks(given: &[SinkSpec]) -> Result<Vec<SinkSpec>, ConfigError> {
+    if given.is_empty() {
+        return Ok(vec![SinkSpec::Xray]);
+    }
+    let mut sinks: Vec<SinkSpec> = Vec::new();
+    for spec in given {
+        if !sinks.contains(spec) {
+            sinks.push(spec.clone());
+        }
+    }
     if sinks.len() > defaults::MAX_SINKS {
         return Err(ConfigError::Value {
-            setting: "--sink".into(),
+            setting: Source::Flag("--sink"),
             value: format!("{} sinks", sinks.len()),
             why: format!(
                 "at most {} different sinks can be given",
@@ -244,332 +501,77 @@ pub fn resolve(
             ),
         });
     }
+    Ok(sinks)
+}
 
-    let concurrency = match (cli.concurrency, file.zip(f.and_then(|c| c.concurrency))) {
-        (Some(0), _) => {
-            return Err(ConfigError::Value {
-                setting: "--concurrency".into(),
-                value: "0".into(),
-                why: "at least 1 upload must be allowed".into(),
-            });
-        }
-        (Some(n), _) => n,
-        (None, Some((l, n))) => {
-            usize::try_from(n)
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ConfigError::Value {
-                    setting: l.describe("Concurrency"),
-                    value: n.to_string(),
-                    why: "it must be at least 1 (or 0 for the default, 8)".into(),
-                })?
-        }
-        (None, None) => defaults::DEFAULT_CONCURRENCY,
-    };
-    if concurrency > defaults::MAX_CONCURRENCY {
-        return Err(ConfigError::Value {
-            setting: "--concurrency / Concurrency".into(),
-            value: concurrency.to_string(),
-            why: format!("at most {} uploads at once", defaults::MAX_CONCURRENCY),
-        });
-    }
-
-    let max_document = cli
-        .max_segment_size
-        .unwrap_or(crate::segment::DEFAULT_MAX_DOCUMENT_BYTES);
-    if !(64..=crate::segment::DEFAULT_MAX_DOCUMENT_BYTES).contains(&max_document) {
-        return Err(ConfigError::Value {
-            setting: "--max-segment-size".into(),
-            value: max_document.to_string(),
-            why: format!(
-                "must be from 64 to {} bytes",
-                crate::segment::DEFAULT_MAX_DOCUMENT_BYTES
-            ),
-        });
-    }
-
-    let level = match pick(
-        cli.log_level.as_ref(),
-        "-l/--log-level",
-        with_file(file, f.and_then(|c| c.log_level.as_ref())),
-        "Logging.LogLevel",
-    ) {
-        None => LogLevel::default(),
-        Some(g) => g.value.parse().map_err(|why: String| value_err(&g, &why))?,
-    };
-    let log_file = pick(
-        cli.log_file
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned())
-            .as_ref(),
-        "-f/--log-file",
-        with_file(file, f.and_then(|c| c.log_path.as_ref())),
-        "Logging.LogPath",
-    )
-    .map(|g| g.value)
-    .filter(|p| !p.is_empty())
-    .map(PathBuf::from);
-    let rotation = match f.and_then(|c| c.log_rotation) {
-        Some(false) => None,
-        _ => Some(Rotation {
-            max_bytes: cli
-                .log_rotate_bytes
-                .unwrap_or(crate::logging::DEFAULT_ROTATE_BYTES),
-            ..Rotation::default()
-        }),
-    };
-    let log = LogSettings {
-        level,
-        format: cli.log_format.unwrap_or_default(),
-        file: log_file,
-        rotation,
-    };
-
-    let shutdown_timeout = match cli.shutdown_timeout {
-        None => DEFAULT_SHUTDOWN_TIMEOUT,
-        Some(s) if s.is_finite() && (0.0..86_400.0).contains(&s) => Duration::from_secs_f64(s),
-        Some(s) => {
-            return Err(ConfigError::Value {
-                setting: "--shutdown-timeout".into(),
-                value: s.to_string(),
-                why: "must be a number of seconds from 0 to 86400".into(),
-            });
-        }
-    };
-
-    let text = |flag: Option<&String>, flag_name: &str, file_v: Option<&String>, key: &str| {
-        pick(flag, flag_name, with_file(file, file_v), key).filter(|g| !g.value.is_empty())
-    };
-    let endpoint = text(
-        cli.endpoint.as_ref(),
-        "--endpoint",
-        f.and_then(|c| c.endpoint.as_ref()),
-        "Endpoint",
-    );
-    if let Some(g) = &endpoint {
-        check_url(&g.value).map_err(|why| value_err(g, &why))?;
-        // The endpoint is logged and becomes the signed Host: it must carry no credentials.
-        if url_userinfo(&g.value).is_some() {
-            return Err(ConfigError::Value {
-                setting: g.setting.clone(),
-                value: redact_userinfo(&g.value),
-                why: "an X-Ray endpoint takes no user name or password; remove the part before @"
-                    .into(),
-            });
-        }
-    }
-    let proxy_address = text(
-        cli.proxy_address.as_ref(),
-        "-p/--proxy-address",
-        f.and_then(|c| c.proxy_address.as_ref()),
-        "ProxyAddress",
-    );
-    if let Some(g) = &proxy_address {
-        // A proxy URL may hold a password: never echo it in the message.
-        check_url(&g.value).map_err(|why| ConfigError::Value {
-            setting: g.setting.clone(),
-            value: redact_userinfo(&g.value),
-            why,
-        })?;
-    }
-    let region = text(
-        cli.region.as_ref(),
-        "-n/--region",
-        f.and_then(|c| c.region.as_ref()),
-        "Region",
-    );
-    let role_arn = text(
-        cli.role_arn.as_ref(),
-        "-r/--role-arn",
-        f.and_then(|c| c.role_arn.as_ref()),
-        "RoleARN",
-    );
-    let resource_arn = text(
-        cli.resource_arn.as_ref(),
-        "-a/--resource-arn",
-        f.and_then(|c| c.resource_arn.as_ref()),
-        "ResourceARN",
-    );
-    let local_mode = cli
-        .local_mode
-        .or(f.and_then(|c| c.local_mode))
-        .unwrap_or(false);
-    let no_verify_ssl = cli.no_verify_ssl || f.and_then(|c| c.no_verify_ssl).unwrap_or(false);
-
-    let mut notes = file.map(|l| l.notes.clone()).unwrap_or_default();
-    if no_verify_ssl {
-        notes.push(format!(
-            "NoVerifySSL is true in {}: TLS certificates of X-Ray endpoints are NOT checked, so \
-             anyone on the network path can read and change what is sent. Set NoVerifySSL: false \
-             unless this is a test setup",
-            file.map(|l| l.path.display().to_string())
-                .unwrap_or_default()
+/// Checks a URL setting with [`check_url`]. `userinfo_allowed`: whether it may carry
+/// `user:password@` (a proxy may). A message shows the URL without its password.
+fn check_url_setting(s: &Setting<String>, userinfo_allowed: bool) -> Result<(), ConfigError> {
+    let uri = check_url(&s.value).map_err(|why| s.invalid(redact_userinfo(&s.value), why))?;
+    if !userinfo_allowed && has_userinfo(&uri) {
+        return Err(s.invalid(
+            redact_userinfo(&s.value),
+            "it takes no user name or password; remove the part before @",
         ));
-    }
-    Ok(Config {
-        udp_addr,
-        udp_addr_text: udp_text,
-        tcp_addr,
-        tcp_addr_text: tcp_text,
-        buffer_bytes,
-        buffer_source,
-        sinks,
-        concurrency,
-        max_document,
-        region: region.map(|g| g.value),
-        endpoint: endpoint.map(|g| g.value),
-        role_arn: role_arn.map(|g| g.value),
-        resource_arn: resource_arn.map(|g| g.value),
-        local_mode,
-        log,
-        shutdown_timeout,
-        proxy_address: proxy_address.map(|g| g.value),
-        no_verify_ssl,
-        config_file: file.map(|l| l.path.clone()),
-        notes,
-        proxy_sampling_only: cli.proxy_sampling_only,
-        proxy_client_timeout: proxy_timeout(
-            cli.proxy_client_timeout,
-            defaults::PROXY_CLIENT_TIMEOUT,
-            "--proxy-client-timeout",
-        )?,
-        proxy_upstream_timeout: proxy_timeout(
-            cli.proxy_upstream_timeout,
-            defaults::PROXY_UPSTREAM_TIMEOUT,
-            "--proxy-upstream-timeout",
-        )?,
-        retry: delivery::retry_policy(cli)?,
-        telemetry_interval: delivery::telemetry_interval(cli)?,
-        stats_addr: cli
-            .stats_address
-            .as_deref()
-            .map(|a| parse_listen_addr(a, "--stats-address"))
-            .transpose()?,
-    })
-}
-
-/// Checks that `url` is `http://HOST…` or `https://HOST…`.
-/// The `user:password` part of an http(s) URL, if it has one.
-fn url_userinfo(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    authority.rsplit_once('@').map(|(user, _)| user)
-}
-
-/// The URL with its `user:password` part replaced by `***`, for messages.
-fn redact_userinfo(url: &str) -> String {
-    match url_userinfo(url) {
-        Some(user) => url.replacen(&format!("{user}@"), "***@", 1),
-        None => url.to_owned(),
-    }
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or(
-            "write a URL starting with http:// or https://, for example http://127.0.0.1:3128",
-        )?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    if host.is_empty() || host.starts_with(':') {
-        return Err("the URL has no host; write it as http://HOST:PORT".into());
-    }
-    if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
-        && port.parse::<u16>().is_err()
-    {
-        return Err("the port after the host must be a number from 0 to 65535".into());
     }
     Ok(())
 }
 
-/// A proxy timeout flag in seconds (0.05 to 3600), or its default.
-fn proxy_timeout(
-    flag: Option<f64>,
-    default: Duration,
-    setting: &'static str,
-) -> Result<Duration, ConfigError> {
-    match flag {
-        None => Ok(default),
-        Some(s) if s.is_finite() && (0.05..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
-        Some(s) => Err(ConfigError::Value {
-            setting: setting.into(),
-            value: s.to_string(),
-            why: "must be a number of seconds from 0.05 to 3600".into(),
-        }),
+/// Checks that `text` is an `http://` or `https://` URL with a host, and returns it parsed.
+/// A `user:password@` part is allowed here; the caller decides whether it may have one.
+fn check_url(text: &str) -> Result<http::Uri, String> {
+    const FORM: &str =
+        "write it as http://HOST:PORT or https://HOST, for example http://127.0.0.1:3128";
+    // The parse error names what is wrong (a bad port, a bad character), never the text itself.
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("it is not a URL ({e}); {FORM}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "the URL must start with http:// or https://; {FORM}"
+        ));
     }
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err(format!("the URL has no host; {FORM}"));
+    };
+    // `http::Uri` leaves the port unchecked (`host:port` parses, with no port): whatever
+    // follows the host must be a port number.
+    let host_and_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    if host_and_port != authority.host() && authority.port_u16().is_none() {
+        return Err(format!(
+            "the port after the host must be a number from 0 to 65535; {FORM}"
+        ));
+    }
+    Ok(uri)
 }
 
-// delivery (issue 5)
-mod delivery {
-    use std::time::Duration;
+/// Whether a parsed URL carries a user name or password (`user:password@host`).
+fn has_userinfo(uri: &http::Uri) -> bool {
+    uri.authority().is_some_and(|a| a.as_str().contains('@'))
+}
 
-    use super::{ConfigError, cli::Cli};
-    use crate::config::defaults::RetryPolicy;
-
-    fn seconds(
-        value: Option<f64>,
-        setting: &'static str,
-        min: Duration,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(s) if s.is_finite() && s >= min.as_secs_f64() && s <= 86_400.0 => {
-                Ok(Duration::from_secs_f64(s))
-            }
-            Some(s) => Err(ConfigError::Value {
-                setting: setting.into(),
-                value: s.to_string(),
-                why: format!(
-                    "must be a number of seconds from {} to 86400",
-                    min.as_secs_f64()
-                ),
-            }),
-        }
-    }
-
-    pub(super) fn retry_policy(cli: &Cli) -> Result<RetryPolicy, ConfigError> {
-        let mut policy = RetryPolicy::default();
-        if let Some(n) = cli.retry_max_attempts {
-            if n == 0 {
-                return Err(ConfigError::Value {
-                    setting: "--retry-max-attempts".into(),
-                    value: n.to_string(),
-                    why: "at least 1 attempt is needed (1 means no retries)".into(),
-                });
-            }
-            policy.max_attempts = n;
-        }
-        policy.max_age = seconds(
-            cli.retry_max_age,
-            "--retry-max-age",
-            Duration::ZERO,
-            policy.max_age,
-        )?;
-        Ok(policy)
-    }
-
-    pub(super) fn telemetry_interval(cli: &Cli) -> Result<Option<Duration>, ConfigError> {
-        let interval = seconds(
-            cli.telemetry_interval,
-            "--telemetry-interval",
-            super::defaults::MIN_TELEMETRY_INTERVAL,
-            super::defaults::DEFAULT_TELEMETRY_INTERVAL,
-        )?;
-        Ok((!cli.no_telemetry).then_some(interval))
+/// `text` with a `user:password@` part before the host replaced by `***@`, for messages. Works
+/// on text that is not a valid URL too, so a message about a bad URL never shows a password.
+fn redact_userinfo(text: &str) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
     }
 }
 
 /// Parses a listen address the way the original accepts them: `HOST:PORT`, `[V6]:PORT`, or
 /// `:PORT` (every address, IPv4 and IPv6). `localhost` means 127.0.0.1, never only `::1`, so
 /// SDKs sending to 127.0.0.1 reach it; another host name is resolved once, IPv4 first.
-pub fn parse_listen_addr(text: &str, setting: &str) -> Result<SocketAddr, ConfigError> {
+pub fn parse_listen_addr(text: &str, setting: &Source) -> Result<SocketAddr, ConfigError> {
     let err = |why: &str| ConfigError::Address {
-        setting: setting.to_owned(),
+        setting: setting.clone(),
         value: text.into(),
         why: why.into(),
     };
@@ -602,28 +604,25 @@ pub fn parse_listen_addr(text: &str, setting: &str) -> Result<SocketAddr, Config
         .ok_or_else(|| err("the host name resolves to no address"))
 }
 
-/// The memory budget in bytes and where it came from.
-/// `given`: the MB from `-m` or `TotalBufferSizeMB`; zero or negative means automatic.
-fn buffer_budget(
-    given: Option<Given<i64>>,
-    machine: Machine,
-) -> Result<(usize, String), ConfigError> {
+/// The memory budget in bytes and where it came from, in words for the banner. `given`: the MB
+/// from `-m` or `TotalBufferSizeMB`; zero or negative means 1% of the memory available.
+fn buffer_budget(given: &Setting<i64>, machine: Machine) -> Result<(usize, String), ConfigError> {
     const MB: u64 = 1024 * 1024;
-    if let Some(g) = given.filter(|g| g.value > 0) {
-        let mb = g.value as u64;
+    if let Ok(mb) = u64::try_from(given.value)
+        && mb > 0
+    {
         if mb < MIN_BUFFER_MB {
-            return Err(ConfigError::Value {
-                setting: g.setting,
-                value: mb.to_string(),
-                why: format!(
+            return Err(given.invalid(
+                mb,
+                format!(
                     "the buffer needs at least {MIN_BUFFER_MB} MB; give {MIN_BUFFER_MB} or more (or 0 for 1% of the memory)"
                 ),
-            });
+            ));
         }
         let bytes = mb.saturating_mul(MB);
         return Ok((
             usize::try_from(bytes).unwrap_or(usize::MAX),
-            format!("from {}", g.setting),
+            format!("from {}", given.source),
         ));
     }
     let (available, what) = match (machine.cgroup_limit, machine.total_memory) {
@@ -682,6 +681,7 @@ fn read_cgroup_limit() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logging::LogLevel;
     use clap::Parser;
 
     fn cli(words: &[&str]) -> cli::Cli {
@@ -695,11 +695,11 @@ mod tests {
         }
     }
 
-    fn given(mb: i64) -> Option<Given<i64>> {
-        Some(Given {
+    fn given(mb: i64) -> Setting<i64> {
+        Setting {
             value: mb,
-            setting: "-m".into(),
-        })
+            source: Source::Flag("-m"),
+        }
     }
 
     fn loaded(text: &str) -> file::Loaded {
@@ -770,6 +770,107 @@ mod tests {
     }
 
     #[test]
+    fn pick_takes_the_flag_over_the_file_over_the_default() {
+        let file = Setting {
+            value: "eu-west-1".to_owned(),
+            source: Source::File {
+                key: "Region",
+                path: "/x/cfg.yaml".into(),
+                line: Some(4),
+            },
+        };
+        let p = |flag: Option<&str>, file: Option<Setting<String>>| {
+            let s = pick(flag.map(str::to_owned), "-n/--region", file, "d".into());
+            (s.value, s.source.to_string())
+        };
+        assert_eq!(
+            p(Some("us-west-2"), Some(file.clone())),
+            ("us-west-2".into(), "-n/--region".into())
+        );
+        assert_eq!(
+            p(None, Some(file)),
+            ("eu-west-1".into(), "Region in /x/cfg.yaml (line 4)".into())
+        );
+        assert_eq!(p(None, None), ("d".into(), "the default".into()));
+        // Through resolve: the buffer names where its size came from.
+        let f = loaded("Version: 2\nTotalBufferSizeMB: 12\n");
+        let source =
+            |words: &[&str], file| ok(resolve(&cli(words), file, Machine::default())).buffer_source;
+        assert_eq!(source(&["-m", "5"], Some(&f)), "from -m/--buffer-memory");
+        assert_eq!(
+            source(&[], Some(&f)),
+            "from TotalBufferSizeMB in /x/cfg.yaml (line 2)"
+        );
+        assert!(source(&[], None).starts_with("1% of"));
+    }
+
+    #[test]
+    fn the_no_verify_ssl_warning_names_its_source() {
+        let warning = |c: Config| {
+            c.notes
+                .into_iter()
+                .find(|n| n.starts_with("NoVerifySSL is true"))
+        };
+        let w = warning(ok(resolve(
+            &cli(&["--no-verify-ssl"]),
+            None,
+            Machine::default(),
+        )));
+        assert!(
+            w.as_deref()
+                .is_some_and(|w| w.contains("from --no-verify-ssl:")
+                    && w.contains("remove --no-verify-ssl")
+                    && !w.contains(" in :")),
+            "{w:?}"
+        );
+        let f = loaded("Version: 2\nRegion: x\nNoVerifySSL: true\n");
+        let w = warning(ok(resolve(&cli(&[]), Some(&f), Machine::default())));
+        assert!(
+            w.as_deref()
+                .is_some_and(|w| w.contains("from NoVerifySSL in /x/cfg.yaml (line 3):")
+                    && w.contains("set NoVerifySSL: false")),
+            "{w:?}"
+        );
+        // `--no-verify-ssl=false` is not given at all: the file's `true` stands.
+        let c = ok(resolve(
+            &cli(&["--no-verify-ssl=false"]),
+            Some(&f),
+            Machine::default(),
+        ));
+        assert!(c.no_verify_ssl);
+        let f = loaded("Version: 2\nNoVerifySSL: false\n");
+        let c = ok(resolve(&cli(&[]), Some(&f), Machine::default()));
+        assert!(!c.no_verify_ssl && warning(c).is_none());
+    }
+
+    #[test]
+    fn a_bad_url_in_the_file_names_the_key_and_line() {
+        let err = |text: &str| match resolve(&cli(&[]), Some(&loaded(text)), Machine::default()) {
+            Ok(c) => panic!("accepted {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        let e = err("Version: 2\nRegion: x\nEndpoint: xray.local:4000\n");
+        assert!(
+            e.contains("Endpoint in /x/cfg.yaml (line 3)") && e.contains("http://"),
+            "{e}"
+        );
+        let e = err("Version: 2\nProxyAddress: http://u:hunter2@proxy:port\n");
+        assert!(
+            e.contains("ProxyAddress in /x/cfg.yaml (line 2)")
+                && e.contains("port")
+                && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = err("Version: 2\nEndpoint: https://me:pw@xray.local\n");
+        assert!(
+            e.contains("Endpoint in /x/cfg.yaml (line 2)")
+                && e.contains("no user name")
+                && !e.contains("pw@"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn file_values_are_checked_with_key_and_file_in_the_message() {
         let err = |text: &str| match resolve(&cli(&[]), Some(&loaded(text)), Machine::default()) {
             Ok(c) => panic!("accepted {c:?}"),
@@ -800,15 +901,22 @@ mod tests {
     fn urls_are_checked() {
         assert!(check_url("http://127.0.0.1:4567").is_ok());
         assert!(check_url("https://xray.us-east-1.amazonaws.com/").is_ok());
-        assert!(check_url("http://user:pw@proxy:3128").is_ok());
-        assert!(check_url("http://[::1]:3128").is_ok());
+        assert!(check_url("http://user:pw@proxy:3128").is_ok_and(|u| has_userinfo(&u)));
+        assert!(check_url("http://[::1]:3128").is_ok_and(|u| !has_userinfo(&u)));
         assert!(check_url("127.0.0.1:3128").is_err());
+        assert!(check_url("proxy:3128").is_err());
+        assert!(check_url("ftp://proxy:3128").is_err());
         assert!(check_url("http://").is_err());
         assert!(check_url("http://host:port").is_err());
+        assert!(check_url("http://host:99999").is_err());
+        assert!(check_url("http://host:").is_err());
+        assert!(check_url("http://u:pw@:1").is_err());
         assert_eq!(
             redact_userinfo("http://u:secret@p:3128/x"),
             "http://***@p:3128/x"
         );
+        assert_eq!(redact_userinfo("u:secret@p:3128"), "***@p:3128");
+        assert_eq!(redact_userinfo("http://p:3128/a@b"), "http://p:3128/a@b");
         assert_eq!(redact_userinfo("http://p:3128"), "http://p:3128");
         let e = resolve(
             &cli(&["--endpoint", "http://u:pw@127.0.0.1:1"]),
@@ -831,7 +939,7 @@ mod tests {
     #[test]
     fn listen_addresses_like_the_original() {
         let p = |s| {
-            parse_listen_addr(s, "-b")
+            parse_listen_addr(s, &Source::Flag("-b"))
                 .map(|a| a.to_string())
                 .map_err(|e| e.to_string())
         };
@@ -851,7 +959,7 @@ mod tests {
             total_memory: t,
         };
         let b = |c, t| {
-            buffer_budget(None::<Given<i64>>, m(c, t))
+            buffer_budget(&given(0), m(c, t))
                 .map(|(b, _)| b as u64 / (1 << 20))
                 .ok()
         };
@@ -863,13 +971,13 @@ mod tests {
             "a 256 MB sidecar still starts"
         );
         assert_eq!(b(None, None), Some(3));
-        assert!(buffer_budget(given(2), m(None, None)).is_err());
+        assert!(buffer_budget(&given(2), m(None, None)).is_err());
         assert_eq!(
-            buffer_budget(given(3), m(None, None)).map(|x| x.0).ok(),
+            buffer_budget(&given(3), m(None, None)).map(|x| x.0).ok(),
             Some(3 << 20)
         );
         assert_eq!(
-            buffer_budget(given(0), m(None, Some(1000 * (1 << 20))))
+            buffer_budget(&given(0), m(None, Some(1000 * (1 << 20))))
                 .map(|x| x.0)
                 .ok(),
             Some(10 << 20)

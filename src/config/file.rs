@@ -1,9 +1,10 @@
 //! The YAML config file (`cfg.yaml`), versions 1 and 2, with the original daemon's keys.
 //!
 //! In: a path (from `-c/--config`, or the first of [`DEFAULT_LOCATIONS`] that exists) and its
-//! text. Out: a [`FileConfig`] whose fields are `None` where the file leaves a key out, empty
-//! or zero (the original's merge treats those as "use the default"), or a [`FileError`] that
-//! names the file, the key, the line where it is known, and what is allowed.
+//! text. Out: a [`FileConfig`] whose settings name their key, file and line, and are `None`
+//! where the file leaves a key out, empty or zero (the original's merge treats those as "use
+//! the default"); or a [`FileError`] that names the file, the key, the line where it is known,
+//! and what is allowed.
 //!
 //! Two levels of checking, as in the original:
 //! - a `-c` file is checked strictly: an unknown, misspelled or retired key stops startup;
@@ -16,15 +17,22 @@
 //! The `proxyserver.*` keys (lower case only, as the original accepts them) are accepted and
 //! have no effect, as in the original, which always resets them to its defaults; a note says so.
 //!
-//! YAML is read with `serde-saphyr`: pure Rust, panic-free on any input, maintained, and its
-//! errors carry line and column.
+//! YAML is read with `serde-saphyr` (pure Rust, panic-free on any input, maintained), once,
+//! into a tree of values that keeps each key's and value's position ([`Spanned`]). The checks
+//! then run on that tree in the original's order: YAML syntax first (the read fails), then the
+//! keys, then `Version` being there, then the values' types, then `Version`'s value; the first
+//! problem in file order wins within each step. A value's type is taken as YAML resolves it
+//! (so `yes` and `on` are booleans, as in the original's YAML library), except that text
+//! holding a whole number or `true`/`false` is accepted for a number or a boolean (`"8"`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
+use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
+
+use super::{Setting, Source};
 
 /// Where the config file is looked for when `-c` is not given, first match wins.
 pub const DEFAULT_LOCATIONS: [&str; 2] = ["/etc/amazon/xray/cfg.yaml", "cfg.yaml"];
@@ -32,40 +40,39 @@ pub const DEFAULT_LOCATIONS: [&str; 2] = ["/etc/amazon/xray/cfg.yaml", "cfg.yaml
 /// The largest config file read, in bytes (a guard against pointing `-c` at a huge file).
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// The file's settings. `None` means the key is absent or holds the zero value (`""`, `0`),
-/// which the original treats as "use the default"; booleans keep an explicit `false`.
+/// The file's settings, each with its key, file and line. `None` means the key is absent or
+/// holds the zero value (`""`, `0`), which the original treats as "use the default"; booleans
+/// keep an explicit `false`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileConfig {
     /// `TotalBufferSizeMB`: buffer memory in MB; zero or negative means 1% of the memory.
-    pub total_buffer_size_mb: Option<i64>,
+    pub total_buffer_size_mb: Option<Setting<i64>>,
     /// `Concurrency`: upload calls at once (default 8).
-    pub concurrency: Option<i64>,
+    pub concurrency: Option<Setting<i64>>,
     /// `Endpoint`: the X-Ray endpoint URL.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Setting<String>>,
     /// `Region`.
-    pub region: Option<String>,
+    pub region: Option<Setting<String>>,
     /// `Socket.UDPAddress`.
-    pub udp_address: Option<String>,
+    pub udp_address: Option<Setting<String>>,
     /// `Socket.TCPAddress`.
-    pub tcp_address: Option<String>,
+    pub tcp_address: Option<Setting<String>>,
     /// `Logging.LogRotation` (default true).
-    pub log_rotation: Option<bool>,
+    pub log_rotation: Option<Setting<bool>>,
     /// `Logging.LogLevel`.
-    pub log_level: Option<String>,
+    pub log_level: Option<Setting<String>>,
     /// `Logging.LogPath`.
-    pub log_path: Option<String>,
+    pub log_path: Option<Setting<String>>,
     /// `LocalMode`.
-    pub local_mode: Option<bool>,
+    pub local_mode: Option<Setting<bool>>,
     /// `ResourceARN`.
-    pub resource_arn: Option<String>,
+    pub resource_arn: Option<Setting<String>>,
     /// `RoleARN`.
-    pub role_arn: Option<String>,
+    pub role_arn: Option<Setting<String>>,
     /// `NoVerifySSL`.
-    pub no_verify_ssl: Option<bool>,
+    pub no_verify_ssl: Option<Setting<bool>>,
     /// `ProxyAddress`.
-    pub proxy_address: Option<String>,
-    /// `Version`: 1 or 2.
-    pub version: i64,
+    pub proxy_address: Option<Setting<String>>,
 }
 
 /// A config file read and checked.
@@ -73,29 +80,10 @@ pub struct FileConfig {
 pub struct Loaded {
     /// The file.
     pub path: PathBuf,
-    /// Whether it came from `-c` (checked strictly) or a default location.
-    pub from_flag: bool,
     /// Its settings.
     pub config: FileConfig,
-    /// The line of each key present, by dotted name (`Socket.UDPAddress`), for messages.
-    pub lines: Vec<(String, u64)>,
     /// Warnings to log once logging is up (ignored keys, keys without effect).
     pub notes: Vec<String>,
-}
-
-impl Loaded {
-    /// The line of `key` (dotted name), if it is in the file.
-    pub fn line_of(&self, key: &str) -> Option<u64> {
-        self.lines.iter().find(|(k, _)| k == key).map(|(_, l)| *l)
-    }
-
-    /// `KEY in FILE (line N)`, for messages about a value taken from this file.
-    pub fn describe(&self, key: &str) -> String {
-        match self.line_of(key) {
-            Some(line) => format!("{key} in {} (line {line})", self.path.display()),
-            None => format!("{key} in {}", self.path.display()),
-        }
-    }
 }
 
 /// What is wrong with a config file.
@@ -146,59 +134,102 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
-/// Every key the file may hold, with what it allows. Parents (`Socket`) are mappings.
-const KEYS: &[(&str, &str)] = &[
+/// The type a key's value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A whole number.
+    Number,
+    /// true or false.
+    Boolean,
+    /// Text (a number or boolean there is taken as written).
+    Text,
+    /// A mapping of keys one level down (`Socket`, `Logging`, `proxyserver`).
+    Mapping,
+}
+
+/// Every key the file may hold, with the type of its value and what it allows.
+const KEYS: &[(&str, Kind, &str)] = &[
     (
         "TotalBufferSizeMB",
+        Kind::Number,
         "a whole number of MB: 0 for 1% of the memory, otherwise at least 3",
     ),
     (
         "Concurrency",
+        Kind::Number,
         "a whole number of uploads at once, at least 1 (0 means the default, 8)",
     ),
     (
         "Endpoint",
+        Kind::Text,
         "an http:// or https:// URL, or \"\" for the region's X-Ray endpoint",
     ),
-    ("Region", "an AWS region name such as us-east-1, or \"\""),
+    (
+        "Region",
+        Kind::Text,
+        "an AWS region name such as us-east-1, or \"\"",
+    ),
     (
         "Socket",
+        Kind::Mapping,
         "a mapping with the keys UDPAddress and TCPAddress",
     ),
-    ("Socket.UDPAddress", "HOST:PORT, for example 127.0.0.1:2000"),
-    ("Socket.TCPAddress", "HOST:PORT, for example 127.0.0.1:2000"),
+    (
+        "Socket.UDPAddress",
+        Kind::Text,
+        "HOST:PORT, for example 127.0.0.1:2000",
+    ),
+    (
+        "Socket.TCPAddress",
+        Kind::Text,
+        "HOST:PORT, for example 127.0.0.1:2000",
+    ),
     (
         "proxyserver",
+        Kind::Mapping,
         "a mapping with the keys idleconntimeout, maxidleconnsperhost and maxidleconns (no effect)",
     ),
-    ("proxyserver.idleconntimeout", "a whole number (no effect)"),
     (
-        "proxyserver.maxidleconnsperhost",
+        "proxyserver.idleconntimeout",
+        Kind::Number,
         "a whole number (no effect)",
     ),
-    ("proxyserver.maxidleconns", "a whole number (no effect)"),
+    (
+        "proxyserver.maxidleconnsperhost",
+        Kind::Number,
+        "a whole number (no effect)",
+    ),
+    (
+        "proxyserver.maxidleconns",
+        Kind::Number,
+        "a whole number (no effect)",
+    ),
     (
         "Logging",
+        Kind::Mapping,
         "a mapping with the keys LogRotation, LogLevel and LogPath",
     ),
-    ("Logging.LogRotation", "true or false"),
+    ("Logging.LogRotation", Kind::Boolean, "true or false"),
     (
         "Logging.LogLevel",
+        Kind::Text,
         "one of dev, debug, info, warn, error, prod",
     ),
     (
         "Logging.LogPath",
+        Kind::Text,
         "a file path, or \"\" for standard output",
     ),
-    ("LocalMode", "true or false"),
-    ("ResourceARN", "an ARN, or \"\""),
-    ("RoleARN", "an IAM role ARN, or \"\""),
-    ("NoVerifySSL", "true or false"),
+    ("LocalMode", Kind::Boolean, "true or false"),
+    ("ResourceARN", Kind::Text, "an ARN, or \"\""),
+    ("RoleARN", Kind::Text, "an IAM role ARN, or \"\""),
+    ("NoVerifySSL", Kind::Boolean, "true or false"),
     (
         "ProxyAddress",
+        Kind::Text,
         "a proxy URL such as http://proxy.example:3128, or \"\"",
     ),
-    ("Version", "1 or 2"),
+    ("Version", Kind::Number, "1 or 2"),
 ];
 
 /// Keys of older daemons, each with what to do instead.
@@ -236,9 +267,11 @@ const RETIRED: &[(&str, &str)] = &[
     ),
 ];
 
-/// What a key allows, if it is known.
-pub fn allowed(key: &str) -> Option<&'static str> {
-    KEYS.iter().find(|(k, _)| *k == key).map(|(_, a)| *a)
+/// The type of `key`'s value and what it allows, if the key is known.
+fn known(key: &str) -> Option<(Kind, &'static str)> {
+    KEYS.iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, kind, allowed)| (*kind, *allowed))
 }
 
 /// Picks the file to read: the `-c` path if given, else the first default location that
@@ -301,122 +334,117 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
     let at = |kind, line: Option<u64>, key: Option<&str>, message: String| FileError {
         kind,
         path: path.to_path_buf(),
-        line: line.filter(|l| *l > 0),
+        line,
         key: key.map(str::to_owned),
         message,
     };
-    let tree: Option<Tree> = serde_saphyr::from_str(text).map_err(|e| {
-        at(
-            FileErrorKind::Syntax,
-            e.location().map(|l| l.line()),
-            None,
-            format!(
-                "not a YAML mapping of keys: {}",
-                library_message(&e.without_snippet().to_string())
-            ),
-        )
-    })?;
-    let tree = tree.unwrap_or_default();
-    let lines = tree.lines();
+    let doc = read_yaml(text)
+        .map_err(|(line, message)| at(FileErrorKind::Syntax, line, None, message))?;
+    let keys = keys(&doc);
     let mut notes = Vec::new();
 
-    // Keys: strictly for -c; otherwise unknown keys become notes.
-    for (key, line) in &lines {
-        let problem = check_key(key);
-        match problem {
+    // Keys: strictly for -c; otherwise unknown keys become notes. A mapping's own key is
+    // checked through its keys, as the original lists them.
+    for key in keys.iter().filter(|k| !k.has_children()) {
+        let (name, line) = (&key.name, key.line);
+        match check_key(name) {
             None => {}
-            Some((kind, why)) if strict => {
-                return Err(at(kind, Some(*line), Some(key), why));
-            }
+            Some((kind, why)) if strict => return Err(at(kind, line, Some(name), why)),
             Some((_, why)) => notes.push(format!(
-                "{} line {line}: ignored the key {key}: {why}",
-                path.display()
+                "{} line {}: ignored the key {name}: {why}",
+                path.display(),
+                shown(line)
             )),
         }
-        if key.starts_with("proxyserver.") {
+        if name.starts_with("proxyserver.") {
             notes.push(format!(
-                "{} line {line}: {key} has no effect (as in the original daemon)",
-                path.display()
+                "{} line {}: {name} has no effect (as in the original daemon)",
+                path.display(),
+                shown(line)
             ));
         }
     }
-    if !tree.0.iter().any(|e| e.key == "Version") {
+    let Some(version) = keys.iter().find(|k| k.name == "Version") else {
         return Err(at(
             FileErrorKind::Version,
             None,
             Some("Version"),
             "the Version key is missing; add the line `Version: 2` (versions 1 and 2 are read the same way)".into(),
         ));
-    }
+    };
 
-    let raw: Raw = serde_saphyr::from_str(text).map_err(|e| {
-        let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
-        let key = line.and_then(|l| key_at_line(&lines, l));
-        let message = match (key.as_deref().and_then(allowed), line) {
-            (Some(allowed), Some(line)) => {
-                let found = text
-                    .lines()
-                    .nth(usize::try_from(line - 1).unwrap_or(usize::MAX))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim())
-                    .unwrap_or("");
-                format!("the value {found:?} has the wrong type; it must be {allowed}")
-            }
-            (Some(allowed), None) => format!(
-                "{}; it must be {allowed}",
-                library_message(&e.without_snippet().to_string())
-            ),
-            (None, _) => library_message(&e.without_snippet().to_string()),
-        };
-        at(FileErrorKind::Type, line, key.as_deref(), message)
-    })?;
-    let version_line = lines.iter().find(|(k, _)| k == "Version").map(|(_, l)| *l);
-    let version = match raw.version {
-        Some(v @ (1 | 2)) => v,
-        other => {
+    // Types, of the keys the daemon knows.
+    for key in &keys {
+        if let Some((kind, allowed)) = known(&key.name)
+            && !accepts(kind, key.value, text)
+        {
             return Err(at(
-                FileErrorKind::Version,
-                version_line,
-                Some("Version"),
+                FileErrorKind::Type,
+                line_of(key.value).or(key.line),
+                Some(&key.name),
                 format!(
-                    "Version is {}, but it must be 1 or 2; write `Version: 2` (files for daemons older than 3.0 need converting first)",
-                    other.map_or_else(|| "empty".to_owned(), |v| v.to_string())
+                    "the value {} has the wrong type; it must be {allowed}",
+                    found(key.value, text)
                 ),
             ));
         }
+    }
+    // Versions 1 and 2 are read the same way: the number only has to be one of them.
+    let number = version.value.value.number();
+    if !matches!(number, Some(1 | 2)) {
+        return Err(at(
+            FileErrorKind::Version,
+            version.line,
+            Some("Version"),
+            format!(
+                "Version is {}, but it must be 1 or 2; write `Version: 2` (files for daemons older than 3.0 need converting first)",
+                number.map_or_else(|| "empty".to_owned(), |v| v.to_string())
+            ),
+        ));
+    }
+
+    // The settings, each with where it is; zero and "" mean the default.
+    let get = |key: &'static str| {
+        keys.iter().find(|k| k.name == key).map(|k| {
+            (
+                k.value,
+                Source::File {
+                    key,
+                    path: path.to_path_buf(),
+                    line: line_of(k.value).or(k.line),
+                },
+            )
+        })
     };
-    let socket = raw.socket.unwrap_or_default();
-    let logging = raw.logging.unwrap_or_default();
-    let text = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let number = |key| setting(get(key), |v| v.value.number().filter(|n| *n != 0));
+    let boolean = |key| setting(get(key), |v| v.value.boolean());
+    let string = |key| setting(get(key), |v| as_text(v, text).filter(|s| !s.is_empty()));
     let config = FileConfig {
-        total_buffer_size_mb: raw.total_buffer_size_mb.filter(|v| *v != 0),
-        concurrency: raw.concurrency.filter(|v| *v != 0),
-        endpoint: text(raw.endpoint),
-        region: text(raw.region),
-        udp_address: text(socket.udp_address),
-        tcp_address: text(socket.tcp_address),
-        log_rotation: logging.log_rotation,
-        log_level: text(logging.log_level),
-        log_path: text(logging.log_path),
-        local_mode: raw.local_mode,
-        resource_arn: text(raw.resource_arn),
-        role_arn: text(raw.role_arn),
-        no_verify_ssl: raw.no_verify_ssl,
-        proxy_address: text(raw.proxy_address),
-        version,
+        total_buffer_size_mb: number("TotalBufferSizeMB"),
+        concurrency: number("Concurrency"),
+        endpoint: string("Endpoint"),
+        region: string("Region"),
+        udp_address: string("Socket.UDPAddress"),
+        tcp_address: string("Socket.TCPAddress"),
+        log_rotation: boolean("Logging.LogRotation"),
+        log_level: string("Logging.LogLevel"),
+        log_path: string("Logging.LogPath"),
+        local_mode: boolean("LocalMode"),
+        resource_arn: string("ResourceARN"),
+        role_arn: string("RoleARN"),
+        no_verify_ssl: boolean("NoVerifySSL"),
+        proxy_address: string("ProxyAddress"),
     };
     Ok(Loaded {
         path: path.to_path_buf(),
-        from_flag: strict,
         config,
-        lines,
         notes,
     })
 }
 
 /// Whether `key` (dotted) is allowed; if not, the kind of problem and the fix.
 fn check_key(key: &str) -> Option<(FileErrorKind, String)> {
-    if allowed(key).is_some() {
+    if known(key).is_some() {
         return None;
     }
     if let Some((_, fix)) = RETIRED.iter().find(|(k, _)| *k == key) {
@@ -432,7 +460,7 @@ fn check_key(key: &str) -> Option<(FileErrorKind, String)> {
             format!("{key} is from a daemon older than 3.0 and is not supported; remove it"),
         ));
     }
-    if let Some((known, _)) = KEYS.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
+    if let Some((known, _, _)) = KEYS.iter().find(|(k, _, _)| k.eq_ignore_ascii_case(key)) {
         return Some((
             FileErrorKind::UnknownKey,
             format!("unknown key {key}; keys are case-sensitive: write {known}"),
@@ -440,7 +468,7 @@ fn check_key(key: &str) -> Option<(FileErrorKind, String)> {
     }
     let siblings: Vec<&str> = KEYS
         .iter()
-        .map(|(k, _)| *k)
+        .map(|(k, _, _)| *k)
         .filter(|k| match parent {
             Some(p) => k.strip_prefix(p).is_some_and(|r| r.starts_with('.')),
             None => !k.contains('.'),
@@ -452,7 +480,7 @@ fn check_key(key: &str) -> Option<(FileErrorKind, String)> {
     };
     let siblings = if siblings.is_empty() {
         KEYS.iter()
-            .map(|(k, _)| *k)
+            .map(|(k, _, _)| *k)
             .filter(|k| !k.contains('.'))
             .collect()
     } else {
@@ -467,212 +495,250 @@ fn check_key(key: &str) -> Option<(FileErrorKind, String)> {
     ))
 }
 
-/// The key whose entry starts on the latest line at or before `line`.
-fn key_at_line(lines: &[(String, u64)], line: u64) -> Option<String> {
-    lines
-        .iter()
-        .filter(|(_, l)| *l <= line)
-        .max_by_key(|(_, l)| *l)
-        .map(|(k, _)| k.clone())
+/// A key's value read by `read`, with where it is in the file.
+fn setting<T>(
+    found: Option<(&Spanned<Value>, Source)>,
+    read: impl FnOnce(&Spanned<Value>) -> Option<T>,
+) -> Option<Setting<T>> {
+    let (value, source) = found?;
+    Some(Setting {
+        value: read(value)?,
+        source,
+    })
 }
 
-/// The library's message without its `line N column M:` prefix or its advice about its own
-/// options.
-fn library_message(text: &str) -> String {
-    let text = text.trim();
-    let text = match text.strip_prefix("line ") {
-        Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(text),
-        None => text,
+/// `N` for a line, `?` where it is not known.
+fn shown(line: Option<u64>) -> String {
+    line.map_or_else(|| "?".to_owned(), |l| l.to_string())
+}
+
+/// The line of a value, where known.
+fn line_of(value: &Spanned<Value>) -> Option<u64> {
+    Some(value.referenced.line()).filter(|l| *l > 0)
+}
+
+/// Reads the YAML in one pass: the top-level mapping's entries, in file order. An empty file
+/// has none. Err: the line where known, and the problem.
+fn read_yaml(text: &str) -> Result<Mapping, (Option<u64>, String)> {
+    // `.inf` and `.nan` stay text, so a number key given one gets the usual type error.
+    let options = serde_saphyr::options! {
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
     };
-    let text = match text.rfind(" at line ") {
-        Some(i) if text[i..].contains(", column ") => &text[..i],
-        _ => text,
-    };
-    if text.starts_with("duplicate mapping key") {
-        let key = text
-            .split_once(": ")
-            .map(|(_, k)| k.split(',').next().unwrap_or(k))
-            .unwrap_or("");
-        return format!("the key {key} appears twice; keep one");
+    let doc: Option<Spanned<Value>> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| yaml_problem(&e))?;
+    match doc {
+        None => Ok(Mapping::new()),
+        Some(Spanned { value: Value::Null, .. }) => Ok(Mapping::new()),
+        Some(Spanned { value: Value::Map(entries), .. }) => Ok(entries),
+        Some(other) => Err((
+            line_of(&other),
+            "the file must be a YAML mapping of keys such as `Version: 2`, not a single value or a list".into(),
+        )),
     }
-    text.to_owned()
 }
 
-/// The typed file, unknown keys ignored (the key check runs first).
-#[derive(Debug, Default, Deserialize)]
-struct Raw {
-    #[serde(rename = "TotalBufferSizeMB")]
-    total_buffer_size_mb: Option<i64>,
-    #[serde(rename = "Concurrency")]
-    concurrency: Option<i64>,
-    #[serde(rename = "Endpoint")]
-    endpoint: Option<String>,
-    #[serde(rename = "Region")]
-    region: Option<String>,
-    #[serde(rename = "Socket")]
-    socket: Option<RawSocket>,
-    #[serde(rename = "proxyserver")]
-    _proxy_server: Option<RawProxyServer>,
-    #[serde(rename = "Logging")]
-    logging: Option<RawLogging>,
-    #[serde(rename = "LocalMode")]
-    local_mode: Option<bool>,
-    #[serde(rename = "ResourceARN")]
-    resource_arn: Option<String>,
-    #[serde(rename = "RoleARN")]
-    role_arn: Option<String>,
-    #[serde(rename = "NoVerifySSL")]
-    no_verify_ssl: Option<bool>,
-    #[serde(rename = "ProxyAddress")]
-    proxy_address: Option<String>,
-    #[serde(rename = "Version")]
-    version: Option<i64>,
+/// What the YAML library found wrong, from its error's kind and location (never its text).
+fn yaml_problem(error: &serde_saphyr::Error) -> (Option<u64>, String) {
+    let line = error.location().map(|l| l.line()).filter(|l| *l > 0);
+    let mut inner = error.without_snippet();
+    while let serde_saphyr::Error::AliasError { error, .. } = inner {
+        inner = error.without_snippet();
+    }
+    let message = match inner {
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
+            format!("the key {key} appears twice; keep one")
+        }
+        other => format!(
+            "the YAML cannot be read: {}",
+            // The formatter's words, made safe to log (no control characters).
+            UserMessageFormatter.format_message(other).escape_debug()
+        ),
+    };
+    (line, message)
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawSocket {
-    #[serde(rename = "UDPAddress")]
-    udp_address: Option<String>,
-    #[serde(rename = "TCPAddress")]
-    tcp_address: Option<String>,
-}
+/// A mapping's entries in file order: each key and value with its position.
+type Mapping = Vec<(Spanned<String>, Spanned<Value>)>;
 
-#[derive(Debug, Default, Deserialize)]
-struct RawLogging {
-    #[serde(rename = "LogRotation")]
-    log_rotation: Option<bool>,
-    #[serde(rename = "LogLevel")]
-    log_level: Option<String>,
-    #[serde(rename = "LogPath")]
-    log_path: Option<String>,
-}
-
-/// Accepted for compatibility; the values are checked for type and then unused.
-#[derive(Debug, Default, Deserialize)]
-struct RawProxyServer {
-    #[serde(rename = "idleconntimeout")]
-    _idle_conn_timeout: Option<i64>,
-    #[serde(rename = "maxidleconnsperhost")]
-    _max_idle_conns_per_host: Option<i64>,
-    #[serde(rename = "maxidleconns")]
-    _max_idle_conns: Option<i64>,
-}
-
-/// The file's keys in file order with their lines: top-level keys, and for a mapping value
-/// its keys one level down.
-#[derive(Debug, Default)]
-struct Tree(Vec<Entry>);
-
+/// A YAML value as the file has it, with a mapping's keys in file order. The daemon reads keys
+/// two levels deep (`Socket.UDPAddress`); deeper down a value is only looked at to say what it
+/// is. The library bounds the depth (its default budget), so reading it cannot overflow.
 #[derive(Debug)]
-struct Entry {
-    key: String,
-    line: u64,
-    children: Vec<(String, u64)>,
+enum Value {
+    /// `~`, `null`, or nothing after the colon.
+    Null,
+    /// A YAML boolean (`true`, and as the original's YAML library also `yes`, `on`, …).
+    Bool(bool),
+    /// A YAML integer (decimal, `0x`, `0o`); wide enough for any i64 or u64.
+    Int(i128),
+    /// A YAML number with a fraction or exponent (no key takes one; it is only shown).
+    Float,
+    /// Text, quoted or not.
+    Text(String),
+    /// A sequence (its items are not kept).
+    List,
+    /// A mapping.
+    Map(Mapping),
 }
 
-impl Tree {
-    /// Dotted key names with their lines, in file order; a parent with children is listed
-    /// by its children only.
-    fn lines(&self) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        for e in &self.0 {
-            if e.children.is_empty() {
-                out.push((e.key.clone(), e.line));
-            } else {
-                out.extend(
-                    e.children
-                        .iter()
-                        .map(|(c, l)| (format!("{}.{c}", e.key), *l)),
-                );
-            }
+impl Value {
+    /// A whole number: a YAML integer in range, or text holding one (`"8"`).
+    fn number(&self) -> Option<i64> {
+        match self {
+            Value::Int(n) => i64::try_from(*n).ok(),
+            Value::Text(s) => s.parse().ok(),
+            _ => None,
         }
-        out
+    }
+
+    /// A boolean: a YAML boolean, or the text `true` or `false`.
+    fn boolean(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            Value::Text(s) => s.parse().ok(),
+            _ => None,
+        }
     }
 }
 
-impl<'de> Deserialize<'de> for Tree {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Tree;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mapping of keys such as `Version: 2`")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<Spanned<String>>()? {
-                    let Shape(children) = map.next_value()?;
-                    entries.push(Entry {
-                        key: key.value,
-                        line: key.referenced.line(),
-                        children,
-                    });
-                }
-                Ok(Tree(entries))
-            }
-        }
-        d.deserialize_map(V)
+/// The text of a scalar: text as it is, a number or boolean as the file writes it (`0x1F`
+/// stays `0x1F`). `None` for anything else.
+fn as_text(value: &Spanned<Value>, text: &str) -> Option<String> {
+    match &value.value {
+        Value::Text(s) => Some(s.clone()),
+        Value::Bool(_) | Value::Int(_) | Value::Float => written(value, text).map(str::to_owned),
+        Value::Null | Value::List | Value::Map(_) => None,
     }
 }
 
-/// A value's keys with their lines if it is a mapping; nothing otherwise.
-struct Shape(Vec<(String, u64)>);
+/// The value's source text, from its span.
+fn written<'t>(value: &Spanned<Value>, text: &'t str) -> Option<&'t str> {
+    let span = value.referenced.span();
+    let start = usize::try_from(span.byte_offset()?).ok()?;
+    let len = usize::try_from(span.byte_len()?).ok()?;
+    text.get(start..start.checked_add(len)?)
+}
 
-impl<'de> Deserialize<'de> for Shape {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Shape;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
-                let mut keys = Vec::new();
-                while let Some(key) = map.next_key::<Spanned<String>>()? {
-                    let _: IgnoredAny = map.next_value()?;
-                    keys.push((key.value, key.referenced.line()));
-                }
-                Ok(Shape(keys))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_i128<E>(self, _: i128) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_u128<E>(self, _: u128) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_bytes<E>(self, _: &[u8]) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_unit<E>(self) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_none<E>(self) -> Result<Shape, E> {
-                Ok(Shape(Vec::new()))
-            }
-            fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
-                Shape::deserialize(d)
-            }
+/// Whether `value` has the type `kind` asks for; an empty value always does (the default).
+fn accepts(kind: Kind, value: &Spanned<Value>, text: &str) -> bool {
+    match (&value.value, kind) {
+        (Value::Null, _) | (Value::Map(_), Kind::Mapping) => true,
+        (v, Kind::Number) => v.number().is_some(),
+        (v, Kind::Boolean) => v.boolean().is_some(),
+        (_, Kind::Text) => as_text(value, text).is_some(),
+        (_, Kind::Mapping) => false,
+    }
+}
+
+/// The value as a message shows it.
+fn found(value: &Spanned<Value>, text: &str) -> String {
+    match &value.value {
+        Value::List => "(a list)".into(),
+        Value::Map(_) => "(a mapping)".into(),
+        Value::Null => "(empty)".into(),
+        Value::Text(s) => format!("{s:?}"),
+        Value::Bool(_) | Value::Int(_) | Value::Float => {
+            format!("{:?}", written(value, text).unwrap_or("?"))
         }
-        d.deserialize_any(V)
+    }
+}
+
+/// One key of the file: a top-level key, or one level down named with its parent
+/// (`Socket.UDPAddress`), with the line of the key and its value.
+struct Key<'a> {
+    name: String,
+    line: Option<u64>,
+    value: &'a Spanned<Value>,
+}
+
+impl Key<'_> {
+    /// Whether the value is a mapping with keys of its own.
+    fn has_children(&self) -> bool {
+        matches!(&self.value.value, Value::Map(m) if !m.is_empty())
+    }
+}
+
+/// Every key in file order: each top-level key followed by its own keys if its value is a
+/// mapping (one level down, as the original checks them).
+fn keys(doc: &Mapping) -> Vec<Key<'_>> {
+    let line = |key: &Spanned<String>| Some(key.referenced.line()).filter(|l| *l > 0);
+    let mut out = Vec::new();
+    for (key, value) in doc {
+        out.push(Key {
+            name: key.value.clone(),
+            line: line(key),
+            value,
+        });
+        if let Value::Map(children) = &value.value {
+            out.extend(children.iter().map(|(child, value)| Key {
+                name: format!("{}.{}", key.value, child.value),
+                line: line(child),
+                value,
+            }));
+        }
+    }
+    out
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+/// Takes whatever YAML value comes, as it comes.
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Int(v.into()))
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u128<E>(self, v: u128) -> Result<Value, E> {
+        // Out of any range the daemon reads, whatever it is.
+        Ok(Value::Int(i128::try_from(v).unwrap_or(i128::MAX)))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Float)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Text(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Text(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Value::List)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Mapping::new();
+        while let Some(key) = map.next_key::<Spanned<String>>()? {
+            entries.push((key, map.next_value()?));
+        }
+        Ok(Value::Map(entries))
     }
 }
 
@@ -692,6 +758,10 @@ mod tests {
             Ok(l) => panic!("accepted: {l:?}"),
             Err(e) => e,
         }
+    }
+
+    fn value<T: Clone>(setting: &Option<Setting<T>>) -> Option<T> {
+        setting.as_ref().map(|s| s.value.clone())
     }
 
     const FULL: &str = "\
@@ -722,20 +792,26 @@ Version: 2
     fn every_key_loads() {
         let l = ok(FULL, true);
         let c = &l.config;
-        assert_eq!(c.total_buffer_size_mb, Some(24));
-        assert_eq!(c.concurrency, Some(4));
-        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:4567"));
-        assert_eq!(c.udp_address.as_deref(), Some("127.0.0.1:3000"));
-        assert_eq!(c.tcp_address.as_deref(), Some("127.0.0.1:3001"));
-        assert_eq!(c.log_rotation, Some(false));
-        assert_eq!(c.log_level.as_deref(), Some("debug"));
-        assert_eq!(c.log_path.as_deref(), Some("/var/log/xray.log"));
-        assert_eq!(c.local_mode, Some(true));
-        assert_eq!(c.no_verify_ssl, Some(true));
-        assert_eq!(c.proxy_address.as_deref(), Some("http://proxy:3128"));
-        assert_eq!(c.version, 2);
-        assert_eq!(l.line_of("Socket.TCPAddress"), Some(7));
+        assert_eq!(value(&c.total_buffer_size_mb), Some(24));
+        assert_eq!(value(&c.concurrency), Some(4));
+        assert_eq!(value(&c.region).as_deref(), Some("eu-west-1"));
+        assert_eq!(value(&c.endpoint).as_deref(), Some("http://127.0.0.1:4567"));
+        assert_eq!(value(&c.udp_address).as_deref(), Some("127.0.0.1:3000"));
+        assert_eq!(value(&c.tcp_address).as_deref(), Some("127.0.0.1:3001"));
+        assert_eq!(value(&c.log_rotation), Some(false));
+        assert_eq!(value(&c.log_level).as_deref(), Some("debug"));
+        assert_eq!(value(&c.log_path).as_deref(), Some("/var/log/xray.log"));
+        assert_eq!(value(&c.local_mode), Some(true));
+        assert_eq!(value(&c.no_verify_ssl), Some(true));
+        assert_eq!(
+            value(&c.proxy_address).as_deref(),
+            Some("http://proxy:3128")
+        );
+        assert_eq!(
+            c.tcp_address.as_ref().map(|s| s.source.to_string()),
+            Some("Socket.TCPAddress in /x/cfg.yaml (line 7)".to_owned()),
+            "the line comes from the value's position"
+        );
         assert_eq!(
             l.notes.len(),
             3,
@@ -743,13 +819,7 @@ Version: 2
             l.notes
         );
         let v1 = ok(&FULL.replace("Version: 2", "Version: 1"), true);
-        assert_eq!(
-            v1.config,
-            FileConfig {
-                version: 1,
-                ..l.config
-            }
-        );
+        assert_eq!(v1.config, l.config);
     }
 
     #[test]
@@ -758,11 +828,11 @@ Version: 2
             "Version: 1\nTotalBufferSizeMB: 0\nConcurrency: 0\nRegion: \"\"\nSocket:\n  UDPAddress: ''\nLogging:\n  LogRotation: false\n",
             true,
         );
+        assert_eq!(value(&l.config.log_rotation), Some(false));
         assert_eq!(
             l.config,
             FileConfig {
-                version: 1,
-                log_rotation: Some(false),
+                log_rotation: l.config.log_rotation.clone(),
                 ..FileConfig::default()
             }
         );
@@ -805,9 +875,102 @@ Version: 2
     }
 
     #[test]
+    fn one_read_keeps_the_original_order_of_checks() {
+        // Broken YAML after a value of the wrong type: the YAML is reported.
+        let e = bad("Version: 2\n  x: [\n");
+        assert_eq!((e.kind, e.line), (FileErrorKind::Syntax, Some(2)), "{e}");
+        assert!(e.message.contains("YAML"), "{e}");
+        // An unknown key after a value of the wrong type: the key is reported.
+        let e = bad("Version: 2\nTotalBufferSizeMB: abc\nRegoin: x\n");
+        assert_eq!(
+            (e.kind, e.line, e.key.as_deref()),
+            (FileErrorKind::UnknownKey, Some(3), Some("Regoin"))
+        );
+        // A missing Version before a value of the wrong type.
+        assert_eq!(bad("Concurrency: x\n").kind, FileErrorKind::Version);
+        // The first value of the wrong type in file order.
+        let e = bad("Version: 2\nLocalMode: maybe\nConcurrency: x\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("LocalMode")));
+    }
+
+    #[test]
+    fn values_of_the_wrong_shape_name_key_and_line() {
+        let e = bad("Version: 2\nRegion: [a, b]\nLocalMode: true\n");
+        assert_eq!(
+            (e.kind, e.line, e.key.as_deref()),
+            (FileErrorKind::Type, Some(2), Some("Region"))
+        );
+        assert!(
+            e.message.contains("(a list)") && e.message.contains("us-east-1"),
+            "{e}"
+        );
+        let e = bad("Version: 2\nSocket: 5\n");
+        assert_eq!(
+            (e.kind, e.key.as_deref()),
+            (FileErrorKind::Type, Some("Socket"))
+        );
+        assert!(
+            e.message.contains("\"5\"") && e.message.contains("UDPAddress"),
+            "{e}"
+        );
+        let e = bad("Version: 2\nTotalBufferSizeMB: .inf\n");
+        assert_eq!((e.kind, e.line), (FileErrorKind::Type, Some(2)));
+        let e = bad("Version: 2\nConcurrency: 99999999999999999999\n");
+        assert_eq!(e.key.as_deref(), Some("Concurrency"));
+        let e = bad("Version: 2\nSocket:\n  UDPAddress: a:1\n  UDPAddress: b:2\n");
+        assert_eq!((e.kind, e.line), (FileErrorKind::Syntax, Some(4)));
+        assert!(e.message.contains("UDPAddress appears twice"), "{e}");
+        // A key that takes a value, given a mapping: its keys are unknown (strict), and
+        // leniently the value is still of the wrong type.
+        let e = bad("Version: 2\nRegion:\n  a: 1\n");
+        assert_eq!(
+            (e.kind, e.key.as_deref()),
+            (FileErrorKind::UnknownKey, Some("Region.a"))
+        );
+        let e = parse(
+            "Version: 2\nRegion:\n  a: 1\n",
+            Path::new("/x/cfg.yaml"),
+            false,
+        );
+        assert!(
+            e.is_err_and(|e| e.kind == FileErrorKind::Type && e.key.as_deref() == Some("Region"))
+        );
+    }
+
+    #[test]
+    fn values_read_as_yaml_types_them() {
+        let l = ok(
+            "Version: \"2\"\nConcurrency: '4'\nTotalBufferSizeMB: 0x10\nLocalMode: yes\n\
+             NoVerifySSL: 'false'\nRegion: 0x1F\nResourceARN: on\nLogging:\n  LogLevel: .inf\n",
+            true,
+        );
+        let c = &l.config;
+        assert_eq!(value(&c.concurrency), Some(4));
+        assert_eq!(value(&c.total_buffer_size_mb), Some(16));
+        assert_eq!(value(&c.local_mode), Some(true));
+        assert_eq!(value(&c.no_verify_ssl), Some(false));
+        assert_eq!(value(&c.region).as_deref(), Some("0x1F"), "text as written");
+        assert_eq!(value(&c.resource_arn).as_deref(), Some("on"));
+        assert_eq!(value(&c.log_level).as_deref(), Some(".inf"));
+        let l = ok("Version: 1\nRegion:\nSocket:\nLogging: {}\n", true);
+        assert_eq!(l.config, FileConfig::default());
+        assert!(ok("# only a comment\nVersion: 2\n", true).notes.is_empty());
+    }
+
+    #[test]
     fn default_location_file_ignores_unknown_keys_with_a_note() {
-        let l = ok("Version: 2\nFoo: 1\nRegion: us-west-2\n", false);
-        assert_eq!(l.config.region.as_deref(), Some("us-west-2"));
+        let l = ok(
+            "Version: 2\nFoo: 1\nRegion: us-west-2\nSocket:\n  Bar: [1]\n",
+            false,
+        );
+        assert!(
+            l.notes
+                .iter()
+                .any(|n| n.contains("Socket.Bar") && n.contains("/x/cfg.yaml line 5")),
+            "{:?}",
+            l.notes
+        );
+        assert_eq!(value(&l.config.region).as_deref(), Some("us-west-2"));
         assert!(
             l.notes
                 .iter()
