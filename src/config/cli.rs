@@ -122,7 +122,7 @@ pub struct Cli {
     #[arg(long = "log-rotate-bytes", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub log_rotate_bytes: Option<u64>,
 
-    // proxy (issue 6)
+    // The sampling proxy
     /// [ours] Forward only the SDKs' sampling calls (POST /GetSamplingRules and POST
     /// /SamplingTargets) through the TCP proxy; other paths get 404.
     #[arg(long = "proxy-sampling-only")]
@@ -141,7 +141,7 @@ pub struct Cli {
     #[arg(long = "no-verify-ssl")]
     pub no_verify_ssl: bool,
 
-    // delivery (issue 5)
+    // Delivery
     /// [ours] Upload attempts per segment, the first included, before it is given up (counted
     /// as retries_exhausted). Default 10.
     #[arg(long = "retry-max-attempts", value_name = "N")]
@@ -159,7 +159,7 @@ pub struct Cli {
     #[arg(long = "no-telemetry")]
     pub no_telemetry: bool,
 
-    // stats (issue 5)
+    // Stats
     /// [ours] Also serve /daemon/stats, /daemon/metrics and /daemon/health on this TCP address
     /// (for example 0.0.0.0:2100 for a Prometheus scraper); nothing is forwarded there.
     #[arg(long = "stats-address", value_name = "HOST:PORT")]
