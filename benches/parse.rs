@@ -1,4 +1,4 @@
-//! `cargo bench --bench parse`: nanoseconds per `segment::parse` of a 1.1 KB document shaped
+//! `cargo bench --bench parse`: nanoseconds per `document::parse` of a 1.1 KB document shaped
 //! like the Python SDK's Flask segment (as captured from `tests/peers/flask_app.py`), and of the
 //! same document with an escaped character in its `id`.
 //!
@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use xray_daemon::segment::{DEFAULT_MAX_DOCUMENT_BYTES, parse};
+use xray_daemon::document::{DEFAULT_MAX_DOCUMENT_BYTES, parse};
 
 const DOC: &str = r#"{"id": "8f630cda78aa2d51", "name": "flask-test", "start_time": 1795770833.332308, "in_progress": false, "http": {"request": {"url": "http://localhost/work", "method": "GET", "user_agent": "Werkzeug/3.1.9", "client_ip": "127.0.0.1"}, "response": {"status": 200, "content_length": 12}}, "aws": {"xray": {"sdk": "X-Ray for Python", "sdk_version": "2.15.0"}}, "subsegments": [{"id": "6453157fce9eb7e5", "name": "db", "start_time": 1795770833.332436, "parent_id": "8f630cda78aa2d51", "in_progress": false, "annotations": {"step": "db"}, "trace_id": "1-6b0949d1-e20ce1988a454fb4c50eeca3", "type": "subsegment", "namespace": "local", "end_time": 1795770833.3324544}, {"id": "50c49de51672bd17", "name": "cache", "start_time": 1795770833.33247, "parent_id": "8f630cda78aa2d51", "in_progress": false, "metadata": {"default": {"hit": false}}, "trace_id": "1-6b0949d1-e20ce1988a454fb4c50eeca3", "type": "subsegment", "namespace": "local", "end_time": 1795770833.3324769}], "trace_id": "1-6b0949d1-e20ce1988a454fb4c50eeca3", "service": {"runtime": "CPython", "runtime_version": "3.11.7"}, "end_time": 1795770833.332722}"#;
 

@@ -293,14 +293,14 @@ pub fn resolve(
         cli.max_segment_size,
         "--max-segment-size",
         None,
-        crate::segment::DEFAULT_MAX_DOCUMENT_BYTES,
+        crate::document::DEFAULT_MAX_DOCUMENT_BYTES,
     );
-    if !(64..=crate::segment::DEFAULT_MAX_DOCUMENT_BYTES).contains(&max_document.value) {
+    if !(64..=crate::document::DEFAULT_MAX_DOCUMENT_BYTES).contains(&max_document.value) {
         return Err(max_document.invalid(
             max_document.value,
             format!(
                 "must be from 64 to {} bytes",
-                crate::segment::DEFAULT_MAX_DOCUMENT_BYTES
+                crate::document::DEFAULT_MAX_DOCUMENT_BYTES
             ),
         ));
     }

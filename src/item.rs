@@ -1,7 +1,7 @@
 //! What the buffer holds: an [`Item`], one unit of telemetry that came in through an [`Input`].
 //!
 //! Today every item is an X-Ray segment document received over UDP, kept byte for byte
-//! ([`Segment`]). The OpenTelemetry inputs will add span items; each kind says what it costs
+//! ([`Document`]). The OpenTelemetry inputs will add span items; each kind says what it costs
 //! against the memory budget ([`Item::cost`]) and which input it came from ([`Item::input`]),
 //! so the buffer's memory rule and the per-input accounting need no change when a kind is
 //! added. A sink matches on the kind it was given, so a new kind cannot be sent anywhere by
@@ -9,7 +9,7 @@
 //!
 //! A leaf: it knows the item types and nothing of the stages.
 
-use crate::segment::Segment;
+use crate::document::Document;
 
 /// Where an item came in. Stable names: they are `/daemon/stats` keys (`inputs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,7 +39,7 @@ impl Input {
 #[derive(Clone, Debug)]
 pub enum Item {
     /// An X-Ray segment or subsegment document, byte for byte as received.
-    XrayDocument(Segment),
+    XrayDocument(Document),
 }
 
 impl Item {
@@ -58,7 +58,7 @@ impl Item {
     }
 
     /// The X-Ray document, when the item is one.
-    pub fn as_document(&self) -> Option<&Segment> {
+    pub fn as_document(&self) -> Option<&Document> {
         match self {
             Item::XrayDocument(doc) => Some(doc),
         }
@@ -83,8 +83,8 @@ impl Item {
     }
 }
 
-impl From<Segment> for Item {
-    fn from(doc: Segment) -> Self {
+impl From<Document> for Item {
+    fn from(doc: Document) -> Self {
         Item::XrayDocument(doc)
     }
 }

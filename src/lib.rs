@@ -5,17 +5,17 @@
 //! for byte in a memory-bounded buffer and relays them in batches to `PutTraceSegments`.
 //!
 //! ```text
-//!            inputs                    the store                 one lane per sink
-//! UDP ─▶ receiver ─▶ segment::parse ─▶ buffer ─┬─▶ batcher ─▶ upload ─▶ sink::xray   (PutTraceSegments)
-//!        (Intake: received, refused,  (budget, ├─▶ batcher ─▶ upload ─▶ sink::file / sink::stdout
-//!         accepted items)              memory  └─▶ batcher ─▶ upload ─▶ sink::memory (in-process store)
-//!                                      rule)
+//!            inputs                     the store                 one lane per sink
+//! UDP ─▶ receiver ─▶ document::parse ─▶ buffer ─┬─▶ batcher ─▶ upload ─▶ sink::xray (PutTraceSegments)
+//!        (Intake: received, refused,   (budget, ├─▶ batcher ─▶ upload ─▶ sink::file, sink::stdout
+//!         accepted items)               memory  └─▶ batcher ─▶ upload ─▶ sink::memory (in-process)
+//!                                       rule)
 //! TCP ─▶ admin (route table) ─▶ /daemon/{health,stats,metrics} │ proxy (signed, to X-Ray only)
 //!                 buffer and stages book into stats ─▶ telemetry, /daemon/stats, summary
 //! ```
 //!
 //! Where to look:
-//! - "what comes in": [`receiver`] (UDP datagrams → [`segment::parse`] → [`item::Item`]s);
+//! - "what comes in": [`receiver`] (UDP datagrams → [`document::parse`] → [`item::Item`]s);
 //! - "what happens when memory is full": [`buffer`] (the store, its lanes and the memory rule);
 //! - "where is a batch cut", "when does a failed sink get tried again": [`batcher`] (batch
 //!   cutting, the linger timer, the retry gate and its probe);
@@ -30,7 +30,7 @@
 //!   also [`app::Daemon`], the daemon run in-process).
 //!
 //! Imports run one way: [`app`] imports the stages ([`receiver`], [`batcher`], [`upload`],
-//! [`admin`], [`telemetry`]); stages import only leaves ([`item`], [`segment`], [`buffer`],
+//! [`admin`], [`telemetry`]); stages import only leaves ([`item`], [`document`], [`buffer`],
 //! [`sink`], [`stats`], [`outcome`], [`ratelimit`], [`aws`], [`config`], [`net`], [`logging`],
 //! [`memory`], [`shutdown`], and [`proxy`], the handler [`admin`] forwards with); [`outcome`] imports nothing of ours; no stage imports another
 //! (a lane's upload stage reports each call's end to its batcher over a channel [`app`] hands
@@ -51,6 +51,7 @@ pub mod aws;
 pub mod batcher;
 pub mod buffer;
 pub mod config;
+pub mod document;
 pub mod health;
 pub mod item;
 pub mod logging;
@@ -60,7 +61,6 @@ pub mod outcome;
 pub mod proxy;
 pub mod ratelimit;
 pub mod receiver;
-pub mod segment;
 pub mod shutdown;
 pub mod sink;
 pub mod stats;

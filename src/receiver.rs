@@ -25,7 +25,7 @@
 //! Each datagram lands in its own slot of a scratch buffer allocated once, sized to the document
 //! cap plus [`MAX_HEADER_BYTES`]; a datagram longer than that is cut by the kernel, which reports
 //! it (`MSG_TRUNC`), and is counted as truncated. The only allocation per datagram is the
-//! accepted document's (see [`crate::segment`]).
+//! accepted document's (see [`crate::document`]).
 //!
 //! After the buffer has held a backlog (over [`RELEASE_ABOVE`]), the wait has a deadline of
 //! [`RELEASE_CHECK`]: once the uploads have brought the buffer nearly to empty the thread gives
@@ -41,9 +41,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, Intake};
+use crate::document;
 use crate::item::{Input, Item};
 use crate::outcome::DropReason;
-use crate::segment;
 use crate::stats::Stats;
 
 /// Room allowed for the header line on top of the document cap.
@@ -244,7 +244,7 @@ fn handle(
         );
         return;
     }
-    match segment::parse(bytes, settings.max_document) {
+    match document::parse(bytes, settings.max_document) {
         Ok(seg) => {
             if tracing::enabled!(tracing::Level::TRACE) {
                 let ids = seg.ids();

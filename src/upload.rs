@@ -330,9 +330,9 @@ mod tests {
     use super::*;
     use crate::batcher::{self, BatchSettings};
     use crate::buffer::{Buffer, FullPolicy, Intake, LaneSettings};
+    use crate::document::Document;
     use crate::item::Input;
     use crate::outcome::ErrorKind;
-    use crate::segment::Segment;
     use crate::sink::{SinkError, SinkFuture};
 
     /// A sink that fails with the scripted kinds first (a `None` stalls the call for a
@@ -391,7 +391,7 @@ mod tests {
     }
 
     fn doc(id: usize) -> Item {
-        Item::XrayDocument(Segment::unchecked(format!(r#"{{"id":"{id}"}}"#)))
+        Item::XrayDocument(Document::unchecked(format!(r#"{{"id":"{id}"}}"#)))
     }
 
     /// Runs a batcher and an upload stage per sink over `docs` documents until everything is

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use xray_daemon::buffer::{Batch, Buffer, Fate, FullPolicy, Intake, LaneSettings};
 use xray_daemon::item::{Input, Item};
 use xray_daemon::outcome::DropReason;
-use xray_daemon::segment::Segment;
+use xray_daemon::document::Document;
 use xray_daemon::stats::Stats;
 
 fn fate(byte: u8) -> Fate {
@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
                     if arg % 11 == 0 {
                         intake.refused(DropReason::InvalidBody);
                     } else {
-                        intake.accepted(Item::XrayDocument(Segment::unchecked(body)));
+                        intake.accepted(Item::XrayDocument(Document::unchecked(body)));
                     }
                 }
                 buffer.admit(&mut intake);

@@ -1,4 +1,4 @@
-//! Fuzzes `segment::parse`, the datagram parser every UDP datagram goes through.
+//! Fuzzes `document::parse`, the datagram parser every UDP datagram goes through.
 //!
 //! Besides "never panics, never hangs": an accepted document is exactly the bytes after the
 //! first newline (kept byte for byte), within the cap, and costs at least its length; a
@@ -6,16 +6,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xray_daemon::segment::{self, PER_DOCUMENT_OVERHEAD};
+use xray_daemon::document::{self, PER_DOCUMENT_OVERHEAD};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks a small or the default cap, so both paths are explored.
     let (cap, datagram) = match data.split_first() {
         Some((b, rest)) if b % 2 == 0 => (64 + usize::from(*b) * 8, rest),
-        Some((_, rest)) => (segment::DEFAULT_MAX_DOCUMENT_BYTES, rest),
-        None => (segment::DEFAULT_MAX_DOCUMENT_BYTES, data),
+        Some((_, rest)) => (document::DEFAULT_MAX_DOCUMENT_BYTES, rest),
+        None => (document::DEFAULT_MAX_DOCUMENT_BYTES, data),
     };
-    match segment::parse(datagram, cap) {
+    match document::parse(datagram, cap) {
         Ok(seg) => {
             let newline = datagram.iter().position(|b| *b == b'\n');
             let body = newline.map(|i| &datagram[i + 1..]);

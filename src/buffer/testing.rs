@@ -3,15 +3,18 @@
 use std::sync::Arc;
 
 use super::{Batch, Buffer, DocState, Fate, FullPolicy, Intake, LaneSettings, Settled};
+use crate::document::Document;
 use crate::item::{Input, Item};
-use crate::segment::Segment;
 use crate::stats::Stats;
 
 /// A document of about `n` bytes whose `id` is `id`.
 pub(crate) fn doc(id: usize, n: usize) -> Item {
     let head = format!(r#"{{"id":"{id}","pad":""#);
     let pad = n.saturating_sub(head.len() + 2);
-    Item::XrayDocument(Segment::unchecked(format!("{head}{}\"}}", "x".repeat(pad))))
+    Item::XrayDocument(Document::unchecked(format!(
+        "{head}{}\"}}",
+        "x".repeat(pad)
+    )))
 }
 
 pub(crate) fn named(id: usize) -> Item {

@@ -91,11 +91,11 @@ impl Sink for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Segment;
+    use crate::document::Document;
 
     #[tokio::test]
     async fn keeps_the_latest_items_within_its_cap() {
-        let item = |n: u8| Item::XrayDocument(Segment::unchecked(vec![n; 100]));
+        let item = |n: u8| Item::XrayDocument(Document::unchecked(vec![n; 100]));
         let cost = item(0).cost();
         let store = MemoryStore::new(cost * 2);
         assert!(store.send(&[item(1), item(2), item(3)]).await.is_ok());

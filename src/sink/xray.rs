@@ -144,11 +144,11 @@ impl Sink for XraySink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Segment;
+    use crate::document::Document;
 
     #[test]
     fn request_body_is_the_documents_as_json_strings() {
-        let seg = |body: &str| Item::XrayDocument(Segment::unchecked(body.to_owned()));
+        let seg = |body: &str| Item::XrayDocument(Document::unchecked(body.to_owned()));
         let docs = [
             r#"{"name":"a\"b","x":"\u0001é","n":1}"#,
             "{\"ctl\":\"tab\there\"}",
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn refused_ids_match_distinct_documents() {
-        let seg = |id: &str| Item::XrayDocument(Segment::unchecked(format!(r#"{{"id":"{id}"}}"#)));
+        let seg = |id: &str| Item::XrayDocument(Document::unchecked(format!(r#"{{"id":"{id}"}}"#)));
         let batch = [seg("a"), seg("b"), seg("a")];
         let r = |id: &str| Refused {
             index: None,

@@ -13,7 +13,7 @@
 //! - the document must be one well-formed JSON object (a syntax check only, with no nesting limit:
 //!   X-Ray has none we know of), and no longer than the configured cap;
 //! - `trace_id` and `id` are read again from the document only when a log or a refusal needs
-//!   them ([`Segment::ids`]), which is rare: the hot path keeps nothing but the bytes.
+//!   them ([`Document::ids`]), which is rare: the hot path keeps nothing but the bytes.
 //!
 //! Cost: a UTF-8 check and one pass of `serde_json` over the document; one allocation, the
 //! document itself.
@@ -29,16 +29,16 @@ pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
 /// A segment (or subsegment) document accepted for relaying.
 #[derive(Clone, Debug)]
-pub struct Segment {
+pub struct Document {
     /// The document exactly as received: the bytes after the header line.
     pub body: Bytes,
 }
 
-impl Segment {
+impl Document {
     /// A segment of `body` as it is, unchecked (for tests and tools; the receiver uses
     /// [`parse`]).
     pub fn unchecked(body: impl Into<Bytes>) -> Self {
-        Segment { body: body.into() }
+        Document { body: body.into() }
     }
 
     /// Bytes this document costs against the memory budget: its allocation (the body rounded
@@ -72,9 +72,9 @@ pub fn allocation_size(n: usize) -> usize {
     n.div_ceil(step) * step
 }
 
-/// Why a datagram was refused. Each is counted under [`Rejection::reason`].
+/// Why a datagram was refused. Each is counted under [`BadInput::reason`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
+pub enum BadInput {
     /// No `\n` in the datagram, so no header line and no document.
     #[error("no newline: a datagram must be a header line, a newline, then the segment JSON")]
     MissingNewline,
@@ -100,46 +100,46 @@ pub enum Rejection {
     },
 }
 
-impl Rejection {
+impl BadInput {
     /// The counter name for this rejection (stable: used in stats and tests).
     pub fn reason(&self) -> crate::outcome::DropReason {
         use crate::outcome::DropReason as R;
         match self {
-            Rejection::MissingNewline => R::MissingNewline,
-            Rejection::HeaderNotJson => R::HeaderNotJson,
-            Rejection::UnsupportedHeader => R::UnsupportedHeader,
-            Rejection::EmptyBody => R::EmptyBody,
-            Rejection::InvalidBody(_) => R::InvalidBody,
-            Rejection::TooLarge { .. } => R::TooLarge,
+            BadInput::MissingNewline => R::MissingNewline,
+            BadInput::HeaderNotJson => R::HeaderNotJson,
+            BadInput::UnsupportedHeader => R::UnsupportedHeader,
+            BadInput::EmptyBody => R::EmptyBody,
+            BadInput::InvalidBody(_) => R::InvalidBody,
+            BadInput::TooLarge { .. } => R::TooLarge,
         }
     }
 }
 
 /// Parses one datagram. `max_document` caps the document's size in bytes.
 ///
-/// Only the document is copied (once, into the returned [`Segment`]); the header is checked in
+/// Only the document is copied (once, into the returned [`Document`]); the header is checked in
 /// place.
-pub fn parse(datagram: &[u8], max_document: usize) -> Result<Segment, Rejection> {
-    let newline = memchr::memchr(b'\n', datagram).ok_or(Rejection::MissingNewline)?;
+pub fn parse(datagram: &[u8], max_document: usize) -> Result<Document, BadInput> {
+    let newline = memchr::memchr(b'\n', datagram).ok_or(BadInput::MissingNewline)?;
     let (header, body) = (&datagram[..newline], &datagram[newline + 1..]);
     check_header(header)?;
     if body.is_empty() {
-        return Err(Rejection::EmptyBody);
+        return Err(BadInput::EmptyBody);
     }
     if body.len() > max_document {
-        return Err(Rejection::TooLarge {
+        return Err(BadInput::TooLarge {
             size: body.len(),
             cap: max_document,
         });
     }
     check_document(body)?;
-    Ok(Segment {
+    Ok(Document {
         body: Bytes::copy_from_slice(body),
     })
 }
 
 /// Checks the header line: a JSON object with `format` "json" (any case) and `version` 1.
-fn check_header(header: &[u8]) -> Result<(), Rejection> {
+fn check_header(header: &[u8]) -> Result<(), BadInput> {
     // Fast path: the exact header every SDK sends.
     const CANONICAL: [&[u8]; 2] = [
         br#"{"format":"json","version":1}"#,
@@ -152,11 +152,11 @@ fn check_header(header: &[u8]) -> Result<(), Rejection> {
     let parsed = de
         .deserialize_map(HeaderVisitor)
         .and_then(|h| de.end().map(|()| h))
-        .map_err(|_| Rejection::HeaderNotJson)?;
+        .map_err(|_| BadInput::HeaderNotJson)?;
     if parsed.format_is_json && parsed.version_is_one {
         Ok(())
     } else {
-        Err(Rejection::UnsupportedHeader)
+        Err(BadInput::UnsupportedHeader)
     }
 }
 
@@ -195,7 +195,7 @@ impl<'de> Visitor<'de> for HeaderVisitor {
     }
 }
 
-/// The two identifiers of a document ([`Segment::ids`]).
+/// The two identifiers of a document ([`Document::ids`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Ids {
     /// The top-level `trace_id`, if it is a string.
@@ -205,18 +205,18 @@ pub struct Ids {
 }
 
 /// Checks that `body` is one well-formed JSON object (surrounding whitespace allowed).
-fn check_document(body: &[u8]) -> Result<(), Rejection> {
+fn check_document(body: &[u8]) -> Result<(), BadInput> {
     // serde_json does not check the UTF-8 of strings it skips; X-Ray takes text, and the
     // original daemon would replace bad bytes silently. We refuse them with a reason instead.
     if let Err(e) = std::str::from_utf8(body) {
-        return Err(Rejection::InvalidBody(format!(
+        return Err(BadInput::InvalidBody(format!(
             "not valid UTF-8 (first bad byte at offset {})",
             e.valid_up_to()
         )));
     }
     walk_document(body, false)
         .map(drop)
-        .map_err(|e| Rejection::InvalidBody(e.to_string()))
+        .map_err(|e| BadInput::InvalidBody(e.to_string()))
 }
 
 /// Walks `body` as one JSON object (surrounding whitespace allowed), keeping its top-level ids
@@ -313,7 +313,7 @@ mod tests {
 
     const CAP: usize = DEFAULT_MAX_DOCUMENT_BYTES;
 
-    fn ok(d: &[u8]) -> Segment {
+    fn ok(d: &[u8]) -> Document {
         match parse(d, CAP) {
             Ok(s) => s,
             Err(e) => panic!("{:?} refused: {e}", String::from_utf8_lossy(d)),
@@ -336,38 +336,38 @@ mod tests {
         ok(b" { \"version\" : 1 , \"format\" : \"Json\", \"x\": [1] } \n{}");
         assert_eq!(
             parse(b"{\"format\":\"json\",\"version\":2}\n{}", CAP).err(),
-            Some(Rejection::UnsupportedHeader)
+            Some(BadInput::UnsupportedHeader)
         );
         assert_eq!(
             parse(b"{\"format\":\"json\",\"version\":1.0}\n{}", CAP).err(),
-            Some(Rejection::UnsupportedHeader)
+            Some(BadInput::UnsupportedHeader)
         );
         assert_eq!(
             parse(b"{\"format\":\"json\",\"version\":\"1\"}\n{}", CAP).err(),
-            Some(Rejection::UnsupportedHeader)
+            Some(BadInput::UnsupportedHeader)
         );
         assert_eq!(
             parse(b"{\"format\":\"xml\",\"version\":1}\n{}", CAP).err(),
-            Some(Rejection::UnsupportedHeader)
+            Some(BadInput::UnsupportedHeader)
         );
         assert_eq!(
             parse(b"{\"version\":1}\n{}", CAP).err(),
-            Some(Rejection::UnsupportedHeader)
+            Some(BadInput::UnsupportedHeader)
         );
         assert_eq!(
             parse(b"format=json\n{}", CAP).err(),
-            Some(Rejection::HeaderNotJson)
+            Some(BadInput::HeaderNotJson)
         );
-        assert_eq!(parse(b"[1]\n{}", CAP).err(), Some(Rejection::HeaderNotJson));
+        assert_eq!(parse(b"[1]\n{}", CAP).err(), Some(BadInput::HeaderNotJson));
     }
 
     #[test]
     fn refuses_each_bad_class() {
         let h = "{\"format\":\"json\",\"version\":1}";
-        assert_eq!(parse(b"{}", CAP).err(), Some(Rejection::MissingNewline));
+        assert_eq!(parse(b"{}", CAP).err(), Some(BadInput::MissingNewline));
         assert_eq!(
             parse(format!("{h}\n").as_bytes(), CAP).err(),
-            Some(Rejection::EmptyBody)
+            Some(BadInput::EmptyBody)
         );
         for bad in [
             "[1,2]",
@@ -380,14 +380,14 @@ mod tests {
         ] {
             let r = parse(format!("{h}\n{bad}").as_bytes(), CAP);
             assert!(
-                matches!(r, Err(Rejection::InvalidBody(_))),
+                matches!(r, Err(BadInput::InvalidBody(_))),
                 "{bad:?} gave {r:?}"
             );
         }
         let big = format!("{h}\n{{\"a\":\"{}\"}}", "x".repeat(100));
         assert!(matches!(
             parse(big.as_bytes(), 50),
-            Err(Rejection::TooLarge { cap: 50, .. })
+            Err(BadInput::TooLarge { cap: 50, .. })
         ));
     }
 
@@ -397,7 +397,7 @@ mod tests {
             b"{\"format\":\"json\",\"version\":1}\n{\"a\":\"\xff\"}",
             CAP,
         );
-        assert!(matches!(r, Err(Rejection::InvalidBody(_))), "{r:?}");
+        assert!(matches!(r, Err(BadInput::InvalidBody(_))), "{r:?}");
     }
 
     #[test]
