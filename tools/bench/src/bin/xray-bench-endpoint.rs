@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -159,27 +160,25 @@ async fn serve(listener: tokio::net::TcpListener, counts: Arc<Counts>) {
     }
 }
 
+/// A stand-in for the X-Ray API that only counts the documents it receives: answers
+/// POST /TraceSegments, reports at GET /counts. Prints {"listening":"ADDR"} once it accepts
+/// connections; stops when its standard input closes or after --max-seconds.
+#[derive(Debug, Parser)]
+#[command(name = "xray-bench-endpoint", args_override_self = true)]
+struct Args {
+    /// Address to listen on (port 0: any free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Stop after this many seconds
+    #[arg(long, value_name = "N", default_value_t = 3600)]
+    max_seconds: u64,
+}
+
 fn main() -> ExitCode {
-    let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut max_seconds = 3600u64;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next();
-        let parsed = match (flag.as_str(), value.as_deref()) {
-            ("--listen", Some(v)) => v.parse().map(|a| listen = a).map_err(|e| e.to_string()),
-            ("--max-seconds", Some(v)) => v
-                .parse()
-                .map(|s| max_seconds = s)
-                .map_err(|e| e.to_string()),
-            _ => Err("unknown argument".to_owned()),
-        };
-        if let Err(e) = parsed {
-            eprintln!(
-                "xray-bench-endpoint: {flag}: {e}\nusage: xray-bench-endpoint [--listen ADDR] [--max-seconds N]"
-            );
-            return ExitCode::from(2);
-        }
-    }
+    let Args {
+        listen,
+        max_seconds,
+    } = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -215,7 +214,27 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::count_documents;
+    use super::{Args, count_documents};
+    use clap::{CommandFactory, Parser};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn the_command_line() {
+        Args::command().debug_assert();
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("xray-bench-endpoint").chain(args.iter().copied()))
+                .map(|a| (a.listen, a.max_seconds))
+        };
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        assert!(parse(&[]).is_ok_and(|a| a == (any, 3600)));
+        // What xray-bench passes.
+        assert!(
+            parse(&["--listen", "127.0.0.1:0", "--max-seconds", "60"])
+                .is_ok_and(|a| a == (any, 60))
+        );
+        assert!(parse(&["--listen", "nowhere"]).is_err());
+        assert!(parse(&["--max-seconds"]).is_err());
+    }
 
     #[test]
     fn counts_documents_with_escaped_quotes() {

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
 use serde_json::{Value, json};
 
 /// Settings of one run.
@@ -56,102 +57,154 @@ struct Settings {
     daemon_env: Vec<(String, String)>,
 }
 
-const USAGE: &str = "usage: xray-bench [--smoke] [--xray PATH] [--out DIR] [--size BYTES]
-  [--ceiling-count N] [--rates R1,R2,...] [--start-rate N] [--rate-step N] [--step-seconds S]
-  [--low-rates R1,R2] [--low-seconds S] [--idle-seconds S] [--starts N] [--retries N]
-  [--gen-cpu N|none] [--buffer-mb N] [--daemon-env NAME=VALUE]...
-Runs the whole benchmark and writes DIR/results.md and DIR/results.json (default DIR: bench).
---smoke: a run of a few seconds that only checks the command works.";
+/// The command line. A flag given wins over `--smoke`'s tiny configuration, which wins over the
+/// defaults.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xray-bench",
+    // A flag given again wins, as `scripts/bench.sh` relies on: it passes `--xray` and `--out`
+    // before the caller's arguments.
+    args_override_self = true,
+    about = "Runs the whole benchmark and writes DIR/results.md and DIR/results.json (default DIR: bench).",
+    // The doc comment above is for readers of this code, not for --help.
+    long_about = None,
+    after_help = "Measures the loopback ceiling (xray-loadgen at full speed against a bare receive \
+        loop), then the xray daemon against xray-bench-endpoint at rising rates until loss \
+        appears, at low rates and idle, and its start-up time. xray-loadgen and \
+        xray-bench-endpoint are looked for next to this program. See bench/README.md for the \
+        method."
+)]
+struct Cli {
+    /// A run of a few seconds that only checks the command works (--ceiling-count 2000
+    /// --rates 2000 --step-seconds 0.5 --low-rates 1000 --low-seconds 0.5 --idle-seconds 0.5
+    /// --starts 1 --retries 0; flags given win)
+    #[arg(long)]
+    smoke: bool,
+    /// The daemon binary under test [default: xray next to this program]
+    #[arg(long, value_name = "PATH")]
+    xray: Option<PathBuf>,
+    /// Directory for results.md and results.json
+    #[arg(long, value_name = "DIR", default_value = "bench")]
+    out: PathBuf,
+    /// Bytes of each segment document
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    size: usize,
+    /// Datagrams sent at full speed to measure the ceiling [default: 1000000; --smoke: 2000]
+    #[arg(long, value_name = "N")]
+    ceiling_count: Option<u64>,
+    /// The step rates, segments/s, instead of --start-rate and --rate-step [--smoke: 2000]
+    #[arg(long, value_name = "R1,R2,...", value_parser = rate_list)]
+    rates: Option<Rates>,
+    /// First step rate, segments/s (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 25_000)]
+    start_rate: u64,
+    /// Rate added at each step, segments/s (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 25_000)]
+    rate_step: u64,
+    /// Seconds of sending per step [default: 5; --smoke: 0.5]
+    #[arg(long, value_name = "S")]
+    step_seconds: Option<f64>,
+    /// Rates, segments/s, at which the daemon's CPU % is measured [default: 1000,4000;
+    /// --smoke: 1000]
+    #[arg(long, value_name = "R1,R2", value_parser = rate_list)]
+    low_rates: Option<Rates>,
+    /// Seconds of sending per low rate [default: 10; --smoke: 0.5]
+    #[arg(long, value_name = "S")]
+    low_seconds: Option<f64>,
+    /// Seconds of each idle measurement [default: 10; --smoke: 0.5]
+    #[arg(long, value_name = "S")]
+    idle_seconds: Option<f64>,
+    /// Daemon starts timed to listening [default: 5; --smoke: 1]
+    #[arg(long, value_name = "N")]
+    starts: Option<usize>,
+    /// Retries of a step that lost segments [default: 1; --smoke: 0]
+    #[arg(long, value_name = "N")]
+    retries: Option<usize>,
+    /// The core the generator is pinned to, or none [default: the last core; none on one CPU]
+    #[arg(long, value_name = "N|none", value_parser = gen_cpu)]
+    gen_cpu: Option<GenCpu>,
+    /// The daemon's buffer, MB (its -m) [default: the daemon's own]
+    #[arg(long, value_name = "N")]
+    buffer_mb: Option<u64>,
+    /// A variable added to the daemon's environment (repeatable)
+    #[arg(long, value_name = "NAME=VALUE", value_parser = name_value)]
+    daemon_env: Vec<(String, String)>,
+}
 
-fn parse_args() -> Result<Settings> {
-    let exe = std::env::current_exe().context("cannot find this executable's path")?;
-    let tools = exe
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| anyhow!("no parent directory for {}", exe.display()))?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut s = Settings {
-        xray: tools.join("xray"),
-        tools,
-        out: PathBuf::from("bench"),
-        size: 1024,
-        ceiling_count: 1_000_000,
-        rates: None,
-        start_rate: 25_000,
-        rate_step: 25_000,
-        step_seconds: 5.0,
-        low_rates: vec![1_000, 4_000],
-        low_seconds: 10.0,
-        idle_seconds: 10.0,
-        starts: 5,
-        retries: 1,
-        gen_cpu: (cpus > 1).then_some(cpus - 1),
-        buffer_mb: None,
-        daemon_env: Vec::new(),
-    };
-    let list = |v: &str| -> Result<Vec<u64>> {
-        v.split(',')
-            .map(|r| {
-                r.trim()
-                    .parse::<u64>()
-                    .with_context(|| format!("rate {r:?}"))
-            })
-            .collect()
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--smoke" {
-            s.ceiling_count = 2_000;
-            s.rates = Some(vec![2_000]);
-            s.step_seconds = 0.5;
-            s.low_rates = vec![1_000];
-            s.low_seconds = 0.5;
-            s.idle_seconds = 0.5;
-            s.starts = 1;
-            s.retries = 0;
-            continue;
-        }
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let v = args
-            .next()
-            .ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}"))?;
-        let num = || v.parse::<u64>().with_context(|| format!("{flag} {v}"));
-        let secs = || v.parse::<f64>().with_context(|| format!("{flag} {v}"));
-        match flag.as_str() {
-            "--xray" => s.xray = PathBuf::from(&v),
-            "--out" => s.out = PathBuf::from(&v),
-            "--size" => s.size = num()? as usize,
-            "--ceiling-count" => s.ceiling_count = num()?,
-            "--rates" => s.rates = Some(list(&v)?),
-            "--start-rate" => s.start_rate = num()?.max(1),
-            "--rate-step" => s.rate_step = num()?.max(1),
-            "--step-seconds" => s.step_seconds = secs()?,
-            "--low-rates" => s.low_rates = list(&v)?,
-            "--low-seconds" => s.low_seconds = secs()?,
-            "--idle-seconds" => s.idle_seconds = secs()?,
-            "--starts" => s.starts = num()? as usize,
-            "--retries" => s.retries = num()? as usize,
-            "--gen-cpu" => {
-                s.gen_cpu = if v == "none" {
-                    None
-                } else {
-                    Some(num()? as usize)
-                }
-            }
-            "--buffer-mb" => s.buffer_mb = Some(num()?),
-            "--daemon-env" => {
-                let (k, val) = v
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("--daemon-env {v}: want NAME=VALUE"))?;
-                s.daemon_env.push((k.to_owned(), val.to_owned()));
-            }
-            _ => bail!("unknown argument {flag}\n{USAGE}"),
-        }
+/// A comma-separated list of rates (`--rates`, `--low-rates`).
+#[derive(Debug, Clone)]
+struct Rates(Vec<u64>);
+
+fn rate_list(v: &str) -> Result<Rates, String> {
+    v.split(',')
+        .map(|r| {
+            r.trim()
+                .parse::<u64>()
+                .map_err(|e| format!("rate {r:?}: {e}"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Rates)
+}
+
+/// `--gen-cpu`: a core, or `none` for no pinning.
+#[derive(Debug, Clone, Copy)]
+struct GenCpu(Option<usize>);
+
+fn gen_cpu(v: &str) -> Result<GenCpu, String> {
+    if v == "none" {
+        return Ok(GenCpu(None));
     }
-    Ok(s)
+    v.parse()
+        .map(|cpu| GenCpu(Some(cpu)))
+        .map_err(|e| format!("{e} (want a core number or none)"))
+}
+
+fn name_value(v: &str) -> Result<(String, String), String> {
+    v.split_once('=')
+        .map(|(k, val)| (k.to_owned(), val.to_owned()))
+        .ok_or_else(|| "want NAME=VALUE".to_owned())
+}
+
+/// `small` in a `--smoke` run, else `full`.
+fn smoke<T>(tiny: bool, small: T, full: T) -> T {
+    if tiny { small } else { full }
+}
+
+impl Cli {
+    /// The run's settings: flags given, else `--smoke`'s, else the defaults.
+    fn settings(self) -> Result<Settings> {
+        let exe = std::env::current_exe().context("cannot find this executable's path")?;
+        let tools = exe
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| anyhow!("no parent directory for {}", exe.display()))?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let tiny = self.smoke;
+        Ok(Settings {
+            xray: self.xray.unwrap_or_else(|| tools.join("xray")),
+            tools,
+            out: self.out,
+            size: self.size,
+            ceiling_count: self.ceiling_count.unwrap_or(smoke(tiny, 2_000, 1_000_000)),
+            rates: self
+                .rates
+                .map(|r| r.0)
+                .or_else(|| tiny.then(|| vec![2_000])),
+            start_rate: self.start_rate.max(1),
+            rate_step: self.rate_step.max(1),
+            step_seconds: self.step_seconds.unwrap_or(smoke(tiny, 0.5, 5.0)),
+            low_rates: self
+                .low_rates
+                .map_or_else(|| smoke(tiny, vec![1_000], vec![1_000, 4_000]), |r| r.0),
+            low_seconds: self.low_seconds.unwrap_or(smoke(tiny, 0.5, 10.0)),
+            idle_seconds: self.idle_seconds.unwrap_or(smoke(tiny, 0.5, 10.0)),
+            starts: self.starts.unwrap_or(smoke(tiny, 1, 5)),
+            retries: self.retries.unwrap_or(smoke(tiny, 0, 1)),
+            gen_cpu: self.gen_cpu.map_or((cpus > 1).then_some(cpus - 1), |c| c.0),
+            buffer_mb: self.buffer_mb,
+            daemon_env: self.daemon_env,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -890,7 +943,7 @@ fn markdown(r: &Value) -> String {
 }
 
 fn main() -> ExitCode {
-    let settings = match parse_args() {
+    let settings = match Cli::parse().settings() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("xray-bench: {e:#}");
@@ -916,6 +969,137 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("xray-bench: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "test code: a panic is the test failing"
+    )]
+
+    use super::*;
+    use clap::CommandFactory;
+
+    fn settings(args: &[&str]) -> Settings {
+        let cli = Cli::try_parse_from(std::iter::once("xray-bench").chain(args.iter().copied()))
+            .expect("the command line parses");
+        cli.settings().expect("settings")
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_smoke() {
+        let s = settings(&[]);
+        assert_eq!(s.xray, s.tools.join("xray"));
+        assert_eq!(s.out, PathBuf::from("bench"));
+        assert_eq!(s.size, 1024);
+        assert_eq!(s.ceiling_count, 1_000_000);
+        assert_eq!(s.rates, None);
+        assert_eq!((s.start_rate, s.rate_step), (25_000, 25_000));
+        assert_eq!(s.step_seconds, 5.0);
+        assert_eq!(s.low_rates, [1_000, 4_000]);
+        assert_eq!((s.low_seconds, s.idle_seconds), (10.0, 10.0));
+        assert_eq!((s.starts, s.retries), (5, 1));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(s.gen_cpu, (cpus > 1).then_some(cpus - 1));
+        assert_eq!(s.buffer_mb, None);
+        assert!(s.daemon_env.is_empty());
+
+        let s = settings(&["--smoke"]);
+        assert_eq!(s.ceiling_count, 2_000);
+        assert_eq!(s.rates, Some(vec![2_000]));
+        assert_eq!(s.step_seconds, 0.5);
+        assert_eq!(s.low_rates, [1_000]);
+        assert_eq!((s.low_seconds, s.idle_seconds), (0.5, 0.5));
+        assert_eq!((s.starts, s.retries), (1, 0));
+        assert_eq!(s.size, 1024);
+        // A flag given wins over --smoke, wherever it stands.
+        let s = settings(&["--retries", "3", "--smoke", "--rates", "7"]);
+        assert_eq!((s.retries, s.rates), (3, Some(vec![7])));
+    }
+
+    #[test]
+    fn every_flag() {
+        let s = settings(&[
+            "--xray",
+            "/bin/xray",
+            "--out",
+            "o",
+            "--size",
+            "2048",
+            "--ceiling-count",
+            "10",
+            "--rates",
+            "150000,200000",
+            "--start-rate",
+            "0",
+            "--rate-step",
+            "5",
+            "--step-seconds",
+            "1.5",
+            "--low-rates",
+            "10, 20",
+            "--low-seconds",
+            "2",
+            "--idle-seconds",
+            "3",
+            "--starts",
+            "4",
+            "--retries",
+            "0",
+            "--gen-cpu",
+            "none",
+            "--buffer-mb",
+            "64",
+            "--daemon-env",
+            "TOKIO_WORKER_THREADS=2",
+            "--daemon-env",
+            "A=b=c",
+            // Given again: the last one wins (scripts/bench.sh passes --xray and --out first).
+            "--out",
+            "p",
+        ]);
+        assert_eq!(s.xray, PathBuf::from("/bin/xray"));
+        assert_eq!(s.out, PathBuf::from("p"));
+        assert_eq!(s.size, 2048);
+        assert_eq!(s.ceiling_count, 10);
+        assert_eq!(s.rates, Some(vec![150_000, 200_000]));
+        assert_eq!((s.start_rate, s.rate_step), (1, 5));
+        assert_eq!(s.step_seconds, 1.5);
+        assert_eq!(s.low_rates, [10, 20]);
+        assert_eq!((s.low_seconds, s.idle_seconds), (2.0, 3.0));
+        assert_eq!((s.starts, s.retries), (4, 0));
+        assert_eq!(s.gen_cpu, None);
+        assert_eq!(s.buffer_mb, Some(64));
+        let env = [("TOKIO_WORKER_THREADS", "2"), ("A", "b=c")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(s.daemon_env, env);
+        assert_eq!(settings(&["--gen-cpu", "0"]).gen_cpu, Some(0));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            &["--rates", "1,x"][..],
+            &["--rates", ""],
+            &["--gen-cpu", "last"],
+            &["--daemon-env", "NOVALUE"],
+            &["--size", "-1"],
+            &["--starts"],
+            &["--unknown", "1"],
+            &["positional"],
+        ] {
+            let parsed =
+                Cli::try_parse_from(std::iter::once("xray-bench").chain(args.iter().copied()));
+            assert!(parsed.is_err(), "{args:?} parsed");
         }
     }
 }

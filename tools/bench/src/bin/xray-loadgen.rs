@@ -22,78 +22,62 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::Parser;
+
 /// The header line every SDK sends.
 const HEADER: &[u8] = b"{\"format\":\"json\",\"version\":1}\n";
 
 /// Largest document, in bytes (a datagram must fit 64 KiB).
 const MAX_SIZE: usize = 60 * 1024;
 
-#[derive(Debug)]
+/// Sends Flask-shaped segment datagrams to a UDP address, from one thread, at a fixed rate or as
+/// fast as it can, then prints one JSON line: {"sent":N,"errors":N,"elapsed_s":S,"rate":R,"size":B}.
+#[derive(Debug, Parser)]
+#[command(name = "xray-loadgen", args_override_self = true)]
 struct Args {
+    /// Where the datagrams go
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:2000", value_parser = address)]
     to: SocketAddr,
-    /// Datagrams per second; `None` = as fast as possible.
-    rate: Option<f64>,
+    /// Datagrams per second, or max (also 0) for as fast as possible
+    #[arg(long, value_name = "N|max", default_value = "max", value_parser = rate)]
+    rate: Rate,
+    /// Datagrams to send (those that fail to send count too)
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
     count: u64,
+    /// Bytes of each document, after the header line (at most 61440)
+    #[arg(long, value_name = "BYTES", default_value_t = 1024, value_parser = size)]
     size: usize,
+    /// Pin the sending thread to this core (Linux)
+    #[arg(long, value_name = "N")]
     cpu: Option<usize>,
 }
 
-fn usage() -> &'static str {
-    "usage: xray-loadgen --to HOST:PORT [--rate N|max] [--count N] [--size BYTES] [--cpu N]\n\
-     defaults: --rate max --count 100000 --size 1024"
+/// Datagrams per second; `None` = as fast as possible.
+#[derive(Debug, Clone, Copy)]
+struct Rate(Option<f64>);
+
+fn address(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|e| format!("{e} (want HOST:PORT, e.g. 127.0.0.1:2000)"))
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        to: SocketAddr::from(([127, 0, 0, 1], 2000)),
-        rate: None,
-        count: 100_000,
-        size: 1024,
-        cpu: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--to" => {
-                let v = value()?;
-                args.to = v
-                    .parse()
-                    .map_err(|e| format!("--to {v}: {e} (want HOST:PORT, e.g. 127.0.0.1:2000)"))?;
-            }
-            "--rate" => {
-                let v = value()?;
-                args.rate = if v == "max" || v == "0" {
-                    None
-                } else {
-                    Some(
-                        v.parse::<f64>()
-                            .ok()
-                            .filter(|r| *r > 0.0)
-                            .ok_or_else(|| format!("--rate {v}: want a positive number or max"))?,
-                    )
-                };
-            }
-            "--count" => {
-                let v = value()?;
-                args.count = v.parse().map_err(|e| format!("--count {v}: {e}"))?;
-            }
-            "--size" => {
-                let v = value()?;
-                args.size = v.parse().map_err(|e| format!("--size {v}: {e}"))?;
-                if args.size > MAX_SIZE {
-                    return Err(format!("--size {v}: at most {MAX_SIZE} bytes"));
-                }
-            }
-            "--cpu" => {
-                let v = value()?;
-                args.cpu = Some(v.parse().map_err(|e| format!("--cpu {v}: {e}"))?);
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other}")),
-        }
+fn rate(v: &str) -> Result<Rate, String> {
+    if v == "max" || v == "0" {
+        return Ok(Rate(None));
     }
-    Ok(args)
+    v.parse::<f64>()
+        .ok()
+        .filter(|r| *r > 0.0)
+        .map(|r| Rate(Some(r)))
+        .ok_or_else(|| "want a positive number or max".to_owned())
+}
+
+fn size(v: &str) -> Result<usize, String> {
+    let size = v.parse::<usize>().map_err(|e| e.to_string())?;
+    if size > MAX_SIZE {
+        return Err(format!("at most {MAX_SIZE} bytes"));
+    }
+    Ok(size)
 }
 
 /// A datagram with the places where ids go.
@@ -235,16 +219,7 @@ fn pin(_cpu: usize) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("xray-loadgen: {e}");
-            }
-            eprintln!("{}", usage());
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     if let Some(cpu) = args.cpu
         && let Err(e) = pin(cpu)
     {
@@ -280,7 +255,7 @@ fn main() -> ExitCode {
     let (mut sent, mut errors) = (0u64, 0u64);
     let start = Instant::now();
     while sent + errors < args.count {
-        if let Some(rate) = args.rate {
+        if let Rate(Some(rate)) = args.rate {
             let n = sent + errors;
             let due = start + Duration::from_secs_f64(n as f64 / rate);
             let now = Instant::now();
@@ -307,6 +282,60 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("xray-loadgen").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line() {
+        Args::command().debug_assert();
+        let Ok(a) = parse(&[]) else {
+            panic!("no arguments should parse")
+        };
+        assert_eq!(a.to, SocketAddr::from(([127, 0, 0, 1], 2000)));
+        assert_eq!(
+            (a.rate.0, a.count, a.size, a.cpu),
+            (None, 100_000, 1024, None)
+        );
+        // What xray-bench passes.
+        let Ok(a) = parse(&[
+            "--to",
+            "127.0.0.1:40000",
+            "--rate",
+            "2000",
+            "--count",
+            "7",
+            "--size",
+            "800",
+            "--cpu",
+            "1",
+        ]) else {
+            panic!("xray-bench's arguments should parse")
+        };
+        assert_eq!(a.to, SocketAddr::from(([127, 0, 0, 1], 40000)));
+        assert_eq!(
+            (a.rate.0, a.count, a.size, a.cpu),
+            (Some(2000.0), 7, 800, Some(1))
+        );
+        for max in ["max", "0"] {
+            assert!(
+                parse(&["--rate", max]).is_ok_and(|a| a.rate.0.is_none()),
+                "{max}"
+            );
+        }
+        for bad in [
+            &["--rate", "-5"][..],
+            &["--rate", "fast"],
+            &["--size", "61441"],
+            &["--to", "localhost"],
+            &["--count"],
+            &["--cpu", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
 
     #[test]
     fn documents_have_the_asked_size_and_unique_ids() {
