@@ -1,8 +1,8 @@
 //! `xray-bench-endpoint`: a fast stand-in for the X-Ray API that only counts documents, so a
 //! benchmark measures the daemon and not its upstream.
 //!
-//! A benchmark tool (a member of the `tools/bench` package, never built with the daemon nor packaged). It is not a
-//! test peer: tests use moto. It answers:
+//! A benchmark tool (package `tools/bench`, never built with the daemon nor packaged). It is
+//! not a test peer: tests use moto. It answers:
 //! - `POST /TraceSegments` (PutTraceSegments): counts the strings of `TraceSegmentDocuments`
 //!   by scanning for the array's string boundaries (no JSON tree, no unescaping) and answers
 //!   `{"UnprocessedTraceSegments":[]}`. The SigV4 signature is not checked;

@@ -2,8 +2,8 @@
 //! daemon against a counting endpoint at stepped rates, at low rates and idle, and writes
 //! `results.md` and `results.json`.
 //!
-//! A benchmark tool (a member of the `tools/bench` package, never built with the daemon nor packaged; Linux only:
-//! it reads `/proc`). `scripts/bench.sh` builds everything in release mode and runs it; see
+//! A benchmark tool (package `tools/bench`, never built with the daemon nor packaged; Linux
+//! only: it reads `/proc`). `scripts/bench.sh` builds everything in release mode and runs it; see
 //! `bench/README.md` for the method. The figures are for reading and comparing; nothing here
 //! asserts performance.
 //!

@@ -1,8 +1,8 @@
 //! `xray-loadgen`: sends segment datagrams to a UDP address, from one thread, at a fixed rate or
 //! as fast as it can, for a set count, then prints one JSON line and exits.
 //!
-//! A benchmark tool (a member of the `tools/bench` package, never built with the daemon nor packaged). Each datagram is
-//! the SDK header `{"format":"json","version":1}`, `\n`, then a document shaped like the one the
+//! A benchmark tool (package `tools/bench`, never built with the daemon nor packaged). Each
+//! datagram is the SDK header `{"format":"json","version":1}`, `\n`, then a document shaped like the one the
 //! Python X-Ray SDK sends for a Flask request (a segment with an HTTP block and two
 //! subsegments), padded or trimmed to exactly `--size` bytes (default 1024). Every document has
 //! its own trace id, segment id and subsegment ids: the ids are written into a template in
