@@ -1038,4 +1038,14 @@ mod tests {
             Some(1024 * 1024)
         );
     }
+
+    #[test]
+    fn a_shutdown_timeout_of_a_day_is_accepted() {
+        let c = ok(resolve(
+            &cli(&["--shutdown-timeout", "86400"]),
+            None,
+            Machine::default(),
+        ));
+        assert_eq!(c.shutdown_timeout, std::time::Duration::from_secs(86400));
+    }
 }

@@ -977,4 +977,12 @@ Version: 2
                 .any(|n| n.contains("Foo") && n.contains("line 2"))
         );
     }
+
+    #[test]
+    fn a_quoted_boolean_other_than_true_or_false_is_refused() {
+        let c = ok("Version: 2\nLocalMode: \"true\"\n", true);
+        assert_eq!(value(&c.config.local_mode), Some(true));
+        let e = bad("Version: 2\nLocalMode: 'yes'\n").to_string();
+        assert!(e.contains("LocalMode") && e.contains("line 2"), "{e}");
+    }
 }
