@@ -34,7 +34,7 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -117,15 +117,11 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let now = chrono::Local::now();
         let word = level_word(*event.metadata().level());
-        write!(
-            w,
-            "{} [{word}] ",
-            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        )?;
-        ctx.field_format().format_fields(w.by_ref(), event)?;
-        writeln!(w)
+        let mut message = String::new();
+        ctx.field_format()
+            .format_fields(Writer::new(&mut message), event)?;
+        writeln!(w, "{} [{word}] {}", timestamp(), escape_controls(&message))
     }
 }
 
@@ -140,6 +136,27 @@ fn level_word(level: Level) -> &'static str {
     }
 }
 
+/// `text` with its control characters escaped (newline as `\n`, carriage return as `\r`, tab
+/// as `\t`, others as `\u{0}`-style): the message of a line may hold text from outside (a
+/// segment id from any local UDP sender, X-Ray's answer), and a newline in it must not start a
+/// forged line, nor a NUL or an escape sequence reach the file or terminal. Our own messages are
+/// one line and hold none, so the whole message is escaped; borrowed when there is nothing to
+/// escape.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Now, as the original writes it: RFC 3339, local time, to the second.
 fn timestamp() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -148,7 +165,12 @@ fn timestamp() -> String {
 /// One line in the original's format, for messages written before logging starts (config
 /// errors): `TIME [Error] message`, without the newline.
 pub fn text_line(level: Level, message: &str) -> String {
-    format!("{} [{}] {message}", timestamp(), level_word(level))
+    format!(
+        "{} [{}] {}",
+        timestamp(),
+        level_word(level),
+        escape_controls(message)
+    )
 }
 
 /// One line in `format`, for messages written before logging starts; see [`text_line`].
@@ -296,6 +318,23 @@ pub fn lines_lost() -> u64 {
     LOST.get().map_or(0, |lost| lost.total())
 }
 
+/// The writer's reopen flag and its file, once [`init`] started a writer to a file.
+static REOPEN: OnceLock<(Arc<AtomicBool>, PathBuf)> = OnceLock::new();
+
+/// On SIGHUP: asks the writer thread to reopen the `-f` log file before its next line (after
+/// logrotate moved it away, the daemon writes to a new file at the same path), and logs that
+/// line, the first in the new file. With logging to standard output there is nothing to reopen:
+/// only the line.
+pub fn reopen() {
+    match REOPEN.get() {
+        Some((flag, path)) => {
+            flag.store(true, Ordering::Release);
+            tracing::info!("Got SIGHUP: reopened the log file {}", path.display());
+        }
+        None => tracing::info!("Got SIGHUP: logging to standard output, nothing to reopen"),
+    }
+}
+
 /// Where the writer thread puts lines: each call writes one line whole, or leaves nothing of it
 /// behind that it can take back.
 trait Target: Send + 'static {
@@ -389,6 +428,8 @@ struct RotatingFile {
     rotation: Option<Rotation>,
     /// Set after a failed rotation is reported, so it is reported once.
     rotate_failed: bool,
+    /// Set by [`reopen`]: the file is opened again (by its path) before the next line.
+    reopen: Arc<AtomicBool>,
 }
 
 impl RotatingFile {
@@ -404,7 +445,41 @@ impl RotatingFile {
             size,
             rotation,
             rotate_failed: false,
+            reopen: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Opens the file at the path again (a new one if it was moved away) and appends to it
+    /// from now on; if that fails, says so on standard error and keeps the file it has.
+    fn reopen_now(&mut self) {
+        let opened = (|| {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = open_append(&self.path)?;
+            let size = file.metadata()?.len();
+            Ok::<_, io::Error>((file, size))
+        })();
+        match opened {
+            Ok((file, size)) => {
+                let _ = self.file.inner.flush();
+                self.file = WholeLines::new(file);
+                self.size = size;
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    io::stderr(),
+                    "{}",
+                    text_line(
+                        Level::ERROR,
+                        &format!(
+                            "cannot reopen the log file {}: {e}; still appending to the file it had open. Fix the directory's permissions",
+                            self.path.display()
+                        )
+                    )
+                );
+            }
+        }
     }
 
     fn numbered(&self, n: usize) -> PathBuf {
@@ -435,6 +510,9 @@ impl RotatingFile {
     }
 
     fn write_line(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.reopen.swap(false, Ordering::AcqRel) {
+            self.reopen_now();
+        }
         if let Some(r) = self.rotation
             && self.size > 0
             && self.size.saturating_add(buf.len() as u64) > r.max_bytes
@@ -651,11 +729,11 @@ pub fn init(settings: &LogSettings) -> io::Result<LogGuard> {
     // Reports of lost lines are Warn lines: written only where Warn is shown.
     let report = (ours >= Level::WARN).then_some(settings.format);
     let (writer, guard, lost) = match &settings.file {
-        Some(path) => spawn_writer(
-            RotatingFile::open(path, settings.rotation)?,
-            QUEUE_LINES,
-            report,
-        ),
+        Some(path) => {
+            let file = RotatingFile::open(path, settings.rotation)?;
+            let _ = REOPEN.set((Arc::clone(&file.reopen), path.clone()));
+            spawn_writer(file, QUEUE_LINES, report)
+        }
         None => spawn_writer(Stdout, QUEUE_LINES, report),
     };
     let _ = LOST.set(lost);
@@ -919,6 +997,128 @@ mod tests {
         let d = std::env::temp_dir().join(format!("xray-logging-test-{}", std::process::id()));
         std::fs::create_dir_all(&d).ok()?;
         Some(d)
+    }
+
+    /// A target that keeps every line it is given.
+    #[derive(Debug)]
+    struct Collect(Arc<Mutex<Vec<String>>>);
+
+    impl Target for Collect {
+        fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(String::from_utf8_lossy(line).into_owned());
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines `log` writes through the writer thread in `format`.
+    fn lines_logged(format: LogFormat, log: impl FnOnce()) -> Vec<String> {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let (queue, guard, _) = spawn_writer(Collect(Arc::clone(&written)), 64, None);
+        let base = tracing_subscriber::fmt()
+            .with_max_level(Level::TRACE)
+            .with_ansi(false)
+            .with_writer(queue);
+        match format {
+            LogFormat::Text => {
+                tracing::subscriber::with_default(base.event_format(OriginalFormat).finish(), log)
+            }
+            LogFormat::Json => {
+                tracing::subscriber::with_default(base.event_format(JsonFormat).finish(), log)
+            }
+        }
+        drop(guard);
+        written.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_plain_text_is_untouched() {
+        assert!(matches!(
+            escape_controls("plain: é ✓ \\ \"q\""),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("a\nb\rc\0d\te\u{1b}[31mf\u{7f}g\u{85}"),
+            "a\\nb\\rc\\u{0}d\\te\\u{1b}[31mf\\u{7f}g\\u{85}"
+        );
+        let line = text_line(Level::ERROR, "bad\n2026-01-01T00:00:00Z [Error] forged");
+        assert_eq!(line.lines().count(), 1, "{line}");
+    }
+
+    /// Regression: a segment id holding a newline forged a log line; a garbage answer put a
+    /// NUL in the log.
+    #[test]
+    fn text_from_outside_cannot_forge_a_line_in_either_format() {
+        let id = "abc\n2026-01-01T00:00:00Z [Error] forged\0\r";
+        let text = lines_logged(LogFormat::Text, || {
+            tracing::trace!("Segment {id} of trace {}", "1-x\u{7f}");
+            tracing::info!(answer = "x\ny", "Refused: {}", "\u{0}body");
+        });
+        assert_eq!(text.len(), 2, "{text:?}");
+        for line in &text {
+            assert!(line.ends_with('\n'), "{line:?}");
+            let body = &line[..line.len() - 1];
+            assert!(!body.chars().any(char::is_control), "{line:?}");
+        }
+        assert!(
+            // (tracing-subscriber itself writes DEL in an argument as `\x7f`.)
+            text[0].contains(
+                "[Trace] Segment abc\\n2026-01-01T00:00:00Z [Error] forged\\u{0}\\r of trace 1-x\\"
+            ),
+            "{:?}",
+            text[0]
+        );
+        assert!(
+            text[1].ends_with("[Info] Refused: \\u{0}body answer=\"x\\ny\"\n"),
+            "{:?}",
+            text[1]
+        );
+
+        let json = lines_logged(LogFormat::Json, || {
+            tracing::trace!("Segment {id}");
+            tracing::info!(answer = "x\ny\0", "Refused");
+        });
+        assert_eq!(json.len(), 2, "{json:?}");
+        for line in &json {
+            let body = line.strip_suffix('\n').unwrap_or(line);
+            assert!(!body.chars().any(char::is_control), "{line:?}");
+        }
+        let first: serde_json::Value = serde_json::from_str(&json[0]).unwrap_or_default();
+        assert_eq!(
+            first["message"],
+            format!("Segment {id}"),
+            "read back exactly"
+        );
+        let second: serde_json::Value = serde_json::from_str(&json[1]).unwrap_or_default();
+        assert_eq!(second["answer"], "x\ny\0");
+    }
+
+    #[test]
+    fn a_reopen_request_starts_a_new_file_at_the_path_before_the_next_line() {
+        let Some(dir) = tempfile_dir() else {
+            return;
+        };
+        let path = dir.join("reopen.log");
+        let moved = dir.join("reopen.log.moved");
+        let mut f = match RotatingFile::open(&path, None) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(f.write_line(b"before\n").is_ok());
+        assert!(std::fs::rename(&path, &moved).is_ok());
+        assert!(f.write_line(b"still to the moved file\n").is_ok());
+        f.reopen.store(true, Ordering::Release);
+        assert!(f.write_line(b"after\n").is_ok());
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert_eq!(read(&moved), "before\nstill to the moved file\n");
+        assert_eq!(read(&path), "after\n");
+        assert!(!f.reopen.load(Ordering::Acquire), "once per request");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
