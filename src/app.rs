@@ -35,6 +35,7 @@ use crate::batcher::BatchSettings;
 use crate::buffer::{Buffer, FullPolicy, LaneSettings};
 use crate::config::Config;
 use crate::net::{self, BindError, BoundUdp};
+use crate::shutdown::Signals;
 use crate::sink::file::FileSink;
 use crate::sink::memory::MemoryStore;
 use crate::sink::stdout::StdoutSink;
@@ -69,6 +70,12 @@ pub enum StartupError {
     /// A stage ended before shutdown; the daemon drained and stopped.
     #[error("{0} stopped unexpectedly, so the daemon stopped; see the errors logged before this")]
     StageEnded(&'static str),
+    /// A second signal gave up the drain; `lost` segments were still held (already logged).
+    #[error("a second signal gave up the drain: {lost} segment(s) were not sent")]
+    Interrupted {
+        /// Segments still buffered or in flight.
+        lost: u64,
+    },
     /// The daemon's task ended abnormally (in-process use).
     #[error("the daemon stopped abnormally: {0}")]
     Stopped(String),
@@ -95,14 +102,20 @@ pub fn bind(config: &Config) -> Result<Bound, StartupError> {
     Ok(Bound { udp, tcp, stats })
 }
 
-/// Runs the daemon until `shutdown` is cancelled and the drain is over; returns the final
-/// counters.
-pub async fn run(
-    config: Config,
-    bound: Bound,
-    shutdown: CancellationToken,
-) -> Result<Snapshot, StartupError> {
-    serve(config, bound, Arc::new(Stats::new()), None, shutdown).await
+/// Runs the daemon until `signals.shutdown` is cancelled and the drain is over; returns the
+/// final counters. If `signals.exit_now` is cancelled during the drain, the drain is given up:
+/// what is still held is logged as lost, with the summary line, and the result is
+/// [`StartupError::Interrupted`].
+pub async fn run(config: Config, bound: Bound, signals: Signals) -> Result<Snapshot, StartupError> {
+    serve(
+        config,
+        bound,
+        Arc::new(Stats::new()),
+        None,
+        signals.shutdown,
+        signals.exit_now,
+    )
+    .await
 }
 
 /// How a configured sink's lane is paced: X-Ray's batches of 50 with the original's 1 s idle
@@ -131,6 +144,7 @@ async fn serve(
     stats: Arc<Stats>,
     memory: Option<Arc<MemoryStore>>,
     shutdown: CancellationToken,
+    exit_now: CancellationToken,
 ) -> Result<Snapshot, StartupError> {
     // The lanes are known from the config, so the buffer exists before anything is received;
     // the sinks themselves may need AWS, which is looked up after binding.
@@ -330,44 +344,63 @@ async fn serve(
         );
         shutdown.cancel();
     }
-    while edges.join_next().await.is_some() {}
-    summary.abort();
-    buffer.close();
-    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
-    let at_close = stats.snapshot();
-    tracing::info!(
-        "Draining {} buffered and {} in-flight segment(s), for at most {:.1} s",
-        at_close.buffered,
-        at_close.in_flight,
-        config.shutdown_timeout.as_secs_f64()
-    );
-    let drained = tokio::time::timeout_at(deadline, async {
-        while lanes.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        let before = stats.snapshot();
-        let waiting = buffer.abandon();
-        abandon.cancel();
-        // Both end promptly now: the buffer hands out nothing, calls under way are cut off,
-        // and every batch they held counts itself as dropped.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+    // The drain, until it is over or a second signal gives it up.
+    let drain = async {
+        while edges.join_next().await.is_some() {}
+        summary.abort();
+        buffer.close();
+        let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+        let at_close = stats.snapshot();
+        tracing::info!(
+            "Draining {} buffered and {} in-flight segment(s), for at most {:.1} s",
+            at_close.buffered,
+            at_close.in_flight,
+            config.shutdown_timeout.as_secs_f64()
+        );
+        let drained = tokio::time::timeout_at(deadline, async {
             while lanes.join_next().await.is_some() {}
         })
         .await;
-        let after = stats.snapshot();
-        let shutdown = crate::outcome::DropReason::Shutdown;
-        let lost = after.dropped(shutdown) - before.dropped(shutdown);
+        if drained.is_err() {
+            let before = stats.snapshot();
+            let waiting = buffer.abandon();
+            abandon.cancel();
+            // Both end promptly now: the buffer hands out nothing, calls under way are cut off,
+            // and every batch they held counts itself as dropped.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                while lanes.join_next().await.is_some() {}
+            })
+            .await;
+            let after = stats.snapshot();
+            let shutdown = crate::outcome::DropReason::Shutdown;
+            let lost = after.dropped(shutdown) - before.dropped(shutdown);
+            tracing::error!(
+                "Shutdown deadline of {:.1} s passed: {lost} segment(s) were not sent ({waiting} waiting, {} in flight); they are counted as dropped (shutdown)",
+                config.shutdown_timeout.as_secs_f64(),
+                lost.saturating_sub(waiting),
+            );
+        }
+        if let Some((handle, finish)) = telemetry {
+            finish.now(deadline);
+            let bound = deadline.max(tokio::time::Instant::now()) + telemetry::FINAL_SEND_MIN;
+            let _ = tokio::time::timeout_at(bound, handle).await;
+        }
+    };
+    let given_up = tokio::select! {
+        () = drain => false,
+        () = exit_now.cancelled() => true,
+    };
+    if given_up {
+        let end = stats.snapshot();
+        let lost = end.buffered + end.in_flight;
         tracing::error!(
-            "Shutdown deadline of {:.1} s passed: {lost} segment(s) were not sent ({waiting} waiting, {} in flight); they are counted as dropped (shutdown)",
-            config.shutdown_timeout.as_secs_f64(),
-            lost.saturating_sub(waiting),
+            "A second signal gave up the drain: {lost} segment(s) still held were not sent \
+             ({} waiting, {} in flight)",
+            end.buffered,
+            end.in_flight
         );
-    }
-    if let Some((handle, finish)) = telemetry {
-        finish.now(deadline);
-        let bound = deadline.max(tokio::time::Instant::now()) + telemetry::FINAL_SEND_MIN;
-        let _ = tokio::time::timeout_at(bound, handle).await;
+        tracing::info!("Stopped. {}", end.summary_line());
+        return Err(StartupError::Interrupted { lost });
     }
     let end = stats.snapshot();
     tracing::info!("Stopped. {}", end.summary_line());
@@ -517,6 +550,7 @@ impl Daemon {
             Arc::clone(&stats),
             memory.clone(),
             shutdown.clone(),
+            CancellationToken::new(),
         ));
         Ok(Daemon {
             udp,

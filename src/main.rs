@@ -2,7 +2,8 @@
 //! code.
 //!
 //! Exit codes as the original daemon's: 0 after help, version or a clean shutdown; 2 for a
-//! usage error (unknown flag, bad value); 1 for a configuration or startup error. A config
+//! usage error (unknown flag, bad value); 1 for a configuration or startup error, and (ours)
+//! when a second SIGTERM or SIGINT gives up the drain. A config
 //! error is written to standard error as a log line, and also to the `-f` log file if one was
 //! given, like the original. Once logging has started, lines go through its writer thread;
 //! the guard [`logging::init`] returns is held to the end of `main`, so the lines still queued
@@ -116,9 +117,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let bound = app::bind(&config)?;
-        let token = shutdown::install()
+        let signals = shutdown::install(logging::reopen)
             .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
-        app::run(config, bound, token).await?;
+        app::run(config, bound, signals).await?;
         anyhow::Ok(())
     });
     // The drain is over (or its deadline passed): blocking work still running (a write to a
@@ -126,6 +127,15 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A second signal gave up the drain: the loss and the summary are logged already.
+        Err(e)
+            if matches!(
+                e.downcast_ref::<app::StartupError>(),
+                Some(app::StartupError::Interrupted { .. })
+            ) =>
+        {
+            ExitCode::from(1)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("xray: {e:#}");
