@@ -30,3 +30,4 @@ mod aws_env;
 mod compat;
 mod proxy;
 mod relay;
+mod signals;

@@ -514,12 +514,14 @@ impl Daemon {
 
     /// Sends SIGTERM (the daemon should drain and exit 0).
     pub fn sigterm(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = i32::try_from(self.child.id()).expect("pid fits i32");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("send SIGTERM to the daemon");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .unwrap_or_else(|e| panic!("send {signal} to the daemon: {e}"));
     }
 
     /// Waits for it to exit and returns its status; panics with its output (and kills it) if
