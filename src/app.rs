@@ -15,7 +15,10 @@
 //! and uploads drain it (retries included) until it is empty or the deadline passes
 //! (`--shutdown-timeout`, default 25 s). At the deadline the buffer is abandoned and the calls
 //! under way are cut off; what they held is counted as dropped (`shutdown`) and reported. Then
-//! telemetry sends its final record (which includes the drain) and the summary is logged.
+//! telemetry sends its final record (which includes the drain) and the summary is logged. A
+//! second signal during the drain (the `exit_now` token, see [`crate::shutdown`]) gives it up:
+//! what is still held is logged as lost, then the summary, and [`run`] returns
+//! [`StartupError::Interrupted`] (exit code 1).
 //!
 //! Also started here: the telemetry task ([`telemetry`]) when a sink sends to X-Ray and
 //! telemetry is on, and the summary line every [`SUMMARY_INTERVAL`] while something changed.

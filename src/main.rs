@@ -27,6 +27,10 @@ use xray_daemon::{app, logging, shutdown};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long after a second SIGTERM or SIGINT the process exits even if the daemon has not
+/// answered it (it answers at once during the drain).
+const EXIT_NOW_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> ExitCode {
     let (args, ignored) = match args::normalize(std::env::args_os().skip(1)) {
         Ok(Invocation::Daemon { args, ignored }) => (args, ignored),
@@ -119,7 +123,24 @@ fn main() -> ExitCode {
         let bound = app::bind(&config)?;
         let signals = shutdown::install(logging::reopen)
             .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
-        app::run(config, bound, signals).await?;
+        let exit_now = signals.exit_now.clone();
+        tokio::select! {
+            biased;
+            result = app::run(config, bound, signals) => {
+                result?;
+            }
+            // The drain answers a second signal itself; this is for one that comes before the
+            // drain started (a startup lookup still under way), which must not be ignored.
+            () = async {
+                exit_now.cancelled().await;
+                tokio::time::sleep(EXIT_NOW_GRACE).await;
+            } => {
+                tracing::error!(
+                    "A second signal came before the drain started: exiting without it"
+                );
+                return Err(app::StartupError::Interrupted { lost: 0 }.into());
+            }
+        }
         anyhow::Ok(())
     });
     // The drain is over (or its deadline passed): blocking work still running (a write to a
