@@ -28,5 +28,6 @@ mod stats_address;
 
 mod aws_env;
 mod compat;
+mod faults;
 mod proxy;
 mod relay;
