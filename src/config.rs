@@ -620,22 +620,44 @@ fn buffer_budget(given: &Setting<i64>, machine: Machine) -> Result<(usize, Strin
             ));
         }
         let bytes = mb.saturating_mul(MB);
+        // The original allocated 16 buffers per MB at start with no such check; here the budget
+        // is the bound on memory, so one beyond the memory there is would switch the bound off.
+        if let Some((available, what)) = available_memory(machine)
+            && bytes > available
+        {
+            let most = available / MB;
+            return Err(given.invalid(
+                mb,
+                format!(
+                    "that is more than the {most} MB of memory available to the daemon ({what}), \
+                     so it would not bound memory at all; give -m/--buffer-memory or \
+                     TotalBufferSizeMB at most {most} (or 0 for 1% of the memory)"
+                ),
+            ));
+        }
         return Ok((
             usize::try_from(bytes).unwrap_or(usize::MAX),
             format!("from {}", given.source),
         ));
     }
-    let (available, what) = match (machine.cgroup_limit, machine.total_memory) {
-        (Some(c), Some(t)) if c < t => (c, "the container's memory limit"),
-        (Some(c), None) => (c, "the container's memory limit"),
-        (_, Some(t)) => (t, "the host's RAM"),
-        (None, None) => (0, "unknown memory"),
-    };
+    let (available, what) = available_memory(machine).unwrap_or((0, "unknown memory"));
     let mb = (available / 100 / MB).max(MIN_BUFFER_MB);
     Ok((
         usize::try_from(mb * MB).unwrap_or(usize::MAX),
         format!("1% of {what}, at least {MIN_BUFFER_MB} MB"),
     ))
+}
+
+/// The memory available to the process in bytes, and what it is in words: the container's
+/// (cgroup) limit when there is one below the host's RAM, else the host's RAM; `None` when
+/// neither is known.
+fn available_memory(machine: Machine) -> Option<(u64, &'static str)> {
+    match (machine.cgroup_limit, machine.total_memory) {
+        (Some(c), Some(t)) if c < t => Some((c, "the container's memory limit")),
+        (Some(c), None) => Some((c, "the container's memory limit")),
+        (_, Some(t)) => Some((t, "the host's RAM")),
+        (None, None) => None,
+    }
 }
 
 fn read_meminfo_total() -> Option<u64> {
@@ -982,6 +1004,51 @@ mod tests {
                 .ok(),
             Some(10 << 20)
         );
+    }
+
+    #[test]
+    fn a_buffer_above_the_memory_available_is_refused_naming_the_flag_and_the_key() {
+        let m = |c, t| Machine {
+            cgroup_limit: c,
+            total_memory: t,
+        };
+        let host = m(None, Some(8 * GIB));
+        let e = resolve(&cli(&["-m", "9223372036854775807"]), None, host)
+            .map(|c| c.buffer_bytes)
+            .map_err(|e| e.to_string());
+        assert!(
+            e.as_ref().is_err_and(|e| e.contains("-m/--buffer-memory")
+                && e.contains("TotalBufferSizeMB")
+                && e.contains("at most 8192")
+                && e.contains("the host's RAM")),
+            "{e:?}"
+        );
+        let f = loaded("Version: 2\nTotalBufferSizeMB: 8193\n");
+        let e = resolve(&cli(&[]), Some(&f), host).map_err(|e| e.to_string());
+        assert!(
+            e.as_ref().is_err_and(
+                |e| e.contains("TotalBufferSizeMB in /x/cfg.yaml (line 2)") && e.contains("-m")
+            ),
+            "{e:?}"
+        );
+        // The container's limit is the one that counts when it is lower.
+        let container = m(Some(512 << 20), Some(8 * GIB));
+        let e = buffer_budget(&given(513), container).map_err(|e| e.to_string());
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.contains("at most 512") && e.contains("container")),
+            "{e:?}"
+        );
+        // At the limit is accepted; so is anything when the memory is unknown.
+        assert_eq!(
+            buffer_budget(&given(8192), host).map(|x| x.0 as u64).ok(),
+            Some(8 * GIB)
+        );
+        assert_eq!(
+            buffer_budget(&given(512), container).map(|x| x.0).ok(),
+            Some(512 << 20)
+        );
+        assert!(buffer_budget(&given(i64::MAX), m(None, None)).is_ok());
     }
 
     #[test]

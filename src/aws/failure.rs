@@ -4,6 +4,11 @@
 //! class ([`error_kind`], a [`crate::outcome::ErrorKind`]): throttling (HTTP 429 or a
 //! `Throttling…` error code), other 4xx, 5xx, timeout, connection refused, unknown host, other
 //! connection failures, or other. `crate::upload::retry` decides from the class.
+//!
+//! One failure is not a failure: an answer that arrived whole with a 2xx status but whose body
+//! the SDK could not parse ([`unreadable_success`]). The service took the call; only its report
+//! is unreadable, so the caller counts the call as answered. An answer cut off mid-body is a
+//! broken connection ([`ErrorKind::Connection`]), tried again.
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -70,6 +75,22 @@ where
             }
         }
         _ => ErrorKind::Other,
+    }
+}
+
+/// The HTTP status of an answer that arrived whole, with a 2xx status, but whose body the SDK
+/// could not parse into the operation's output; `None` for every other failure.
+///
+/// The SDK parses every 2xx body as the operation's output and reports a parse failure as the
+/// operation's unmodelled error ([`SdkError::ServiceError`]) carrying the raw answer. A body cut
+/// off by the connection is reported as [`SdkError::ResponseError`] instead: that one is not
+/// an answer, and [`error_kind`] classes it a connection failure.
+pub fn unreadable_success<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    match err {
+        SdkError::ServiceError(e) if e.raw().status().is_success() => {
+            Some(e.raw().status().as_u16())
+        }
+        _ => None,
     }
 }
 
@@ -162,6 +183,38 @@ mod tests {
             HttpResponse::new(StatusCode::try_from(200)?, SdkBody::empty()),
         );
         assert_eq!(error_kind(&unreadable), ErrorKind::Connection);
+        Ok(())
+    }
+
+    #[test]
+    fn a_whole_2xx_answer_with_an_unreadable_body_is_a_success_and_a_cut_off_one_is_not()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // What the SDK reports for `200` with a body that is not the operation's output.
+        let unparsable: Error = SdkError::service_error(
+            PutTraceSegmentsError::unhandled(std::io::Error::other("expected start object")),
+            HttpResponse::new(StatusCode::try_from(200)?, SdkBody::from("garbage")),
+        );
+        assert_eq!(unreadable_success(&unparsable), Some(200));
+        let no_content: Error = SdkError::service_error(
+            PutTraceSegmentsError::unhandled(std::io::Error::other("eof")),
+            HttpResponse::new(StatusCode::try_from(204)?, SdkBody::empty()),
+        );
+        assert_eq!(unreadable_success(&no_content), Some(204));
+        // What it reports for a `200` whose body the connection cut off: no answer, retried.
+        let cut_off: Error = SdkError::response_error(
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            HttpResponse::new(StatusCode::try_from(200)?, SdkBody::empty()),
+        );
+        assert_eq!(unreadable_success(&cut_off), None);
+        assert_eq!(error_kind(&cut_off), ErrorKind::Connection);
+        // Refusals and failures before the status stay failures.
+        assert_eq!(unreadable_success(&answer(500, None)?), None);
+        assert_eq!(
+            unreadable_success(&answer(400, Some("InvalidRequest"))?),
+            None
+        );
+        let timeout: Error = SdkError::timeout_error(std::io::Error::other("attempt timeout"));
+        assert_eq!(unreadable_success(&timeout), None);
         Ok(())
     }
 

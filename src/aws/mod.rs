@@ -39,7 +39,7 @@ pub mod region;
 
 pub use credentials::check_credentials;
 pub use env::Env;
-pub use failure::{describe_error, error_kind};
+pub use failure::{describe_error, error_kind, unreadable_success};
 pub use outbound::Outbound;
 
 /// Connect timeout for calls to AWS.

@@ -15,6 +15,14 @@
 //! a `Throttling…` error code), other 4xx, 5xx, timeout, connection refused, unknown host,
 //! other connection failures, or other; the upload stage's retry rules decide from that. The
 //! SDK's own retries are off (see [`crate::aws`]): each call is one attempt.
+//!
+//! An answer that arrived whole with a 2xx status but a body that cannot be read
+//! ([`unreadable_success`]) is a call that succeeded: X-Ray stored the documents, so they are
+//! returned as taken (nothing refused), with a warning at most once per
+//! [`WARN_INTERVAL`](crate::ratelimit::WARN_INTERVAL). An answer cut off before its body was
+//! complete is a connection failure and is tried again (at least once).
+
+use std::sync::Arc;
 
 use aws_sdk_xray::Client;
 use aws_smithy_types::body::SdkBody;
@@ -22,13 +30,16 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
 use super::{Delivery, Refused, Sink, SinkError, SinkFuture};
-use crate::aws::{AwsContext, error_kind};
+use crate::aws::{AwsContext, describe_error, error_kind, unreadable_success};
 use crate::item::Item;
+use crate::ratelimit::{RateLimit, Suppressed};
 
 /// Sends batches to X-Ray.
 #[derive(Debug, Clone)]
 pub struct XraySink {
     client: Client,
+    /// Paces the warning about 2xx answers with an unreadable body.
+    unreadable_log: Arc<RateLimit>,
 }
 
 impl XraySink {
@@ -36,6 +47,7 @@ impl XraySink {
     pub fn new(aws: &AwsContext) -> Self {
         XraySink {
             client: Client::new(&aws.sdk),
+            unreadable_log: Arc::default(),
         }
     }
 }
@@ -107,7 +119,7 @@ impl Sink for XraySink {
         Box::pin(async move {
             let body = request_body(batch);
             let length = body.len().to_string();
-            let out = self
+            let sent = self
                 .client
                 .put_trace_segments()
                 .set_trace_segment_documents(Some(Vec::new()))
@@ -119,12 +131,31 @@ impl Sink for XraySink {
                         .insert("content-length", length.clone());
                 })
                 .send()
-                .await
-                .map_err(|e| SinkError::Call {
-                    sink: "xray",
-                    kind: error_kind(&e),
-                    message: DisplayErrorContext(&e).to_string(),
-                })?;
+                .await;
+            let out = match sent {
+                Ok(out) => out,
+                Err(e) => match unreadable_success(&e) {
+                    Some(status) => {
+                        if let Some(suppressed) = self.unreadable_log.once() {
+                            tracing::warn!(
+                                "X-Ray answered PutTraceSegments with HTTP {status} and a body that \
+                                 could not be read ({}); the {} segment(s) are counted as sent{}",
+                                describe_error(&e),
+                                batch.len(),
+                                Suppressed(suppressed, "such answers")
+                            );
+                        }
+                        return Ok(Delivery::default());
+                    }
+                    None => {
+                        return Err(SinkError::Call {
+                            sink: "xray",
+                            kind: error_kind(&e),
+                            message: DisplayErrorContext(&e).to_string(),
+                        });
+                    }
+                },
+            };
             let mut refused: Vec<Refused> = out
                 .unprocessed_trace_segments()
                 .iter()

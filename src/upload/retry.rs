@@ -11,6 +11,12 @@
 //!   [`Verdict::Partial`]: refusals whose code says throttling or an internal error (X-Ray's
 //!   `UnprocessedTraceSegments` with `ThrottlingException`, `InternalFailure`, …) are tried
 //!   again, the others are final;
+//! - any complete 2xx answer means the call succeeded: one whose body cannot be read counts
+//!   its documents as sent, since the destination stored them (the sink returns an empty
+//!   [`Delivery`] and warns, rate-limited; see [`crate::aws::failure::unreadable_success`]);
+//! - no complete answer (a reset before or during the body, a timeout before the status) is a
+//!   failed call of kind [`ErrorKind::Timeout`] or [`ErrorKind::Connection`], tried again:
+//!   delivery is at least once, so a destination may get a document twice;
 //! - a failed call is [`Verdict::Retry`] when its [`ErrorKind`] is throttling (HTTP 429), HTTP
 //!   5xx, a timeout or a connection failure, and [`Verdict::Drop`] otherwise (another 4xx: the
 //!   request itself is wrong, or no credentials), as retrying would only fail again;
@@ -154,6 +160,16 @@ mod tests {
             source: std::io::Error::other("disk full"),
         });
         assert_eq!(classify(&io), Verdict::Drop(ErrorKind::Other));
+    }
+
+    #[test]
+    fn a_complete_2xx_is_sent_and_no_complete_answer_is_retried() {
+        // What the X-Ray sink returns for a 2xx whose body it could not read.
+        assert_eq!(classify(&Ok(Delivery::default())), Verdict::Sent);
+        // A body cut off mid-answer, a reset or a timeout before the status.
+        for kind in [ErrorKind::Connection, ErrorKind::Timeout] {
+            assert_eq!(classify(&call_error(kind)), Verdict::Retry(kind));
+        }
     }
 
     #[test]

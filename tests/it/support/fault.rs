@@ -47,6 +47,9 @@ pub enum Fault {
     Close,
     /// Never answer (the connection stays open until the client gives up).
     Hang,
+    /// Forward, then answer with the upstream's status and headers but only the first half of
+    /// its body (the `Content-Length` still promises the whole), and close the connection.
+    CutBody,
 }
 
 /// One scripted fault, optionally only for requests to one path.
@@ -376,8 +379,9 @@ async fn handle(
         Some(Fault::Close) => return Err("fault injector: closing the connection".into()),
         Some(Fault::Hang) => std::future::pending::<()>().await,
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-        None => {}
+        Some(Fault::CutBody) | None => {}
     }
+    let cut = fault == Some(Fault::CutBody);
 
     let mut forward = hyper::Request::builder()
         .method(parts.method.clone())
@@ -391,7 +395,20 @@ async fn handle(
     match send_upstream(shared.upstream, forward).await {
         Ok(response) => {
             shared.state().requests[index].upstream_status = Some(response.status().as_u16());
-            Ok(response)
+            if !cut {
+                return Ok(response);
+            }
+            // Promise the whole body, send half: hyper ends the connection when the body falls
+            // short of its Content-Length.
+            let (mut parts, body) = response.into_parts();
+            let whole = body.collect().await?.to_bytes();
+            parts
+                .headers
+                .insert("content-length", whole.len().max(2).into());
+            Ok(hyper::Response::from_parts(
+                parts,
+                Full::new(whole.slice(..whole.len() / 2)),
+            ))
         }
         Err(e) => Ok(hyper::Response::builder()
             .status(502)
