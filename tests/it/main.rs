@@ -28,5 +28,6 @@ mod stats_address;
 
 mod aws_env;
 mod compat;
+mod distro_spans;
 mod proxy;
 mod relay;
