@@ -188,8 +188,9 @@ pub enum BadInput {
     /// Nothing after the header line.
     #[error("empty document after the header line")]
     EmptyBody,
-    /// The document is not a well-formed JSON object.
-    #[error("document is not a well-formed JSON object: {0}")]
+    /// The document is not a well-formed JSON object (nor one of the distros' prefixed
+    /// forms), or is not UTF-8.
+    #[error("document refused: {0}")]
     InvalidBody(String),
     /// The document is longer than the cap.
     #[error("document of {size} bytes is over the {cap}-byte limit")]
@@ -311,9 +312,11 @@ pub struct Ids {
 /// Checks that `body` is one well-formed JSON object (surrounding whitespace allowed).
 fn check_document(body: &[u8]) -> Result<(), BadInput> {
     check_text(body)?;
-    walk_document(body, false)
-        .map(drop)
-        .map_err(|e| BadInput::InvalidBody(e.to_string()))
+    walk_document(body, false).map(drop).map_err(|e| {
+        BadInput::InvalidBody(format!(
+            "not a well-formed JSON object (nor a T1S, T1U, T1 or M1 document): {e}"
+        ))
+    })
 }
 
 /// Checks that `body` is UTF-8. serde_json does not check the UTF-8 of strings it skips; X-Ray
