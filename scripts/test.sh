@@ -47,8 +47,9 @@ fi
 
 echo "==> cargo fmt --all --check"
 cargo fmt --all --check
-echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+echo "==> cargo clippy --workspace --all-targets -- -D warnings (and the test = false targets)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --test it --test packaging -- -D warnings
 
 echo "==> cargo build --workspace --all-targets"
 cargo build --workspace --all-targets

@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::document::DocumentKind;
 use crate::item::{Input, Item};
 use crate::outcome::DropReason;
 use crate::stats::{Books, Stats};
@@ -113,6 +114,7 @@ pub struct Intake {
     received: u64,
     received_bytes: u64,
     refused: [u64; DropReason::ALL.len()],
+    accepted_by_kind: [u64; DocumentKind::ALL.len()],
     items: Vec<Item>,
 }
 
@@ -124,6 +126,7 @@ impl Intake {
             received: 0,
             received_bytes: 0,
             refused: [0; DropReason::ALL.len()],
+            accepted_by_kind: [0; DocumentKind::ALL.len()],
             items: Vec::with_capacity(capacity),
         }
     }
@@ -139,8 +142,11 @@ impl Intake {
         self.refused[reason.index()] += 1;
     }
 
-    /// A unit that came in was accepted as this item.
+    /// A unit that came in was accepted as this item (counted by its document kind).
     pub fn accepted(&mut self, item: Item) {
+        if let Some(doc) = item.as_document() {
+            self.accepted_by_kind[doc.kind().index()] += 1;
+        }
         self.items.push(item);
     }
 
@@ -537,6 +543,9 @@ impl Buffer {
         for (i, n) in intake.refused.iter().enumerate() {
             input.refused[i] += n;
         }
+        for (i, n) in intake.accepted_by_kind.iter().enumerate() {
+            input.accepted_by_kind[i] += n;
+        }
         for (i, n) in intake.refused.iter().enumerate() {
             books.dropped[i] += n;
         }
@@ -626,6 +635,7 @@ impl Buffer {
         intake.received = 0;
         intake.received_bytes = 0;
         intake.refused = [0; DropReason::ALL.len()];
+        intake.accepted_by_kind = [0; DocumentKind::ALL.len()];
         s.publish(&mut books);
         self.held.store(s.held_bytes as u64, Ordering::Relaxed);
         drop(books);

@@ -12,11 +12,21 @@
 //!   parsed into a tree nor written out again;
 //! - the document must be one well-formed JSON object (a syntax check only, with no nesting limit:
 //!   X-Ray has none we know of), and no longer than the configured cap;
+//! - except the AWS distros for OpenTelemetry's UDP form: a document that starts with `T1S`
+//!   (sampled spans), `T1U` (unsampled spans), `T1` (spans, older releases) or `M1` (metrics),
+//!   followed by the base64 of an OTLP protobuf. The original daemon forwards whatever follows
+//!   a valid header, and X-Ray ingests these, so we take them byte for byte with only the
+//!   prefix, the cap and UTF-8 checked (base64 is ASCII), never the JSON. The prefix alone,
+//!   with nothing after it, is taken too: the original would forward it, and X-Ray's answer
+//!   (an `UnprocessedTraceSegments` entry, counted as rejected) is the verdict, not ours. The
+//!   longer prefixes are matched first, so `T1S…` is sampled spans, not `T1` with base64
+//!   starting `S` (an OTLP request's base64 starts with `C`: its first byte is `0x0A`);
 //! - `trace_id` and `id` are read again from the document only when a log or a refusal needs
 //!   them ([`Document::ids`]), which is rare: the hot path keeps nothing but the bytes.
 //!
 //! Cost: a UTF-8 check and one pass of `serde_json` over the document; one allocation, the
-//! document itself.
+//! document itself. A document's [`DocumentKind`] is not stored: it is read off its first three
+//! bytes when asked ([`Document::kind`]), since no JSON object starts with `T` or `M`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -49,9 +59,100 @@ impl Document {
     }
 
     /// The document's top-level `trace_id` and `id`, where they are strings. Reads the
-    /// document again: for logs and refusals, not for the hot path.
+    /// document again: for logs and refusals, not for the hot path. None for the distro's
+    /// UDP form ([`DocumentKind::Distro`]), whose ids are inside base64.
     pub fn ids(&self) -> Ids {
-        walk_document(&self.body, true).unwrap_or_default()
+        match self.kind() {
+            DocumentKind::Json => walk_document(&self.body, true).unwrap_or_default(),
+            DocumentKind::Distro(_) => Ids::default(),
+        }
+    }
+
+    /// What the document is, read off its first bytes (a few comparisons, no allocation).
+    pub fn kind(&self) -> DocumentKind {
+        DocumentKind::of(&self.body)
+    }
+}
+
+/// What a document is: an X-Ray segment document (JSON) or the AWS distro's UDP form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DocumentKind {
+    /// An X-Ray segment or subsegment document, one JSON object.
+    Json,
+    /// The AWS distros for OpenTelemetry's UDP form: this prefix, then base64 of OTLP.
+    Distro(DistroPrefix),
+}
+
+impl DocumentKind {
+    /// Every kind, in the order stats list them.
+    pub const ALL: [DocumentKind; 5] = [
+        DocumentKind::Json,
+        DocumentKind::Distro(DistroPrefix::T1S),
+        DocumentKind::Distro(DistroPrefix::T1U),
+        DocumentKind::Distro(DistroPrefix::T1),
+        DocumentKind::Distro(DistroPrefix::M1),
+    ];
+
+    /// The kind of a document with this body: [`Self::Distro`] when it starts with one of the
+    /// prefixes (longest first), [`Self::Json`] otherwise.
+    pub fn of(body: &[u8]) -> Self {
+        DistroPrefix::of(body).map_or(DocumentKind::Json, DocumentKind::Distro)
+    }
+
+    /// The stable name used in stats output (`json`, `T1S`, `T1U`, `T1`, `M1`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::Json => "json",
+            DocumentKind::Distro(p) => p.as_str(),
+        }
+    }
+
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            DocumentKind::Json => 0,
+            DocumentKind::Distro(p) => 1 + p as usize,
+        }
+    }
+}
+
+/// The prefixes of the AWS distros' UDP form, as their exporters write them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DistroPrefix {
+    /// Sampled spans.
+    T1S,
+    /// Unsampled spans.
+    T1U,
+    /// Spans, from older releases (no sampled flag).
+    T1,
+    /// Metrics.
+    M1,
+}
+
+impl DistroPrefix {
+    /// Every prefix, longest first (the order they are matched in).
+    pub const ALL: [DistroPrefix; 4] = [
+        DistroPrefix::T1S,
+        DistroPrefix::T1U,
+        DistroPrefix::T1,
+        DistroPrefix::M1,
+    ];
+
+    /// The prefix as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DistroPrefix::T1S => "T1S",
+            DistroPrefix::T1U => "T1U",
+            DistroPrefix::T1 => "T1",
+            DistroPrefix::M1 => "M1",
+        }
+    }
+
+    /// The prefix `body` starts with, if any (longest first).
+    pub fn of(body: &[u8]) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| body.starts_with(p.as_str().as_bytes()))
     }
 }
 
@@ -87,8 +188,9 @@ pub enum BadInput {
     /// Nothing after the header line.
     #[error("empty document after the header line")]
     EmptyBody,
-    /// The document is not a well-formed JSON object.
-    #[error("document is not a well-formed JSON object: {0}")]
+    /// The document is not a well-formed JSON object (nor one of the distros' prefixed
+    /// forms), or is not UTF-8.
+    #[error("document refused: {0}")]
     InvalidBody(String),
     /// The document is longer than the cap.
     #[error("document of {size} bytes is over the {cap}-byte limit")]
@@ -132,7 +234,10 @@ pub fn parse(datagram: &[u8], max_document: usize) -> Result<Document, BadInput>
             cap: max_document,
         });
     }
-    check_document(body)?;
+    match DistroPrefix::of(body) {
+        Some(_) => check_text(body)?,
+        None => check_document(body)?,
+    }
     Ok(Document {
         body: Bytes::copy_from_slice(body),
     })
@@ -206,17 +311,24 @@ pub struct Ids {
 
 /// Checks that `body` is one well-formed JSON object (surrounding whitespace allowed).
 fn check_document(body: &[u8]) -> Result<(), BadInput> {
-    // serde_json does not check the UTF-8 of strings it skips; X-Ray takes text, and the
-    // original daemon would replace bad bytes silently. We refuse them with a reason instead.
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(BadInput::InvalidBody(format!(
+    check_text(body)?;
+    walk_document(body, false).map(drop).map_err(|e| {
+        BadInput::InvalidBody(format!(
+            "not a well-formed JSON object (nor a T1S, T1U, T1 or M1 document): {e}"
+        ))
+    })
+}
+
+/// Checks that `body` is UTF-8. serde_json does not check the UTF-8 of strings it skips; X-Ray
+/// takes text, and the original daemon would replace bad bytes silently. We refuse them with a
+/// reason instead.
+fn check_text(body: &[u8]) -> Result<(), BadInput> {
+    std::str::from_utf8(body).map(drop).map_err(|e| {
+        BadInput::InvalidBody(format!(
             "not valid UTF-8 (first bad byte at offset {})",
             e.valid_up_to()
-        )));
-    }
-    walk_document(body, false)
-        .map(drop)
-        .map_err(|e| BadInput::InvalidBody(e.to_string()))
+        ))
+    })
 }
 
 /// Walks `body` as one JSON object (surrounding whitespace allowed), keeping its top-level ids
@@ -398,6 +510,90 @@ mod tests {
             CAP,
         );
         assert!(matches!(r, Err(BadInput::InvalidBody(_))), "{r:?}");
+    }
+
+    const HEADER: &str = r#"{"format":"json","version":1}"#;
+
+    #[test]
+    fn distro_udp_forms_are_kept_byte_for_byte() {
+        // What the distros' exporters send: a prefix, then base64 of an OTLP request.
+        let b64 = "CiQKIgoMc2VydmljZS5uYW1lEhIKEG15LXNlcnZpY2UtbmFtZRIA+/=";
+        for (prefix, kind) in [
+            ("T1S", DistroPrefix::T1S),
+            ("T1U", DistroPrefix::T1U),
+            ("T1", DistroPrefix::T1),
+            ("M1", DistroPrefix::M1),
+        ] {
+            let body = format!("{prefix}{b64}");
+            let d = ok(format!("{HEADER}\n{body}").as_bytes());
+            assert_eq!(&d.body[..], body.as_bytes(), "{prefix}");
+            assert_eq!(d.kind(), DocumentKind::Distro(kind), "{prefix}");
+            assert_eq!(d.kind().as_str(), prefix);
+            assert_eq!(d.ids(), Ids::default(), "{prefix}");
+        }
+        assert_eq!(
+            ok(b"{\"format\":\"json\",\"version\":1}\n{}").kind(),
+            DocumentKind::Json
+        );
+    }
+
+    #[test]
+    fn t1_is_told_apart_from_t1s_and_t1u() {
+        let kind = |body: &str| ok(format!("{HEADER}\n{body}").as_bytes()).kind();
+        assert_eq!(kind("T1SCiQK"), DocumentKind::Distro(DistroPrefix::T1S));
+        assert_eq!(kind("T1UCiQK"), DocumentKind::Distro(DistroPrefix::T1U));
+        assert_eq!(kind("T1CiQK"), DocumentKind::Distro(DistroPrefix::T1));
+        assert_eq!(kind("M1CiQK"), DocumentKind::Distro(DistroPrefix::M1));
+        for (i, k) in DocumentKind::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_alone_is_forwarded_as_the_original_would() {
+        for prefix in ["T1S", "T1U", "T1", "M1"] {
+            let d = ok(format!("{HEADER}\n{prefix}").as_bytes());
+            assert_eq!(&d.body[..], prefix.as_bytes());
+        }
+    }
+
+    #[test]
+    fn distro_forms_keep_the_cap_and_utf8_checks() {
+        let big = format!("{HEADER}\nT1S{}", "A".repeat(100));
+        assert!(matches!(
+            parse(big.as_bytes(), 50),
+            Err(BadInput::TooLarge { cap: 50, .. })
+        ));
+        let r = parse(format!("{HEADER}\nT1S\u{0}").as_bytes(), CAP);
+        assert!(r.is_ok(), "only the prefix is checked: {r:?}");
+        let mut bad = format!("{HEADER}\nT1S").into_bytes();
+        bad.push(0xff);
+        assert!(matches!(parse(&bad, CAP), Err(BadInput::InvalidBody(_))));
+    }
+
+    #[test]
+    fn non_prefixed_non_json_bodies_are_still_refused() {
+        for bad in ["t1sCiQK", "X1CiQK", "T", "M", "1T1S", " T1SCiQK", "S1T"] {
+            let r = parse(format!("{HEADER}\n{bad}").as_bytes(), CAP);
+            assert!(
+                matches!(r, Err(BadInput::InvalidBody(_))),
+                "{bad:?} gave {r:?}"
+            );
+            assert_eq!(r.err().map(|e| e.reason().as_str()), Some("invalid_body"));
+        }
+    }
+
+    #[test]
+    fn the_java_distros_spaced_header_is_accepted() {
+        // The Java exporter writes its header with spaces after the colons and the comma.
+        let d = ok(b"{\"format\": \"json\", \"version\": 1}\nT1SCiQK");
+        assert_eq!(&d.body[..], b"T1SCiQK");
+        assert_eq!(check_header(br#"{"format": "json", "version": 1}"#), Ok(()));
+        // And spaced differently from the fast path, it still goes through the JSON check.
+        assert_eq!(
+            check_header(br#"{ "format" : "json" , "version" : 1 }"#),
+            Ok(())
+        );
     }
 
     #[test]

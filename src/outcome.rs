@@ -16,7 +16,8 @@ pub enum DropReason {
     UnsupportedHeader,
     /// Nothing followed the header line.
     EmptyBody,
-    /// The document was not a well-formed JSON object.
+    /// The document was neither a well-formed JSON object nor a distro (`T1S`…) document, or
+    /// not UTF-8.
     InvalidBody,
     /// The datagram was longer than the receive buffer and the kernel cut it.
     Truncated,

@@ -28,6 +28,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::document::DocumentKind;
 use crate::item::Input;
 use crate::outcome::{DropReason, ErrorKind};
 use crate::ratelimit::{RateLimit, Suppressed};
@@ -74,6 +75,9 @@ pub struct InputBooks {
     pub refused: [u64; REASONS],
     /// Accepted items of this input given up afterwards, by reason (their overall fate).
     pub dropped: [u64; REASONS],
+    /// Accepted, by document kind, in the order of [`DocumentKind::ALL`]; sums to
+    /// `received − refused`.
+    pub accepted_by_kind: [u64; DocumentKind::ALL.len()],
 }
 
 /// One sink's share: `received = sent + rejected + dropped + waiting + in_flight`.
@@ -181,6 +185,10 @@ pub struct InputSnapshot {
     pub refused: BTreeMap<String, u64>,
     /// Passed intake: `received − refused`.
     pub accepted: u64,
+    /// Those accepted, by document kind: `json` (X-Ray segment documents) and the AWS distros'
+    /// UDP forms `T1S`, `T1U`, `T1`, `M1` (every kind listed; they sum to `accepted`).
+    #[serde(default)]
+    pub accepted_by_kind: BTreeMap<String, u64>,
     /// Accepted items given up afterwards, by reason (only reasons that happened are listed):
     /// `spillover` counts this input's items the memory rule evicted.
     #[serde(default)]
@@ -551,6 +559,11 @@ impl Stats {
                         received_bytes: b.received_bytes,
                         refused,
                         accepted,
+                        accepted_by_kind: DocumentKind::ALL
+                            .iter()
+                            .zip(&b.accepted_by_kind)
+                            .map(|(k, n)| (k.as_str().to_owned(), *n))
+                            .collect(),
                         dropped: by_reason(&b.dropped, |_, n| n > 0),
                     };
                     (input.as_str().to_owned(), snap)
@@ -595,6 +608,12 @@ struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct InputLabel {
     input: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct InputKindLabel {
+    input: String,
+    kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -751,6 +770,19 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         })),
     );
     r.register(
+        "input_accepted",
+        "Items that passed intake, by input and document kind (json, T1S, T1U, T1, M1)",
+        counter_family(s.inputs.iter().flat_map(|(name, i)| {
+            i.accepted_by_kind.iter().map(move |(kind, v)| {
+                let label = InputKindLabel {
+                    input: name.clone(),
+                    kind: kind.clone(),
+                };
+                (label, *v)
+            })
+        })),
+    );
+    r.register(
         "input_refused",
         "Items refused at intake as bad input, by input and reason",
         counter_family(s.inputs.iter().flat_map(|(name, i)| {
@@ -824,6 +856,8 @@ mod tests {
             let mut b = s.books();
             b.inputs[Input::Udp.index()].received = 5;
             b.inputs[Input::Udp.index()].refused[DropReason::EmptyBody.index()] = 1;
+            b.inputs[Input::Udp.index()].accepted_by_kind[0] = 3;
+            b.inputs[Input::Udp.index()].accepted_by_kind[1] = 1;
             b.dropped[DropReason::EmptyBody.index()] = 1;
             b.dropped[DropReason::Spillover.index()] = 3;
             b.sent = 1;
@@ -836,8 +870,19 @@ mod tests {
         assert_eq!(snap.dropped_total(), 4);
         assert!(snap.broken_identities().is_empty(), "{snap:?}");
         assert_eq!(snap.inputs["udp"].accepted, 4);
+        let by_kind = &snap.inputs["udp"].accepted_by_kind;
+        assert_eq!(
+            by_kind
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v))
+                .collect::<Vec<_>>(),
+            [("M1", 0), ("T1", 0), ("T1S", 1), ("T1U", 0), ("json", 3)]
+        );
         let text = s.prometheus_text();
         for line in [
+            "xray_input_accepted_total{input=\"udp\",kind=\"json\"} 3",
+            "xray_input_accepted_total{input=\"udp\",kind=\"T1S\"} 1",
+            "xray_input_accepted_total{input=\"udp\",kind=\"M1\"} 0",
             "xray_segments_dropped_total{reason=\"spillover\"} 3",
             "xray_segments_received_total 5",
             "xray_sink_items_total{sink=\"xray\",outcome=\"sent\"} 1",

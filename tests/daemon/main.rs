@@ -107,6 +107,31 @@ async fn a_segment_reaches_the_store_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn a_distro_t1s_datagram_reaches_the_store_byte_for_byte() {
+    // The AWS distros' UDP exporter: the Java one writes its header with spaces.
+    let body = "T1SCiQKIgoMc2VydmljZS5uYW1lEhIKEG15LXNlcnZpY2UtbmFtZRIA";
+    let daemon = start(&["--sink", "file:/dev/null"]);
+    let datagram = format!("{{\"format\": \"json\", \"version\": 1}}\n{body}");
+    send(daemon.udp, [datagram.into_bytes()]).await;
+    let snap = wait_for(&daemon, "the memory sink to take it", |s| {
+        s.sinks["memory"].sent == 1
+    })
+    .await;
+    let udp = &snap.inputs["udp"];
+    assert_eq!((udp.received, udp.accepted), (1, 1), "{udp:?}");
+    assert_eq!(udp.accepted_by_kind["T1S"], 1, "{udp:?}");
+    assert_eq!(udp.accepted_by_kind["json"], 0, "{udp:?}");
+    let stored = daemon.memory().unwrap().items();
+    assert_eq!(&stored[0].as_document().unwrap().body[..], body.as_bytes());
+    let (_, metrics) = get(daemon.tcp, "/daemon/metrics").await;
+    assert!(
+        metrics.contains(r#"xray_input_accepted_total{input="udp",kind="T1S"} 1"#),
+        "{metrics}"
+    );
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn bad_datagrams_are_counted_by_reason_and_the_daemon_keeps_receiving() {
     let daemon = start(&["--sink", "file:/dev/null"]);
     send(
