@@ -20,12 +20,20 @@ fuzz_target!(|data: &[u8]| {
     let mut lines = data.split(|b| *b == b'\n');
     let Some(first) = lines.next() else { return };
     let mut parts = first.splitn(2, |b| *b == b' ');
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else { return };
-    let Ok(method) = http::Method::from_bytes(method) else { return };
-    let Ok(uri) = http::Uri::try_from(target) else { return };
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let Ok(method) = http::Method::from_bytes(method) else {
+        return;
+    };
+    let Ok(uri) = http::Uri::try_from(target) else {
+        return;
+    };
     let mut headers = http::HeaderMap::new();
     for line in lines {
-        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
         let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(&line[..colon]),
             http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
@@ -35,8 +43,14 @@ fuzz_target!(|data: &[u8]| {
         headers.append(name, value);
     }
     let tables = [
-        RouteTable::daemon(ForwardRule { sampling_only: false, max_body: MAX_BODY }),
-        RouteTable::daemon(ForwardRule { sampling_only: true, max_body: MAX_BODY }),
+        RouteTable::daemon(ForwardRule {
+            sampling_only: false,
+            max_body: MAX_BODY,
+        }),
+        RouteTable::daemon(ForwardRule {
+            sampling_only: true,
+            max_body: MAX_BODY,
+        }),
         RouteTable::stats_address(),
     ];
     let absolute = uri.scheme().is_some() || uri.authority().is_some();
@@ -58,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
                     );
                 }
                 for length in headers.get_all(http::header::CONTENT_LENGTH) {
-                    let declared = length.to_str().ok().and_then(|l| l.trim().parse::<u64>().ok());
+                    let declared = length
+                        .to_str()
+                        .ok()
+                        .and_then(|l| l.trim().parse::<u64>().ok());
                     assert!(
                         declared.is_none_or(|l| l <= rule.max_body as u64),
                         "declared length {length:?} over the cap forwarded"

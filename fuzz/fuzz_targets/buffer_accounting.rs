@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use xray_daemon::buffer::{Batch, Buffer, Fate, FullPolicy, Intake, LaneSettings};
+use xray_daemon::document::Document;
 use xray_daemon::item::{Input, Item};
 use xray_daemon::outcome::DropReason;
-use xray_daemon::document::Document;
 use xray_daemon::stats::Stats;
 
 fn fate(byte: u8) -> Fate {
@@ -63,8 +63,9 @@ fuzz_target!(|data: &[u8]| {
                 if arg % 7 == 0 {
                     drop(batch); // cut off without a verdict
                 } else {
-                    let fates: Vec<Fate> =
-                        (0..batch.len()).map(|i| fate(arg.wrapping_add(i as u8))).collect();
+                    let fates: Vec<Fate> = (0..batch.len())
+                        .map(|i| fate(arg.wrapping_add(i as u8)))
+                        .collect();
                     let states = batch.states().to_vec();
                     batch.finish(&fates, &states);
                 }
@@ -76,7 +77,10 @@ fuzz_target!(|data: &[u8]| {
         }
         let s = stats.snapshot();
         assert!(s.broken_identities().is_empty(), "{s:?}");
-        assert!(s.buffered_bytes + s.in_flight_bytes <= budget as u64, "{s:?}");
+        assert!(
+            s.buffered_bytes + s.in_flight_bytes <= budget as u64,
+            "{s:?}"
+        );
         assert_eq!(s.buffered_bytes + s.in_flight_bytes, buffer.held_bytes());
     }
     drop(batches);

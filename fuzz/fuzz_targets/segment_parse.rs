@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(seg) => {
             let newline = datagram.iter().position(|b| *b == b'\n');
             let body = newline.map(|i| &datagram[i + 1..]);
-            assert_eq!(Some(&seg.body[..]), body, "the document is kept byte for byte");
+            assert_eq!(
+                Some(&seg.body[..]),
+                body,
+                "the document is kept byte for byte"
+            );
             assert!(!seg.body.is_empty() && seg.body.len() <= cap);
             assert!(seg.cost() >= seg.body.len() + PER_DOCUMENT_OVERHEAD);
             match seg.kind() {
