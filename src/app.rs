@@ -291,6 +291,7 @@ async fn serve(
             BatchSettings {
                 batch_size: dest.pacing.batch_size,
                 linger: dest.pacing.linger,
+                max_age: config.retry.max_age,
             },
             calls_rx,
             batch_tx,
@@ -444,6 +445,7 @@ fn aws_settings(config: &Config) -> AwsSettings {
         role_arn: config.role_arn.clone(),
         proxy_address: config.proxy_address.clone(),
         no_verify_ssl: config.no_verify_ssl,
+        upload_timeout: config.upload_timeout,
         env: aws::Env::from_process(),
     }
 }

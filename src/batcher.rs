@@ -18,6 +18,10 @@
 //! without a failure, so a throttled or unreachable endpoint is not hammered by every worker at
 //! once. The backoff's length is decided by [`crate::upload::retry`].
 //!
+//! Aging: items waiting for another attempt are given up (`retries_exhausted`) when
+//! `max_age` has passed since their first failure, at that moment ([`Buffer::expire`]), not
+//! at their next failed attempt, which a long backoff or a probe at a time would delay.
+//!
 //! Backpressure: when every upload worker is busy the channel is full and the batcher waits;
 //! items then wait in the buffer, where the budget and its memory rule apply. Timers run only
 //! while a batch is waiting, so an idle daemon does not wake up.
@@ -46,6 +50,9 @@ pub struct BatchSettings {
     pub batch_size: usize,
     /// How long a partial batch waits for more items.
     pub linger: Duration,
+    /// How long after its first failed attempt an item waiting for another one is given up
+    /// ([`crate::upload::retry::RetryPolicy::max_age`]): checked on time, while it waits.
+    pub max_age: Duration,
 }
 
 /// What the upload stage reports when a call is over: `Some(backoff)` when it failed (or some
@@ -128,20 +135,27 @@ pub async fn run(
         while let Ok(over) = calls.try_recv() {
             gate.call_over(over);
         }
-        let status = buffer.status(lane);
+        let now = Instant::now();
+        let mut status = buffer.status(lane);
+        // Items waiting for another attempt age out on time, not only at their next failure.
+        let mut expires_at = None;
+        if status.retry_first {
+            expires_at = buffer.expire(lane, settings.max_age, now);
+            status = buffer.status(lane);
+        }
         if status.done {
             return;
         }
-        let now = Instant::now();
-        let wake_at = if status.waiting == 0 {
+        let cut_at = if status.waiting == 0 {
             first_seen = None;
             None
         } else {
+            // Lingering counts from when the items were first seen, even behind a closed gate.
+            let first = *first_seen.get_or_insert(now);
             match gate.open(now) {
                 Open::At(t) => Some(t),
                 Open::AfterProbe => None,
                 Open::Now => {
-                    let first = *first_seen.get_or_insert(now);
                     let due = first + settings.linger;
                     if status.waiting >= batch_size
                         || status.closed
@@ -164,6 +178,10 @@ pub async fn run(
                 }
             }
         };
+        let wake_at = match (cut_at, expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sleep = async {
             match wake_at {
                 Some(t) => tokio::time::sleep_until(t).await,
@@ -183,6 +201,7 @@ mod tests {
     use super::*;
     use crate::buffer::Fate;
     use crate::buffer::testing::{self, ids, named, push};
+    use crate::outcome::DropReason;
 
     /// Reports the call's end to the batcher, then settles the batch, as the upload stage does.
     fn settle(batch: Batch, calls: &mpsc::Sender<CallOver>, fate: Fate, backoff: CallOver) {
@@ -197,12 +216,17 @@ mod tests {
     }
 
     fn start(batch_size: usize) -> Lane {
+        start_with(batch_size, Duration::from_secs(300))
+    }
+
+    fn start_with(batch_size: usize, max_age: Duration) -> Lane {
         let (buffer, _) = testing::buffer(1 << 20, batch_size, &["test"]);
         let (calls, reports) = mpsc::channel(reports_capacity(1));
         let (tx, rx) = mpsc::channel(1);
         let settings = BatchSettings {
             batch_size,
             linger: LINGER,
+            max_age,
         };
         tokio::spawn(run(Arc::clone(&buffer), 0, settings, reports, tx));
         Lane { buffer, calls, rx }
@@ -287,6 +311,44 @@ mod tests {
         assert!(lane.rx.recv().await.is_none());
         let snap = lane.buffer_stats();
         assert_eq!((snap.sent, snap.unaccounted()), (3, 0));
+    }
+
+    /// Issue "Hold under faults", item 3: with a long backoff, items waiting for another
+    /// attempt are given up when `max_age` has passed since their first failure, not at their
+    /// next failed attempt; items never tried wait on.
+    #[tokio::test(start_paused = true)]
+    async fn items_waiting_for_a_retry_age_out_on_time() {
+        let max_age = Duration::from_secs(2);
+        let mut lane = start_with(2, max_age);
+        push(&lane.buffer, (0..2).map(named));
+        let Some(first) = lane.rx.recv().await else {
+            panic!("no batch")
+        };
+        let failed_at = Instant::now();
+        settle(
+            first,
+            &lane.calls,
+            Fate::Retry,
+            Some(Duration::from_secs(60)),
+        );
+        push(&lane.buffer, [named(2)]);
+        let given_up = |lane: &Lane| lane.buffer_stats().dropped(DropReason::RetriesExhausted);
+        tokio::time::sleep_until(failed_at + max_age - Duration::from_millis(1)).await;
+        assert_eq!(given_up(&lane), 0, "not before max_age");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(
+            given_up(&lane),
+            2,
+            "given up at max_age, long before the next attempt"
+        );
+        let s = lane.buffer_stats();
+        assert_eq!((s.buffered, s.sent), (1, 0), "the new item waits: {s:?}");
+        // Once the backoff has passed the new item goes out as the probe.
+        let Some(probe) = lane.rx.recv().await else {
+            panic!("no batch")
+        };
+        assert_eq!(ids(&probe), ["2"]);
+        assert_eq!(failed_at.elapsed(), Duration::from_secs(60));
     }
 
     impl Lane {

@@ -43,6 +43,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -766,6 +767,63 @@ impl Buffer {
         }
         self.notify[lane].notify_one();
         done
+    }
+
+    /// Gives up, now, the items waiting in lane `lane` for another attempt whose first failure
+    /// is `max_age` old or older (dropped as `retries_exhausted`), so an item ages out on time
+    /// and not only at its next failed attempt. Returns when the next of those left will age
+    /// out, if any is left.
+    ///
+    /// Items being retried are always at the front of a lane (a batch takes the front, and a
+    /// retry goes back by arrival order), so only that run is looked at: an item never tried,
+    /// behind it, ends the scan.
+    pub fn expire(&self, lane: usize, max_age: Duration, now: Instant) -> Option<Instant> {
+        let retried = |w: &&Waiting| w.state.attempts > 0;
+        let limit = |w: &Waiting| w.state.first_failure.map(|t| t + max_age);
+        let mut s = self.lock();
+        let l = s.lanes.get(lane)?;
+        let due = |w: &&Waiting| limit(w).is_some_and(|t| t <= now);
+        if !l.waiting.iter().take_while(retried).any(|w| due(&w)) {
+            return l.waiting.iter().take_while(retried).filter_map(limit).min();
+        }
+        let mut books = self.stats.books();
+        let mut kept = VecDeque::with_capacity(s.lanes[lane].waiting.len());
+        let mut expired = 0u64;
+        let mut next: Option<Instant> = None;
+        let mut waiting = std::mem::take(&mut s.lanes[lane].waiting);
+        while let Some(w) = waiting.pop_front() {
+            if w.state.attempts == 0 {
+                kept.push_back(w);
+                kept.append(&mut waiting);
+                break;
+            }
+            match limit(&w) {
+                Some(t) if t <= now => {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        tracing::debug!("Lost {} (retries_exhausted)", w.item.log_name());
+                    }
+                    let cost = self.cost_of(&w.item);
+                    let fate = Fate::Dropped(DropReason::RetriesExhausted);
+                    s.release(&mut books, lane, w.seq, &w.item, cost, fate);
+                    expired += 1;
+                }
+                limit => {
+                    next = match (next, limit) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    kept.push_back(w);
+                }
+            }
+        }
+        s.lanes[lane].waiting = kept;
+        s.publish(&mut books);
+        self.held.store(s.held_bytes as u64, Ordering::Relaxed);
+        drop(books);
+        drop(s);
+        self.stats
+            .warn_dropped(DropReason::RetriesExhausted, expired);
+        next
     }
 
     /// Stops accepting items; batchers hand out what is left (retries included), then see

@@ -83,6 +83,9 @@ pub struct Config {
     pub proxy_upstream_timeout: Duration,
     /// When uploads are retried and given up.
     pub retry: crate::config::defaults::RetryPolicy,
+    /// How long one call to X-Ray may take (`--upload-timeout`, `UploadTimeout`). Default
+    /// [`defaults::DEFAULT_UPLOAD_TIMEOUT`].
+    pub upload_timeout: Duration,
     /// Time between telemetry records; `None`: no telemetry.
     pub telemetry_interval: Option<Duration>,
     /// A TCP address of its own for the stats and health paths (`--stats-address`), if asked.
@@ -421,6 +424,26 @@ pub fn resolve(
         )?,
         ..defaults::RetryPolicy::default()
     };
+    let upload_timeout = {
+        let s = pick(
+            cli.upload_timeout,
+            "--upload-timeout",
+            f.upload_timeout.map(|s| s.map(|n| n as f64)),
+            defaults::DEFAULT_UPLOAD_TIMEOUT.as_secs_f64(),
+        );
+        let (min, max) = (
+            defaults::MIN_UPLOAD_TIMEOUT.as_secs_f64(),
+            defaults::MAX_UPLOAD_TIMEOUT.as_secs_f64(),
+        );
+        if s.value.is_finite() && (min..=max).contains(&s.value) {
+            Duration::from_secs_f64(s.value)
+        } else {
+            return Err(s.invalid(
+                s.value,
+                format!("must be a number of seconds from {min} to {max}"),
+            ));
+        }
+    };
     let telemetry_interval = seconds(
         cli.telemetry_interval,
         "--telemetry-interval",
@@ -436,6 +459,7 @@ pub fn resolve(
         buffer_source,
         sinks: sinks(&cli.sink)?,
         concurrency,
+        upload_timeout,
         max_document: max_document.value,
         region,
         endpoint: endpoint.map(|s| s.value),
@@ -789,6 +813,31 @@ mod tests {
         assert!(!c.local_mode);
         assert_eq!(c.concurrency, 9);
         assert_eq!(c.proxy_address.as_deref(), Some("https://q:1"));
+    }
+
+    #[test]
+    fn upload_timeout_comes_from_the_flag_or_the_file_and_is_checked() {
+        let timeout = |words: &[&str], file: Option<&file::Loaded>| {
+            resolve(&cli(words), file, Machine::default()).map(|c| c.upload_timeout)
+        };
+        let secs = Duration::from_secs;
+        assert!(
+            matches!(timeout(&[], None), Ok(t) if t == secs(10)),
+            "default 10 s"
+        );
+        let f = loaded("Version: 2\nUploadTimeout: 30\n");
+        assert!(matches!(timeout(&[], Some(&f)), Ok(t) if t == secs(30)));
+        let half = timeout(&["--upload-timeout", "0.5"], Some(&f));
+        assert!(
+            matches!(half, Ok(t) if t == Duration::from_millis(500)),
+            "the flag wins"
+        );
+        for bad in ["0", "-1", "601", "nan"] {
+            match timeout(&["--upload-timeout", bad], None) {
+                Err(e) => assert!(e.to_string().contains("--upload-timeout"), "{e}"),
+                Ok(t) => panic!("{bad} gave {t:?}"),
+            }
+        }
     }
 
     #[test]

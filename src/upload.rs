@@ -425,6 +425,7 @@ mod tests {
             let settings = BatchSettings {
                 batch_size: 2,
                 linger: Duration::from_millis(10),
+                max_age: retry.max_age,
             };
             let cut = batcher::run(Arc::clone(&buffer), lane, settings, reports, tx);
             let up = run(

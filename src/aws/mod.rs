@@ -44,8 +44,6 @@ pub use outbound::Outbound;
 
 /// Connect timeout for calls to AWS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Timeout of one attempt of an API call.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the startup credential check may take before it is reported as slow.
 pub const CREDENTIAL_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one instance or task metadata lookup may take in all (connection, token, answer):
@@ -70,6 +68,9 @@ pub struct AwsSettings {
     /// `NoVerifySSL`: do not verify TLS certificates of AWS endpoints (a loud warning at
     /// startup). Instance and task metadata are plain HTTP and unaffected.
     pub no_verify_ssl: bool,
+    /// How long one attempt of an API call may take (`--upload-timeout`); zero means
+    /// [`crate::config::defaults::DEFAULT_UPLOAD_TIMEOUT`].
+    pub upload_timeout: Duration,
     /// The environment variables the region, proxy and metadata rules read
     /// ([`Env::from_process`] in the daemon; empty by default).
     pub env: Env,
@@ -173,6 +174,11 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
     )
     .await?;
     let aws_client = outbound.http_client();
+    let attempt_timeout = if settings.upload_timeout.is_zero() {
+        crate::config::defaults::DEFAULT_UPLOAD_TIMEOUT
+    } else {
+        settings.upload_timeout
+    };
     let credentials = credentials::default_chain(&region, &aws_client, &metadata.http_client());
 
     let base = || {
@@ -186,7 +192,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .operation_attempt_timeout(attempt_timeout)
                     .build(),
             )
     };

@@ -72,7 +72,8 @@ pub(crate) fn settle(batch: Batch, fate: Fate) -> Settled {
         .iter()
         .map(|s| DocState {
             attempts: s.attempts + 1,
-            ..*s
+            // As the upload stage does: the first failed attempt starts the item's age.
+            first_failure: s.first_failure.or(Some(tokio::time::Instant::now())),
         })
         .collect();
     batch.finish(&fates, &states)

@@ -224,7 +224,7 @@ fn every_identity_holds_after_every_move() {
     };
     let mut id = 0;
     for _ in 0..5000 {
-        match next() % 6 {
+        match next() % 7 {
             0 | 1 => {
                 let n = (next() % 4) as usize;
                 push(&b, (id..id + n).map(named));
@@ -245,6 +245,10 @@ fn every_identity_holds_after_every_move() {
                 };
                 settle(batch, fate);
             }
+            5 => {
+                let lane = (next() % 3) as usize;
+                b.expire(lane, Duration::ZERO, tokio::time::Instant::now());
+            }
             _ => {
                 if let Some(batch) = out.pop() {
                     drop(batch);
@@ -259,7 +263,8 @@ fn every_identity_holds_after_every_move() {
     out.clear();
     let snap = checked(&stats);
     assert_eq!((snap.buffered, snap.in_flight, b.held_bytes()), (0, 0, 0));
-    assert!(snap.sent > 0 && snap.dropped_total() > 0, "{snap:?}");
+    let every_sink_sent = snap.sinks.values().all(|s| s.sent > 0);
+    assert!(every_sink_sent && snap.dropped_total() > 0, "{snap:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -276,4 +281,34 @@ async fn changed_wakes_a_waiter_for_its_lane() {
             .await
             .is_ok()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn expire_gives_up_only_items_past_their_age_and_says_when_the_next_one_is_due() {
+    let (b, stats) = buffer(1 << 20, 2, &["a"]);
+    push(&b, (0..4).map(named));
+    let (one, two) = (take(&b, 0, 2), take(&b, 0, 2));
+    settle(one, Fate::Retry);
+    let first = tokio::time::Instant::now();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    settle(two, Fate::Retry);
+    push(&b, [named(4)]);
+    let age = Duration::from_secs(3);
+    assert_eq!(b.expire(0, age, first), Some(first + age), "none due yet");
+    assert_eq!(
+        b.expire(0, age, first + age),
+        Some(first + age + Duration::from_secs(1)),
+        "the first two given up; the next two due a second later"
+    );
+    let snap = stats.snapshot();
+    assert_eq!(snap.dropped(DropReason::RetriesExhausted), 2);
+    assert_eq!(snap.buffered, 3);
+    assert_eq!(
+        b.expire(0, age, first + age * 2),
+        None,
+        "only the untried one left"
+    );
+    let left = take(&b, 0, 5);
+    assert_eq!(ids(&left), ["4"]);
+    assert_eq!(checked(&stats).dropped(DropReason::RetriesExhausted), 4);
 }

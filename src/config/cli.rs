@@ -151,6 +151,12 @@ pub struct Cli {
     #[arg(long = "retry-max-age", value_name = "SECONDS")]
     pub retry_max_age: Option<f64>,
 
+    /// [ours] Seconds one call to X-Ray (segments, telemetry) may take before it is given up
+    /// and its segments are tried again; after a timeout only one batch is sent until a call
+    /// succeeds. Default 10.
+    #[arg(long = "upload-timeout", value_name = "SECONDS")]
+    pub upload_timeout: Option<f64>,
+
     /// [ours] Seconds between telemetry records (PutTelemetryRecords). Default 60.
     #[arg(long = "telemetry-interval", value_name = "SECONDS")]
     pub telemetry_interval: Option<f64>,

@@ -19,6 +19,15 @@ pub const PROXY_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time the sampling proxy's call to X-Ray may take (`--proxy-upstream-timeout`).
 pub const PROXY_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default time one call to X-Ray may take before it is given up as a timeout and tried again
+/// (`--upload-timeout`, `UploadTimeout`). Long enough that a slow but working X-Ray is not sent
+/// every batch twice: a call cut off by the timeout may have been stored already.
+pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest `--upload-timeout` accepted.
+pub const MIN_UPLOAD_TIMEOUT: Duration = Duration::from_millis(100);
+/// The longest `--upload-timeout` accepted.
+pub const MAX_UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Default time between telemetry records.
 pub const DEFAULT_TELEMETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// The shortest interval accepted.

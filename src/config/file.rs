@@ -73,6 +73,8 @@ pub struct FileConfig {
     pub no_verify_ssl: Option<Setting<bool>>,
     /// `ProxyAddress`.
     pub proxy_address: Option<Setting<String>>,
+    /// `UploadTimeout` (ours): seconds one call to X-Ray may take.
+    pub upload_timeout: Option<Setting<i64>>,
 }
 
 /// A config file read and checked.
@@ -228,6 +230,11 @@ const KEYS: &[(&str, Kind, &str)] = &[
         "ProxyAddress",
         Kind::Text,
         "a proxy URL such as http://proxy.example:3128, or \"\"",
+    ),
+    (
+        "UploadTimeout",
+        Kind::Number,
+        "a whole number of seconds one call to X-Ray may take, from 1 to 600 (0 means the default, 10)",
     ),
     ("Version", Kind::Number, "1 or 2"),
 ];
@@ -434,6 +441,7 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
         role_arn: string("RoleARN"),
         no_verify_ssl: boolean("NoVerifySSL"),
         proxy_address: string("ProxyAddress"),
+        upload_timeout: number("UploadTimeout"),
     };
     Ok(Loaded {
         path: path.to_path_buf(),

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    Daemon, DropReason, Fault, FaultInjector, Moto, Snapshot, Step, TEST_REGION, assert_balanced,
-    new_segment_id, new_trace_id, segment_json, wait,
+    Daemon, DropReason, ErrorKind, Fault, FaultInjector, Moto, Snapshot, Step, TEST_REGION,
+    assert_balanced, backend_errors, new_segment_id, new_trace_id, segment_json, wait,
 };
 
 /// How long a scenario may take to settle on this shared 2-core machine.
@@ -118,4 +118,143 @@ async fn a_buffer_above_the_memory_available_is_refused() {
     for needle in ["-m/--buffer-memory", "TotalBufferSizeMB", "at most"] {
         assert!(f.stderr.contains(needle), "{needle:?} in:\n{}", f.stderr);
     }
+}
+
+/// The answer X-Ray gives when a caller goes over its rate.
+fn throttled() -> Fault {
+    Fault::Respond {
+        status: 429,
+        body: r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned(),
+    }
+}
+
+/// Issue "Hold under faults", item 2: every call takes 2 s, within `--upload-timeout 3`. Each
+/// batch is sent once and counted as sent: no call is cut off and sent again (with the old
+/// fixed 5 s attempt timeout and 5 s calls, 1,350 copies of 500 segments were stored).
+#[tokio::test]
+async fn a_slow_xray_within_the_upload_timeout_gets_each_batch_once() {
+    let moto = Moto::start().await;
+    let injector = FaultInjector::start(&moto.endpoint()).await;
+    injector.always("/TraceSegments", Fault::Delay(Duration::from_secs(2)));
+    let daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .args(["--upload-timeout", "3"])
+        .start()
+        .await;
+    let (trace, docs) = documents(100);
+    for d in &docs {
+        daemon.send_segment(d);
+    }
+    let stats = daemon
+        .wait_for_stats(|s| s.sent == 100 && settled(s), SETTLE)
+        .await;
+    assert_eq!((stats.retried, stats.dropped_total()), (0, 0), "{stats:?}");
+    assert_balanced(&stats);
+    assert_eq!(injector.put_trace_segments_batches(), [50, 50], "no copies");
+    let stored = moto
+        .wait_for_documents(TEST_REGION, &[trace], docs.len(), SETTLE)
+        .await;
+    assert_eq!(stored.len(), docs.len());
+}
+
+/// Issue "Hold under faults", item 2: X-Ray answers slower than `--upload-timeout`. After the
+/// first timeout only one batch (the probe) is in flight until a call succeeds, so each
+/// following call starts at least one timeout after the one before; once X-Ray is quick again
+/// the backlog goes out at full concurrency and nothing is lost.
+#[tokio::test]
+async fn after_a_timeout_only_the_probe_is_in_flight_until_a_call_succeeds() {
+    let moto = Moto::start().await;
+    let injector = FaultInjector::start(&moto.endpoint()).await;
+    injector.always("/TraceSegments", Fault::Delay(Duration::from_secs(2)));
+    let timeout = Duration::from_secs(1);
+    let daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .args(["--upload-timeout", "1", "--concurrency", "8"])
+        .start()
+        .await;
+    let (_, docs) = documents(400);
+    for d in &docs {
+        daemon.send_segment(d);
+    }
+    // The first round (up to 8 calls at once), then three probes.
+    let calls = wait::until(SETTLE, Duration::from_millis(50), async || {
+        let calls = injector.put_trace_segments();
+        let first = calls.first()?.received_at;
+        let later: Vec<_> = calls
+            .iter()
+            .map(|c| c.received_at)
+            .filter(|t| t.duration_since(first) > timeout / 2)
+            .collect();
+        (later.len() >= 3).then_some(later)
+    })
+    .await;
+    let Some(probes) = calls else {
+        panic!(
+            "fewer than 3 calls after the first round: {:?}",
+            injector.put_trace_segments_batches()
+        )
+    };
+    for pair in probes.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(
+            gap >= timeout * 9 / 10,
+            "a call started {gap:?} after the one before, within the timeout: more than the probe in flight"
+        );
+    }
+    injector.lift("/TraceSegments");
+    let stats = daemon
+        .wait_for_stats(|s| s.sent == 400 && settled(s), SETTLE)
+        .await;
+    assert_eq!(stats.dropped_total(), 0, "{stats:?}");
+    assert!(backend_errors(&stats, ErrorKind::Timeout) >= 4, "{stats:?}");
+    assert_balanced(&stats);
+    // The backlog drained at full concurrency: the calls after the first answered one all
+    // started within a second of it, not one per backoff.
+    let calls = injector.put_trace_segments();
+    let answered = calls.iter().position(|c| c.upstream_status == Some(200));
+    let Some(answered) = answered else {
+        panic!("no call answered")
+    };
+    let start = calls[answered].received_at;
+    for c in &calls[answered..] {
+        assert!(
+            c.received_at.duration_since(start) < Duration::from_secs(1),
+            "the backlog went out one batch at a time"
+        );
+    }
+}
+
+/// Issue "Hold under faults", item 3: under constant 429s, segments waiting for another
+/// attempt are given up `--retry-max-age` after their first failure, on time; they used to be
+/// given up only at their next failed attempt, one probe per backoff (the last of 500 after
+/// 58 s with `--retry-max-age 8`).
+#[tokio::test]
+async fn retries_age_out_on_time_under_constant_throttling() {
+    let moto = Moto::start().await;
+    let injector = FaultInjector::start(&moto.endpoint()).await;
+    injector.always("/TraceSegments", throttled());
+    let daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .args(["--retry-max-age", "2", "--retry-max-attempts", "1000"])
+        .args(["--concurrency", "8"])
+        .start()
+        .await;
+    let (_, docs) = documents(400);
+    let sent_at = std::time::Instant::now();
+    for d in &docs {
+        daemon.send_segment(d);
+    }
+    let stats = daemon
+        .wait_for_stats(
+            |s| s.dropped(DropReason::RetriesExhausted) == 400 && settled(s),
+            SETTLE,
+        )
+        .await;
+    let took = sent_at.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "the last segment was given up {took:?} after it was sent, with --retry-max-age 2"
+    );
+    assert_eq!(stats.sent, 0, "{stats:?}");
+    assert_balanced(&stats);
 }

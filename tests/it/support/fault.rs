@@ -94,6 +94,8 @@ pub struct Recorded {
     /// flight, when a fault answered instead, or when the upstream failed (then the client got
     /// 502).
     pub upstream_status: Option<u16>,
+    /// When its headers and body had arrived.
+    pub received_at: std::time::Instant,
 }
 
 impl Recorded {
@@ -182,6 +184,19 @@ impl FaultInjector {
         self.shared.state().always.push((path.to_owned(), fault));
     }
 
+    /// Lifts every standing rule set with [`Self::always`] for `path`.
+    pub fn lift(&self, path: &str) {
+        self.shared.state().always.retain(|(p, _)| p != path);
+    }
+
+    /// Every `POST /TraceSegments` received so far, in arrival order.
+    pub fn put_trace_segments(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path == "/TraceSegments")
+            .collect()
+    }
+
     /// Answers `POST /TelemetryRecords` itself with `200 {}` (still recording each request).
     pub fn answer_telemetry(&self) {
         self.always(
@@ -263,9 +278,8 @@ impl FaultInjector {
     /// The number of `TraceSegmentDocuments` in each `POST /TraceSegments` received so far
     /// (PutTraceSegments batches, in arrival order; faulted ones included).
     pub fn put_trace_segments_batches(&self) -> Vec<usize> {
-        self.requests()
+        self.put_trace_segments()
             .iter()
-            .filter(|r| r.method == "POST" && r.path == "/TraceSegments")
             .map(|r| {
                 r.json()
                     .ok()
@@ -365,6 +379,7 @@ async fn handle(
             body: body.clone(),
             fault: fault.clone(),
             upstream_status: None,
+            received_at: std::time::Instant::now(),
         });
         (state.requests.len() - 1, fault)
     };

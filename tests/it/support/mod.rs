@@ -60,6 +60,6 @@ pub use ports::{free_addr, free_port};
 pub use proc::{peak_rss_kib, status_kib};
 pub use sampling::sampling_injector;
 pub use segments::{XRAY_HEADER, datagram, new_segment_id, new_trace_id, segment_json};
-pub use stats::{DropReason, ErrorKind, Snapshot, assert_balanced};
+pub use stats::{DropReason, ErrorKind, Snapshot, assert_balanced, backend_errors};
 pub use udp_tap::UdpTap;
 pub use wait::Deadline;
