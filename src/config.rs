@@ -83,6 +83,8 @@ pub struct Config {
     pub proxy_upstream_timeout: Duration,
     /// When uploads are retried and given up.
     pub retry: crate::config::defaults::RetryPolicy,
+    /// OpenTelemetry in: the OTLP receivers and how spans become X-Ray documents.
+    pub otlp: OtlpConfig,
     /// How long one call to X-Ray may take (`--upload-timeout`, `UploadTimeout`). Default
     /// [`defaults::DEFAULT_UPLOAD_TIMEOUT`].
     pub upload_timeout: Duration,
@@ -240,6 +242,22 @@ fn pick<T>(
     }
 }
 
+/// OpenTelemetry in, resolved (the `OTLP` keys and their flags).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// Where the OTLP/HTTP receiver listens (`--otlp-http`, `OTLP.HTTPAddress`); `None`: off.
+    pub http_addr: Option<SocketAddr>,
+    /// The largest request body, after decompression (`--otlp-max-request-bytes`,
+    /// `OTLP.MaxRequestBytes`). Default [`defaults::DEFAULT_OTLP_MAX_REQUEST_BYTES`].
+    pub max_request_bytes: usize,
+    /// Span attributes that become annotations (`--indexed-attributes`,
+    /// `OTLP.IndexedAttributes`).
+    pub indexed_attributes: Vec<String>,
+    /// Every span attribute becomes an annotation (`--index-all-attributes`,
+    /// `OTLP.IndexAllAttributes`).
+    pub index_all_attributes: bool,
+}
+
 /// Resolves the command line and the config file against the machine's facts into a
 /// [`Config`]. `file` is the one file in use (see the module docs), already checked.
 pub fn resolve(
@@ -248,6 +266,7 @@ pub fn resolve(
     machine: Machine,
 ) -> Result<Config, ConfigError> {
     let f = file.map(|l| l.config.clone()).unwrap_or_default();
+    let otlp = otlp(cli, &f)?;
 
     let udp = pick(
         cli.bind.clone(),
@@ -460,6 +479,7 @@ pub fn resolve(
         sinks: sinks(&cli.sink)?,
         concurrency,
         upload_timeout,
+        otlp,
         max_document: max_document.value,
         region,
         endpoint: endpoint.map(|s| s.value),
@@ -500,6 +520,64 @@ pub fn resolve(
             .as_deref()
             .map(|a| parse_listen_addr(a, &Source::Flag("--stats-address")))
             .transpose()?,
+    })
+}
+
+/// The `OTLP` settings: flags over the file over the defaults.
+fn otlp(cli: &cli::Cli, f: &file::FileConfig) -> Result<OtlpConfig, ConfigError> {
+    let http = match (&cli.otlp_http, &f.otlp_http_address) {
+        (Some(flag), _) => Some(Setting {
+            value: flag.clone(),
+            source: Source::Flag("--otlp-http"),
+        }),
+        (None, from_file) => from_file.clone(),
+    };
+    let http_addr = http
+        .filter(|s| !s.value.is_empty())
+        .map(|s| parse_listen_addr(&s.value, &s.source))
+        .transpose()?;
+    let max = pick(
+        cli.otlp_max_request_bytes
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        "--otlp-max-request-bytes",
+        f.otlp_max_request_bytes.clone(),
+        defaults::DEFAULT_OTLP_MAX_REQUEST_BYTES as i64,
+    );
+    let max_request_bytes = usize::try_from(max.value)
+        .ok()
+        .filter(|n| (1024..=defaults::MAX_OTLP_MAX_REQUEST_BYTES).contains(n))
+        .ok_or_else(|| {
+            max.invalid(
+                max.value,
+                format!(
+                    "give a number of bytes from 1024 to {} (0 in the config file means the default, {})",
+                    defaults::MAX_OTLP_MAX_REQUEST_BYTES,
+                    defaults::DEFAULT_OTLP_MAX_REQUEST_BYTES
+                ),
+            )
+        })?;
+    let indexed_attributes = if cli.indexed_attributes.is_empty() {
+        f.otlp_indexed_attributes
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
+    } else {
+        cli.indexed_attributes
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let index_all_attributes = cli.index_all_attributes
+        || f.otlp_index_all_attributes
+            .as_ref()
+            .is_some_and(|s| s.value);
+    Ok(OtlpConfig {
+        http_addr,
+        max_request_bytes,
+        indexed_attributes,
+        index_all_attributes,
     })
 }
 
@@ -813,6 +891,64 @@ mod tests {
         assert!(!c.local_mode);
         assert_eq!(c.concurrency, 9);
         assert_eq!(c.proxy_address.as_deref(), Some("https://q:1"));
+    }
+
+    #[test]
+    fn otlp_settings_come_from_the_flags_or_the_otlp_keys() {
+        let otlp = |words: &[&str], file: Option<&file::Loaded>| {
+            resolve(&cli(words), file, Machine::default()).map(|c| c.otlp)
+        };
+        let off = ok(resolve(&cli(&[]), None, Machine::default())).otlp;
+        assert_eq!(
+            off.http_addr, None,
+            "off by default: a drop-in opens no new port"
+        );
+        assert_eq!(off.max_request_bytes, 20 * 1024 * 1024);
+        let f = loaded(
+            "Version: 2\nOTLP:\n  HTTPAddress: 127.0.0.1:4318\n  MaxRequestBytes: 4096\n  \
+             IndexedAttributes: [app.user, \"app.tier\"]\n  IndexAllAttributes: false\n",
+        );
+        let from_file = match otlp(&[], Some(&f)) {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(from_file.http_addr.map(|a| a.port()), Some(4318));
+        assert_eq!(from_file.max_request_bytes, 4096);
+        assert_eq!(from_file.indexed_attributes, ["app.user", "app.tier"]);
+        let flags = [
+            "--otlp-http",
+            "0.0.0.0:14318",
+            "--indexed-attributes",
+            "a, b",
+            "--index-all-attributes",
+        ];
+        let o = match otlp(&flags, Some(&f)) {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(o.http_addr.map(|a| a.port()), Some(14318));
+        assert_eq!(
+            (o.indexed_attributes, o.index_all_attributes),
+            (vec!["a".to_owned(), "b".into()], true)
+        );
+        let text = loaded("Version: 2\nOTLP:\n  IndexedAttributes: \"x, y,,z\"\n");
+        let o = otlp(&[], Some(&text)).map(|o| o.indexed_attributes);
+        assert!(matches!(o.as_deref(), Ok([x, y, z]) if x == "x" && y == "y" && z == "z"));
+        match otlp(&["--otlp-max-request-bytes", "10"], None) {
+            Err(e) => assert!(e.to_string().contains("--otlp-max-request-bytes"), "{e}"),
+            Ok(o) => panic!("{o:?}"),
+        }
+        match file::parse(
+            "Version: 2\nOTLP:\n  IndexedAttributes: {a: 1}\n",
+            std::path::Path::new("/x"),
+            true,
+        ) {
+            Err(e) => assert!(
+                e.to_string().contains("list of span attribute names"),
+                "{e}"
+            ),
+            Ok(l) => panic!("{:?}", l.config),
+        }
     }
 
     #[test]

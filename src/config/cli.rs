@@ -165,6 +165,30 @@ pub struct Cli {
     #[arg(long = "no-telemetry")]
     pub no_telemetry: bool,
 
+    // OpenTelemetry in
+    /// [ours] Receive OTLP/HTTP traces (`POST /v1/traces`, protobuf or JSON) on this TCP
+    /// address, for example 127.0.0.1:4318 (0.0.0.0:4318 in a container). Off by default.
+    #[arg(long = "otlp-http", value_name = "HOST:PORT")]
+    pub otlp_http: Option<String>,
+
+    /// [ours] The largest OTLP request body accepted, in bytes, after decompression
+    /// (larger ones get 413). Default 20971520 (20 MiB).
+    #[arg(long = "otlp-max-request-bytes", value_name = "BYTES")]
+    pub otlp_max_request_bytes: Option<u64>,
+
+    /// [ours] Span attributes that become X-Ray annotations (searchable), comma-separated;
+    /// the others go to metadata.
+    #[arg(
+        long = "indexed-attributes",
+        value_name = "KEY,...",
+        value_delimiter = ','
+    )]
+    pub indexed_attributes: Vec<String>,
+
+    /// [ours] Every span attribute becomes an X-Ray annotation.
+    #[arg(long = "index-all-attributes")]
+    pub index_all_attributes: bool,
+
     // Stats
     /// [ours] Also serve /daemon/stats, /daemon/metrics and /daemon/health on this TCP address
     /// (for example 0.0.0.0:2100 for a Prometheus scraper); nothing is forwarded there.

@@ -28,6 +28,11 @@ pub const MIN_UPLOAD_TIMEOUT: Duration = Duration::from_millis(100);
 /// The longest `--upload-timeout` accepted.
 pub const MAX_UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Default largest OTLP request body, after decompression (`--otlp-max-request-bytes`): 20 MiB.
+pub const DEFAULT_OTLP_MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
+/// The largest `--otlp-max-request-bytes` accepted: 256 MiB.
+pub const MAX_OTLP_MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+
 /// Default time between telemetry records.
 pub const DEFAULT_TELEMETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// The shortest interval accepted.

@@ -29,7 +29,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::{Setting, Source};
@@ -75,6 +75,14 @@ pub struct FileConfig {
     pub proxy_address: Option<Setting<String>>,
     /// `UploadTimeout` (ours): seconds one call to X-Ray may take.
     pub upload_timeout: Option<Setting<i64>>,
+    /// `OTLP.HTTPAddress` (ours): where the OTLP/HTTP receiver listens.
+    pub otlp_http_address: Option<Setting<String>>,
+    /// `OTLP.MaxRequestBytes` (ours): the largest OTLP request body, after decompression.
+    pub otlp_max_request_bytes: Option<Setting<i64>>,
+    /// `OTLP.IndexedAttributes` (ours): span attributes that become X-Ray annotations.
+    pub otlp_indexed_attributes: Option<Setting<Vec<String>>>,
+    /// `OTLP.IndexAllAttributes` (ours): every span attribute becomes an annotation.
+    pub otlp_index_all_attributes: Option<Setting<bool>>,
 }
 
 /// A config file read and checked.
@@ -147,6 +155,8 @@ enum Kind {
     Text,
     /// A mapping of keys one level down (`Socket`, `Logging`, `proxyserver`).
     Mapping,
+    /// A list of texts, or one text of comma-separated items.
+    TextList,
 }
 
 /// Every key the file may hold, with the type of its value and what it allows.
@@ -236,6 +246,27 @@ const KEYS: &[(&str, Kind, &str)] = &[
         Kind::Number,
         "a whole number of seconds one call to X-Ray may take, from 1 to 600 (0 means the default, 10)",
     ),
+    (
+        "OTLP",
+        Kind::Mapping,
+        "a mapping with the keys HTTPAddress, MaxRequestBytes, IndexedAttributes and IndexAllAttributes",
+    ),
+    (
+        "OTLP.HTTPAddress",
+        Kind::Text,
+        "HOST:PORT for the OTLP/HTTP receiver, for example 127.0.0.1:4318, or \"\" for none",
+    ),
+    (
+        "OTLP.MaxRequestBytes",
+        Kind::Number,
+        "a whole number of bytes, the largest OTLP request body after decompression (0 means the default, 20 MiB)",
+    ),
+    (
+        "OTLP.IndexedAttributes",
+        Kind::TextList,
+        "a list of span attribute names, such as [app.user, app.tier], or one text of names separated by commas",
+    ),
+    ("OTLP.IndexAllAttributes", Kind::Boolean, "true or false"),
     ("Version", Kind::Number, "1 or 2"),
 ];
 
@@ -442,6 +473,10 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
         no_verify_ssl: boolean("NoVerifySSL"),
         proxy_address: string("ProxyAddress"),
         upload_timeout: number("UploadTimeout"),
+        otlp_http_address: string("OTLP.HTTPAddress"),
+        otlp_max_request_bytes: number("OTLP.MaxRequestBytes"),
+        otlp_indexed_attributes: setting(get("OTLP.IndexedAttributes"), |v| text_list(v, text)),
+        otlp_index_all_attributes: boolean("OTLP.IndexAllAttributes"),
     };
     Ok(Loaded {
         path: path.to_path_buf(),
@@ -583,8 +618,8 @@ enum Value {
     Float,
     /// Text, quoted or not.
     Text(String),
-    /// A sequence (its items are not kept).
-    List,
+    /// A sequence, with its items.
+    List(Vec<Spanned<Value>>),
     /// A mapping.
     Map(Mapping),
 }
@@ -615,8 +650,31 @@ fn as_text(value: &Spanned<Value>, text: &str) -> Option<String> {
     match &value.value {
         Value::Text(s) => Some(s.clone()),
         Value::Bool(_) | Value::Int(_) | Value::Float => written(value, text).map(str::to_owned),
-        Value::Null | Value::List | Value::Map(_) => None,
+        Value::Null | Value::List(_) | Value::Map(_) => None,
     }
+}
+
+/// A list of texts: a YAML list of scalars, or one text of comma-separated items (blanks
+/// around items dropped, empty items skipped). `None` for anything else.
+fn text_list(value: &Spanned<Value>, text: &str) -> Option<Vec<String>> {
+    let items: Vec<String> = match &value.value {
+        Value::List(items) => items
+            .iter()
+            .map(|v| as_text(v, text))
+            .collect::<Option<_>>()?,
+        _ => as_text(value, text)?
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+    };
+    Some(
+        items
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// The value's source text, from its span.
@@ -634,6 +692,7 @@ fn accepts(kind: Kind, value: &Spanned<Value>, text: &str) -> bool {
         (v, Kind::Number) => v.number().is_some(),
         (v, Kind::Boolean) => v.boolean().is_some(),
         (_, Kind::Text) => as_text(value, text).is_some(),
+        (_, Kind::TextList) => text_list(value, text).is_some(),
         (_, Kind::Mapping) => false,
     }
 }
@@ -641,7 +700,7 @@ fn accepts(kind: Kind, value: &Spanned<Value>, text: &str) -> bool {
 /// The value as a message shows it.
 fn found(value: &Spanned<Value>, text: &str) -> String {
     match &value.value {
-        Value::List => "(a list)".into(),
+        Value::List(_) => "(a list)".into(),
         Value::Map(_) => "(a mapping)".into(),
         Value::Null => "(empty)".into(),
         Value::Text(s) => format!("{s:?}"),
@@ -738,8 +797,11 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Value::deserialize(d)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Value::List)
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Value>>()? {
+            items.push(item);
+        }
+        Ok(Value::List(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut entries = Mapping::new();
