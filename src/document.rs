@@ -193,7 +193,7 @@ pub enum BadInput {
     #[error("document refused: {0}")]
     InvalidBody(String),
     /// The document is longer than the cap.
-    #[error("document of {size} bytes is over the {cap}-byte limit")]
+    #[error("document of {size} bytes is over the {cap}-byte document limit (--max-segment-size)")]
     TooLarge {
         /// The document's size in bytes.
         size: usize,

@@ -19,7 +19,8 @@ pub enum DropReason {
     /// The document was neither a well-formed JSON object nor a distro (`T1S`…) document, or
     /// not UTF-8.
     InvalidBody,
-    /// The datagram was longer than the receive buffer and the kernel cut it.
+    /// No longer counted (always 0; the key stays for scrapers): a datagram longer than the
+    /// receive buffer is over the document cap, so it counts as [`DropReason::TooLarge`].
     Truncated,
     /// The document was over the size cap.
     TooLarge,

@@ -24,7 +24,7 @@
 //!
 //! Each datagram lands in its own slot of a scratch buffer allocated once, sized to the document
 //! cap plus [`MAX_HEADER_BYTES`]; a datagram longer than that is cut by the kernel, which reports
-//! it (`MSG_TRUNC`), and is counted as truncated. The only allocation per datagram is the
+//! it (`MSG_TRUNC`), and is counted as `too_large`, like any document over the cap. The only allocation per datagram is the
 //! accepted document's (see [`crate::document`]).
 //!
 //! After the buffer has held a backlog (over [`RELEASE_ABOVE`]), the wait has a deadline of
@@ -228,18 +228,21 @@ fn handle(
         stats.set_kernel_dropped(dropped);
     }
     if datagram.len == 0 {
+        // Ignored, as the original does: not an item, so not `received`.
+        stats.empty_datagram();
         return;
     }
     intake.received(datagram.len);
     if datagram.truncated {
-        intake.refused(DropReason::Truncated);
+        // Longer than the receive buffer (the cap plus a header), so over the cap: one rule for
+        // every document over the cap, however far over (`too_large`).
+        intake.refused(DropReason::TooLarge);
         stats.warn_refused(
-            DropReason::Truncated,
+            DropReason::TooLarge,
             datagram.from,
             &format_args!(
-                "datagram of {} bytes is longer than the {}-byte receive buffer (document cap plus header)",
-                datagram.len,
-                settings.max_document + MAX_HEADER_BYTES
+                "datagram of {} bytes is over the {}-byte document limit (--max-segment-size)",
+                datagram.len, settings.max_document
             ),
         );
         return;

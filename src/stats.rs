@@ -109,6 +109,7 @@ pub struct Stats {
     budget_bytes: AtomicU64,
     last_upload: AtomicU64,
     kernel_dropped: AtomicU64,
+    empty_datagrams: AtomicU64,
     /// Set once the UDP receive loop has ended (read by the health check).
     receiver_stopped: AtomicBool,
     /// Unix seconds of the first failed upload since the last successful one; 0 = none.
@@ -150,6 +151,10 @@ pub struct Snapshot {
     pub last_upload_unix: Option<u64>,
     /// Datagrams the kernel dropped because the socket's receive queue was full (Linux).
     pub kernel_dropped: u64,
+    /// Empty UDP datagrams (zero bytes): ignored as the original ignores them, and counted
+    /// here only, outside `received` and every identity.
+    #[serde(default)]
+    pub empty_datagrams: u64,
     /// Items put back into the buffer for another attempt (an item retried three times counts
     /// three).
     pub retried: u64,
@@ -369,6 +374,7 @@ impl Stats {
             budget_bytes: AtomicU64::new(0),
             last_upload: AtomicU64::new(0),
             kernel_dropped: AtomicU64::new(0),
+            empty_datagrams: AtomicU64::new(0),
             receiver_stopped: AtomicBool::new(false),
             upload_failing_since: AtomicU64::new(0),
             warn_limits: Default::default(),
@@ -501,6 +507,11 @@ impl Stats {
             .store(u64::from(count), Ordering::Relaxed);
     }
 
+    /// An empty datagram came in (ignored; not an item).
+    pub fn empty_datagram(&self) {
+        self.empty_datagrams.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The memory budget in bytes.
     pub fn set_budget(&self, bytes: usize) {
         self.budget_bytes.store(bytes as u64, Ordering::Relaxed);
@@ -537,6 +548,7 @@ impl Stats {
             budget_bytes: self.budget_bytes.load(Ordering::Relaxed),
             last_upload_unix: (last > 0).then_some(last),
             kernel_dropped: self.kernel_dropped.load(Ordering::Relaxed),
+            empty_datagrams: self.empty_datagrams.load(Ordering::Relaxed),
             retried: books.retried,
             backend_errors: ErrorKind::ALL
                 .iter()
@@ -758,6 +770,11 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         gauge(s.kernel_dropped),
     );
     r.register(
+        "empty_datagrams",
+        "Empty UDP datagrams, ignored",
+        counter(s.empty_datagrams),
+    );
+    r.register(
         "input_received",
         "Items received, by input",
         counter_family(s.inputs.iter().map(|(name, i)| {
@@ -915,6 +932,7 @@ mod tests {
             "xray_buffer_budget_bytes",
             "xray_last_upload_timestamp_seconds",
             "xray_kernel_dropped_datagrams",
+            "xray_empty_datagrams_total",
             "xray_log_lines_lost_total",
         ] {
             assert!(

@@ -197,7 +197,7 @@ async fn flask_sdk_segments_and_streamed_subsegments_arrive_byte_for_byte() {
 
 /// 3. Each class of bad input is counted under its reason (as refused by the UDP input and as
 ///    dropped), and warned about once per reason, naming the sender; the daemon keeps running
-///    and relays the next good segment.
+///    and relays the next good segment; an empty datagram is counted apart and ignored.
 #[tokio::test]
 async fn bad_input_is_counted_by_reason_and_the_next_good_segment_arrives() {
     let moto = Moto::start().await;
@@ -241,11 +241,14 @@ async fn bad_input_is_counted_by_reason_and_the_next_good_segment_arrives() {
             format!("{h}\n{truncated_json}").into_bytes(),
         ),
         (DropReason::TooLarge, datagram(&too_large)),
-        (DropReason::Truncated, datagram(&cut_by_kernel)),
+        // Past the receive buffer (cap + 1 KiB): the same rule, however far over the cap.
+        (DropReason::TooLarge, datagram(&cut_by_kernel)),
     ];
     for (_, bad) in &cases {
         daemon.send(bad);
     }
+    // Ignored as the original ignores it: counted apart, not received.
+    daemon.send(b"");
     let good = doc();
     daemon.send_segment(&good);
 
@@ -288,6 +291,7 @@ async fn bad_input_is_counted_by_reason_and_the_next_good_segment_arrives() {
         (total, 1),
         "only the good datagram passed intake: {stats:?}"
     );
+    assert_eq!(stats.empty_datagrams, 1, "{stats:?}");
     assert_balanced(&stats);
 
     // Still running: health answers and the process has not exited.
