@@ -294,6 +294,7 @@ async fn serve(
                 max_age: config.retry.max_age,
             },
             calls_rx,
+            Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             batch_tx,
         );
         let send = upload::run(
@@ -301,7 +302,6 @@ async fn serve(
             dest.sink,
             calls_tx,
             upload::UploadSettings {
-                concurrency,
                 retry: config.retry,
             },
             Arc::clone(&stats),

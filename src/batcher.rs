@@ -22,8 +22,10 @@
 //! `max_age` has passed since their first failure, at that moment ([`Buffer::expire`]), not
 //! at their next failed attempt, which a long backoff or a probe at a time would delay.
 //!
-//! Backpressure: when every upload worker is busy the channel is full and the batcher waits;
-//! items then wait in the buffer, where the budget and its memory rule apply. Timers run only
+//! Backpressure: a batch is cut only when an upload slot is free (one permit per call the sink
+//! may make at once, [`Handover`]); while every slot is busy, items wait in the buffer, where
+//! the budget and its memory rule apply, and count as buffered, not in flight: `in_flight` is
+//! exactly what is in calls under way. Timers run only
 //! while a batch is waiting, so an idle daemon does not wake up.
 //!
 //! 50 documents of at most 64 KiB each stay well within the API's request size, so no byte cap
@@ -32,7 +34,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::buffer::{Batch, Buffer};
@@ -54,6 +56,10 @@ pub struct BatchSettings {
     /// ([`crate::upload::retry::RetryPolicy::max_age`]): checked on time, while it waits.
     pub max_age: Duration,
 }
+
+/// A batch handed to the upload stage with the upload slot it was cut under: the call may start
+/// at once, and the slot is free again when the permit is dropped (the call is over).
+pub type Handover = (Batch, OwnedSemaphorePermit);
 
 /// What the upload stage reports when a call is over: `Some(backoff)` when it failed (or some
 /// items are to be retried), `None` when the destination answered. Reported before the batch
@@ -118,19 +124,25 @@ impl Gate {
 
 /// Cuts lane `lane` of `buffer` into batches until the lane is done (closed and empty, nothing
 /// out that could come back), then drops `out` (which ends the lane's upload stage). `calls`
-/// brings the upload stage's report of each call ([`CallOver`]).
+/// brings the upload stage's report of each call ([`CallOver`]). `slots` holds one permit per
+/// call the upload stage may make at once: a batch is cut only with a permit, which goes
+/// along with it and is given back when its call is over.
 pub async fn run(
     buffer: Arc<Buffer>,
     lane: usize,
     settings: BatchSettings,
     mut calls: mpsc::Receiver<CallOver>,
-    out: mpsc::Sender<Batch>,
+    slots: Arc<Semaphore>,
+    out: mpsc::Sender<Handover>,
 ) {
     let batch_size = settings.batch_size.max(1);
     let mut gate = Gate::default();
     // When the batcher first saw the items of the batch it is waiting to cut.
     let mut first_seen: Option<Instant> = None;
+    // An upload slot taken for the next batch, and whether the loop waits for one.
+    let mut slot: Option<OwnedSemaphorePermit> = None;
     loop {
+        let mut wants_slot = false;
         // Reports come before the settled items that wake this loop: read them all first.
         while let Ok(over) = calls.try_recv() {
             gate.call_over(over);
@@ -157,24 +169,38 @@ pub async fn run(
                 Open::AfterProbe => None,
                 Open::Now => {
                     let due = first + settings.linger;
-                    if status.waiting >= batch_size
+                    let is_due = status.waiting >= batch_size
                         || status.closed
                         || status.retry_first
-                        || now >= due
-                    {
-                        if let Some(batch) = buffer.take(lane, batch_size) {
-                            first_seen = None;
-                            gate.out += 1;
-                            tracing::debug!("Batch of {} segment(s) ready", batch.len());
-                            if out.send(batch).await.is_err() {
-                                // The upload stage is gone (shutdown deadline passed); the
-                                // batch's drop released it.
-                                return;
-                            }
-                        }
-                        continue;
+                        || now >= due;
+                    if is_due && slot.is_none() {
+                        slot = Arc::clone(&slots).try_acquire_owned().ok();
                     }
-                    Some(due)
+                    match slot.take() {
+                        Some(permit) if is_due => {
+                            if let Some(batch) = buffer.take(lane, batch_size) {
+                                first_seen = None;
+                                gate.out += 1;
+                                tracing::debug!("Batch of {} segment(s) ready", batch.len());
+                                if out.send((batch, permit)).await.is_err() {
+                                    // The upload stage is gone (shutdown deadline passed); the
+                                    // batch's drop released it.
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        // Every upload slot is busy: the items wait in the buffer (counted as
+                        // buffered, not in flight) until a call is over.
+                        None if is_due => {
+                            wants_slot = true;
+                            None
+                        }
+                        kept => {
+                            slot = kept;
+                            Some(due)
+                        }
+                    }
                 }
             }
         };
@@ -192,6 +218,11 @@ pub async fn run(
             () = buffer.changed(lane) => {}
             Some(over) = calls.recv() => gate.call_over(over),
             () = sleep => {}
+            permit = Arc::clone(&slots).acquire_owned(), if wants_slot => match permit {
+                Ok(permit) => slot = Some(permit),
+                // Closed: the upload stage is gone.
+                Err(_) => return,
+            },
         }
     }
 }
@@ -212,7 +243,7 @@ mod tests {
     struct Lane {
         buffer: Arc<Buffer>,
         calls: mpsc::Sender<CallOver>,
-        rx: mpsc::Receiver<Batch>,
+        rx: mpsc::Receiver<Handover>,
     }
 
     fn start(batch_size: usize) -> Lane {
@@ -223,12 +254,13 @@ mod tests {
         let (buffer, _) = testing::buffer(1 << 20, batch_size, &["test"]);
         let (calls, reports) = mpsc::channel(reports_capacity(1));
         let (tx, rx) = mpsc::channel(1);
+        let slots = Arc::new(Semaphore::new(8));
         let settings = BatchSettings {
             batch_size,
             linger: LINGER,
             max_age,
         };
-        tokio::spawn(run(Arc::clone(&buffer), 0, settings, reports, tx));
+        tokio::spawn(run(Arc::clone(&buffer), 0, settings, reports, slots, tx));
         Lane { buffer, calls, rx }
     }
 
@@ -237,30 +269,30 @@ mod tests {
         let mut lane = start(2);
         push(&lane.buffer, [named(0)]);
         let start = Instant::now();
-        let first = lane.rx.recv().await;
+        let first = lane.next().await;
         assert_eq!(start.elapsed(), LINGER);
         push(&lane.buffer, (1..4).map(named));
         let start = Instant::now();
-        let full = lane.rx.recv().await;
+        let full = lane.next().await;
         assert_eq!(start.elapsed(), Duration::ZERO);
         assert_eq!(
             full.as_ref().map(ids),
             Some(vec!["1".to_owned(), "2".into()])
         );
         lane.buffer.close();
-        let last = lane.rx.recv().await;
+        let last = lane.next().await;
         assert_eq!(start.elapsed(), Duration::ZERO, "closing flushes at once");
         for batch in [first, full, last].into_iter().flatten() {
             settle(batch, &lane.calls, Fate::Sent, None);
         }
-        assert!(lane.rx.recv().await.is_none(), "the lane is done");
+        assert!(lane.next().await.is_none(), "the lane is done");
     }
 
     #[tokio::test(start_paused = true)]
     async fn after_a_failure_waits_out_the_backoff_then_probes_with_one_batch() {
         let mut lane = start(2);
         push(&lane.buffer, (0..2).map(named));
-        let Some(first) = lane.rx.recv().await else {
+        let Some(first) = lane.next().await else {
             panic!("no batch")
         };
         let start = Instant::now();
@@ -271,20 +303,20 @@ mod tests {
             Some(Duration::from_millis(700)),
         );
         push(&lane.buffer, (2..6).map(named));
-        let Some(probe) = lane.rx.recv().await else {
+        let Some(probe) = lane.next().await else {
             panic!("no batch")
         };
         assert_eq!(start.elapsed(), Duration::from_millis(700));
         assert_eq!(ids(&probe), ["0", "1"], "the retried items go first");
         // While the probe is out, no other batch goes.
         assert!(
-            tokio::time::timeout(Duration::from_secs(60), lane.rx.recv())
+            tokio::time::timeout(Duration::from_secs(60), lane.next())
                 .await
                 .is_err()
         );
         settle(probe, &lane.calls, Fate::Sent, None);
-        let next = lane.rx.recv().await;
-        let after = lane.rx.recv().await;
+        let next = lane.next().await;
+        let after = lane.next().await;
         assert_eq!(
             (next.as_ref().map(ids), after.as_ref().map(ids)),
             (
@@ -299,16 +331,16 @@ mod tests {
         let mut lane = start(50);
         push(&lane.buffer, (0..3).map(named));
         lane.buffer.close();
-        let Some(batch) = lane.rx.recv().await else {
+        let Some(batch) = lane.next().await else {
             panic!("no batch")
         };
         settle(batch, &lane.calls, Fate::Retry, None);
-        let Some(again) = lane.rx.recv().await else {
+        let Some(again) = lane.next().await else {
             panic!("the retried batch comes out again")
         };
         assert_eq!(again.len(), 3);
         settle(again, &lane.calls, Fate::Sent, None);
-        assert!(lane.rx.recv().await.is_none());
+        assert!(lane.next().await.is_none());
         let snap = lane.buffer_stats();
         assert_eq!((snap.sent, snap.unaccounted()), (3, 0));
     }
@@ -321,7 +353,7 @@ mod tests {
         let max_age = Duration::from_secs(2);
         let mut lane = start_with(2, max_age);
         push(&lane.buffer, (0..2).map(named));
-        let Some(first) = lane.rx.recv().await else {
+        let Some(first) = lane.next().await else {
             panic!("no batch")
         };
         let failed_at = Instant::now();
@@ -344,14 +376,54 @@ mod tests {
         let s = lane.buffer_stats();
         assert_eq!((s.buffered, s.sent), (1, 0), "the new item waits: {s:?}");
         // Once the backoff has passed the new item goes out as the probe.
-        let Some(probe) = lane.rx.recv().await else {
+        let Some(probe) = lane.next().await else {
             panic!("no batch")
         };
         assert_eq!(ids(&probe), ["2"]);
         assert_eq!(failed_at.elapsed(), Duration::from_secs(60));
     }
 
+    /// Issue "Ship complete": `in_flight` counted batches waiting for an upload slot. A batch
+    /// is now cut only when a slot is free, so what waits for one is `buffered`.
+    #[tokio::test(start_paused = true)]
+    async fn no_batch_is_cut_while_every_upload_slot_is_busy() {
+        let (buffer, stats) = testing::buffer(1 << 20, 2, &["test"]);
+        let (calls, reports) = mpsc::channel(reports_capacity(1));
+        let (tx, mut rx) = mpsc::channel(1);
+        let slots = Arc::new(Semaphore::new(1));
+        let settings = BatchSettings {
+            batch_size: 2,
+            linger: LINGER,
+            max_age: Duration::from_secs(300),
+        };
+        tokio::spawn(run(Arc::clone(&buffer), 0, settings, reports, slots, tx));
+        push(&buffer, (0..6).map(named));
+        let Some((first, slot)) = rx.recv().await else {
+            panic!("no batch")
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.in_flight, s.buffered),
+            (2, 4),
+            "only the call under way is in flight"
+        );
+        assert!(rx.try_recv().is_err(), "no batch waits for a slot");
+        assert!(calls.try_send(None).is_ok());
+        testing::settle(first, Fate::Sent);
+        drop(slot);
+        let Some((second, _)) = rx.recv().await else {
+            panic!("no batch")
+        };
+        assert_eq!(ids(&second), ["2", "3"]);
+    }
+
     impl Lane {
+        /// The next batch handed over (its upload slot freed at once).
+        async fn next(&mut self) -> Option<Batch> {
+            self.rx.recv().await.map(|(batch, _slot)| batch)
+        }
+
         fn buffer_stats(&self) -> crate::stats::Snapshot {
             self.buffer.stats().snapshot()
         }

@@ -1,11 +1,11 @@
 //! The upload stage of one sink: batches in, calls to the sink out, each item's fate decided
 //! and handed back to the buffer.
 //!
-//! In: [`Batch`]es from the sink's batcher over a bounded channel. Out: calls to the sink, at
-//! most `concurrency` at a time (the original's `Concurrency`, default 8); the next batch is
-//! only taken from the channel when a worker is free, so backpressure reaches the buffer, where
-//! the memory budget applies. Every sink has its own upload stage, so a slow or dead sink never
-//! holds back another.
+//! In: [`Batch`]es from the sink's batcher over a bounded channel, each with the upload slot it
+//! was cut under: at most `concurrency` calls at a time (the original's `Concurrency`, default
+//! 8), and a batch is only cut when a slot is free, so backpressure reaches the buffer, where
+//! the memory budget applies (see [`crate::batcher`]). Out: calls to the sink. Every sink has
+//! its own upload stage, so a slow or dead sink never holds back another.
 //!
 //! Each call's result is classified by the pure [`retry::classify`]; this is the one retry layer
 //! (the AWS SDK's own retries are off, see [`crate::aws`]). Per item, when its call is over:
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -49,9 +49,6 @@ pub const REJECT_LOG_BURST: u64 = 20;
 /// How one sink's stage runs.
 #[derive(Clone, Copy, Debug)]
 pub struct UploadSettings {
-    /// Batches uploaded at once; at least 1. Default
-    /// [`crate::config::defaults::DEFAULT_CONCURRENCY`].
-    pub concurrency: usize,
     /// When to retry and when to give up.
     pub retry: RetryPolicy,
 }
@@ -73,7 +70,7 @@ struct Shared {
 /// `calls` (the backoff after a failure, `None` after an answer) before its batch is settled,
 /// for the lane's batcher.
 pub async fn run(
-    mut batches: mpsc::Receiver<Batch>,
+    mut batches: mpsc::Receiver<(Batch, OwnedSemaphorePermit)>,
     sink: Arc<dyn Sink>,
     calls: mpsc::Sender<Option<Duration>>,
     settings: UploadSettings,
@@ -88,18 +85,11 @@ pub async fn run(
         failures: AtomicU32::new(0),
         reject_log: RateLimit::default(),
     });
-    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut uploads = JoinSet::new();
     loop {
-        let slot = tokio::select! {
-            biased;
-            () = abandon.cancelled() => break,
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
-        let batch = tokio::select! {
+        // Each batch comes with the upload slot it was cut under (see the batcher), so its
+        // call starts at once.
+        let (batch, slot) = tokio::select! {
             biased;
             () = abandon.cancelled() => break,
             batch = batches.recv() => match batch {
@@ -427,15 +417,13 @@ mod tests {
                 linger: Duration::from_millis(10),
                 max_age: retry.max_age,
             };
-            let cut = batcher::run(Arc::clone(&buffer), lane, settings, reports, tx);
+            let slots = Arc::new(tokio::sync::Semaphore::new(2));
+            let cut = batcher::run(Arc::clone(&buffer), lane, settings, reports, slots, tx);
             let up = run(
                 rx,
                 sink,
                 calls,
-                UploadSettings {
-                    concurrency: 2,
-                    retry,
-                },
+                UploadSettings { retry },
                 Arc::clone(&stats),
                 CancellationToken::new(),
             );
