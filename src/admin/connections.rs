@@ -17,14 +17,16 @@
 //! 5. else the new connection is refused.
 //!
 //! Idle means no request in progress: since it was accepted (one that never sends a request
-//! is idle from the start), or since its last answer was handed to hyper. Ties go to the older
-//! connection. A connection holding a live stream ([`Activity::Streaming`], for the coming
+//! is idle from the start), or since its last answer was handed to hyper (one still reading a
+//! long answer slowly counts as idle). Ties go to the older connection. A request sent on a
+//! connection just as it is shed is lost with it, as with any server that closes an idle
+//! keep-alive connection; HTTP clients then open a new one. A connection holding a live stream ([`Activity::Streaming`], for the coming
 //! viewer's server-sent events) is neither idle nor shed. There is no quota per peer address:
 //! every SDK on a host connects from 127.0.0.1.
 //!
 //! Bounded: at most `regular + reserve` entries; picking the one to shed scans them (about a
-//! thousand, under the lock, only at the cap). Pure apart from cancelling tokens: the time is
-//! passed in, so the tests below need no clock.
+//! thousand, under the lock, only at the cap or out of file descriptors). [`Registry`] is pure
+//! apart from cancelling tokens: the time is passed in, so its tests need no clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -97,7 +99,7 @@ impl Registry {
     pub fn new(limits: Limits) -> Self {
         Registry {
             limits,
-            open: HashMap::with_capacity(limits.regular.saturating_add(limits.reserve)),
+            open: HashMap::new(),
             regular: 0,
             reserve: 0,
             next_id: 0,

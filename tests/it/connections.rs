@@ -157,7 +157,7 @@ async fn health_answers_while_idle_clients_hold_every_slot() {
 /// The same with the open-files limit below the connection cap (systemd and containerd give
 /// services a soft limit of 1,024 by default): accepting fails with `EMFILE`, so the daemon
 /// closes the connection idle the longest to free a descriptor. It used to retry every 100 ms
-/// until a client's 10 s timeout freed one.
+/// until a client's 10 s timeout freed one. The daemon runs under `prlimit` (util-linux).
 #[tokio::test]
 async fn health_answers_while_idle_clients_hold_every_file_descriptor() {
     const LIMIT: usize = 256;
