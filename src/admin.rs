@@ -913,12 +913,10 @@ mod tests {
 
         shutdown.cancel();
         assert!(closed_within(&mut second, Duration::from_secs(5)).await);
-        assert!(
-            TcpStream::connect(addr).await.is_err() || {
-                let mut late = connect(addr).await;
-                closed_within(&mut late, Duration::from_secs(5)).await
-            }
-        );
+        // No new connection is served: refused, or closed once the listener is gone.
+        if let Ok(mut late) = TcpStream::connect(addr).await {
+            assert!(closed_within(&mut late, Duration::from_secs(5)).await);
+        }
     }
 
     #[tokio::test]
