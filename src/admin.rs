@@ -31,18 +31,35 @@
 //! ([`PathMatch::Prefix`] and [`Methods::Post`] are there for them), and one more arm where the
 //! listener runs the route.
 //!
-//! Bounds: at most [`MAX_CONNECTIONS`] connections per listener are served at once (more wait
-//! in the kernel's backlog); a client has the listener's header timeout to send a request's
-//! headers (the proxy's `--proxy-client-timeout` on `-t`, [`DEFAULT_HEADER_TIMEOUT`] on the
-//! stats address); the forwarded route has its own body and upstream bounds (see
-//! [`crate::proxy`]). Shutdown: once the token is cancelled, no connection is accepted and the
-//! ones open are closed.
+//! Bounds: each listener holds at most [`MAX_CONNECTIONS`] connections, plus
+//! [`ADMIN_RESERVE`] for its admin routes, and never waits to accept: a connection kept waiting
+//! in the kernel's backlog is a health check that times out. At the cap, the new connection
+//! takes the slot of the one idle the longest (no request in progress: since it was accepted,
+//! or since its last answer), which is closed; so idle clients, however many, cannot starve the
+//! others, and there is no quota per peer address (every SDK on a host connects from
+//! 127.0.0.1). Only when every connection is in the middle of a request (slow proxy uploads,
+//! say) does a new one get a reserve slot: it is answered once, then closed, and on the admin
+//! routes only (the sampling proxy answers `503`), so health and stats are still answered.
+//! With the reserve busy too, the new connection is closed at once. Running out of file
+//! descriptors (`EMFILE`: the soft limit is often 1,024, under systemd or containerd) is met
+//! the same way: the connection idle the longest is closed so the one waiting can be accepted.
+//! A connection holding a live stream (the coming viewer) is neither idle nor shed. The policy
+//! is in `admin/connections.rs`; shedding and refusing are logged as warnings, at most once per
+//! [`crate::ratelimit::WARN_INTERVAL`] each.
+//!
+//! A client has the listener's header timeout to send a request's headers (the proxy's
+//! `--proxy-client-timeout` on `-t`, [`DEFAULT_HEADER_TIMEOUT`] on the stats address); the
+//! forwarded route has its own body and upstream bounds (see [`crate::proxy`]). Shutdown: once
+//! the token is cancelled, no connection is accepted and the ones open are closed.
 //!
 //! Imports: [`crate::stats`] (a leaf) and [`crate::proxy`], which is no longer a stage of its
 //! own: it holds no socket and is the handler of the forward route, as the viewer's store and
 //! the OTLP decoder will be of theirs.
 
+mod connections;
+
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,12 +69,14 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{self, Forwarder, ProxySettings, SAMPLING_PATHS, reply};
+use crate::ratelimit::{RateLimit, Suppressed};
 use crate::stats::Stats;
+use connections::{Connections, Limits, Membership, Slot};
 
 /// Path of the liveness check.
 pub const HEALTH_PATH: &str = "/daemon/health";
@@ -66,8 +85,16 @@ pub const STATS_PATH: &str = "/daemon/stats";
 /// Path of the Prometheus counters.
 pub const METRICS_PATH: &str = "/daemon/metrics";
 
-/// Connections served at once, per listener.
+/// Connections a listener holds at once (besides [`ADMIN_RESERVE`]); at the cap, a new one
+/// takes the slot of the one idle the longest.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections a listener lets in beyond [`MAX_CONNECTIONS`] while all of those are in the
+/// middle of a request: each is answered once, on the admin routes only (health, stats,
+/// metrics), so they stay busy for no longer than it takes to answer those.
+pub const ADMIN_RESERVE: usize = 16;
+/// How long the accept loop waits after an accept failed: until the connection it closed to
+/// free a file descriptor has ended (at most this long), else this long, so as not to spin.
+const RETRY_AFTER_ERROR: Duration = Duration::from_millis(100);
 /// How long a client of the stats address may take to send a request's headers (10 s, the
 /// proxy's default client timeout).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = proxy::DEFAULT_CLIENT_TIMEOUT;
@@ -88,6 +115,17 @@ pub enum Route {
     Metrics,
     /// Sign and forward to the X-Ray endpoint (the sampling proxy).
     Forward,
+}
+
+impl Route {
+    /// Whether this is one of the daemon's own routes, which a connection in the admin reserve
+    /// may use ([`ADMIN_RESERVE`]): answered at once, from memory.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Route::Health | Route::Stats | Route::Metrics => true,
+            Route::Forward => false,
+        }
+    }
 }
 
 /// Which request paths an [`Entry`] names. The query string is never part of the path.
@@ -376,7 +414,7 @@ impl Surface {
         &self.table
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, req: Request<Incoming>, slot: Slot) -> Response<Full<Bytes>> {
         let chosen = match route(req.method(), req.uri(), req.headers(), &self.table) {
             Ok(r) => r,
             Err(refusal) => {
@@ -389,6 +427,21 @@ impl Surface {
                 return reply(refusal.status, "text/plain", refusal.message);
             }
         };
+        if slot == Slot::Reserve && !chosen.is_admin() {
+            tracing::debug!(
+                "Refused {} {} on a reserve connection: every connection is busy",
+                req.method(),
+                req.uri()
+            );
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "every connection of this daemon is in the middle of a request; this one was \
+                 let in for the daemon's own paths (health, stats, metrics) only: try again \
+                 shortly\n"
+                    .into(),
+            );
+        }
         match chosen {
             Route::Health if self.stats.receiving() => {
                 reply(StatusCode::OK, "text/plain", "ok\n".into())
@@ -420,54 +473,178 @@ impl Surface {
     }
 }
 
-/// Serves connections on `listener` with `surface`'s routes until `shutdown` is cancelled.
+/// Serves connections on `listener` with `surface`'s routes until `shutdown` is cancelled,
+/// holding at most [`MAX_CONNECTIONS`] and [`ADMIN_RESERVE`] at once (see the module docs).
 pub async fn run(listener: TcpListener, surface: Surface, shutdown: CancellationToken) {
+    let limits = Limits {
+        regular: MAX_CONNECTIONS,
+        reserve: ADMIN_RESERVE,
+    };
+    serve(listener, surface, limits, shutdown).await;
+}
+
+/// What the accept loop has logged lately, so that a flood logs once per interval.
+#[derive(Debug, Default)]
+struct Warnings {
+    shed: RateLimit,
+    refused: RateLimit,
+    accept_failed: RateLimit,
+}
+
+/// [`run`], with these limits.
+async fn serve(
+    listener: TcpListener,
+    surface: Surface,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     let surface = Arc::new(surface);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Connections::new(limits);
+    let local = listener.local_addr().ok();
+    let warnings = Warnings::default();
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            p = Arc::clone(&slots).acquire_owned() => p,
-        };
-        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
-        let (stream, _peer) = match accepted {
-            Ok(a) => a,
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
             Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!("Accepting a TCP connection failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Out of file descriptors: the connection stays in the backlog until one is
+                // freed, so free one and retry as soon as it is.
+                let shed = if out_of_descriptors(&e) {
+                    connections.shed_and_wait(RETRY_AFTER_ERROR).await
+                } else {
+                    None
+                };
+                if let Some(suppressed) = warnings.accept_failed.once() {
+                    let freed = match shed {
+                        Some(idle) => format!(
+                            "; closed the connection idle the longest ({idle:.1?}) to free a file \
+                             descriptor (raise the open-files limit, e.g. LimitNOFILE=, to hold more)"
+                        ),
+                        None => String::new(),
+                    };
+                    tracing::warn!(
+                        "Accepting a TCP connection on {} failed: {e}{freed}{}",
+                        Addr(local),
+                        Suppressed(suppressed, "failed accepts")
+                    );
+                }
+                if shed.is_none() {
+                    tokio::time::sleep(RETRY_AFTER_ERROR).await;
+                }
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let surface = Arc::clone(&surface);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let header_timeout = surface.header_timeout;
-            let service = hyper::service::service_fn(move |req| {
-                let surface = Arc::clone(&surface);
-                async move { Ok::<_, Infallible>(surface.answer(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                () = shutdown.cancelled() => {}
+        let close = shutdown.child_token();
+        let admitted = connections.lock().admit(Instant::now(), close.clone());
+        let Some(admitted) = admitted else {
+            drop(stream);
+            if let Some(suppressed) = warnings.refused.once() {
+                tracing::warn!(
+                    "TCP {}: all {} connections and the {} kept for health and stats are in the \
+                     middle of a request, so a new connection was closed at once{}",
+                    Addr(local),
+                    limits.regular,
+                    limits.reserve,
+                    Suppressed(suppressed, "connections closed this way")
+                );
             }
-        });
+            continue;
+        };
+        if let Some(idle) = admitted.shed
+            && let Some(suppressed) = warnings.shed.once()
+        {
+            let full = match admitted.slot {
+                Slot::Regular => format!("at the cap of {} connections", limits.regular),
+                Slot::Reserve => format!(
+                    "with all {} connections busy and the {} kept for health and stats taken",
+                    limits.regular, limits.reserve
+                ),
+            };
+            tracing::warn!(
+                "TCP {}: {full}, closed the one idle the longest ({idle:.1?}) to take a new \
+                 one{}",
+                Addr(local),
+                Suppressed(suppressed, "connections closed this way")
+            );
+        }
+        let membership = Membership::new(Arc::clone(&connections), admitted.id);
+        tokio::spawn(serve_connection(
+            stream,
+            Arc::clone(&surface),
+            membership,
+            admitted.slot,
+            close,
+        ));
+    }
+}
+
+/// Serves one connection until it ends or `close` is cancelled (shed, or shutdown); its slot
+/// is freed when `membership` drops, at the end.
+async fn serve_connection(
+    stream: TcpStream,
+    surface: Arc<Surface>,
+    membership: Membership,
+    slot: Slot,
+    close: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let membership = Arc::new(membership);
+    let header_timeout = surface.header_timeout;
+    let service = hyper::service::service_fn(move |req| {
+        let surface = Arc::clone(&surface);
+        let membership = Arc::clone(&membership);
+        async move {
+            let _busy = membership.busy();
+            Ok::<_, Infallible>(surface.answer(req, slot).await)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // A reserve connection is answered once: its slot is for the next health check.
+        .keep_alive(slot == Slot::Regular)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        () = close.cancelled() => {}
+    }
+}
+
+/// Whether accepting failed for want of file descriptors (the process's or the system's).
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::errno::Errno;
+        e.raw_os_error()
+            .is_some_and(|n| n == Errno::EMFILE as i32 || n == Errno::ENFILE as i32)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// A listener's address in a log line.
+#[derive(Debug)]
+struct Addr(Option<SocketAddr>);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("(unknown address)"),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::UpstreamState;
     use hyper::header::HeaderValue;
 
     fn daemon(sampling_only: bool) -> RouteTable {
@@ -647,6 +824,161 @@ mod tests {
             route(&Method::POST, &uri, &twice, &table).map_err(|r| r.status),
             Err(StatusCode::PAYLOAD_TOO_LARGE)
         );
+    }
+
+    /// A listener of `surface` with `limits` on a free loopback port, and its shutdown token.
+    async fn listen(surface: Surface, limits: Limits) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("local address: {e}"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, surface, limits, shutdown.clone()));
+        (addr, shutdown)
+    }
+
+    async fn connect(addr: SocketAddr) -> TcpStream {
+        TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    /// Sends `request` and reads until the daemon closes the connection (within 5 s).
+    async fn exchange(stream: &mut TcpStream, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+        match read.await {
+            Ok(Ok(_)) => String::from_utf8_lossy(&answer).into_owned(),
+            Ok(Err(e)) => panic!("read: {e}"),
+            Err(_) => panic!(
+                "no end of the answer within 5 s: {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+
+    /// Whether the daemon closes `stream` (end of file or reset) within `within`.
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    const HEALTH: &str = "GET /daemon/health HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    #[tokio::test]
+    async fn at_the_cap_a_new_connection_sheds_the_longest_idle_one() {
+        let limits = Limits {
+            regular: 2,
+            reserve: 1,
+        };
+        let surface = Surface::stats_address(Arc::new(Stats::new()));
+        let (addr, shutdown) = listen(surface, limits).await;
+        let mut oldest = connect(addr).await;
+        // The second answers a request first, so it is idle for less time than the first.
+        let mut second = connect(addr).await;
+        {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            second
+                .write_all(HEALTH.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("write: {e}"));
+            let mut buf = [0u8; 512];
+            let n = second
+                .read(&mut buf)
+                .await
+                .unwrap_or_else(|e| panic!("read: {e}"));
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        }
+        let mut third = connect(addr).await;
+        let answer = exchange(
+            &mut third,
+            "GET /daemon/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok\n"), "{answer}");
+        assert!(closed_within(&mut oldest, Duration::from_secs(5)).await);
+        assert!(!closed_within(&mut second, Duration::from_millis(100)).await);
+
+        shutdown.cancel();
+        assert!(closed_within(&mut second, Duration::from_secs(5)).await);
+        // No new connection is served: refused, or closed once the listener is gone.
+        if let Ok(mut late) = TcpStream::connect(addr).await {
+            assert!(closed_within(&mut late, Duration::from_secs(5)).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn with_every_connection_busy_the_reserve_answers_the_admin_routes_once_per_connection() {
+        let limits = Limits {
+            regular: 2,
+            reserve: 1,
+        };
+        // The AWS context never comes, and clients get a minute for their body: a request
+        // that never sends its body keeps its connection busy.
+        let (_upstream_tx, upstream_rx) = tokio::sync::watch::channel(UpstreamState::Starting);
+        let settings = ProxySettings {
+            client_timeout: Duration::from_secs(60),
+            ..ProxySettings::default()
+        };
+        let surface = Surface::daemon(
+            Arc::new(Stats::new()),
+            Forwarder::new(settings, upstream_rx),
+        );
+        let (addr, shutdown) = listen(surface, limits).await;
+        let mut busy = Vec::new();
+        for _ in 0..limits.regular {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = connect(addr).await;
+            stream
+                .write_all(
+                    b"POST /GetSamplingRules HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\
+                      Expect: 100-continue\r\n\r\n",
+                )
+                .await
+                .unwrap_or_else(|e| panic!("write: {e}"));
+            // `100 Continue` comes once the proxy reads the body: the request is under way.
+            let mut buf = [0u8; 64];
+            let n = stream
+                .read(&mut buf)
+                .await
+                .unwrap_or_else(|e| panic!("read: {e}"));
+            assert!(buf[..n].starts_with(b"HTTP/1.1 100"), "{:?}", &buf[..n]);
+            busy.push(stream);
+        }
+        // Health is answered on a reserve connection, which is then closed (no keep-alive),
+        // twice in a row; the proxy is not served there.
+        for _ in 0..2 {
+            let health = exchange(&mut connect(addr).await, HEALTH).await;
+            assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+            assert!(health.contains("connection: close"), "{health}");
+        }
+        let proxied = exchange(
+            &mut connect(addr).await,
+            "POST /GetSamplingRules HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .await;
+        assert!(proxied.starts_with("HTTP/1.1 503"), "{proxied}");
+        assert!(proxied.contains("in the middle of a request"), "{proxied}");
+        // The busy ones were not shed for any of these.
+        for stream in &mut busy {
+            assert!(!closed_within(stream, Duration::from_millis(50)).await);
+        }
+        shutdown.cancel();
+        for stream in &mut busy {
+            assert!(closed_within(stream, Duration::from_secs(5)).await);
+        }
     }
 
     #[test]

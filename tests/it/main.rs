@@ -28,6 +28,7 @@ mod stats_address;
 
 mod aws_env;
 mod compat;
+mod connections;
 mod distro_spans;
 mod faults;
 mod proxy;
