@@ -105,6 +105,7 @@ fn main() -> ExitCode {
         tracing::warn!("{note}");
     }
     log_settings(&config);
+    raise_open_files_limit();
     // One runtime thread for batching, uploads, the proxy and telemetry; the UDP receiver has a
     // thread of its own (see `receiver`). Measured against two worker threads (bench/README.md): a
     // fifth less CPU per segment and more segments per second before loss, since nothing hops
@@ -223,5 +224,21 @@ fn append_line(path: &Path, line: &str) {
         .open(path)
     {
         let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as Go programs (the original daemon
+/// among them) do at start: TCP clients hold a descriptor each, and the usual soft limit
+/// (1,024) would be reached before the listeners' connection cap. Where it cannot be raised
+/// (a seccomp filter, as in the systemd unit, which sets `LimitNOFILE` instead), nothing
+/// changes.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!("Raised the open files limit from {soft} to {hard}"),
+            Err(e) => tracing::debug!("Could not raise the open files limit from {soft}: {e}"),
+        },
+        _ => {}
     }
 }
