@@ -22,5 +22,6 @@
 //! A leaf: it imports only [`crate::document`] (to hand out [`crate::document::Document`]s).
 //! Decoding and conversion are CPU work for the blocking pool, never for the runtime's thread.
 
+pub mod decode;
 pub mod json;
 pub mod proto;
