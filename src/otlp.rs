@@ -25,3 +25,4 @@
 pub mod decode;
 pub mod json;
 pub mod proto;
+pub mod span;
