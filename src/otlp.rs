@@ -26,3 +26,4 @@ pub mod decode;
 pub mod json;
 pub mod proto;
 pub mod span;
+pub mod to_xray;
