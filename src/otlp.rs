@@ -25,5 +25,6 @@
 pub mod decode;
 pub mod json;
 pub mod proto;
+pub mod render;
 pub mod span;
 pub mod to_xray;
