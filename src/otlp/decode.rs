@@ -610,6 +610,34 @@ mod tests {
     }
 
     #[test]
+    fn wrong_id_lengths_are_refused_with_a_partial_success_count() {
+        // Valid hex of the wrong length decodes; the span alone is refused.
+        let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+            {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"ok"},
+            {"traceId":"5b8efff798038103d269b633813fc6","spanId":"eee19b7ec3c1b174","name":"short trace"},
+            {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b1","name":"short span"},
+            {"traceId":"00000000000000000000000000000000","spanId":"eee19b7ec3c1b174","name":"zero"}]}]}]}"#;
+        let request = ok(decode_request(
+            body,
+            Some("application/json"),
+            None,
+            1 << 20,
+        ));
+        let (records, refusals) = crate::otlp::span::split(request);
+        assert_eq!(records.len(), 1);
+        assert_eq!(refusals.total(), 3);
+        let reply = success_body(Format::Json, refusals.total(), &refusals.message());
+        let json: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+        assert_eq!(json["partialSuccess"]["rejectedSpans"], "3");
+        assert!(
+            json["partialSuccess"]["errorMessage"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("3 spans refused")),
+            "{json}"
+        );
+    }
+
+    #[test]
     fn success_replies() {
         assert_eq!(success_body(Format::Json, 0, ""), b"{}");
         assert!(success_body(Format::Protobuf, 0, "").is_empty());

@@ -9,7 +9,8 @@
 //! - **ids**: the trace id's 32 hex digits become `1-` + the first 8 + `-` + the last 24 (no
 //!   epoch check: X-Ray has taken random W3C ids since 2023); the span id is the `id`;
 //! - **segment or subsegment**: a SERVER span and a local root (no parent, or the attribute
-//!   `aws.span.kind = LOCAL_ROOT`) are segments (with `parent_id` when the caller is known);
+//!   `aws.span.kind = LOCAL_ROOT`, or `Span.flags` saying the parent is remote: newer SDKs set
+//!   those bits, the surest sign) are segments (with `parent_id` when the caller is known);
 //!   other spans are subsegments sent as documents of their own (`type: subsegment`,
 //!   `parent_id`, `trace_id`). A local root that is a CLIENT or PRODUCER span becomes two
 //!   documents, as the collector makes them: a segment for the service (a new id, derived from
@@ -38,7 +39,8 @@
 //!   the resource's `telemetry.sdk.language`: see [`stack`]); `remote` for CLIENT and PRODUCER
 //!   spans; without exception events, an ERROR status with a message is one exception;
 //! - **annotations and metadata**: an attribute named in [`ConversionSettings`] (or every one
-//!   with `index_all`), or listed in the span's `aws.xray.annotations`, is an annotation when
+//!   with `index_all`, but for those that went into a block), or listed in the span's
+//!   `aws.xray.annotations`, is an annotation when
 //!   its value is a string, number or boolean, its key cleaned to ASCII letters, digits and `_`
 //!   (`.` and anything else → `_`); the rest is metadata in namespace `default`; a string
 //!   attribute `aws.xray.metadata.NS` holding a JSON object is metadata namespace `NS`;
@@ -181,6 +183,11 @@ enum Role {
     Subsegment,
 }
 
+/// `Span.flags`: whether the parent's remoteness is known (bit 8) …
+const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+/// … and whether the parent is in another process (bit 9).
+const FLAG_IS_REMOTE: u32 = 0x200;
+
 /// What every document of one span reads: the span, its attributes and its resource.
 struct Context<'a> {
     record: &'a SpanRecord,
@@ -194,8 +201,10 @@ struct Context<'a> {
 impl<'a> Context<'a> {
     fn new(record: &'a SpanRecord) -> Self {
         let attrs = record.span.attributes.as_slice();
+        let flags = record.span.flags;
         let local_root = record.span.parent_span_id.is_empty()
-            || attribute(attrs, "aws.span.kind").and_then(AnyValue::as_str) == Some("LOCAL_ROOT");
+            || attribute(attrs, "aws.span.kind").and_then(AnyValue::as_str) == Some("LOCAL_ROOT")
+            || (flags & FLAG_HAS_IS_REMOTE != 0 && flags & FLAG_IS_REMOTE != 0);
         Context {
             record,
             kind: record.kind(),
@@ -965,7 +974,11 @@ fn attributes(
     {
         indexed.extend(list.values.iter().filter_map(AnyValue::as_str));
     }
-    let is_indexed = |key: &str| settings.index_all || indexed.contains(key);
+    // With `index_all`, attributes that went into a block are not annotated again (as the
+    // collector does: they would spend X-Ray's 50 annotations a trace on `http.method`); named
+    // ones always are.
+    let is_indexed =
+        |key: &str| indexed.contains(key) || (settings.index_all && !used.contains(key));
     let mut default: BTreeMap<String, Json> = BTreeMap::new();
     if role != Role::Subsegment {
         for kv in ctx.resource {

@@ -223,17 +223,26 @@ fn trace_ids_take_the_xray_form() {
 #[test]
 fn segments_and_subsegments() {
     let local_root = KeyValue::string("aws.span.kind", "LOCAL_ROOT");
-    let cases: [(SpanKind, Option<u8>, Vec<KeyValue>, bool); 7] = [
-        (SpanKind::Server, None, vec![], true),
-        (SpanKind::Server, Some(9), vec![], true),
-        (SpanKind::Internal, None, vec![], true),
-        (SpanKind::Consumer, None, vec![], true),
-        (SpanKind::Internal, Some(9), vec![local_root], true),
-        (SpanKind::Internal, Some(9), vec![], false),
-        (SpanKind::Consumer, Some(9), vec![], false),
+    // (kind, parent, attributes, Span.flags, is a segment)
+    type Case = (SpanKind, Option<u8>, Vec<KeyValue>, u32, bool);
+    let cases: [Case; 10] = [
+        (SpanKind::Server, None, vec![], 0, true),
+        (SpanKind::Server, Some(9), vec![], 0, true),
+        (SpanKind::Internal, None, vec![], 0, true),
+        (SpanKind::Consumer, None, vec![], 0, true),
+        (SpanKind::Internal, Some(9), vec![local_root], 0, true),
+        (SpanKind::Internal, Some(9), vec![], 0, false),
+        (SpanKind::Consumer, Some(9), vec![], 0, false),
+        // The parent is known to be remote: a local root.
+        (SpanKind::Internal, Some(9), vec![], 0x301, true),
+        // Known to be local, or remoteness unknown: a subsegment.
+        (SpanKind::Internal, Some(9), vec![], 0x101, false),
+        (SpanKind::Internal, Some(9), vec![], 0x201, false),
     ];
-    for (kind, parent, attrs, is_segment) in cases {
-        let doc = one(&record(kind, "op", 1, parent, attrs));
+    for (kind, parent, attrs, flags, is_segment) in cases {
+        let mut s = span(kind, "op", 1, parent, attrs);
+        s.flags = flags;
+        let doc = one(&record_in(python_resource(), s));
         assert_eq!(
             doc.get("type").is_none(),
             is_segment,
