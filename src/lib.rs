@@ -57,6 +57,7 @@ pub mod item;
 pub mod logging;
 pub mod memory;
 pub mod net;
+pub mod otlp;
 pub mod outcome;
 pub mod proxy;
 pub mod ratelimit;
