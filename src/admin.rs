@@ -73,6 +73,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::otlp_http::OtlpReceiver;
 use crate::proxy::{self, Forwarder, ProxySettings, SAMPLING_PATHS, reply};
 use crate::ratelimit::{RateLimit, Suppressed};
 use crate::stats::Stats;
@@ -115,6 +116,10 @@ pub enum Route {
     Metrics,
     /// Sign and forward to the X-Ray endpoint (the sampling proxy).
     Forward,
+    /// `POST /v1/traces`: OTLP/HTTP spans for the receiver ([`crate::otlp_http`]).
+    OtlpTraces,
+    /// `POST /v1/metrics` or `/v1/logs`: `404`, naming the exporter setting that stops them.
+    OtlpOtherSignal,
 }
 
 impl Route {
@@ -123,7 +128,7 @@ impl Route {
     pub fn is_admin(&self) -> bool {
         match self {
             Route::Health | Route::Stats | Route::Metrics => true,
-            Route::Forward => false,
+            Route::Forward | Route::OtlpTraces | Route::OtlpOtherSignal => false,
         }
     }
 }
@@ -204,6 +209,31 @@ pub const ADMIN_ENTRIES: [Entry; 3] = [
     },
 ];
 
+/// The OTLP/HTTP paths of the `--otlp-http` listener.
+pub const OTLP_ENTRIES: [Entry; 3] = [
+    Entry {
+        path: PathMatch::Exact(OTLP_TRACES_PATH),
+        methods: Methods::Post,
+        route: Route::OtlpTraces,
+    },
+    Entry {
+        path: PathMatch::Exact("/v1/metrics"),
+        methods: Methods::Post,
+        route: Route::OtlpOtherSignal,
+    },
+    Entry {
+        path: PathMatch::Exact("/v1/logs"),
+        methods: Methods::Post,
+        route: Route::OtlpOtherSignal,
+    },
+];
+
+/// Path of OTLP/HTTP traces.
+pub const OTLP_TRACES_PATH: &str = "/v1/traces";
+
+/// Why the OTLP/HTTP address answers `404` to paths it does not serve.
+pub const OTLP_ADDRESS_REASON: &str = "this is the daemon's OTLP/HTTP address (--otlp-http),      which serves POST /v1/traces (and /daemon/stats, /daemon/metrics, /daemon/health); the      sampling proxy is on the -t address";
+
 /// What the forward route lets through, checked by [`route`] before anything is read or sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardRule {
@@ -247,8 +277,20 @@ impl RouteTable {
     }
 
     /// The `-t` address: the admin routes, then everything else forwarded within `forward`.
-    pub fn daemon(forward: ForwardRule) -> Self {
-        RouteTable::new(ADMIN_ENTRIES.to_vec(), Fallback::Forward(forward))
+    /// With the OTLP receiver on, `POST /v1/traces` goes to it rather than to X-Ray.
+    pub fn daemon(forward: ForwardRule, otlp: bool) -> Self {
+        let mut entries = ADMIN_ENTRIES.to_vec();
+        if otlp {
+            entries.push(OTLP_ENTRIES[0]);
+        }
+        RouteTable::new(entries, Fallback::Forward(forward))
+    }
+
+    /// The `--otlp-http` listener: the admin routes and OTLP's paths, `404` for the rest.
+    pub fn otlp_http() -> Self {
+        let mut entries = ADMIN_ENTRIES.to_vec();
+        entries.extend(OTLP_ENTRIES);
+        RouteTable::new(entries, Fallback::NotFound(OTLP_ADDRESS_REASON))
     }
 
     /// The `--stats-address` listener: the admin routes only, `404` for the rest.
@@ -383,19 +425,38 @@ pub struct Surface {
     stats: Arc<Stats>,
     /// Present exactly when the table serves [`Route::Forward`].
     forwarder: Option<Forwarder>,
+    /// Present exactly when the table serves [`Route::OtlpTraces`].
+    otlp: Option<Arc<OtlpReceiver>>,
     header_timeout: Duration,
 }
 
 impl Surface {
     /// The `-t` address: the admin routes and the sampling proxy, whose settings give the
     /// forward rule and the header timeout.
-    pub fn daemon(stats: Arc<Stats>, forwarder: Forwarder) -> Self {
+    /// With `otlp`, `POST /v1/traces` goes to the OTLP receiver.
+    pub fn daemon(
+        stats: Arc<Stats>,
+        forwarder: Forwarder,
+        otlp: Option<Arc<OtlpReceiver>>,
+    ) -> Self {
         let settings = forwarder.settings();
         Surface {
-            table: RouteTable::daemon(ForwardRule::from(settings)),
+            table: RouteTable::daemon(ForwardRule::from(settings), otlp.is_some()),
             header_timeout: settings.client_timeout,
             stats,
             forwarder: Some(forwarder),
+            otlp,
+        }
+    }
+
+    /// The `--otlp-http` listener: OTLP's paths and the admin routes.
+    pub fn otlp_http(stats: Arc<Stats>, receiver: Arc<OtlpReceiver>) -> Self {
+        Surface {
+            table: RouteTable::otlp_http(),
+            stats,
+            forwarder: None,
+            otlp: Some(receiver),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 
@@ -405,6 +466,7 @@ impl Surface {
             table: RouteTable::stats_address(),
             stats,
             forwarder: None,
+            otlp: None,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
@@ -460,6 +522,20 @@ impl Surface {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.stats.prometheus_text(),
             ),
+            Route::OtlpTraces => match &self.otlp {
+                Some(receiver) => receiver.traces(req).await,
+                None => reply(StatusCode::NOT_FOUND, "text/plain", "no OTLP receiver here\n".into()),
+            },
+            Route::OtlpOtherSignal => match &self.otlp {
+                Some(receiver) => {
+                    let content_type = req
+                        .headers()
+                        .get(hyper::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok());
+                    receiver.other_signal(req.uri().path(), content_type)
+                }
+                None => reply(StatusCode::NOT_FOUND, "text/plain", "no OTLP receiver here\n".into()),
+            },
             Route::Forward => match &self.forwarder {
                 Some(forwarder) => forwarder.forward(req).await,
                 // Not reached: the constructors give a forwarder to every table that forwards.
@@ -648,10 +724,13 @@ mod tests {
     use hyper::header::HeaderValue;
 
     fn daemon(sampling_only: bool) -> RouteTable {
-        RouteTable::daemon(ForwardRule {
-            sampling_only,
-            max_body: 100,
-        })
+        RouteTable::daemon(
+            ForwardRule {
+                sampling_only,
+                max_body: 100,
+            },
+            false,
+        )
     }
 
     fn check(
@@ -935,6 +1014,7 @@ mod tests {
         let surface = Surface::daemon(
             Arc::new(Stats::new()),
             Forwarder::new(settings, upstream_rx),
+            None,
         );
         let (addr, shutdown) = listen(surface, limits).await;
         let mut busy = Vec::new();

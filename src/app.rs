@@ -38,6 +38,8 @@ use crate::batcher::BatchSettings;
 use crate::buffer::{Buffer, FullPolicy, LaneSettings};
 use crate::config::Config;
 use crate::net::{self, BindError, BoundUdp};
+use crate::otlp::to_xray::ConversionSettings;
+use crate::otlp_http::{OtlpReceiver, OtlpSettings};
 use crate::shutdown::Signals;
 use crate::sink::file::FileSink;
 use crate::sink::memory::MemoryStore;
@@ -59,6 +61,8 @@ pub struct Bound {
     pub tcp: TcpListener,
     /// The stats-only listener (`--stats-address`), if asked.
     pub stats: Option<TcpListener>,
+    /// The OTLP/HTTP receiver's listener (`--otlp-http`), if asked.
+    pub otlp_http: Option<TcpListener>,
 }
 
 /// What stops the daemon from starting.
@@ -102,7 +106,17 @@ pub fn bind(config: &Config) -> Result<Bound, StartupError> {
         .stats_addr
         .map(|addr| net::bind_tcp(addr, "--stats-address"))
         .transpose()?;
-    Ok(Bound { udp, tcp, stats })
+    let otlp_http = config
+        .otlp
+        .http_addr
+        .map(|addr| net::bind_tcp(addr, "--otlp-http"))
+        .transpose()?;
+    Ok(Bound {
+        udp,
+        tcp,
+        stats,
+        otlp_http,
+    })
 }
 
 /// Runs the daemon until `signals.shutdown` is cancelled and the drain is over; returns the
@@ -199,11 +213,40 @@ async fn serve(
         upstream_timeout: config.proxy_upstream_timeout,
         ..proxy::ProxySettings::default()
     };
+    // OpenTelemetry in: the receiver, on its own address and for POST /v1/traces on -t.
+    let otlp_local = bound.otlp_http.as_ref().and_then(|l| l.local_addr().ok());
+    let otlp = bound.otlp_http.is_some().then(|| {
+        Arc::new(OtlpReceiver::new(
+            Arc::clone(&buffer),
+            Arc::clone(&stats),
+            OtlpSettings {
+                max_request_bytes: config.otlp.max_request_bytes,
+                bodies_in_flight: config.otlp.max_request_bytes.saturating_mul(2),
+                client_timeout: config.proxy_client_timeout,
+                conversion: ConversionSettings {
+                    indexed_attributes: config.otlp.indexed_attributes.clone(),
+                    index_all: config.otlp.index_all_attributes,
+                },
+                max_document: config.max_document,
+            },
+        ))
+    });
+    let otlp_edge = bound
+        .otlp_http
+        .zip(otlp.clone())
+        .map(|(listener, receiver)| {
+            tokio::spawn(admin::run(
+                listener,
+                admin::Surface::otlp_http(Arc::clone(&stats), receiver),
+                shutdown.clone(),
+            ))
+        });
     let proxy = tokio::spawn(admin::run(
         bound.tcp,
         admin::Surface::daemon(
             Arc::clone(&stats),
             proxy::Forwarder::new(proxy_settings.clone(), upstream_rx),
+            otlp,
         ),
         shutdown.clone(),
     ));
@@ -268,10 +311,13 @@ async fn serve(
     let sink_names: Vec<String> = config.sinks.iter().map(ToString::to_string).collect();
     tracing::info!(
         "AWS X-Ray daemon (xray-daemon-rs) {VERSION}: receiving segments on UDP {udp_local}, \
-         sampling proxy and stats on TCP {}{}, buffer {} ({}), kernel receive buffer {} KiB, \
+         sampling proxy and stats on TCP {}{}{}, buffer {} ({}), kernel receive buffer {} KiB, \
          sinks: {}, {region_line}",
         tcp_local.map_or_else(|| config.tcp_addr.to_string(), |a| a.to_string()),
         stats_local.map_or_else(String::new, |a| format!(", stats also on TCP {a}")),
+        otlp_local.map_or_else(String::new, |a| format!(
+            ", OpenTelemetry spans (OTLP/HTTP) on TCP {a} (POST /v1/traces)"
+        )),
         human_bytes(config.buffer_bytes),
         config.buffer_source,
         bound.udp.receive_buffer / 1024,
@@ -340,6 +386,9 @@ async fn serve(
     ));
     if let Some(edge) = stats_edge {
         edges.spawn(stage("the --stats-address listener", edge));
+    }
+    if let Some(edge) = otlp_edge {
+        edges.spawn(stage("the --otlp-http listener", edge));
     }
     let ended_early = first_to_end(&shutdown, &mut edges, &mut lanes).await;
     if let Some(name) = ended_early {

@@ -519,6 +519,11 @@ impl Buffer {
         item.cost() + self.extra_cost
     }
 
+    /// The memory budget in bytes (`-m`).
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     /// Bytes held now, waiting and in flight (one atomic read).
     pub fn held_bytes(&self) -> u64 {
         self.held.load(Ordering::Relaxed)

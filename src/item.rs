@@ -1,7 +1,8 @@
 //! What the buffer holds: an [`Item`], one unit of telemetry that came in through an [`Input`].
 //!
-//! Today every item is an X-Ray segment document received over UDP, kept byte for byte
-//! ([`Document`]). The OpenTelemetry inputs will add span items; each kind says what it costs
+//! Two kinds: an X-Ray segment document received over UDP, kept byte for byte ([`Document`]),
+//! and an OpenTelemetry span ([`SpanItem`]) with the X-Ray document made from it. Each kind
+//! says what it costs
 //! against the memory budget ([`Item::cost`]) and which input it came from ([`Item::input`]),
 //! so the buffer's memory rule and the per-input accounting need no change when a kind is
 //! added. A sink matches on the kind it was given, so a new kind cannot be sent anywhere by
@@ -9,23 +10,37 @@
 //!
 //! A leaf: it knows the item types and nothing of the stages.
 
+use std::sync::Arc;
+
 use crate::document::Document;
+use crate::otlp::span::SpanRecord;
 
 /// Where an item came in. Stable names: they are `/daemon/stats` keys (`inputs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Input {
     /// X-Ray segment documents in UDP datagrams (`-b`, port 2000).
     Udp,
+    /// OpenTelemetry spans over OTLP/HTTP (`--otlp-http`, `POST /v1/traces`).
+    OtlpHttp,
 }
 
 impl Input {
     /// Every input, in the order stats list them.
-    pub const ALL: [Input; 1] = [Input::Udp];
+    pub const ALL: [Input; 2] = [Input::Udp, Input::OtlpHttp];
 
     /// The stable name used in stats output.
     pub fn as_str(self) -> &'static str {
         match self {
             Input::Udp => "udp",
+            Input::OtlpHttp => "otlp_http",
+        }
+    }
+
+    /// Whether the input takes requests that get an answer (counted by outcome in stats).
+    pub fn takes_requests(self) -> bool {
+        match self {
+            Input::Udp => false,
+            Input::OtlpHttp => true,
         }
     }
 
@@ -40,6 +55,32 @@ impl Input {
 pub enum Item {
     /// An X-Ray segment or subsegment document, byte for byte as received.
     XrayDocument(Document),
+    /// An OpenTelemetry span, with the X-Ray document made from it (shared, not copied, by
+    /// every lane that holds it).
+    Span(Arc<SpanItem>),
+}
+
+/// An OpenTelemetry span as the buffer holds it: the span for the sinks that want spans, the
+/// X-Ray document for the X-Ray sink.
+#[derive(Debug)]
+pub struct SpanItem {
+    /// The span with its resource and scope.
+    pub record: SpanRecord,
+    /// The X-Ray segment or subsegment document made from it.
+    pub document: Document,
+    /// The input it came in through.
+    pub input: Input,
+}
+
+impl SpanItem {
+    /// A span item.
+    pub fn new(record: SpanRecord, document: Document, input: Input) -> Self {
+        SpanItem {
+            record,
+            document,
+            input,
+        }
+    }
 }
 
 impl Item {
@@ -47,6 +88,9 @@ impl Item {
     pub fn cost(&self) -> usize {
         match self {
             Item::XrayDocument(doc) => doc.cost(),
+            Item::Span(span) => {
+                std::mem::size_of::<SpanItem>() + span.record.cost() + span.document.cost()
+            }
         }
     }
 
@@ -54,13 +98,23 @@ impl Item {
     pub fn input(&self) -> Input {
         match self {
             Item::XrayDocument(_) => Input::Udp,
+            Item::Span(span) => span.input,
         }
     }
 
-    /// The X-Ray document, when the item is one.
+    /// The X-Ray document: the one received, or the one made from a span.
     pub fn as_document(&self) -> Option<&Document> {
         match self {
             Item::XrayDocument(doc) => Some(doc),
+            Item::Span(span) => Some(&span.document),
+        }
+    }
+
+    /// The span, when the item is one.
+    pub fn as_span(&self) -> Option<&SpanRecord> {
+        match self {
+            Item::XrayDocument(_) => None,
+            Item::Span(span) => Some(&span.record),
         }
     }
 }
@@ -79,6 +133,11 @@ impl Item {
                     ids.trace_id.as_deref().unwrap_or("(no trace id)")
                 )
             }
+            Item::Span(span) => format!(
+                "span {} of trace {}",
+                hex_of(&span.record.span.span_id),
+                hex_of(&span.record.span.trace_id)
+            ),
         }
     }
 }
@@ -87,4 +146,9 @@ impl From<Document> for Item {
     fn from(doc: Document) -> Self {
         Item::XrayDocument(doc)
     }
+}
+
+/// Lower-case hex of an id, for log lines.
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

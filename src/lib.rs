@@ -58,6 +58,7 @@ pub mod logging;
 pub mod memory;
 pub mod net;
 pub mod otlp;
+pub mod otlp_http;
 pub mod outcome;
 pub mod proxy;
 pub mod ratelimit;

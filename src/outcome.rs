@@ -22,8 +22,12 @@ pub enum DropReason {
     /// No longer counted (always 0; the key stays for scrapers): a datagram longer than the
     /// receive buffer is over the document cap, so it counts as [`DropReason::TooLarge`].
     Truncated,
-    /// The document was over the size cap.
+    /// The document was over the size cap (for an OpenTelemetry span: its X-Ray document, even
+    /// with its metadata trimmed).
     TooLarge,
+    /// An OpenTelemetry span whose ids are unusable (a trace id not 16 bytes, a span id not 8,
+    /// either all zero, a parent id neither empty nor 8 bytes).
+    InvalidSpan,
     /// The memory budget was full; the oldest document was dropped to make room.
     Spillover,
     /// One sink's unsent backlog reached its share of the memory budget; that sink dropped its
@@ -40,7 +44,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order stats list them.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::MissingNewline,
         DropReason::HeaderNotJson,
         DropReason::UnsupportedHeader,
@@ -48,6 +52,7 @@ impl DropReason {
         DropReason::InvalidBody,
         DropReason::Truncated,
         DropReason::TooLarge,
+        DropReason::InvalidSpan,
         DropReason::Spillover,
         DropReason::SinkBacklog,
         DropReason::UploadFailed,
@@ -65,6 +70,7 @@ impl DropReason {
             DropReason::InvalidBody => "invalid_body",
             DropReason::Truncated => "truncated",
             DropReason::TooLarge => "too_large",
+            DropReason::InvalidSpan => "invalid_span",
             DropReason::Spillover => "spillover",
             DropReason::SinkBacklog => "sink_backlog",
             DropReason::UploadFailed => "upload_failed",
@@ -76,6 +82,69 @@ impl DropReason {
     /// True for reasons that describe bad input (as opposed to capacity or delivery).
     pub fn is_bad_input(self) -> bool {
         self.index() < DropReason::Spillover.index()
+    }
+
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How one request to a receiver that takes requests (OTLP/HTTP) ended. Stable names: they
+/// are stats keys (`inputs.NAME.requests`) and a Prometheus label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    /// Decoded and its spans booked (some may have been refused: see the span counts).
+    Accepted,
+    /// A content type the receiver does not take (`415`).
+    UnsupportedContentType,
+    /// A content encoding it does not take (`415`).
+    UnsupportedEncoding,
+    /// Over the body cap, or more spans than the buffer ever admits at once (`413`).
+    TooLarge,
+    /// A compressed body that does not decompress (`400`).
+    BadCompression,
+    /// Not an OTLP message (`400`).
+    Undecodable,
+    /// The body could not be read (the connection broke) (`400`).
+    Unreadable,
+    /// The body did not arrive in time (`408`).
+    Timeout,
+    /// The buffer was full, or too many large bodies were being read (`503`, retried).
+    Busy,
+    /// Metrics or logs, which the daemon does not take (`404`).
+    NotTraces,
+}
+
+impl RequestOutcome {
+    /// Every outcome, in the order stats list them.
+    pub const ALL: [RequestOutcome; 10] = [
+        RequestOutcome::Accepted,
+        RequestOutcome::UnsupportedContentType,
+        RequestOutcome::UnsupportedEncoding,
+        RequestOutcome::TooLarge,
+        RequestOutcome::BadCompression,
+        RequestOutcome::Undecodable,
+        RequestOutcome::Unreadable,
+        RequestOutcome::Timeout,
+        RequestOutcome::Busy,
+        RequestOutcome::NotTraces,
+    ];
+
+    /// The stable name used in stats output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Accepted => "accepted",
+            RequestOutcome::UnsupportedContentType => "unsupported_content_type",
+            RequestOutcome::UnsupportedEncoding => "unsupported_encoding",
+            RequestOutcome::TooLarge => "too_large",
+            RequestOutcome::BadCompression => "bad_compression",
+            RequestOutcome::Undecodable => "undecodable",
+            RequestOutcome::Unreadable => "unreadable",
+            RequestOutcome::Timeout => "timeout",
+            RequestOutcome::Busy => "busy",
+            RequestOutcome::NotTraces => "not_traces",
+        }
     }
 
     /// Position in [`Self::ALL`].

@@ -30,7 +30,7 @@ use prometheus_client::registry::Registry;
 
 use crate::document::DocumentKind;
 use crate::item::Input;
-use crate::outcome::{DropReason, ErrorKind};
+use crate::outcome::{DropReason, ErrorKind, RequestOutcome};
 use crate::ratelimit::{RateLimit, Suppressed};
 
 /// How often the summary line is logged while something changed.
@@ -110,6 +110,8 @@ pub struct Stats {
     last_upload: AtomicU64,
     kernel_dropped: AtomicU64,
     empty_datagrams: AtomicU64,
+    /// Requests to the inputs that take requests, per input and [`RequestOutcome`].
+    requests: [[AtomicU64; RequestOutcome::ALL.len()]; Input::ALL.len()],
     /// Set once the UDP receive loop has ended (read by the health check).
     receiver_stopped: AtomicBool,
     /// Unix seconds of the first failed upload since the last successful one; 0 = none.
@@ -198,6 +200,10 @@ pub struct InputSnapshot {
     /// `spillover` counts this input's items the memory rule evicted.
     #[serde(default)]
     pub dropped: BTreeMap<String, u64>,
+    /// For inputs that take requests (OTLP/HTTP): requests by outcome (`accepted`, `busy`,
+    /// `too_large`, `undecodable`, …), every outcome listed. Absent for UDP.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, u64>,
 }
 
 /// One sink in a [`Snapshot`].
@@ -375,6 +381,7 @@ impl Stats {
             last_upload: AtomicU64::new(0),
             kernel_dropped: AtomicU64::new(0),
             empty_datagrams: AtomicU64::new(0),
+            requests: Default::default(),
             receiver_stopped: AtomicBool::new(false),
             upload_failing_since: AtomicU64::new(0),
             warn_limits: Default::default(),
@@ -507,6 +514,11 @@ impl Stats {
             .store(u64::from(count), Ordering::Relaxed);
     }
 
+    /// A request to `input` ended with `outcome`.
+    pub fn request(&self, input: Input, outcome: RequestOutcome) {
+        self.requests[input.index()][outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// An empty datagram came in (ignored; not an item).
     pub fn empty_datagram(&self) {
         self.empty_datagrams.fetch_add(1, Ordering::Relaxed);
@@ -577,6 +589,18 @@ impl Stats {
                             .map(|(k, n)| (k.as_str().to_owned(), *n))
                             .collect(),
                         dropped: by_reason(&b.dropped, |_, n| n > 0),
+                        requests: if input.takes_requests() {
+                            RequestOutcome::ALL
+                                .iter()
+                                .map(|o| {
+                                    let n = self.requests[input.index()][o.index()]
+                                        .load(Ordering::Relaxed);
+                                    (o.as_str().to_owned(), n)
+                                })
+                                .collect()
+                        } else {
+                            BTreeMap::new()
+                        },
                     };
                     (input.as_str().to_owned(), snap)
                 })
@@ -632,6 +656,12 @@ struct InputKindLabel {
 struct InputReasonLabel {
     input: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct InputOutcomeLabel {
+    input: String,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -813,6 +843,19 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         })),
     );
     r.register(
+        "input_requests",
+        "Requests to the inputs that take requests (OTLP/HTTP), by input and outcome",
+        counter_family(s.inputs.iter().flat_map(|(name, i)| {
+            i.requests.iter().map(move |(outcome, v)| {
+                let label = InputOutcomeLabel {
+                    input: name.clone(),
+                    outcome: outcome.clone(),
+                };
+                (label, *v)
+            })
+        })),
+    );
+    r.register(
         "sink_items",
         "Items queued for a sink (received) and what became of them (sent, rejected), by sink",
         counter_family(s.sinks.iter().flat_map(|(name, k)| {
@@ -974,11 +1017,12 @@ mod tests {
     }
 
     #[test]
-    fn bad_input_reasons_are_the_first_seven() {
+    fn bad_input_reasons_are_the_first_eight() {
         let bad: Vec<_> = DropReason::ALL
             .iter()
             .filter(|r| r.is_bad_input())
             .collect();
-        assert_eq!(bad.len(), 7);
+        assert_eq!(bad.len(), 8);
+        assert!(DropReason::InvalidSpan.is_bad_input());
     }
 }

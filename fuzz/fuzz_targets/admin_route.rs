@@ -43,15 +43,22 @@ fuzz_target!(|data: &[u8]| {
         headers.append(name, value);
     }
     let tables = [
-        RouteTable::daemon(ForwardRule {
-            sampling_only: false,
-            max_body: MAX_BODY,
-        }),
-        RouteTable::daemon(ForwardRule {
-            sampling_only: true,
-            max_body: MAX_BODY,
-        }),
+        RouteTable::daemon(
+            ForwardRule {
+                sampling_only: false,
+                max_body: MAX_BODY,
+            },
+            false,
+        ),
+        RouteTable::daemon(
+            ForwardRule {
+                sampling_only: true,
+                max_body: MAX_BODY,
+            },
+            true,
+        ),
         RouteTable::stats_address(),
+        RouteTable::otlp_http(),
     ];
     let absolute = uri.scheme().is_some() || uri.authority().is_some();
     for table in &tables {

@@ -1,4 +1,4 @@
-//! One span in, one or two X-Ray segment documents out, for `PutTraceSegments`.
+//! One span in, one X-Ray segment document out, for `PutTraceSegments`.
 //!
 //! Data comes from the buffer as a [`SpanRecord`] (see [`super::span`]); the documents go to
 //! the X-Ray sink as [`Document`]s, each a JSON object the daemon's own [`crate::document`]
@@ -12,10 +12,12 @@
 //!   `aws.span.kind = LOCAL_ROOT`, or `Span.flags` saying the parent is remote: newer SDKs set
 //!   those bits, the surest sign) are segments (with `parent_id` when the caller is known);
 //!   other spans are subsegments sent as documents of their own (`type: subsegment`,
-//!   `parent_id`, `trace_id`). A local root that is a CLIENT or PRODUCER span becomes two
-//!   documents, as the collector makes them: a segment for the service (a new id, derived from
-//!   the span's so the same span always gives the same documents) and beneath it a dependency
-//!   subsegment for the call (the span's own id, so its children still find it);
+//!   `parent_id`, `trace_id`). A local root that is a CLIENT or PRODUCER span becomes, as the
+//!   collector makes it, a segment for the service (a new id, derived from the span's so the
+//!   same span always gives the same document) and beneath it a dependency subsegment for the
+//!   call (the span's own id, so its children still find it); the subsegment is embedded in
+//!   the segment's `subsegments`, so one span is always one document (one buffer item, one
+//!   entry of a `PutTraceSegments` call of at most 50);
 //! - **names**: segments take `aws.local.service`, else the resource's `service.name`, else the
 //!   span name; subsegments take `aws.remote.service` (CLIENT, PRODUCER and CONSUMER spans;
 //!   `AWS.SDK.`/`AWS::` prefixes dropped for AWS SDK spans), `peer.service`, `aws.service`,
@@ -75,12 +77,12 @@ pub struct ConversionSettings {
     pub index_all: bool,
 }
 
-/// The documents made from one span.
+/// The document made from one span.
 #[derive(Clone, Debug)]
 pub struct Converted {
-    /// One document, or two for a local-root CLIENT or PRODUCER span (the service segment
-    /// first, then the dependency subsegment).
-    pub documents: Vec<Document>,
+    /// The segment or subsegment document (for a local-root CLIENT or PRODUCER span, the
+    /// service segment with the dependency subsegment embedded).
+    pub document: Document,
     /// What was removed to keep the documents within the cap.
     pub trimmed: Trimmed,
 }
@@ -140,27 +142,33 @@ pub fn convert(
     cap: usize,
 ) -> Result<Converted, ConvertError> {
     let ctx = Context::new(record);
-    let docs = if ctx.local_root && matches!(ctx.kind, SpanKind::Client | SpanKind::Producer) {
+    let mut trimmed = Trimmed::default();
+    let mut doc = if ctx.local_root && matches!(ctx.kind, SpanKind::Client | SpanKind::Producer) {
         let service_id = derived_id(record, b"service-segment");
         let mut dependency = build(&ctx, settings, Role::Subsegment);
-        dependency.parent_id = Some(service_id.clone());
         dependency.namespace = dependency.namespace.or(Some("remote"));
+        // Embedded: its segment gives its trace and parent.
+        dependency.kind = None;
+        dependency.parent_id = None;
+        dependency.trace_id = String::new();
+        // Half the cap for the call, the rest for the service segment around it.
+        let (bytes, t) = fit(&mut dependency, cap / 2)?;
+        trimmed.add(t);
         let mut service = build(&ctx, settings, Role::ServiceSegment);
         service.id = service_id;
-        vec![service, dependency]
+        service.subsegments = vec![serde_json::from_slice(&bytes).unwrap_or(Json::Null)];
+        service
     } else if ctx.local_root || ctx.kind == SpanKind::Server {
-        vec![build(&ctx, settings, Role::Segment)]
+        build(&ctx, settings, Role::Segment)
     } else {
-        vec![build(&ctx, settings, Role::Subsegment)]
+        build(&ctx, settings, Role::Subsegment)
     };
-    let mut trimmed = Trimmed::default();
-    let mut documents = Vec::with_capacity(docs.len());
-    for mut doc in docs {
-        let (bytes, t) = fit(&mut doc, cap)?;
-        trimmed.add(t);
-        documents.push(Document::unchecked(Bytes::from(bytes)));
-    }
-    Ok(Converted { documents, trimmed })
+    let (bytes, t) = fit(&mut doc, cap)?;
+    trimmed.add(t);
+    Ok(Converted {
+        document: Document::unchecked(Bytes::from(bytes)),
+        trimmed,
+    })
 }
 
 /// The X-Ray form of a 16-byte trace id: `1-` + 8 hex digits + `-` + 24 hex digits.
@@ -243,6 +251,8 @@ impl<'a> Context<'a> {
 struct Doc {
     name: String,
     id: String,
+    /// Empty (not written) for an embedded subsegment, which takes its segment's.
+    #[serde(skip_serializing_if = "String::is_empty")]
     trace_id: String,
     start_time: f64,
     end_time: f64,
@@ -276,6 +286,9 @@ struct Doc {
     annotations: BTreeMap<String, Json>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     metadata: BTreeMap<String, BTreeMap<String, Json>>,
+    /// Embedded subsegments (already fitted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    subsegments: Vec<Json>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -39,14 +39,18 @@ impl Sink for FileSink {
 
     fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
         Box::pin(async move {
-            let documents = batch.iter().map(|item| match item {
-                Item::XrayDocument(doc) => doc,
-            });
-            let mut out = Vec::with_capacity(documents.clone().map(|d| d.body.len() + 1).sum());
-            for doc in documents {
+            let mut out = Vec::with_capacity(batch.iter().map(|i| i.cost()).sum());
+            for item in batch {
                 let start = out.len();
-                out.extend_from_slice(&doc.body);
-                if memchr::memchr2(b'\n', b'\r', &doc.body).is_some() {
+                match item {
+                    Item::XrayDocument(doc) => out.extend_from_slice(&doc.body),
+                    // A one-span OTLP JSON line (`{"resourceSpans":[…]}`), which no reader can
+                    // take for an X-Ray document.
+                    Item::Span(span) => out.extend_from_slice(
+                        crate::otlp::render::otlp_json_line(&span.record).as_bytes(),
+                    ),
+                }
+                if memchr::memchr2(b'\n', b'\r', &out[start..]).is_some() {
                     for b in &mut out[start..] {
                         if *b == b'\n' || *b == b'\r' {
                             *b = b' ';

@@ -54,8 +54,12 @@ impl Sink for StdoutSink {
         Box::pin(async move {
             let mut text = String::new();
             for item in batch {
-                let Item::XrayDocument(doc) = item;
-                text.push_str(&summary_line(&doc.body));
+                match item {
+                    Item::XrayDocument(doc) => text.push_str(&summary_line(&doc.body)),
+                    Item::Span(span) => {
+                        text.push_str(&crate::otlp::render::stdout_line(&span.record))
+                    }
+                }
                 text.push('\n');
             }
             // One locked write for the whole batch (log lines never land inside it), on a

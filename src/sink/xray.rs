@@ -78,6 +78,8 @@ fn match_refused(batch: &[Item], refused: &mut [Refused]) {
 fn document(item: &Item) -> &[u8] {
     match item {
         Item::XrayDocument(doc) => &doc.body,
+        // The document made from the span (see crate::otlp::to_xray), never the span itself.
+        Item::Span(span) => &span.document.body,
     }
 }
 

@@ -31,6 +31,7 @@ mod compat;
 mod connections;
 mod distro_spans;
 mod faults;
+mod otlp;
 mod proxy;
 mod relay;
 mod signals;

@@ -73,7 +73,7 @@ fn convert_with(r: &SpanRecord, settings: &ConversionSettings) -> Vec<Json> {
         Err(e) => panic!("{e}"),
     };
     assert!(converted.trimmed.is_empty(), "{:?}", converted.trimmed);
-    converted.documents.iter().map(checked).collect()
+    vec![checked(&converted.document)]
 }
 
 fn checked(doc: &Document) -> Json {
@@ -257,7 +257,7 @@ fn segments_and_subsegments() {
 }
 
 #[test]
-fn a_local_root_client_becomes_a_segment_and_a_dependency_subsegment() {
+fn a_local_root_client_becomes_a_segment_with_an_embedded_dependency_subsegment() {
     for kind in [SpanKind::Client, SpanKind::Producer] {
         let r = record(
             kind,
@@ -272,8 +272,9 @@ fn a_local_root_client_becomes_a_segment_and_a_dependency_subsegment() {
             ],
         );
         let docs = convert_with(&r, &ConversionSettings::default());
-        assert_eq!(docs.len(), 2, "{kind:?}");
-        let (service, dependency) = (&docs[0], &docs[1]);
+        assert_eq!(docs.len(), 1, "{kind:?}");
+        let service = &docs[0];
+        let dependency = &service["subsegments"][0];
         assert!(service.get("type").is_none());
         assert!(service.get("parent_id").is_none());
         assert_eq!(service["name"], "flask-app");
@@ -290,8 +291,12 @@ fn a_local_root_client_becomes_a_segment_and_a_dependency_subsegment() {
             id_hex(5),
             "children still find the span's id"
         );
-        assert_eq!(dependency["parent_id"], service["id"]);
-        assert_eq!(dependency["type"], "subsegment");
+        for field in ["parent_id", "type", "trace_id"] {
+            assert!(
+                dependency.get(field).is_none(),
+                "embedded: no {field}: {dependency}"
+            );
+        }
         assert_eq!(dependency["namespace"], "remote");
         assert_eq!(dependency["name"], "inventory");
         assert_eq!(
@@ -833,7 +838,7 @@ fn documents_over_the_cap_lose_metadata_first() {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
-    let body = &converted.documents[0].body;
+    let body = &converted.document.body;
     assert!(body.len() <= DEFAULT_MAX_DOCUMENT_BYTES, "{}", body.len());
     assert!(converted.trimmed.metadata > 30, "{:?}", converted.trimmed);
     assert!(
@@ -842,7 +847,7 @@ fn documents_over_the_cap_lose_metadata_first() {
         converted.trimmed
     );
     assert_eq!(converted.trimmed.annotations, 0);
-    let doc = checked(&converted.documents[0]);
+    let doc = checked(&converted.document);
     assert_eq!(doc["annotations"]["note"], "n");
     assert_eq!(doc["metadata"]["default"]["small"], "s", "largest first");
 }
@@ -889,7 +894,7 @@ fn trimming_goes_on_to_stacks_annotations_and_long_strings() {
             cut_strings: 1
         }
     );
-    assert!(converted.documents[0].body.len() <= 2_000);
+    assert!(converted.document.body.len() <= 2_000);
     let r = convert(&r, &settings, 200);
     assert!(
         matches!(r, Err(ConvertError::TooLarge { cap: 200, .. })),

@@ -79,6 +79,23 @@ pub async fn run_python_peer(
     args: &[String],
     daemon_address: &str,
 ) -> String {
+    run_python_peer_with_env(
+        what,
+        script,
+        args,
+        &[("AWS_XRAY_DAEMON_ADDRESS", daemon_address)],
+    )
+    .await
+}
+
+/// [`run_python_peer`] with the environment variables `env` (for example the standard
+/// `OTEL_*` ones) instead of `AWS_XRAY_DAEMON_ADDRESS` alone.
+pub async fn run_python_peer_with_env(
+    what: &str,
+    script: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> String {
     let mut command = tokio::process::Command::new(venv_bin("python"));
     command
         .arg(peer_script(script))
@@ -93,7 +110,9 @@ pub async fn run_python_peer(
             command.env_remove(key);
         }
     }
-    command.env("AWS_XRAY_DAEMON_ADDRESS", daemon_address);
+    for (key, value) in env {
+        command.env(key, value);
+    }
     let child = command
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));

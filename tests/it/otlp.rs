@@ -1,0 +1,280 @@
+//! OpenTelemetry in, part 1: OTLP/HTTP from the real OpenTelemetry SDK for Python, converted to
+//! X-Ray segment documents that reach moto; and the receiver's answer to each kind of bad
+//! request, against the real binary.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::flask::run_python_peer_with_env;
+use crate::support::http::{Response, request};
+use crate::support::{Daemon, Moto, TEST_REGION, assert_balanced, free_addr};
+
+/// How long spans may take to reach moto on this shared 2-core machine.
+const ARRIVAL: Duration = Duration::from_secs(40);
+
+/// A daemon relaying to `moto`, receiving OTLP/HTTP on a port of its own.
+async fn daemon_with_otlp(moto: &Moto, extra: &[&str]) -> (Daemon, std::net::SocketAddr) {
+    let otlp = free_addr();
+    let daemon = Daemon::builder()
+        .upstream(moto)
+        .args(["--otlp-http", &otlp.to_string()])
+        .args(extra)
+        .start()
+        .await;
+    (daemon, otlp)
+}
+
+/// The X-Ray form of an OTLP trace id in hex.
+fn xray_trace_id(hex: &str) -> String {
+    format!("1-{}-{}", &hex[..8], &hex[8..])
+}
+
+/// The reference user's OpenTelemetry half (Flask, requests, BatchSpanProcessor, the OTLP/HTTP
+/// protobuf exporter, configured by OTEL_* variables only): after three requests moto holds,
+/// per request, one segment for the SERVER span and the nested subsegments beneath it with the
+/// right parents, times and HTTP fields, and `app.hubabuba` as an annotation (indexed).
+#[tokio::test]
+async fn otel_flask_spans_reach_moto_as_segments_with_their_subsegments() {
+    let moto = Moto::start().await;
+    let (daemon, otlp) = daemon_with_otlp(&moto, &["--indexed-attributes", "app.hubabuba"]).await;
+    let endpoint = format!("http://{otlp}");
+    let call = format!("http://{}/daemon/health", daemon.tcp_addr());
+    let line = run_python_peer_with_env(
+        "the OpenTelemetry Flask peer",
+        "otel_flask_app.py",
+        &["3".to_owned(), call],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "otel-flask"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-team=checkout"),
+        ],
+    )
+    .await;
+    let run: Value = serde_json::from_str(&line).expect("the peer's JSON line");
+    assert_eq!(run["export_ok"], true, "{line}");
+    let spans = run["spans"].as_array().expect("spans");
+    let servers: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "SERVER").collect();
+    assert_eq!(servers.len(), 3, "one SERVER span a request: {line}");
+
+    for server in servers {
+        let trace_hex = server["trace_id"].as_str().expect("trace id");
+        let in_trace: Vec<&Value> = spans
+            .iter()
+            .filter(|s| s["trace_id"] == trace_hex)
+            .collect();
+        let trace = xray_trace_id(trace_hex);
+        let stored = moto
+            .wait_for_documents(TEST_REGION, &[&trace], in_trace.len(), ARRIVAL)
+            .await;
+        let docs: Vec<Value> = stored
+            .iter()
+            .map(|d| serde_json::from_str(d).expect("stored document is JSON"))
+            .collect();
+        let by_id = |id: &str| {
+            docs.iter()
+                .find(|d| d["id"] == id)
+                .unwrap_or_else(|| panic!("no document with id {id} in {stored:#?}"))
+        };
+        // The SERVER span: a segment named after the service, with its HTTP fields.
+        let segment = by_id(server["span_id"].as_str().expect("span id"));
+        assert_eq!(segment["trace_id"], trace.as_str());
+        assert_eq!(segment["name"], "otel-flask", "{segment}");
+        assert!(segment.get("type").is_none() && segment.get("parent_id").is_none());
+        assert_eq!(segment["http"]["request"]["method"], "GET", "{segment}");
+        assert_eq!(segment["http"]["response"]["status"], 200, "{segment}");
+        let start = server["start_ns"].as_f64().expect("start") / 1e9;
+        let end = server["end_ns"].as_f64().expect("end") / 1e9;
+        assert!((segment["start_time"].as_f64().expect("start_time") - start).abs() < 1e-3);
+        assert!((segment["end_time"].as_f64().expect("end_time") - end).abs() < 1e-3);
+        // Every other span: a subsegment document under its parent.
+        for span in in_trace.iter().filter(|s| s["kind"] != "SERVER") {
+            let doc = by_id(span["span_id"].as_str().expect("span id"));
+            assert_eq!(doc["type"], "subsegment", "{doc}");
+            assert_eq!(doc["trace_id"], trace.as_str(), "{doc}");
+            assert_eq!(doc["parent_id"], span["parent_id"], "{doc}");
+            match span["name"].as_str() {
+                Some("home-activities-data") => {
+                    assert_eq!(
+                        doc["annotations"]["app_hubabuba"], "hubabuba-value",
+                        "indexed attribute as an annotation: {doc}"
+                    );
+                }
+                Some("home-result-activities") => {
+                    assert_eq!(
+                        doc["metadata"]["default"]["app.result.count"], 3,
+                        "other attributes in metadata: {doc}"
+                    );
+                }
+                _ if span["kind"] == "CLIENT" => {
+                    assert_eq!(doc["namespace"], "remote", "{doc}");
+                    assert_eq!(doc["http"]["request"]["method"], "GET", "{doc}");
+                }
+                _ => {}
+            }
+        }
+    }
+    let stats = daemon.stats().await;
+    let otlp = &stats.inputs["otlp_http"];
+    assert_eq!(otlp.accepted, spans.len() as u64, "{stats:?}");
+    assert!(otlp.requests["accepted"] >= 1, "{stats:?}");
+    assert_balanced(&stats);
+}
+
+/// Sends `body` to `/v1/traces` with these headers.
+async fn post_traces(
+    addr: std::net::SocketAddr,
+    headers: &[(&str, &str)],
+    body: impl Into<bytes::Bytes>,
+) -> Response {
+    request(addr, "POST", "/v1/traces", headers, body)
+        .await
+        .expect("POST /v1/traces")
+}
+
+/// Sends the headers of a JSON `POST /v1/traces` declaring `length` bytes and the first 64 KiB
+/// of the body, then reads the answer until the daemon closes the connection.
+async fn head_then_read(addr: std::net::SocketAddr, length: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let _ = stream.write_all(&vec![b' '; 64 * 1024]).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    let _ = read.await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// One OTLP JSON request with one span per (trace id, span id) pair.
+fn json_request(ids: &[(&str, &str)]) -> String {
+    let spans: Vec<Value> = ids
+        .iter()
+        .map(|(trace, span)| {
+            serde_json::json!({
+                "traceId": trace, "spanId": span, "name": "op", "kind": 2,
+                "startTimeUnixNano": "1700000000000000000",
+                "endTimeUnixNano": 1_700_000_000_500_000_000u64,
+                "attributes": [{"key": "http.method", "value": {"stringValue": "GET"}}],
+                "unknownField": true
+            })
+        })
+        .collect();
+    serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
+        "scopeSpans": [{"scope": {"name": "test"}, "spans": spans}]
+    }]})
+    .to_string()
+}
+
+/// Each kind of bad request gets its documented status and message, and is counted; a request
+/// with one span of bad ids gets `200` with `partial_success` for that span, and the good span
+/// arrives; the daemon keeps serving throughout.
+#[tokio::test]
+async fn bad_otlp_requests_get_their_documented_answers_and_the_daemon_keeps_serving() {
+    let moto = Moto::start().await;
+    let (daemon, otlp) = daemon_with_otlp(&moto, &[]).await;
+    let json = [("content-type", "application/json")];
+    let protobuf = [("content-type", "application/x-protobuf")];
+
+    // Garbage protobuf: 400 with a protobuf google.rpc.Status.
+    let r = post_traces(otlp, &protobuf, vec![0xffu8; 64]).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    // Bad JSON: 400 with a JSON Status naming the problem.
+    let r = post_traces(otlp, &json, "{\"resourceSpans\": [").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let status = r.json().expect("a JSON Status");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("OTLP JSON")),
+        "{status}"
+    );
+    // Another content type, another encoding: 415.
+    let r = post_traces(otlp, &[("content-type", "text/plain")], "hello").await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert!(r.text().contains("application/x-protobuf"), "{}", r.text());
+    let r = post_traces(otlp, &[json[0], ("content-encoding", "br")], "{}").await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    // 30 MB declared: over the 20 MiB cap, answered before the body is read (a client that
+    // keeps writing then sees the connection closed, so this one sends headers and a start).
+    let answer = head_then_read(otlp, 30_000_000).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"), "{answer}");
+    // A gzip bomb: 50 MiB of zeros in about 50 KB, refused once 20 MiB are out.
+    let bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..50 {
+            gz.write_all(&zeros).expect("gzip");
+        }
+        gz.finish().expect("gzip")
+    };
+    let r = post_traces(otlp, &[protobuf[0], ("content-encoding", "gzip")], bomb).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    // Metrics: 404 naming the setting that stops them.
+    let r = request(otlp, "POST", "/v1/metrics", &protobuf, vec![0u8; 4])
+        .await
+        .expect("POST /v1/metrics");
+    assert_eq!(r.status, 404);
+    assert!(
+        r.text().contains("OTEL_METRICS_EXPORTER=none"),
+        "{}",
+        r.text()
+    );
+
+    // One good span, one with an 8-byte trace id: 200, one refused in partial_success.
+    let good_trace = "5759e988bd862e3fe1be46a994272793";
+    let body = json_request(&[
+        (good_trace, "53995c3f42cd8ad8"),
+        ("5759e988bd862e3f", "53995c3f42cd8ad9"),
+    ]);
+    let r = post_traces(otlp, &json, body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json().expect("JSON answer");
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1", "{answer}");
+    let stored = moto
+        .wait_for_documents(TEST_REGION, &[xray_trace_id(good_trace)], 1, ARRIVAL)
+        .await;
+    let doc: Value = serde_json::from_str(&stored[0]).expect("JSON document");
+    assert_eq!(
+        (doc["id"].as_str(), doc["name"].as_str()),
+        (Some("53995c3f42cd8ad8"), Some("json-svc"))
+    );
+    // A good request answers {} in JSON.
+    let r = post_traces(
+        otlp,
+        &json,
+        json_request(&[(good_trace, "53995c3f42cd8ada")]),
+    )
+    .await;
+    assert_eq!((r.status, r.text().trim()), (200, "{}"));
+
+    let health = daemon.get("/daemon/health").await.expect("health");
+    assert_eq!(health.status, 200, "still serving");
+    let stats = daemon
+        .wait_for_stats(
+            |s| s.sent == 2 && s.in_flight == 0 && s.buffered == 0,
+            ARRIVAL,
+        )
+        .await;
+    let input = &stats.inputs["otlp_http"];
+    for (outcome, n) in [
+        ("undecodable", 2),
+        ("unsupported_content_type", 1),
+        ("unsupported_encoding", 1),
+        ("too_large", 2),
+        ("not_traces", 1),
+        ("accepted", 2),
+    ] {
+        assert_eq!(input.requests[outcome], n, "{outcome}: {stats:?}");
+    }
+    assert_eq!((input.received, input.accepted), (3, 2), "{stats:?}");
+    assert_eq!(input.refused["invalid_span"], 1, "{stats:?}");
+    assert_balanced(&stats);
+}
