@@ -9,7 +9,10 @@ use serde_json::Value;
 
 use crate::support::flask::run_python_peer_with_env;
 use crate::support::http::{Response, request};
-use crate::support::{Daemon, Moto, TEST_REGION, assert_balanced, free_addr};
+use crate::support::{
+    Daemon, Fault, FaultInjector, Moto, TEST_REGION, assert_balanced, free_addr, new_segment_id,
+    new_trace_id,
+};
 
 /// How long spans may take to reach moto on this shared 2-core machine.
 const ARRIVAL: Duration = Duration::from_secs(40);
@@ -205,7 +208,10 @@ async fn bad_otlp_requests_get_their_documented_answers_and_the_daemon_keeps_ser
     // keeps writing then sees the connection closed, so this one sends headers and a start).
     let answer = head_then_read(otlp, 30_000_000).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"), "{answer}");
+    assert!(
+        answer.contains("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        "{answer}"
+    );
     // A gzip bomb: 50 MiB of zeros in about 50 KB, refused once 20 MiB are out.
     let bomb = {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -277,4 +283,150 @@ async fn bad_otlp_requests_get_their_documented_answers_and_the_daemon_keeps_ser
     assert_eq!((input.received, input.accepted), (3, 2), "{stats:?}");
     assert_eq!(input.refused["invalid_span"], 1, "{stats:?}");
     assert_balanced(&stats);
+}
+
+/// The OTLP high-water mark: while the buffer holds 75% of its budget (here, UDP segments in
+/// calls that a slow X-Ray keeps for 3 s), the receiver answers `503` with `Retry-After`; the
+/// Python exporter tries again, and its spans arrive once the calls are over and there is room.
+#[tokio::test]
+async fn a_full_buffer_answers_503_and_the_sdk_spans_arrive_once_there_is_room() {
+    let moto = Moto::start().await;
+    let injector = FaultInjector::start(&moto.endpoint()).await;
+    injector.always("/TraceSegments", Fault::Delay(Duration::from_secs(3)));
+    let otlp = free_addr();
+    let daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .args(["-m", "3", "--otlp-http", &otlp.to_string()])
+        .start()
+        .await;
+    // About 2.6 MB of segments: all in calls at once (6 batches, 8 slots), over the mark.
+    let trace = new_trace_id();
+    for _ in 0..260 {
+        let doc = serde_json::json!({
+            "trace_id": trace, "id": new_segment_id(), "name": "filler",
+            "start_time": 1.0, "end_time": 2.0,
+            "annotations": {"pad": "x".repeat(10_000)}
+        });
+        daemon.send_segment(&doc.to_string());
+    }
+    let full = daemon
+        .wait_for_stats(
+            |s| (s.buffered_bytes + s.in_flight_bytes) * 100 > s.budget_bytes * 75,
+            ARRIVAL,
+        )
+        .await;
+    assert!(full.in_flight > 0, "{full:?}");
+
+    let endpoint = format!("http://{otlp}");
+    let call = format!("http://{}/daemon/health", daemon.tcp_addr());
+    let line = run_python_peer_with_env(
+        "the OpenTelemetry Flask peer",
+        "otel_flask_app.py",
+        &["1".to_owned(), call],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "otel-flask"),
+        ],
+    )
+    .await;
+    let run: Value = serde_json::from_str(&line).expect("the peer's JSON line");
+    let spans = run["spans"].as_array().expect("spans");
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == "SERVER")
+        .expect("a SERVER span");
+    let otel_trace = xray_trace_id(server["trace_id"].as_str().expect("trace id"));
+    moto.wait_for_documents(TEST_REGION, &[&otel_trace], spans.len(), ARRIVAL)
+        .await;
+    let stats = daemon.stats().await;
+    let requests = &stats.inputs["otlp_http"].requests;
+    assert!(requests["busy"] >= 1, "a 503 first: {stats:?}");
+    assert_eq!(requests["accepted"], 1, "then taken once: {stats:?}");
+    assert_eq!(stats.inputs["otlp_http"].accepted, spans.len() as u64);
+}
+
+/// Decoding, decompression and conversion run off the runtime's one thread: during a flood of
+/// 19 MiB gzip'd OTLP requests (each decoded and converted, then refused as more than the
+/// buffer ever admits at once), the health check keeps answering within its timeout.
+#[tokio::test]
+async fn health_answers_during_a_flood_of_large_otlp_requests() {
+    let otlp = free_addr();
+    let builder = Daemon::builder();
+    let sink = builder.dir().join("flood-sink.jsonl");
+    let daemon = builder
+        .args(["--sink", &format!("file:{}", sink.display())])
+        .args(["-m", "20", "--otlp-http", &otlp.to_string()])
+        .start()
+        .await;
+    // About 19 MiB of OTLP JSON: many spans with a few attributes each.
+    let body = {
+        let mut spans = Vec::new();
+        let mut size = 0;
+        let mut n = 0u64;
+        while size < 19 * 1024 * 1024 {
+            let span = serde_json::json!({
+                "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1),
+                "name": format!("op-{n}"), "kind": 3,
+                "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000500000000",
+                "attributes": [
+                    {"key": "http.url", "value": {"stringValue": format!("http://svc/items/{n}")}},
+                    {"key": "app.pad", "value": {"stringValue": "p".repeat(200)}}
+                ]
+            })
+            .to_string();
+            size += span.len() + 1;
+            spans.push(span);
+            n += 1;
+        }
+        let json = format!(
+            "{{\"resourceSpans\":[{{\"resource\":{{}},\"scopeSpans\":[{{\"spans\":[{}]}}]}}]}}",
+            spans.join(",")
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(json.as_bytes()).expect("gzip");
+        bytes::Bytes::from(gz.finish().expect("gzip"))
+    };
+    let flood_until = std::time::Instant::now() + Duration::from_secs(5);
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let body = body.clone();
+        senders.spawn(async move {
+            let mut answers = Vec::new();
+            while std::time::Instant::now() < flood_until {
+                let headers = [
+                    ("content-type", "application/json"),
+                    ("content-encoding", "gzip"),
+                ];
+                if let Ok(r) = request(otlp, "POST", "/v1/traces", &headers, body.clone()).await {
+                    answers.push(r.status);
+                }
+            }
+            answers
+        });
+    }
+    let mut slowest = Duration::ZERO;
+    while std::time::Instant::now() < flood_until {
+        let asked = std::time::Instant::now();
+        let health = daemon.get("/daemon/health").await.expect("health answers");
+        assert_eq!(health.status, 200);
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answers = Vec::new();
+    while let Some(Ok(a)) = senders.join_next().await {
+        answers.extend(a);
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "health took {slowest:?} during the flood"
+    );
+    assert!(
+        answers.contains(&413),
+        "decoded, then refused as too large: {answers:?}"
+    );
+    let stats = daemon.stats().await;
+    assert!(
+        stats.inputs["otlp_http"].requests["too_large"] >= 1,
+        "{stats:?}"
+    );
 }
