@@ -84,6 +84,8 @@ struct Decoded {
     message: String,
     /// Bytes of the decoded request, for `received_bytes`.
     bytes: usize,
+    /// Documents trimmed to fit the cap.
+    trimmed: u64,
 }
 
 impl OtlpReceiver {
@@ -239,6 +241,7 @@ impl OtlpReceiver {
             intake.accepted(item);
         }
         self.buffer.admit(&mut intake);
+        self.stats.documents_trimmed(decoded.trimmed);
         self.stats
             .request(Input::OtlpHttp, RequestOutcome::Accepted);
         if refused > 0 {
@@ -353,13 +356,17 @@ fn decode_and_convert(
     }
     let mut items = Vec::with_capacity(records.len());
     let mut too_large = 0u64;
+    let mut trimmed = 0u64;
     for record in records {
         match to_xray::convert(&record, &settings.conversion, settings.max_document) {
-            Ok(converted) => items.push(Item::Span(Arc::new(SpanItem::new(
-                record,
-                converted.document,
-                Input::OtlpHttp,
-            )))),
+            Ok(converted) => {
+                trimmed += u64::from(!converted.trimmed.is_empty());
+                items.push(Item::Span(Arc::new(SpanItem::new(
+                    record,
+                    converted.document,
+                    Input::OtlpHttp,
+                ))));
+            }
             Err(e) => {
                 too_large += 1;
                 tracing::debug!("OTLP span refused: {e}");
@@ -382,5 +389,6 @@ fn decode_and_convert(
         refused,
         message,
         bytes,
+        trimmed,
     })
 }

@@ -7,9 +7,11 @@
 //!
 //! Requests go to the X-Ray endpoint of the [`AwsContext`] and never anywhere else, whatever
 //! `Host` the client names. The forwarded request carries only what the call needs: method,
-//! path and query, `Content-Type`, the body, and a SigV4 signature (service `xray`, the
-//! daemon's region and credentials) over a minimal header set: `host`, `content-type`,
-//! `x-amz-date`, `x-amz-content-sha256` and, for temporary credentials, `x-amz-security-token`.
+//! path and query, `Content-Type` and `Content-Encoding` (OTLP's `POST /v1/traces`, forwarded
+//! while the OTLP receiver is off, is often gzip'd), the body, and a SigV4 signature (service
+//! `xray`, the daemon's region and credentials) over a minimal header set: `host`, those two
+//! when sent, `x-amz-date`, `x-amz-content-sha256` and, for temporary credentials,
+//! `x-amz-security-token`.
 //! Headers a service mesh adds or rewrites therefore never break the signature (the original
 //! signs every header the client sent, aws/aws-xray-daemon#199). X-Ray's answer — status, body,
 //! `Content-Type` and its error headers — goes back unchanged.
@@ -41,7 +43,9 @@ use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue,
+};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use tokio::sync::watch;
 
@@ -319,13 +323,18 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let content_type = parts.headers.get(CONTENT_TYPE).cloned();
+    // What describes the body goes along: its type, and its encoding (OTLP's POST /v1/traces,
+    // forwarded to X-Ray's OTLP endpoint while the receiver is off, is often gzip'd).
+    let described: Vec<(HeaderName, HeaderValue)> = [CONTENT_TYPE, CONTENT_ENCODING]
+        .into_iter()
+        .filter_map(|name| Some((name.clone(), parts.headers.get(&name)?.clone())))
+        .collect();
     let request = match signed_request(
         &target,
         &credentials,
         &parts.method,
         &path_and_query,
-        content_type,
+        &described,
         body,
         SystemTime::now(),
     ) {
@@ -391,7 +400,7 @@ fn signed_request(
     credentials: &Credentials,
     method: &Method,
     path_and_query: &str,
-    content_type: Option<HeaderValue>,
+    described: &[(HeaderName, HeaderValue)],
     body: Bytes,
     now: SystemTime,
 ) -> Result<http::Request<SdkBody>, String> {
@@ -400,8 +409,8 @@ fn signed_request(
         .method(method.clone())
         .uri(&url)
         .header(HOST, &target.host);
-    if let Some(ct) = &content_type {
-        builder = builder.header(CONTENT_TYPE, ct);
+    for (name, value) in described {
+        builder = builder.header(name, value);
     }
     let mut request = builder
         .body(SdkBody::from(body.clone()))
@@ -521,7 +530,7 @@ mod tests {
             &creds,
             &Method::POST,
             "/GetSamplingRules",
-            Some(HeaderValue::from_static("application/json")),
+            &[(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             Bytes::from_static(b"{}"),
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         );

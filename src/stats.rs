@@ -110,6 +110,7 @@ pub struct Stats {
     last_upload: AtomicU64,
     kernel_dropped: AtomicU64,
     empty_datagrams: AtomicU64,
+    trimmed_documents: AtomicU64,
     /// Requests to the inputs that take requests, per input and [`RequestOutcome`].
     requests: [[AtomicU64; RequestOutcome::ALL.len()]; Input::ALL.len()],
     /// Set once the UDP receive loop has ended (read by the health check).
@@ -157,6 +158,10 @@ pub struct Snapshot {
     /// here only, outside `received` and every identity.
     #[serde(default)]
     pub empty_datagrams: u64,
+    /// X-Ray documents made from OpenTelemetry spans that were trimmed to fit the document cap
+    /// (metadata first; see the README). The spans were sent, with less in them.
+    #[serde(default)]
+    pub trimmed_documents: u64,
     /// Items put back into the buffer for another attempt (an item retried three times counts
     /// three).
     pub retried: u64,
@@ -381,6 +386,7 @@ impl Stats {
             last_upload: AtomicU64::new(0),
             kernel_dropped: AtomicU64::new(0),
             empty_datagrams: AtomicU64::new(0),
+            trimmed_documents: AtomicU64::new(0),
             requests: Default::default(),
             receiver_stopped: AtomicBool::new(false),
             upload_failing_since: AtomicU64::new(0),
@@ -519,6 +525,13 @@ impl Stats {
         self.requests[input.index()][outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `n` documents made from spans were trimmed to fit the cap.
+    pub fn documents_trimmed(&self, n: u64) {
+        if n > 0 {
+            self.trimmed_documents.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// An empty datagram came in (ignored; not an item).
     pub fn empty_datagram(&self) {
         self.empty_datagrams.fetch_add(1, Ordering::Relaxed);
@@ -561,6 +574,7 @@ impl Stats {
             last_upload_unix: (last > 0).then_some(last),
             kernel_dropped: self.kernel_dropped.load(Ordering::Relaxed),
             empty_datagrams: self.empty_datagrams.load(Ordering::Relaxed),
+            trimmed_documents: self.trimmed_documents.load(Ordering::Relaxed),
             retried: books.retried,
             backend_errors: ErrorKind::ALL
                 .iter()
@@ -798,6 +812,11 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         "kernel_dropped_datagrams",
         "Datagrams the kernel dropped on a full receive queue",
         gauge(s.kernel_dropped),
+    );
+    r.register(
+        "trimmed_documents",
+        "X-Ray documents made from OpenTelemetry spans, trimmed to fit the document cap",
+        counter(s.trimmed_documents),
     );
     r.register(
         "empty_datagrams",

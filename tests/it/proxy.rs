@@ -442,3 +442,74 @@ async fn a_slow_x_ray_gets_a_gateway_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(injector.requests().len(), 1);
 }
+
+/// Issue "OpenTelemetry in, part 1": `POST /v1/traces` on the TCP port. While the OTLP receiver
+/// is off it is forwarded to X-Ray (its OTLP endpoint) signed, with its `Content-Encoding`, so
+/// a gzip'd body stays readable; with the receiver on, the receiver answers it and nothing is
+/// forwarded.
+#[tokio::test]
+async fn otlp_traces_on_the_tcp_port_keep_their_encoding_or_go_to_the_receiver() {
+    let injector = FaultInjector::with_script(
+        NOWHERE,
+        vec![Step::on(
+            "/v1/traces",
+            Fault::Respond {
+                status: 200,
+                body: "{}".into(),
+            },
+        )],
+    )
+    .await;
+    let gzipped = {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(br#"{"resourceSpans":[]}"#).unwrap();
+        gz.finish().unwrap()
+    };
+    let headers = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    let off = Daemon::builder()
+        .endpoint(&injector.endpoint())
+        .args(["-n", "eu-west-1"])
+        .start()
+        .await;
+    let r = http::request(
+        off.tcp_addr(),
+        "POST",
+        "/v1/traces",
+        &headers,
+        gzipped.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls = injector.requests();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].header("content-encoding"), Some("gzip"));
+    assert_eq!(calls[0].body.as_ref(), gzipped.as_slice());
+    verify_sigv4(
+        &calls[0],
+        FAKE_ACCESS_KEY_ID,
+        FAKE_SECRET_ACCESS_KEY,
+        "eu-west-1",
+    )
+    .unwrap();
+
+    let on = Daemon::builder()
+        .endpoint(&injector.endpoint())
+        .args(["-n", "eu-west-1", "--otlp-http", "127.0.0.1:0"])
+        .start()
+        .await;
+    let r = http::request(on.tcp_addr(), "POST", "/v1/traces", &headers, gzipped)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.text().trim()), (200, "{}"));
+    assert_eq!(injector.requests().len(), 1, "nothing more forwarded");
+    let stats = on.stats().await;
+    assert_eq!(
+        stats.inputs["otlp_http"].requests["accepted"], 1,
+        "{stats:?}"
+    );
+}
