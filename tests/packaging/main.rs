@@ -1217,7 +1217,11 @@ fn ecs_task_definition_has_the_required_fields_and_the_health_check() {
         "Fargate needs task cpu and memory"
     );
     let containers = task["containerDefinitions"].as_array().expect("containers");
-    assert_eq!(containers.len(), 2);
+    assert_eq!(
+        containers.len(),
+        3,
+        "the sidecar, an X-Ray SDK app, an OpenTelemetry app"
+    );
     for c in containers {
         assert!(c["name"].as_str().is_some_and(|n| !n.is_empty()), "{c}");
         assert!(c["image"].as_str().is_some_and(|n| !n.is_empty()), "{c}");
@@ -1249,7 +1253,24 @@ fn ecs_task_definition_has_the_required_fields_and_the_health_check() {
             )
         })
         .collect();
-    assert_eq!(ports, [(2000, "udp"), (2000, "tcp")]);
+    assert_eq!(ports, [(2000, "udp"), (2000, "tcp"), (4318, "tcp")]);
+    let otel = container_named(&task, "otel-app");
+    assert!(
+        otel["environment"]
+            .as_array()
+            .expect("otel-app environment")
+            .iter()
+            .any(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT"
+                && e["value"] == "http://127.0.0.1:4318"),
+        "{otel}"
+    );
+    let command: Vec<&str> = sidecar["command"]
+        .as_array()
+        .expect("sidecar command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(command, ["--otlp-http", "0.0.0.0:4318"]);
     let app = container_named(&task, "app");
     assert_eq!(
         app["dependsOn"],
@@ -1300,6 +1321,16 @@ fn docker_compose_example_has_the_flask_app_and_the_daemon() {
         .map(|v| v.as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(test, task_definition_health_command());
+    assert_eq!(
+        compose["services"]["otel-backend"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://xray-daemon:4318"
+    );
+    assert!(
+        daemon["command"].as_array().is_some_and(|c| c
+            .windows(2)
+            .any(|w| w[0] == "--otlp-http" && w[1] == "0.0.0.0:4318")),
+        "{daemon}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
