@@ -430,3 +430,55 @@ async fn health_answers_during_a_flood_of_large_otlp_requests() {
         "{stats:?}"
     );
 }
+
+/// The local sinks get spans as spans: `--sink stdout` prints one line per span (trace id, span
+/// id, kind, name, duration, status), `--sink file:PATH` writes a one-span OTLP JSON line that
+/// no reader can take for an X-Ray document. No AWS account needed.
+#[tokio::test]
+async fn local_sinks_print_and_write_spans_as_spans() {
+    let otlp = free_addr();
+    let builder = Daemon::builder();
+    let file = builder.dir().join("spans.jsonl");
+    let daemon = builder
+        .args([
+            "--sink",
+            "stdout",
+            "--sink",
+            &format!("file:{}", file.display()),
+        ])
+        .args(["--otlp-http", &otlp.to_string()])
+        .start()
+        .await;
+    let trace = "5759e988bd862e3fe1be46a994272793";
+    let r = post_traces(
+        otlp,
+        &[("content-type", "application/json")],
+        json_request(&[(trace, "53995c3f42cd8ad8")]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    daemon.wait_for_stats(|s| s.sent == 1, ARRIVAL).await;
+    let line = daemon
+        .stdout()
+        .lines()
+        .find(|l| l.contains("53995c3f42cd8ad8"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no line for the span:\n{}", daemon.stdout()));
+    assert!(
+        line.starts_with("1-5759e988-bd862e3fe1be46a994272793 53995c3f42cd8ad8"),
+        "{line}"
+    );
+    assert!(
+        line.contains("server") && line.contains("\"op\"") && line.contains("500.0 ms"),
+        "{line}"
+    );
+    let written = std::fs::read_to_string(&file).expect("the file sink's file");
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 1, "{written}");
+    let span: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    let s = &span["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(
+        (s["traceId"].as_str(), s["spanId"].as_str()),
+        (Some(trace), Some("53995c3f42cd8ad8"))
+    );
+}
