@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::support::flask::run_python_peer_with_env;
 use crate::support::http::{Response, request};
+use crate::support::udp_tap::UdpTap;
 use crate::support::{
     Daemon, Fault, FaultInjector, Moto, TEST_REGION, assert_balanced, free_addr, new_segment_id,
     new_trace_id,
@@ -481,4 +482,66 @@ async fn local_sinks_print_and_write_spans_as_spans() {
         (s["traceId"].as_str(), s["spanId"].as_str()),
         (Some(trace), Some("53995c3f42cd8ad8"))
     );
+}
+
+/// The migration case: an X-Ray SDK service calls an OpenTelemetry service that runs with
+/// `OTEL_PROPAGATORS=xray,tracecontext`. Moto holds one trace: the X-Ray SDK's documents byte
+/// for byte as the SDK sent them, and the OpenTelemetry service's segment whose `parent_id` is
+/// the caller's subsegment for the call.
+#[tokio::test]
+async fn an_xray_sdk_caller_and_an_opentelemetry_callee_make_one_trace() {
+    let moto = Moto::start().await;
+    let (daemon, otlp) = daemon_with_otlp(&moto, &[]).await;
+    let tap = UdpTap::start(daemon.udp_addr()).await;
+    let endpoint = format!("http://{otlp}");
+    let tap_addr = tap.addr().to_string();
+    let line = run_python_peer_with_env(
+        "the migration peer",
+        "migration.py",
+        &[],
+        &[
+            ("AWS_XRAY_DAEMON_ADDRESS", &tap_addr),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "otel-callee"),
+            ("OTEL_PROPAGATORS", "xray,tracecontext"),
+        ],
+    )
+    .await;
+    let run: Value = serde_json::from_str(&line).expect("the peer's JSON line");
+    let trace = run["xray_trace_id"].as_str().expect("X-Ray trace id");
+    let otel_trace = run["otel_trace_id"].as_str().expect("OTel trace id");
+    assert_eq!(xray_trace_id(otel_trace), trace, "one trace: {line}");
+    assert_eq!(run["otel_parent_id"], run["call_subsegment_id"], "{line}");
+
+    let emitted = tap.wait_for(1, Duration::from_secs(10)).await;
+    let sdk_docs: Vec<Vec<u8>> = emitted
+        .iter()
+        .map(|d| {
+            let newline = d.iter().position(|b| *b == b'\n').expect("header line");
+            d[newline + 1..].to_vec()
+        })
+        .collect();
+    let stored = moto
+        .wait_for_documents(TEST_REGION, &[trace], sdk_docs.len() + 1, ARRIVAL)
+        .await;
+    for doc in &sdk_docs {
+        assert!(
+            stored.iter().any(|s| s.as_bytes() == doc.as_slice()),
+            "the SDK's document is stored byte for byte: {}",
+            String::from_utf8_lossy(doc)
+        );
+    }
+    let otel_id = run["otel_server_span_id"].as_str().expect("span id");
+    let otel_doc: Value = stored
+        .iter()
+        .map(|s| serde_json::from_str::<Value>(s).expect("JSON"))
+        .find(|d| d["id"] == otel_id)
+        .unwrap_or_else(|| panic!("no segment {otel_id} in {stored:#?}"));
+    assert_eq!(otel_doc["name"], "otel-callee", "{otel_doc}");
+    assert_eq!(otel_doc["trace_id"], trace, "{otel_doc}");
+    assert_eq!(
+        otel_doc["parent_id"], run["call_subsegment_id"],
+        "{otel_doc}"
+    );
+    assert!(otel_doc.get("type").is_none(), "a segment: {otel_doc}");
 }
