@@ -38,6 +38,13 @@ if [[ "$(id -u)" == 0 ]] && ! command -v nc >/dev/null 2>&1; then
     fi
 fi
 
+if [[ "$(id -u)" == 0 ]] && ! command -v curl >/dev/null 2>&1; then
+    echo "==> installing curl (the README's OTLP example is run as written)"
+    if ! { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }; then
+        echo "warning: could not install curl; continuing without it" >&2
+    fi
+fi
+
 # The packaging tests (tests/it/packaging.rs) need docker.io, rpm, qemu-user-static, the arm64
 # linker and Rust target, cargo-generate-rpm and cargo-deb; installed once, skipped when present.
 if [[ "$(id -u)" == 0 ]]; then

@@ -545,3 +545,50 @@ async fn an_xray_sdk_caller_and_an_opentelemetry_callee_make_one_trace() {
     );
     assert!(otel_doc.get("type").is_none(), "a segment: {otel_doc}");
 }
+
+/// The README's OTLP quick start, run as written (`curl … -d '…'`) against `--sink stdout
+/// --otlp-http`: the daemon answers `{}` and prints the line the README shows.
+#[tokio::test]
+async fn readme_curl_span_is_printed() {
+    let readme =
+        std::fs::read_to_string(crate::support::repo_root().join("README.md")).expect("README.md");
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("curl -s -H 'content-type: application/json'"))
+        .expect("the README's curl line");
+    let after = &readme[readme.find(command).expect("curl line")..];
+    let expected = after
+        .split("```\n")
+        .nth(2)
+        .and_then(|block| block.lines().next())
+        .expect("the line the README says is printed")
+        .to_owned();
+    let otlp = free_addr();
+    let daemon = Daemon::builder()
+        .args(["--sink", "stdout", "--otlp-http", &otlp.to_string()])
+        .start()
+        .await;
+    let command = command.replace("127.0.0.1:4318", &otlp.to_string());
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("`{command}` did not finish within 20 s"))
+    .unwrap_or_else(|e| panic!("run sh (curl is needed: apt-get install curl; scripts/test.sh installs it as root): {e}"));
+    assert!(out.status.success(), "`{command}` failed: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}");
+    let printed = crate::support::wait::until(ARRIVAL, Duration::from_millis(50), async || {
+        daemon.stdout().lines().any(|l| l == expected).then_some(())
+    })
+    .await;
+    assert!(
+        printed.is_some(),
+        "stdout has no line {expected:?}:\n{}",
+        daemon.stdout()
+    );
+}
