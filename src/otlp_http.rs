@@ -15,6 +15,11 @@
 //!   `408` and `5xx`. A request whose spans could never fit the admission share of the budget
 //!   gets `413`, not `503` forever.
 //!
+//! The core, [`OtlpReceiver::take`], does not know HTTP: a body, its format and encoding in,
+//! a [`Taken`] out. The OTLP/HTTP handler ([`OtlpReceiver::traces`]) reads the body under its
+//! bounds and maps the [`Taken`] to an answer; another transport (OTLP/gRPC) does the same
+//! with its own status codes.
+//!
 //! Every request's outcome is counted by [`RequestOutcome`]; its spans are counted per input
 //! (received, refused at intake with their reason, accepted) in the books.
 //!
@@ -38,7 +43,7 @@ use tokio::sync::Semaphore;
 
 use crate::buffer::{ADMISSION_HIGH_WATER_PERCENT, Buffer, Intake};
 use crate::item::{Input, Item, SpanItem};
-use crate::otlp::decode::{self, DecodeError, Format};
+use crate::otlp::decode::{self, DecodeError, Encoding, Format};
 use crate::otlp::span;
 use crate::otlp::to_xray::{self, ConversionSettings};
 use crate::outcome::{DropReason, RequestOutcome};
@@ -74,6 +79,26 @@ pub struct OtlpReceiver {
     settings: OtlpSettings,
     bodies: Arc<Semaphore>,
     decodes: Arc<Semaphore>,
+}
+
+/// What became of one request's body ([`OtlpReceiver::take`]), for its transport to answer.
+#[derive(Debug)]
+pub enum Taken {
+    /// Its spans were booked; `rejected` of them refused, as `message` says.
+    Accepted {
+        /// Spans refused (bad ids, a document over the cap even trimmed).
+        rejected: u64,
+        /// Why, for `partial_success` (empty when none was refused).
+        message: String,
+    },
+    /// Refused as it is: type, encoding, size or body.
+    Refused(DecodeError),
+    /// More spans than the buffer ever admits at once; the message says so and what to do.
+    NeverFits(String),
+    /// No room now (the buffer is at its OTLP high-water mark): try again later.
+    Busy(&'static str),
+    /// Decoding failed unexpectedly.
+    Failed,
 }
 
 /// What one request's spans became, off the runtime thread.
@@ -172,62 +197,107 @@ impl OtlpReceiver {
                 );
             }
         };
-        let Ok(_decoding) = Arc::clone(&self.decodes).acquire_owned().await else {
-            return self.busy(format, "the daemon is stopping");
+        let encoding = match decode::Encoding::from_header(content_encoding.as_deref()) {
+            Ok(e) => e,
+            Err(e) => return self.refuse_decode(&e, format),
         };
-        let settings = self.settings.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            decode_and_convert(
-                &body,
-                content_type.as_deref(),
-                content_encoding.as_deref(),
-                &settings,
-            )
-        });
-        let decoded = match work.await {
-            Ok(Ok(decoded)) => decoded,
-            Ok(Err(e)) => return self.refuse_decode(&e, format),
-            Err(e) => {
-                tracing::error!("Decoding an OTLP request failed: {e}");
-                self.stats
-                    .request(Input::OtlpHttp, RequestOutcome::Unreadable);
-                return status(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format,
-                    decode::RPC_INVALID_ARGUMENT,
-                    "the request could not be decoded",
-                );
+        let body_format = match Format::from_content_type(content_type.as_deref()) {
+            Ok(f) => f,
+            Err(e) => return self.refuse_decode(&e, format),
+        };
+        match self
+            .take(Input::OtlpHttp, body, body_format, encoding)
+            .await
+        {
+            Taken::Accepted { rejected, message } => {
+                let mut response = Response::new(Full::new(Bytes::from(decode::success_body(
+                    format, rejected, &message,
+                ))));
+                set_content_type(&mut response, format);
+                response
             }
-        };
-        self.admit(decoded, format)
-    }
-
-    /// Books the decoded spans and answers.
-    fn admit(&self, decoded: Decoded, format: Format) -> Response<Full<Bytes>> {
-        let cost: usize = decoded.items.iter().map(Item::cost).sum();
-        let share = self.buffer.budget() / 100 * ADMISSION_HIGH_WATER_PERCENT;
-        if cost > share {
-            self.stats
-                .request(Input::OtlpHttp, RequestOutcome::TooLarge);
-            return status(
+            Taken::Refused(e) => {
+                let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+                let mut response = Response::new(Full::new(Bytes::from(e.reply_body(format))));
+                *response.status_mut() = code;
+                set_content_type(&mut response, format);
+                response
+            }
+            Taken::NeverFits(why) => status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format,
                 decode::RPC_RESOURCE_EXHAUSTED,
-                &format!(
-                    "the request's {} spans need {cost} bytes of the daemon's buffer, more than \
-                     it ever admits at once ({share} bytes): export fewer spans per request \
-                     (a smaller OTEL_BSP_MAX_EXPORT_BATCH_SIZE) or give the daemon more memory (-m)",
-                    decoded.items.len()
-                ),
-            );
+                &why,
+            ),
+            Taken::Busy(why) => busy_answer(format, why),
+            Taken::Failed => status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format,
+                decode::RPC_INVALID_ARGUMENT,
+                "the request could not be decoded",
+            ),
+        }
+    }
+
+    /// Takes one request's body, whatever carried it (OTLP/HTTP, OTLP/gRPC): decompresses,
+    /// decodes and converts it on a blocking thread ([`MAX_DECODES`] at a time), then books its
+    /// spans under `input`, unless the buffer is at the OTLP high-water mark or the spans could
+    /// never fit. Counts the request's outcome under `input`.
+    pub async fn take(
+        &self,
+        input: Input,
+        body: Bytes,
+        format: Format,
+        encoding: Encoding,
+    ) -> Taken {
+        if !self.buffer.has_room_for_admission() {
+            self.stats.request(input, RequestOutcome::Busy);
+            return Taken::Busy("the daemon's buffer is full");
+        }
+        let Ok(_decoding) = Arc::clone(&self.decodes).acquire_owned().await else {
+            self.stats.request(input, RequestOutcome::Busy);
+            return Taken::Busy("the daemon is stopping");
+        };
+        let settings = self.settings.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            decode_and_convert(&body, format, encoding, input, &settings)
+        });
+        let decoded = match work.await {
+            Ok(Ok(decoded)) => decoded,
+            Ok(Err(e)) => {
+                self.stats.request(input, outcome_of(&e));
+                return Taken::Refused(e);
+            }
+            Err(e) => {
+                tracing::error!("Decoding an OTLP request failed: {e}");
+                self.stats.request(input, RequestOutcome::Unreadable);
+                return Taken::Failed;
+            }
+        };
+        self.admit(input, decoded)
+    }
+
+    /// Books the decoded spans.
+    fn admit(&self, input: Input, decoded: Decoded) -> Taken {
+        let cost: usize = decoded.items.iter().map(Item::cost).sum();
+        let share = self.buffer.budget() / 100 * ADMISSION_HIGH_WATER_PERCENT;
+        if cost > share {
+            self.stats.request(input, RequestOutcome::TooLarge);
+            return Taken::NeverFits(format!(
+                "the request's {} spans need {cost} bytes of the daemon's buffer, more than it \
+                 ever admits at once ({share} bytes): export fewer spans per request (a smaller \
+                 OTEL_BSP_MAX_EXPORT_BATCH_SIZE) or give the daemon more memory (-m)",
+                decoded.items.len()
+            ));
         }
         if !self.buffer.has_room_for_admission() {
-            return self.busy(format, "the daemon's buffer is full");
+            self.stats.request(input, RequestOutcome::Busy);
+            return Taken::Busy("the daemon's buffer is full");
         }
         let spans = decoded.items.len();
-        let refused: u64 = decoded.refused.iter().map(|(_, n)| n).sum();
-        let mut intake = Intake::new(Input::OtlpHttp, spans);
-        let total = spans as u64 + refused;
+        let rejected: u64 = decoded.refused.iter().map(|(_, n)| n).sum();
+        let mut intake = Intake::new(input, spans);
+        let total = spans as u64 + rejected;
         // Bytes per span: the request's bytes shared out (the intake counts units and bytes).
         let per_span = decoded.bytes / (total.max(1) as usize);
         for (reason, n) in &decoded.refused {
@@ -242,18 +312,14 @@ impl OtlpReceiver {
         }
         self.buffer.admit(&mut intake);
         self.stats.documents_trimmed(decoded.trimmed);
-        self.stats
-            .request(Input::OtlpHttp, RequestOutcome::Accepted);
-        if refused > 0 {
+        self.stats.request(input, RequestOutcome::Accepted);
+        if rejected > 0 {
             tracing::debug!("OTLP request: {}", decoded.message);
         }
-        let mut response = Response::new(Full::new(Bytes::from(decode::success_body(
-            format,
-            refused,
-            &decoded.message,
-        ))));
-        set_content_type(&mut response, format);
-        response
+        Taken::Accepted {
+            rejected,
+            message: decoded.message,
+        }
     }
 
     /// Answers a request refused by its type, encoding, size or body, and counts it.
@@ -270,16 +336,7 @@ impl OtlpReceiver {
     /// room.
     fn busy(&self, format: Format, why: &str) -> Response<Full<Bytes>> {
         self.stats.request(Input::OtlpHttp, RequestOutcome::Busy);
-        let mut response = status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format,
-            decode::RPC_UNAVAILABLE,
-            &format!("{why}; retry after {RETRY_AFTER_SECONDS} s"),
-        );
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, RETRY_AFTER_SECONDS.into());
-        response
+        busy_answer(format, why)
     }
 
     /// Answers `/v1/metrics` or `/v1/logs`: `404`, naming the exporter setting that stops them.
@@ -316,6 +373,20 @@ fn outcome_of(e: &DecodeError) -> RequestOutcome {
     }
 }
 
+/// `503` with `Retry-After` and a Status saying why.
+fn busy_answer(format: Format, why: &str) -> Response<Full<Bytes>> {
+    let mut response = status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format,
+        decode::RPC_UNAVAILABLE,
+        &format!("{why}; retry after {RETRY_AFTER_SECONDS} s"),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+    response
+}
+
 /// A `google.rpc.Status` answer.
 fn status(code: StatusCode, format: Format, rpc: i32, message: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(decode::status_body(
@@ -337,16 +408,13 @@ fn set_content_type(response: &mut Response<Full<Bytes>>, format: Format) {
 /// thread.
 fn decode_and_convert(
     body: &[u8],
-    content_type: Option<&str>,
-    content_encoding: Option<&str>,
+    format: Format,
+    encoding: Encoding,
+    input: Input,
     settings: &OtlpSettings,
 ) -> Result<Decoded, DecodeError> {
-    let request = decode::decode_request(
-        body,
-        content_type,
-        content_encoding,
-        settings.max_request_bytes,
-    )?;
+    let bytes = decode::decompress(body, encoding, settings.max_request_bytes)?;
+    let request = decode::parse(&bytes, format)?;
     let bytes = body.len();
     let (records, refusals) = span::split(request);
     let mut message = refusals.message();
@@ -364,7 +432,7 @@ fn decode_and_convert(
                 items.push(Item::Span(Arc::new(SpanItem::new(
                     record,
                     converted.document,
-                    Input::OtlpHttp,
+                    input,
                 ))));
             }
             Err(e) => {
