@@ -2,6 +2,7 @@
 # Builds the project and runs every test, installing what the tests need first:
 #   - .venv (python3 -m venv) with tests/requirements.txt: moto_server, the Python X-Ray SDK, Flask.
 #     Reinstalled when tests/requirements.txt changes (a copy of it is kept in .venv as a stamp).
+#   - .venv-distro with tests/requirements-distro.txt: the AWS distro for OpenTelemetry (Python).
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
 #   - cargo-fuzz (cargo install), when missing.
 #   - the packaging tools (scripts/packaging-setup.sh), when running as root.
@@ -29,6 +30,20 @@ if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$requirements" "$stamp"; then
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$stamp"
+fi
+
+# The AWS distro for OpenTelemetry pins its own OpenTelemetry versions: a venv of its own.
+distro_venv=".venv-distro"
+distro_requirements="tests/requirements-distro.txt"
+distro_stamp="$distro_venv/.requirements.installed"
+if [[ ! -x "$distro_venv/bin/python" ]] || ! cmp -s "$distro_requirements" "$distro_stamp"; then
+    echo "==> setting up $distro_venv from $distro_requirements"
+    rm -f "$distro_stamp"
+    if [[ ! -x "$distro_venv/bin/python" ]]; then
+        python3 -m venv "$distro_venv"
+    fi
+    "$distro_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$distro_requirements"
+    cp "$distro_requirements" "$distro_stamp"
 fi
 
 if [[ "$(id -u)" == 0 ]] && ! command -v nc >/dev/null 2>&1; then
@@ -69,7 +84,7 @@ if [[ $# -eq 0 ]]; then
         echo "==> installing cargo-fuzz"
         cargo install cargo-fuzz --locked
     fi
-    for target in segment_parse buffer_accounting admin_route; do
+    for target in segment_parse buffer_accounting admin_route otlp_decode; do
         echo "==> cargo +nightly fuzz run $target (${fuzz_seconds} s)"
         scratch="$(mktemp -d)"
         cargo +nightly fuzz run "$target" "$scratch" "fuzz/seeds/$target" -- \

@@ -16,13 +16,15 @@
 //!   the success reply with `partial_success`;
 //! - [`span`]: [`span::SpanRecord`] (one span with its shared resource and scope), [`span::split`]
 //!   and the id checks;
-//! - [`to_xray`]: one span → one or two X-Ray segment documents, after the collector's exporter;
-//! - [`render`]: the local sinks' renderings of a span.
+//! - [`to_xray`]: one span → one X-Ray segment document, after the collector's exporter;
+//! - [`render`]: the local sinks' renderings of a span;
+//! - [`distro`]: the AWS distros' UDP form (`T1S`, `T1`) read as spans for the local sinks.
 //!
 //! A leaf: it imports only [`crate::document`] (to hand out [`crate::document::Document`]s).
 //! Decoding and conversion are CPU work for the blocking pool, never for the runtime's thread.
 
 pub mod decode;
+pub mod distro;
 pub mod json;
 pub mod proto;
 pub mod render;

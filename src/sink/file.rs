@@ -2,7 +2,10 @@
 //!
 //! Documents are written byte for byte. A JSON document can only hold a raw newline as
 //! whitespace between tokens, so where one does (the SDKs never send any), each CR or LF is
-//! written as a space to keep one document per line; the JSON means the same.
+//! written as a space to keep one document per line; the JSON means the same. Spans are written
+//! as one-span OTLP JSON lines: those received over OTLP, and those inside the AWS distros'
+//! sampled UDP documents (`T1S`, `T1`, decoded on a blocking thread); `T1U` and `M1` documents
+//! are written as received.
 
 use std::path::Path;
 
@@ -11,6 +14,7 @@ use tokio::sync::Mutex;
 
 use super::{Delivery, Sink, SinkError, SinkFuture};
 use crate::item::Item;
+use crate::otlp::{distro, render};
 
 /// Appends documents to a file.
 #[derive(Debug)]
@@ -32,6 +36,40 @@ impl FileSink {
     }
 }
 
+/// The lines of a batch: each document byte for byte (CR and LF as spaces), each span as a
+/// one-span OTLP JSON line (`{"resourceSpans":[…]}`), which no reader can take for an X-Ray
+/// document; the spans of the distros' sampled UDP documents (`T1S`, `T1`) one line each.
+fn lines(batch: &[Item]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(batch.iter().map(Item::cost).sum());
+    let line = |out: &mut Vec<u8>, bytes: &[u8]| {
+        let start = out.len();
+        out.extend_from_slice(bytes);
+        if memchr::memchr2(b'\n', b'\r', &out[start..]).is_some() {
+            for b in &mut out[start..] {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
+        }
+        out.push(b'\n');
+    };
+    for item in batch {
+        match item {
+            Item::XrayDocument(doc) => match distro::spans_of(doc) {
+                Some(Ok(spans)) => {
+                    for span in &spans {
+                        line(&mut out, render::otlp_json_line(span).as_bytes());
+                    }
+                }
+                // Not spans (JSON, T1U, M1), or spans that cannot be read: as received.
+                _ => line(&mut out, &doc.body),
+            },
+            Item::Span(span) => line(&mut out, render::otlp_json_line(&span.record).as_bytes()),
+        }
+    }
+    out
+}
+
 impl Sink for FileSink {
     fn name(&self) -> &'static str {
         "file"
@@ -39,26 +77,14 @@ impl Sink for FileSink {
 
     fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
         Box::pin(async move {
-            let mut out = Vec::with_capacity(batch.iter().map(|i| i.cost()).sum());
-            for item in batch {
-                let start = out.len();
-                match item {
-                    Item::XrayDocument(doc) => out.extend_from_slice(&doc.body),
-                    // A one-span OTLP JSON line (`{"resourceSpans":[…]}`), which no reader can
-                    // take for an X-Ray document.
-                    Item::Span(span) => out.extend_from_slice(
-                        crate::otlp::render::otlp_json_line(&span.record).as_bytes(),
-                    ),
-                }
-                if memchr::memchr2(b'\n', b'\r', &out[start..]).is_some() {
-                    for b in &mut out[start..] {
-                        if *b == b'\n' || *b == b'\r' {
-                            *b = b' ';
-                        }
-                    }
-                }
-                out.push(b'\n');
-            }
+            let batch = batch.to_vec();
+            // Made on a blocking thread: distro documents are decoded here.
+            let out = tokio::task::spawn_blocking(move || lines(&batch))
+                .await
+                .map_err(|e| SinkError::Io {
+                    sink: "file",
+                    source: std::io::Error::other(e),
+                })?;
             let mut file = self.file.lock().await;
             let io = |source| SinkError::Io {
                 sink: "file",

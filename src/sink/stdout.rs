@@ -4,17 +4,59 @@
 //! `1-6566a1b2-0123456789abcdef01234567 53995c3f42cd8ad8 segment "checkout" 12.3 ms fault`.
 //! Fields the document lacks print as `-`; `in_progress` documents print `in progress` instead
 //! of a duration. Only these few fields are read; the document itself is not printed.
+//!
+//! Spans print as spans, one line each ([`crate::otlp::render::stdout_line`]): those received
+//! over OTLP, and those inside the AWS distros' sampled UDP documents (`T1S`, `T1`; decoded
+//! here, on a blocking thread, never on the receive thread). Other distro documents (`T1U`,
+//! `M1`) print as `- - T1U "-" -`: they are for X-Ray only.
 
 use std::io::Write;
 
 use serde_json::Value;
 
 use super::{Delivery, Sink, SinkError, SinkFuture};
+use crate::document::DocumentKind;
 use crate::item::Item;
+use crate::otlp::{distro, render};
 
 /// Writes a summary line per document to standard output.
 #[derive(Debug, Default)]
 pub struct StdoutSink;
+
+/// The lines of a batch, each ending with a newline.
+fn lines(batch: &[Item]) -> String {
+    let mut text = String::new();
+    for item in batch {
+        match item {
+            Item::XrayDocument(doc) => match distro::spans_of(doc) {
+                None => {
+                    match doc.kind() {
+                        DocumentKind::Json => text.push_str(&summary_line(&doc.body)),
+                        other => text.push_str(&format!("- - {} \"-\" -", other.as_str())),
+                    }
+                    text.push('\n');
+                }
+                Some(Ok(spans)) => {
+                    for span in &spans {
+                        text.push_str(&render::stdout_line(span));
+                        text.push('\n');
+                    }
+                }
+                Some(Err(e)) => {
+                    text.push_str(&format!(
+                        "- - {} (its spans cannot be read: {e})\n",
+                        doc.kind().as_str()
+                    ));
+                }
+            },
+            Item::Span(span) => {
+                text.push_str(&render::stdout_line(&span.record));
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
 
 /// Formats the summary line of one document (without the newline).
 pub fn summary_line(doc: &[u8]) -> String {
@@ -52,19 +94,12 @@ impl Sink for StdoutSink {
 
     fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
         Box::pin(async move {
-            let mut text = String::new();
-            for item in batch {
-                match item {
-                    Item::XrayDocument(doc) => text.push_str(&summary_line(&doc.body)),
-                    Item::Span(span) => {
-                        text.push_str(&crate::otlp::render::stdout_line(&span.record))
-                    }
-                }
-                text.push('\n');
-            }
-            // One locked write for the whole batch (log lines never land inside it), on a
-            // blocking thread so a slow pipe never blocks the runtime thread.
+            let batch = batch.to_vec();
+            // The lines are made (distro documents decoded) and written in one locked write for
+            // the whole batch (log lines never land inside it), on a blocking thread so neither
+            // decoding nor a slow pipe holds the runtime thread.
             let written = tokio::task::spawn_blocking(move || {
+                let text = lines(&batch);
                 let mut out = std::io::stdout().lock();
                 out.write_all(text.as_bytes()).and_then(|()| out.flush())
             })

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::paths::distro_venv_bin;
+use crate::support::udp_tap::UdpTap;
 use crate::support::{
     Daemon, FaultInjector, Moto, TEST_REGION, assert_balanced, datagram, new_segment_id,
-    new_trace_id, segment_json,
+    new_trace_id, peer_script, segment_json,
 };
 
 /// What the distros' exporters write after the prefix: base64 of an OTLP export request (this
@@ -100,4 +102,97 @@ async fn distro_span_datagrams_reach_x_ray_byte_for_byte() {
         assert_eq!(udp.accepted_by_kind[kind], 1, "{kind}: {udp:?}");
     }
     assert!(udp.refused.values().all(|n| *n == 0), "{udp:?}");
+}
+
+/// The real exporter: the AWS distro for OpenTelemetry's `OTLPUdpSpanExporter` (Python, in its
+/// own venv), sampled and unsampled, one datagram per span. X-Ray (the fault injector in front
+/// of moto) gets each datagram's body byte for byte, never converted and never twice; `--sink
+/// stdout` prints the sampled spans as spans, and none of the unsampled ones.
+#[tokio::test]
+async fn the_distro_exporter_s_spans_reach_x_ray_as_sent_and_stdout_as_spans() {
+    let moto = Moto::start().await;
+    let injector = FaultInjector::start(&moto.endpoint()).await;
+    let daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .args(["--sink", "xray", "--sink", "stdout"])
+        .start()
+        .await;
+    let tap = UdpTap::start(daemon.udp_addr()).await;
+    let line = run_distro_peer(&tap.addr().to_string()).await;
+    let run: Value = serde_json::from_str(&line).expect("the peer's JSON line");
+    let sampled = run["sampled"].as_array().expect("sampled spans");
+    let unsampled = run["unsampled"].as_array().expect("unsampled spans");
+    assert_eq!((sampled.len(), unsampled.len()), (2, 2), "{line}");
+
+    let emitted = tap.wait_for(4, Duration::from_secs(10)).await;
+    let mut bodies: Vec<String> = emitted
+        .iter()
+        .map(|d| {
+            let newline = d.iter().position(|b| *b == b'\n').expect("a header line");
+            String::from_utf8(d[newline + 1..].to_vec()).expect("UTF-8 body")
+        })
+        .collect();
+    assert_eq!(
+        bodies.iter().filter(|b| b.starts_with("T1S")).count(),
+        2,
+        "{bodies:?}"
+    );
+    assert_eq!(bodies.iter().filter(|b| b.starts_with("T1U")).count(), 2);
+    daemon
+        .wait_for_stats(
+            |s| s.sinks["xray"].sent + s.sinks["xray"].rejected == 4,
+            ARRIVAL,
+        )
+        .await;
+    let mut sent = documents_sent(&injector);
+    sent.sort();
+    bodies.sort();
+    assert_eq!(sent, bodies, "each body once, byte for byte");
+
+    let stdout = daemon.stdout();
+    for span in sampled {
+        let id = span["span_id"].as_str().expect("span id");
+        let name = span["name"].as_str().expect("name");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(id) && l.contains(&format!("{name:?}"))),
+            "no line for sampled span {id} {name}:\n{stdout}"
+        );
+    }
+    for span in unsampled {
+        let id = span["span_id"].as_str().expect("span id");
+        assert!(
+            !stdout.contains(id),
+            "unsampled span {id} printed:\n{stdout}"
+        );
+    }
+}
+
+/// Runs tests/peers/distro_udp.py with .venv-distro's python against `endpoint`.
+async fn run_distro_peer(endpoint: &str) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(distro_venv_bin("python"))
+            .arg(peer_script("distro_udp.py"))
+            .arg(endpoint)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the distro peer finishes within 60 s")
+    .expect("run the distro peer");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the distro peer failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("the distro peer printed no JSON line:\n{stdout}"))
 }

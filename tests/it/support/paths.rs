@@ -22,6 +22,20 @@ pub fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
+/// `.venv-distro/bin/NAME`: the AWS distro for OpenTelemetry's venv (it pins its own
+/// OpenTelemetry versions). Panics when it is missing, naming the setup command.
+pub fn distro_venv_bin(name: &str) -> PathBuf {
+    let path = repo_root().join(".venv-distro").join("bin").join(name);
+    if !path.exists() {
+        panic!(
+            "{} is missing: run `scripts/test.sh` once (it creates .venv-distro from \
+             tests/requirements-distro.txt: aws-opentelemetry-distro)",
+            path.display()
+        );
+    }
+    path
+}
+
 /// The daemon binary built by cargo for this test run.
 pub fn xray_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xray"))
