@@ -16,9 +16,10 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::item::Item;
-use crate::outcome::ErrorKind;
+use crate::outcome::{DropReason, ErrorKind};
 
 pub mod file;
 pub mod memory;
@@ -65,6 +66,13 @@ pub struct Destination {
 pub struct Delivery {
     /// Documents the destination refused, with its reasons.
     pub refused: Vec<Refused>,
+    /// Items the sink gave up without sending, by batch index, with the reason (counted as
+    /// dropped for that reason): what the destination is known to refuse, such as a span outside
+    /// X-Ray's OTLP time window. An index listed here is not in `refused`.
+    pub dropped: Vec<(usize, DropReason)>,
+    /// How long the destination asked to wait before the refusals worth another attempt are
+    /// sent again (its `Retry-After`), when it said; else the backoff decides.
+    pub retry_after: Option<Duration>,
 }
 
 /// One document the destination refused.
@@ -92,6 +100,8 @@ pub enum SinkError {
         kind: ErrorKind,
         /// What went wrong, as the SDK or OS said it.
         message: String,
+        /// What the answer said about another attempt, beyond its kind.
+        hint: RetryHint,
     },
     /// Writing locally failed.
     #[error("{sink}: {source}")]
@@ -110,6 +120,39 @@ impl SinkError {
         match self {
             SinkError::Call { kind, .. } => *kind,
             SinkError::Io { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// What the answer said about another attempt ([`RetryHint::ByKind`] for a local failure).
+    pub fn hint(&self) -> RetryHint {
+        match self {
+            SinkError::Call { hint, .. } => *hint,
+            SinkError::Io { .. } => RetryHint::ByKind,
+        }
+    }
+}
+
+/// What a failed call's answer said about trying again, beyond its [`ErrorKind`]; the retry
+/// rules ([`crate::upload::retry`]) weigh it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RetryHint {
+    /// Nothing: the kind decides, and the backoff how long to wait.
+    #[default]
+    ByKind,
+    /// The destination asked to wait this long (`Retry-After`); the kind still decides whether
+    /// another attempt is made.
+    After(Duration),
+    /// Another attempt would not help, whatever the kind says (an OTLP endpoint's `500`: OTLP
+    /// retries only `429`, `502`, `503` and `504`).
+    Never,
+}
+
+impl RetryHint {
+    /// The wait the destination asked for, if any.
+    pub fn after(self) -> Option<Duration> {
+        match self {
+            RetryHint::After(wait) => Some(wait),
+            RetryHint::ByKind | RetryHint::Never => None,
         }
     }
 }

@@ -14,11 +14,14 @@
 //!   code other than throttling or an internal error), logged with its ids, code and message;
 //! - **retry**: the call failed with throttling, 5xx, a timeout or a connection error, or the
 //!   item was refused with a throttling/internal code: it goes back into the sink's lane,
-//!   still charged to the budget, and the lane's batcher waits out a backoff with full jitter
-//!   ([`retry::backoff`], growing with consecutive failures) before the next batch;
+//!   still charged to the budget, and the lane's batcher waits before the next batch: what the
+//!   destination asked for (`Retry-After`), else a backoff with full jitter
+//!   ([`retry::wait_before_retry`], growing with consecutive failures);
 //! - **dropped** `retries_exhausted` once it has had [`RetryPolicy::max_attempts`] attempts or
 //!   its first failure is [`RetryPolicy::max_age`] old; **dropped** `upload_failed` when the
-//!   call failed in a way another attempt would not fix (a 4xx other than 429).
+//!   call failed in a way another attempt would not fix (a 4xx other than 429); **dropped**
+//!   with the sink's own reason when the sink gave the item up without sending it
+//!   ([`Delivery::dropped`]: a span outside X-Ray's OTLP time window, say).
 //!
 //! Shutdown: when `abandon` is cancelled (the drain deadline passed), calls under way are cut
 //! off and their items counted as dropped (`shutdown`) by the batch itself.
@@ -174,6 +177,19 @@ async fn deliver(batch: Batch, shared: &Shared) {
         // classify gives Partial only for Ok and Retry/Drop only for Err.
         (_, _) => {}
     }
+    // Items the sink gave up itself (a span X-Ray's OTLP endpoint would refuse): dropped with
+    // the sink's reason, never retried.
+    if let Ok(delivery) = &result {
+        for &(i, reason) in delivery.dropped.iter().filter(|(i, _)| *i < n) {
+            fates[i] = Fate::Dropped(reason);
+            again[i] = false;
+        }
+    }
+    // The destination's own word on when to come back (Retry-After), if it gave one.
+    let retry_after = match &result {
+        Ok(delivery) => delivery.retry_after,
+        Err(e) => e.hint().after(),
+    };
     let mut to_retry = 0u64;
     for i in (0..n).filter(|&i| again[i]) {
         let state = &mut states[i];
@@ -188,7 +204,12 @@ async fn deliver(batch: Batch, shared: &Shared) {
     }
     let backoff = if failure.is_some() || to_retry > 0 {
         let consecutive = shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        Some(retry::backoff(&shared.retry, consecutive, jitter()))
+        Some(retry::wait_before_retry(
+            &shared.retry,
+            consecutive,
+            jitter(),
+            retry_after,
+        ))
     } else {
         shared.failures.store(0, Ordering::Relaxed);
         None
@@ -323,7 +344,7 @@ mod tests {
     use crate::document::Document;
     use crate::item::Input;
     use crate::outcome::ErrorKind;
-    use crate::sink::{SinkError, SinkFuture};
+    use crate::sink::{RetryHint, SinkError, SinkFuture};
 
     /// A sink that fails with the scripted kinds first (a `None` stalls the call for a
     /// minute), then takes everything; it records the ids of every batch it is sent.
@@ -369,6 +390,7 @@ mod tests {
                         sink: "scripted",
                         kind,
                         message: "scripted".into(),
+                        hint: RetryHint::ByKind,
                     }),
                     Some(None) => {
                         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -384,10 +406,49 @@ mod tests {
         Item::XrayDocument(Document::unchecked(format!(r#"{{"id":"{id}"}}"#)))
     }
 
+    /// Fails its first call with HTTP 503 asking to wait `wait` (`Retry-After`), then drops the
+    /// first item of each batch (`too_large`) and takes the rest; records when each call came.
+    #[derive(Debug)]
+    struct HintedSink {
+        wait: Duration,
+        calls: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Sink for HintedSink {
+        fn name(&self) -> &'static str {
+            "hinted"
+        }
+
+        fn send<'a>(&'a self, _batch: &'a [Item]) -> SinkFuture<'a> {
+            let first = match self.calls.lock() {
+                Ok(mut calls) => {
+                    calls.push(tokio::time::Instant::now());
+                    calls.len() == 1
+                }
+                Err(_) => false,
+            };
+            let wait = self.wait;
+            Box::pin(async move {
+                if first {
+                    return Err(SinkError::Call {
+                        sink: "hinted",
+                        kind: ErrorKind::Http5xx,
+                        message: "503".into(),
+                        hint: RetryHint::After(wait),
+                    });
+                }
+                Ok(Delivery {
+                    dropped: vec![(0, DropReason::TooLarge)],
+                    ..Delivery::default()
+                })
+            })
+        }
+    }
+
     /// Runs a batcher and an upload stage per sink over `docs` documents until everything is
     /// settled; returns the stats and, per sink, when it finished.
     async fn run_to_end(
-        sinks: Vec<Arc<ScriptedSink>>,
+        sinks: Vec<Arc<dyn Sink>>,
         docs: usize,
         retry: RetryPolicy,
     ) -> (Arc<Stats>, Vec<Duration>) {
@@ -395,7 +456,7 @@ mod tests {
         let lanes = sinks
             .iter()
             .map(|s| LaneSettings {
-                name: s.name.to_owned(),
+                name: s.name().to_owned(),
                 batch_size: 2,
             })
             .collect();
@@ -448,7 +509,7 @@ mod tests {
             &[Some(ErrorKind::Http5xx), Some(ErrorKind::Throttled)],
         );
         let (stats, _) = run_to_end(
-            vec![Arc::clone(&good), Arc::clone(&flaky)],
+            vec![Arc::clone(&good) as Arc<dyn Sink>, flaky.clone()],
             4,
             RetryPolicy::default(),
         )
@@ -480,7 +541,7 @@ mod tests {
         let quick = ScriptedSink::failing("quick", &[]);
         let stalled = ScriptedSink::failing("stalled", &[None, None, None]);
         let (stats, finished) = run_to_end(
-            vec![Arc::clone(&quick), Arc::clone(&stalled)],
+            vec![Arc::clone(&quick) as Arc<dyn Sink>, stalled.clone()],
             6,
             RetryPolicy::default(),
         )
@@ -502,16 +563,13 @@ mod tests {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
-        let snap = run_to_end(vec![Arc::clone(&down)], 2, policy)
-            .await
-            .0
-            .snapshot();
+        let snap = run_to_end(vec![down.clone()], 2, policy).await.0.snapshot();
         assert_eq!(snap.dropped(DropReason::RetriesExhausted), 2);
         assert_eq!((snap.retried, snap.unaccounted()), (4, 0));
         assert_eq!(down.calls().len(), 3, "three attempts");
 
         let refused = ScriptedSink::failing("refused", &[Some(ErrorKind::Http4xx)]);
-        let snap = run_to_end(vec![Arc::clone(&refused)], 2, policy)
+        let snap = run_to_end(vec![refused.clone()], 2, policy)
             .await
             .0
             .snapshot();
@@ -520,5 +578,31 @@ mod tests {
             (2, 0)
         );
         assert_eq!(refused.calls().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_a_destination_asks_for_is_kept_and_a_sink_can_drop_items() {
+        let sink = Arc::new(HintedSink {
+            wait: Duration::from_secs(3),
+            calls: Mutex::default(),
+        });
+        let snap = run_to_end(vec![sink.clone()], 2, RetryPolicy::default())
+            .await
+            .0
+            .snapshot();
+        let calls = sink.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let waited = calls[1] - calls[0];
+        // Without the hint the backoff would be under 100 ms.
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_millis(3100),
+            "{waited:?}"
+        );
+        assert_eq!(
+            (snap.sent, snap.dropped(DropReason::TooLarge), snap.retried),
+            (1, 1, 2)
+        );
+        assert_eq!(snap.sinks["hinted"].dropped["too_large"], 1);
+        assert!(snap.broken_identities().is_empty(), "{snap:?}");
     }
 }

@@ -29,7 +29,7 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
-use super::{Delivery, Refused, Sink, SinkError, SinkFuture};
+use super::{Delivery, Refused, RetryHint, Sink, SinkError, SinkFuture};
 use crate::aws::{AwsContext, describe_error, error_kind, unreadable_success};
 use crate::item::Item;
 use crate::ratelimit::{RateLimit, Suppressed};
@@ -154,6 +154,7 @@ impl Sink for XraySink {
                             sink: "xray",
                             kind: error_kind(&e),
                             message: DisplayErrorContext(&e).to_string(),
+                            hint: RetryHint::ByKind,
                         });
                     }
                 },
@@ -169,7 +170,10 @@ impl Sink for XraySink {
                 })
                 .collect();
             match_refused(batch, &mut refused);
-            Ok(Delivery { refused })
+            Ok(Delivery {
+                refused,
+                ..Delivery::default()
+            })
         })
     }
 }

@@ -19,17 +19,25 @@
 //!   delivery is at least once, so a destination may get a document twice;
 //! - a failed call is [`Verdict::Retry`] when its [`ErrorKind`] is throttling (HTTP 429), HTTP
 //!   5xx, a timeout or a connection failure, and [`Verdict::Drop`] otherwise (another 4xx: the
-//!   request itself is wrong, or no credentials), as retrying would only fail again;
-//! - the wait before the next attempt is exponential backoff with full jitter:
-//!   `jitter × min(cap, base × 2^(failures−1))`, `jitter` uniform in `[0, 1)`;
+//!   request itself is wrong, or no credentials), as retrying would only fail again; a sink may
+//!   say more ([`RetryHint::Never`]: X-Ray's OTLP endpoint, like any OTLP endpoint, is retried on
+//!   429, 502, 503 and 504 only, so its 500 is dropped);
+//! - the wait before the next attempt is what the destination asked for when it said
+//!   (`Retry-After`, in seconds or as an HTTP date, read by [`parse_retry_after`]; at most
+//!   [`MAX_RETRY_AFTER`]), else exponential backoff with full jitter:
+//!   `jitter × min(cap, base × 2^(failures−1))`, `jitter` uniform in `[0, 1)` ([`wait_before_retry`]);
 //! - a document is given up after [`RetryPolicy::max_attempts`] attempts (the first included)
 //!   or [`RetryPolicy::max_age`] after its first failed attempt, whichever comes first.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 pub use crate::config::defaults::RetryPolicy;
 use crate::outcome::ErrorKind;
-use crate::sink::{Delivery, SinkError};
+use crate::sink::{Delivery, RetryHint, SinkError};
+
+/// The longest wait a destination's `Retry-After` is honoured for; a longer one is cut to this
+/// (items still age out after [`RetryPolicy::max_age`]).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// What one call's result means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +75,7 @@ pub fn classify(result: &Result<Delivery, SinkError>) -> Verdict {
             }
             Verdict::Partial { retry, reject }
         }
+        Err(e) if e.hint() == RetryHint::Never => Verdict::Drop(e.kind()),
         Err(e) if kind_is_retryable(e.kind()) => Verdict::Retry(e.kind()),
         Err(e) => Verdict::Drop(e.kind()),
     }
@@ -112,6 +121,33 @@ pub fn backoff(policy: &RetryPolicy, failures: u32, jitter: f64) -> Duration {
     ceiling.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
+/// The wait before the next attempt after `failures` consecutive failures: `retry_after` (what
+/// the destination asked for) when given, at most [`MAX_RETRY_AFTER`]; else [`backoff`].
+pub fn wait_before_retry(
+    policy: &RetryPolicy,
+    failures: u32,
+    jitter: f64,
+    retry_after: Option<Duration>,
+) -> Duration {
+    match retry_after {
+        Some(wait) => wait.min(MAX_RETRY_AFTER),
+        None => backoff(policy, failures, jitter),
+    }
+}
+
+/// The wait a `Retry-After` header value asks for at `now`: delay-seconds (`120`) or an HTTP
+/// date (`Sun, 06 Nov 1994 08:49:37 GMT`, and the two obsolete forms HTTP still accepts); a date
+/// already past asks for no wait. `None` for anything else, which the caller ignores.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds still means "a long time".
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// True when a document that has had `attempts` attempts, the first of which failed `age`
 /// ago, gets no more.
 pub fn gives_up(policy: &RetryPolicy, attempts: u32, age: Duration) -> bool {
@@ -128,6 +164,7 @@ mod tests {
             sink: "xray",
             kind,
             message: "x".into(),
+            hint: RetryHint::ByKind,
         })
     }
 
@@ -176,6 +213,8 @@ mod tests {
     fn refusals_split_into_retry_and_reject_by_code() {
         assert_eq!(classify(&Ok(Delivery::default())), Verdict::Sent);
         let delivery = Delivery {
+            dropped: Vec::new(),
+            retry_after: None,
             refused: vec![
                 refused(Some(0), "ThrottlingException"),
                 refused(Some(1), "MissingParam"),
@@ -229,6 +268,65 @@ mod tests {
             "full jitter reaches zero"
         );
         assert_eq!(backoff(&p, 0, 1.0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_hint_can_forbid_a_retry_or_set_the_wait() {
+        let answered = |kind, hint| {
+            Err(SinkError::Call {
+                sink: "xray-otlp",
+                kind,
+                message: "x".into(),
+                hint,
+            })
+        };
+        // OTLP: a 500 is final, a 503 is retried after what it asked for.
+        let internal = answered(ErrorKind::Http5xx, RetryHint::Never);
+        assert_eq!(classify(&internal), Verdict::Drop(ErrorKind::Http5xx));
+        let busy = answered(ErrorKind::Http5xx, RetryHint::After(Duration::from_secs(3)));
+        assert_eq!(classify(&busy), Verdict::Retry(ErrorKind::Http5xx));
+        // A wait on an answer whose kind is final does not make it retried.
+        let bad = answered(ErrorKind::Http4xx, RetryHint::After(Duration::from_secs(3)));
+        assert_eq!(classify(&bad), Verdict::Drop(ErrorKind::Http4xx));
+
+        let p = RetryPolicy::default();
+        let asked = Some(Duration::from_secs(3));
+        assert_eq!(wait_before_retry(&p, 1, 0.5, asked), Duration::from_secs(3));
+        assert_eq!(
+            wait_before_retry(&p, 1, 0.5, Some(Duration::from_secs(86_400))),
+            MAX_RETRY_AFTER
+        );
+        assert_eq!(wait_before_retry(&p, 2, 0.5, None), backoff(&p, 2, 0.5));
+        assert_eq!(
+            wait_before_retry(&p, 9, 0.5, Some(Duration::ZERO)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // 08:49:37 GMT
+        let parse = |v: &str| parse_retry_after(v, now);
+        assert_eq!(parse("1"), Some(Duration::from_secs(1)));
+        assert_eq!(parse(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(parse("0"), Some(Duration::ZERO));
+        assert_eq!(
+            parse("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        // The three date forms HTTP allows, 30 s after `now`.
+        for date in [
+            "Sun, 06 Nov 1994 08:50:07 GMT",
+            "Sunday, 06-Nov-94 08:50:07 GMT",
+            "Sun Nov  6 08:50:07 1994",
+        ] {
+            assert_eq!(parse(date), Some(Duration::from_secs(30)), "{date}");
+        }
+        // A date in the past asks for no wait.
+        assert_eq!(parse("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        for junk in ["", "soon", "-1", "1.5", "+3", "Sun, 06 Nov 1994"] {
+            assert_eq!(parse(junk), None, "{junk:?}");
+        }
     }
 
     #[test]
