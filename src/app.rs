@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::{self, AwsSettings};
 use crate::batcher::BatchSettings;
-use crate::buffer::{Buffer, FullPolicy, LaneSettings};
+use crate::buffer::{Buffer, FullPolicy, LaneSettings, Takes};
 use crate::config::Config;
 use crate::net::{self, BindError, BoundUdp};
 use crate::otlp::to_xray::ConversionSettings;
@@ -180,6 +180,7 @@ async fn serve(
             .map(|(name, pacing)| LaneSettings {
                 name: name.clone(),
                 batch_size: pacing.batch_size,
+                takes: Takes::Everything,
             })
             .collect(),
         FullPolicy::DropOldest,

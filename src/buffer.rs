@@ -5,20 +5,29 @@
 //! taken by each sink's batcher ([`Buffer::take`]).
 //!
 //! **Lanes.** Each sink has a lane of its own: the items it still has to send, in arrival
-//! order, and the ones in its calls under way. An item pushed once goes into every lane (the
-//! bytes are shared, not copied) and is freed once every sink has sent, refused or dropped it.
-//! So a slow or dead sink never holds back another: each lane is cut into batches and paced
-//! by its own batcher and upload workers.
+//! order, and the ones in its calls under way. An item pushed once goes into every lane that
+//! takes it (the bytes are shared, not copied) and is freed once every one of those sinks has
+//! sent, refused or dropped it. So a slow or dead sink never holds back another: each lane is
+//! cut into batches and paced by its own batcher and upload workers.
+//!
+//! What a lane takes ([`Takes`]) is everything, except for the two lanes X-Ray gets with
+//! `--otlp-to-xray otlp`: one takes the X-Ray documents (`PutTraceSegments`), the other the
+//! spans (X-Ray's OTLP endpoint). An item never enters a lane that does not take it, rather
+//! than being settled there as "sent" without a call: a lane that skipped an item would still
+//! hold it until the lane's next batch, so while that sink is down (backing off, or over its
+//! share of the budget) the skipped item would wait there, age, and could be dropped
+//! (`sink_backlog`, `spillover`) although the other lane had delivered it; and its `sent`
+//! count would include items it never sent. Filtering on the way in keeps every count true.
 //!
 //! **The memory rule** (also in the README):
 //! - One budget (`-m`) covers every item held, waiting or in flight, in any lane, charged once
-//!   per item ([`Item::cost`], plus a lane entry's bookkeeping per extra sink).
+//!   per item ([`Item::cost`], plus a lane entry's bookkeeping per extra lane it enters).
 //! - When a push does not fit, the [`FullPolicy`] decides; the default drops the oldest waiting
 //!   items of any kind, across all lanes, until it fits (`spillover`, counted per sink and
 //!   over all) — unless the items in flight leave no room, when the newcomer is dropped
 //!   instead. Fresh traces are worth more than stale ones. (With several sinks the lane caps
-//!   below usually act first: every item enters every lane, so the lane holding the oldest
-//!   items reaches its share before the union reaches the budget.)
+//!   below usually act first: an item enters every lane that takes it, so the lane holding the
+//!   oldest items reaches its share before the union reaches the budget.)
 //! - With more than one sink, each lane's backlog (waiting and in flight) is capped at
 //!   [`SINK_SHARE_PERCENT`] of the budget; past it, that lane drops its own oldest waiting item
 //!   (`sink_backlog`, counted for that sink), so a sink that is down cannot take the whole
@@ -106,6 +115,45 @@ pub struct LaneSettings {
     pub name: String,
     /// Items per batch; a lane with this many waiting wakes its batcher at once.
     pub batch_size: usize,
+    /// Which items enter the lane.
+    pub takes: Takes,
+}
+
+/// Which items a lane takes (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Takes {
+    /// Every item: every sink but the two X-Ray lanes of `--otlp-to-xray otlp`.
+    #[default]
+    Everything,
+    /// X-Ray documents only ([`Item::XrayDocument`], the distros' `T1S`… bodies included):
+    /// `PutTraceSegments` while spans go to X-Ray's OTLP endpoint.
+    XrayDocuments,
+    /// OpenTelemetry spans only ([`Item::Span`]): X-Ray's OTLP endpoint.
+    Spans,
+}
+
+impl Takes {
+    /// True when a lane with this rule takes `item`.
+    pub fn takes(self, item: &Item) -> bool {
+        self.kinds()[kind_index(item)]
+    }
+
+    /// Whether it takes X-Ray documents, and whether it takes spans (see [`kind_index`]).
+    fn kinds(self) -> [bool; 2] {
+        match self {
+            Takes::Everything => [true, true],
+            Takes::XrayDocuments => [true, false],
+            Takes::Spans => [false, true],
+        }
+    }
+}
+
+/// An item's kind as an index into [`Takes::kinds`].
+fn kind_index(item: &Item) -> usize {
+    match item {
+        Item::XrayDocument(_) => 0,
+        Item::Span(_) => 1,
+    }
 }
 
 /// What one input read in one go, counted and parsed; [`Buffer::admit`] books it all at once.
@@ -210,8 +258,8 @@ pub struct Buffer {
     budget: usize,
     /// Bytes a lane's backlog may hold.
     lane_cap: usize,
-    /// Bytes charged per item on top of its own cost (lane entries of extra sinks).
-    extra_cost: usize,
+    /// The lanes an X-Ray document enters and those a span enters, as bit masks (never 0).
+    lanes_of: [u32; 2],
     policy: FullPolicy,
     lanes: Box<[LaneSettings]>,
     /// One per lane: woken when items arrive, when a batch fills up, when a batch is settled,
@@ -472,11 +520,23 @@ impl Buffer {
             lanes.push(LaneSettings {
                 name: "none".into(),
                 batch_size: 1,
+                takes: Takes::Everything,
             });
         }
         stats.set_budget(budget);
         stats.add_sinks(&lanes.iter().map(|l| l.name.clone()).collect::<Vec<_>>());
         let n = lanes.len();
+        let every = if n >= 32 { u32::MAX } else { (1 << n) - 1 };
+        // An item kind no lane takes would go nowhere: it enters every lane instead (the
+        // daemon never builds such lanes; the X-Ray lanes split the kinds between them).
+        let lanes_of = [0, 1].map(|kind| {
+            let mask = lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.takes.kinds()[kind])
+                .fold(0u32, |m, (i, _)| m | (1 << i));
+            if mask == 0 { every } else { mask }
+        });
         let state = State {
             lanes: (0..n).map(|_| Lane::default()).collect(),
             ..State::default()
@@ -489,7 +549,7 @@ impl Buffer {
             } else {
                 budget
             },
-            extra_cost: (n - 1) * PER_EXTRA_SINK_OVERHEAD,
+            lanes_of,
             policy,
             notify: (0..n).map(|_| Notify::new()).collect(),
             lanes: lanes.into_boxed_slice(),
@@ -516,7 +576,13 @@ impl Buffer {
 
     /// Budget bytes an item costs here.
     fn cost_of(&self, item: &Item) -> usize {
-        item.cost() + self.extra_cost
+        let extra_lanes = self.lanes_of(item).count_ones().saturating_sub(1) as usize;
+        item.cost() + extra_lanes * PER_EXTRA_SINK_OVERHEAD
+    }
+
+    /// The lanes `item` enters, as a bit mask (never 0).
+    fn lanes_of(&self, item: &Item) -> u32 {
+        self.lanes_of[kind_index(item)]
     }
 
     /// The memory budget in bytes (`-m`).
@@ -596,19 +662,25 @@ impl Buffer {
             s.held_items += 1;
             s.held_bytes += cost;
             let n = s.lanes.len();
+            let enters = self.lanes_of(&item);
             if n > 1 {
                 s.shared.insert(
                     seq,
                     Shared {
-                        owed: if n >= 32 { u32::MAX } else { (1 << n) - 1 },
+                        owed: enters,
                         flying: 0,
                         fate: None,
                     },
                 );
             }
+            // The last lane it enters takes the item itself, the others a clone.
+            let last = 31 - enters.leading_zeros() as usize;
             let mut item = Some(item);
             for (lane, woken) in woken.iter_mut().enumerate() {
-                let it = if lane + 1 == n {
+                if enters & (1 << lane) == 0 {
+                    continue;
+                }
+                let it = if lane == last {
                     item.take()
                 } else {
                     item.clone()

@@ -458,6 +458,7 @@ mod tests {
             .map(|s| LaneSettings {
                 name: s.name().to_owned(),
                 batch_size: 2,
+                takes: crate::buffer::Takes::Everything,
             })
             .collect();
         let buffer = Buffer::new(1 << 20, lanes, FullPolicy::DropOldest, Arc::clone(&stats));

@@ -26,12 +26,26 @@ pub(crate) fn buffer(
     batch_size: usize,
     sinks: &[&str],
 ) -> (Arc<Buffer>, Arc<Stats>) {
+    let lanes: Vec<_> = sinks
+        .iter()
+        .map(|name| (*name, super::Takes::Everything))
+        .collect();
+    filtered_buffer(budget, batch_size, &lanes)
+}
+
+/// A buffer whose lanes take what they say.
+pub(crate) fn filtered_buffer(
+    budget: usize,
+    batch_size: usize,
+    sinks: &[(&str, super::Takes)],
+) -> (Arc<Buffer>, Arc<Stats>) {
     let stats = Arc::new(Stats::new());
     let lanes = sinks
         .iter()
-        .map(|name| LaneSettings {
+        .map(|(name, takes)| LaneSettings {
             name: (*name).to_owned(),
             batch_size,
+            takes: *takes,
         })
         .collect();
     (
@@ -40,8 +54,32 @@ pub(crate) fn buffer(
     )
 }
 
+/// An OpenTelemetry span item whose X-Ray document's `id` is `span{id}`.
+pub(crate) fn span(id: u8) -> Item {
+    let record = crate::otlp::span::SpanRecord::new(
+        Arc::default(),
+        Arc::default(),
+        crate::otlp::proto::Span {
+            trace_id: vec![1; 16],
+            span_id: vec![id.max(1); 8],
+            name: "s".into(),
+            ..Default::default()
+        },
+    );
+    let document = Document::unchecked(format!(r#"{{"id":"span{id}"}}"#));
+    Item::Span(Arc::new(crate::item::SpanItem::new(
+        record,
+        document,
+        Input::OtlpHttp,
+    )))
+}
+
 pub(crate) fn push(b: &Buffer, items: impl IntoIterator<Item = Item>) {
-    let mut intake = Intake::new(Input::Udp, 8);
+    push_from(b, Input::Udp, items);
+}
+
+pub(crate) fn push_from(b: &Buffer, input: Input, items: impl IntoIterator<Item = Item>) {
+    let mut intake = Intake::new(input, 8);
     for item in items {
         intake.received(item.cost());
         intake.accepted(item);

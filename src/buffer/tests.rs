@@ -199,6 +199,66 @@ fn a_dead_sink_keeps_at_most_its_share_and_the_others_lose_nothing() {
 }
 
 #[test]
+fn an_item_enters_only_the_lanes_that_take_it() {
+    let (b, stats) = filtered_buffer(
+        1 << 20,
+        50,
+        &[
+            ("xray", Takes::XrayDocuments),
+            ("xray-otlp", Takes::Spans),
+            ("stdout", Takes::Everything),
+        ],
+    );
+    push(&b, [named(0), named(1)]);
+    push_from(&b, Input::OtlpHttp, [span(1), span(2), span(3)]);
+    let snap = checked(&stats);
+    let received = |sink: &str| snap.sinks[sink].received;
+    assert_eq!(
+        (received("xray"), received("xray-otlp"), received("stdout")),
+        (2, 3, 5)
+    );
+    let documents = take(&b, 0, 50);
+    assert_eq!(ids(&documents).len(), 2, "documents only");
+    let spans = take(&b, 1, 50);
+    assert!(spans.items().iter().all(|i| matches!(i, Item::Span(_))));
+    settle(spans, Fate::Sent);
+    // A span is done once its two lanes are; the X-Ray document lane never held it.
+    settle(take(&b, 2, 50), Fate::Sent);
+    let snap = checked(&stats);
+    assert_eq!((snap.sent, snap.in_flight), (3, 2));
+    assert_eq!(snap.sinks["xray"].sent, 0);
+    // Charged for the two lanes each kind enters, not three.
+    assert_eq!(
+        b.cost_of(&named(9)),
+        named(9).cost() + PER_EXTRA_SINK_OVERHEAD
+    );
+}
+
+#[test]
+fn a_dead_document_lane_never_drops_the_spans_it_does_not_take() {
+    // Each lane's share holds ten documents and a span.
+    let share = named(0).cost() * 10 + span(1).cost();
+    let (b, stats) = filtered_buffer(
+        share * 2,
+        1,
+        &[("xray", Takes::XrayDocuments), ("xray-otlp", Takes::Spans)],
+    );
+    for i in 0..30u8 {
+        push(&b, [named(usize::from(i))]);
+        push_from(&b, Input::OtlpHttp, [span(i + 1)]);
+        settle(take(&b, 1, 1), Fate::Sent);
+    }
+    let snap = checked(&stats);
+    assert_eq!(snap.sinks["xray-otlp"].sent, 30);
+    assert_eq!(snap.sent, 30, "every span counts as sent");
+    let dead = &snap.sinks["xray"];
+    let dropped = dead.dropped.get("sink_backlog").copied().unwrap_or(0);
+    assert!(dropped >= 10, "{snap:#?}");
+    assert_eq!((dead.received, dead.waiting + dropped), (30, 30));
+    assert!(snap.inputs["otlp_http"].dropped.is_empty(), "{snap:#?}");
+}
+
+#[test]
 fn the_admission_mark_is_below_the_budget() {
     let one = named(0).cost();
     let (b, _) = buffer(one * 100, 10, &["xray"]);
