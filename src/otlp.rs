@@ -7,7 +7,8 @@
 //!    Content-Encoding)                                              │
 //!                                  to_xray::convert ◀───────────────┤  X-Ray sink: segment documents
 //!                                  render::stdout_line ◀────────────┤  stdout sink: one line per span
-//!                                  render::otlp_json_line ◀─────────┘  file sink: one-span OTLP JSON
+//!                                  render::otlp_json_line ◀─────────┤  file sink: one-span OTLP JSON
+//!                                  export::plan, request_of ◀───────┘  X-Ray's OTLP endpoint (--otlp-to-xray otlp)
 //! ```
 //!
 //! - [`proto`]: the OTLP trace messages as hand-written prost structs (why: see its docs);
@@ -18,6 +19,8 @@
 //!   and the id checks;
 //! - [`to_xray`]: one span → one X-Ray segment document, after the collector's exporter;
 //! - [`render`]: the local sinks' renderings of a span;
+//! - [`export`]: spans out as OTLP requests within X-Ray's OTLP endpoint limits (sizes, counts,
+//!   the 24-hour spread, the 14-days-back and 2-hours-ahead window);
 //! - [`distro`]: the AWS distros' UDP form (`T1S`, `T1`) read as spans for the local sinks.
 //!
 //! A leaf: it imports only [`crate::document`] (to hand out [`crate::document::Document`]s).
@@ -25,6 +28,7 @@
 
 pub mod decode;
 pub mod distro;
+pub mod export;
 pub mod json;
 pub mod proto;
 pub mod render;

@@ -23,7 +23,7 @@ pub enum DropReason {
     /// receive buffer is over the document cap, so it counts as [`DropReason::TooLarge`].
     Truncated,
     /// The document was over the size cap (for an OpenTelemetry span: its X-Ray document, even
-    /// with its metadata trimmed).
+    /// with its metadata trimmed; for X-Ray's OTLP endpoint, the span's protobuf over 200 KB).
     TooLarge,
     /// An OpenTelemetry span whose ids are unusable (a trace id not 16 bytes, a span id not 8,
     /// either all zero, a parent id neither empty nor 8 bytes).
@@ -40,11 +40,14 @@ pub enum DropReason {
     RetriesExhausted,
     /// Still held when the shutdown deadline passed.
     Shutdown,
+    /// An OpenTelemetry span for X-Ray's OTLP endpoint that started more than 14 days ago or
+    /// starts more than 2 hours ahead: the endpoint would refuse the whole request for it.
+    OutsideTimeWindow,
 }
 
 impl DropReason {
     /// Every reason, in the order stats list them.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::MissingNewline,
         DropReason::HeaderNotJson,
         DropReason::UnsupportedHeader,
@@ -58,6 +61,7 @@ impl DropReason {
         DropReason::UploadFailed,
         DropReason::RetriesExhausted,
         DropReason::Shutdown,
+        DropReason::OutsideTimeWindow,
     ];
 
     /// The stable name used in stats output.
@@ -76,10 +80,12 @@ impl DropReason {
             DropReason::UploadFailed => "upload_failed",
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::Shutdown => "shutdown",
+            DropReason::OutsideTimeWindow => "outside_time_window",
         }
     }
 
-    /// True for reasons that describe bad input (as opposed to capacity or delivery).
+    /// True for reasons that describe bad input refused on the way in (as opposed to capacity
+    /// or delivery; [`DropReason::OutsideTimeWindow`] is decided when a span is sent).
     pub fn is_bad_input(self) -> bool {
         self.index() < DropReason::Spillover.index()
     }

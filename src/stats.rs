@@ -451,6 +451,11 @@ impl Stats {
                  --retry-max-attempts / --retry-max-age"
             }
             DropReason::UploadFailed => ": X-Ray refused the call; see the error above",
+            DropReason::OutsideTimeWindow => {
+                ": X-Ray's OTLP endpoint takes spans that started at most 14 days ago and at \
+                 most 2 hours ahead; check the clock of the hosts that made them"
+            }
+            DropReason::TooLarge => ": X-Ray's OTLP endpoint takes spans of at most 200 KB",
             _ => "",
         };
         let suppressed = Suppressed(suppressed, "such drops");

@@ -116,10 +116,12 @@ pub struct Counts {
 /// The counts that changed from `before` to `after`, mapped onto the original's counters.
 pub fn counts_between(before: &Snapshot, after: &Snapshot) -> Counts {
     let d = |a: u64, b: u64| i32::try_from(a.saturating_sub(b)).unwrap_or(i32::MAX);
+    // A span outside X-Ray's OTLP time window is one X-Ray would refuse: counted as rejected.
+    let refused = |r: &DropReason| r.is_bad_input() || *r == DropReason::OutsideTimeWindow;
     let dropped = |s: &Snapshot, bad: bool| -> u64 {
         DropReason::ALL
             .iter()
-            .filter(|r| r.is_bad_input() == bad)
+            .filter(|r| refused(r) == bad)
             .map(|r| s.dropped.get(r.as_str()).copied().unwrap_or(0))
             .sum()
     };
