@@ -33,12 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
-};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_runtime_api::client::http::{HttpConnector, SharedHttpConnector};
-use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -193,10 +189,7 @@ impl CredentialCache {
     }
 
     async fn get(&self) -> Result<Credentials, String> {
-        tokio::time::timeout(CREDENTIALS_TIMEOUT, self.provider.provide_credentials())
-            .await
-            .map_err(|_| format!("no credentials within {CREDENTIALS_TIMEOUT:?}"))?
-            .map_err(|e| crate::aws::describe_error(&e))
+        crate::aws::signing::current_credentials(&self.provider, CREDENTIALS_TIMEOUT).await
     }
 }
 
@@ -415,35 +408,14 @@ fn signed_request(
     let mut request = builder
         .body(SdkBody::from(body.clone()))
         .map_err(|e| e.to_string())?;
-
-    let identity: Identity = credentials.clone().into();
-    let mut signing = SigningSettings::default();
-    signing.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&target.region)
-        .name(SERVICE)
-        .time(now)
-        .settings(signing)
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
-    let headers: Vec<(&str, &str)> = request
-        .headers()
-        .iter()
-        .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
-        .collect();
-    let signable = SignableRequest::new(
-        method.as_str(),
-        url.as_str(),
-        headers.into_iter(),
-        SignableBody::Bytes(&body),
-    )
-    .map_err(|e| e.to_string())?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
-    instructions.apply_to_request_http1x(&mut request);
+    crate::aws::signing::sign_request(
+        &mut request,
+        &body,
+        credentials,
+        &target.region,
+        SERVICE,
+        now,
+    )?;
     // Unsigned (SigV4 excludes User-Agent), so a mesh may rewrite it freely.
     request.headers_mut().insert(
         hyper::header::USER_AGENT,

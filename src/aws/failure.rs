@@ -1,6 +1,7 @@
 //! What went wrong in a call to AWS, for the log and for the retry rules.
 //!
-//! In: an SDK error (any AWS service's). Out: one line of words ([`describe_error`]) and its
+//! In: an SDK error (any AWS service's), or a connector's for calls made outside an SDK client
+//! ([`connector_error_kind`]). Out: one line of words ([`describe_error`]) and its
 //! class ([`error_kind`], a [`crate::outcome::ErrorKind`]): throttling (HTTP 429 or a
 //! `Throttling…` error code), other 4xx, 5xx, timeout, connection refused, unknown host, other
 //! connection failures, or other. `crate::upload::retry` decides from the class.
@@ -75,6 +76,18 @@ where
             }
         }
         _ => ErrorKind::Other,
+    }
+}
+
+/// What kind of failure a call made with a connector (outside an SDK client) was, when no
+/// answer came: a timeout, a refused connection, an unknown host, or another connection failure.
+pub fn connector_error_kind(
+    err: &aws_smithy_runtime_api::client::result::ConnectorError,
+) -> ErrorKind {
+    if err.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        connection_kind(err)
     }
 }
 

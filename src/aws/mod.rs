@@ -19,7 +19,8 @@
 //!    layer, `crate::upload::retry`);
 //! 5. [`endpoint`]: the X-Ray endpoint URL, then the instance id and hostname for telemetry.
 //!
-//! [`failure`] classes and describes failed calls to AWS for every caller.
+//! [`failure`] classes and describes failed calls to AWS for every caller; [`signing`] signs the
+//! calls made outside an SDK client (the sampling proxy, X-Ray's OTLP endpoint).
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ mod insecure_tls;
 mod metadata;
 pub mod outbound;
 pub mod region;
+pub mod signing;
 
 pub use credentials::check_credentials;
 pub use env::Env;
