@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::{self, AwsSettings};
 use crate::batcher::BatchSettings;
 use crate::buffer::{Buffer, FullPolicy, LaneSettings, Takes};
-use crate::config::Config;
+use crate::config::{Config, ToXray};
 use crate::net::{self, BindError, BoundUdp};
 use crate::otlp::to_xray::ConversionSettings;
 use crate::otlp_http::{OtlpReceiver, OtlpSettings};
@@ -45,6 +45,7 @@ use crate::sink::file::FileSink;
 use crate::sink::memory::MemoryStore;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::xray::XraySink;
+use crate::sink::xray_otlp::{self, XrayOtlpSink};
 use crate::sink::{Destination, Pacing, Sink, SinkSpec};
 use crate::stats::{SUMMARY_INTERVAL, Snapshot, Stats};
 use crate::{admin, batcher, proxy, receiver, telemetry, upload};
@@ -147,6 +148,30 @@ fn pacing(spec: &SinkSpec) -> Pacing {
     }
 }
 
+/// Pacing of the `xray-otlp` lane (`--otlp-to-xray otlp`): up to [`xray_otlp::BATCH_SPANS`]
+/// spans a batch, the same 1 s idle flush.
+const XRAY_OTLP_PACING: Pacing = Pacing {
+    batch_size: xray_otlp::BATCH_SPANS,
+    linger: batcher::LINGER,
+    concurrency: None,
+};
+
+/// The buffer's lanes, one per configured sink in order, with what each takes: with
+/// `--otlp-to-xray otlp`, X-Ray is two lanes, `xray` for the X-Ray documents and `xray-otlp`
+/// right after it for the spans ([`build_sinks`] makes the destinations in the same order).
+fn lanes_of(config: &Config) -> Vec<(String, Pacing, Takes)> {
+    let mut lanes = Vec::new();
+    for spec in &config.sinks {
+        if *spec == SinkSpec::Xray && config.otlp.to_xray == ToXray::Otlp {
+            lanes.push((spec.to_string(), pacing(spec), Takes::XrayDocuments));
+            lanes.push((xray_otlp::NAME.to_owned(), XRAY_OTLP_PACING, Takes::Spans));
+        } else {
+            lanes.push((spec.to_string(), pacing(spec), Takes::Everything));
+        }
+    }
+    lanes
+}
+
 /// Pacing of an in-memory store: no linger, one call at a time (each is instant).
 const STORE_PACING: Pacing = Pacing {
     batch_size: 256,
@@ -165,22 +190,18 @@ async fn serve(
 ) -> Result<Snapshot, StartupError> {
     // The lanes are known from the config, so the buffer exists before anything is received;
     // the sinks themselves may need AWS, which is looked up after binding.
-    let mut lanes: Vec<(String, Pacing)> = config
-        .sinks
-        .iter()
-        .map(|spec| (spec.to_string(), pacing(spec)))
-        .collect();
+    let mut lanes = lanes_of(&config);
     if memory.is_some() {
-        lanes.push(("memory".to_owned(), STORE_PACING));
+        lanes.push(("memory".to_owned(), STORE_PACING, Takes::Everything));
     }
     let buffer = Buffer::new(
         config.buffer_bytes,
         lanes
             .iter()
-            .map(|(name, pacing)| LaneSettings {
+            .map(|(name, pacing, takes)| LaneSettings {
                 name: name.clone(),
                 batch_size: pacing.batch_size,
-                takes: Takes::Everything,
+                takes: *takes,
             })
             .collect(),
         FullPolicy::DropOldest,
@@ -537,6 +558,18 @@ async fn build_sinks(
                 let check = ctx.clone();
                 tokio::spawn(async move { aws::check_credentials(&check).await });
                 sinks.push(destination(spec, Arc::new(XraySink::new(ctx))));
+                if config.otlp.to_xray == ToXray::Otlp {
+                    let otlp = XrayOtlpSink::new(ctx, config.upload_timeout)?;
+                    region_line.push_str(&format!(
+                        ", OpenTelemetry spans unchanged to {} (X-Ray's OTLP endpoint)",
+                        otlp.url()
+                    ));
+                    sinks.push(Destination {
+                        name: xray_otlp::NAME.to_owned(),
+                        sink: Arc::new(otlp),
+                        pacing: XRAY_OTLP_PACING,
+                    });
+                }
             }
             SinkSpec::Stdout => sinks.push(destination(spec, Arc::new(StdoutSink))),
             SinkSpec::File(path) => {
@@ -667,6 +700,45 @@ mod tests {
         edges.spawn(stage("the stats listener", failed));
         let ended = first_to_end(&shutdown, &mut edges, &mut lanes).await;
         assert_eq!(ended, Some("the stats listener"), "a panic counts too");
+    }
+
+    #[test]
+    fn otlp_to_xray_splits_x_ray_into_a_document_lane_and_a_span_lane() {
+        use clap::Parser as _;
+        let lanes = |words: &[&str]| {
+            let cli =
+                crate::config::cli::Cli::try_parse_from(words).unwrap_or_else(|e| panic!("{e}"));
+            let config = crate::config::resolve(&cli, None, crate::config::Machine::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            lanes_of(&config)
+                .into_iter()
+                .map(|(name, pacing, takes)| (name, pacing.batch_size, takes))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            lanes(&["xray"]),
+            [("xray".to_owned(), 50, Takes::Everything)]
+        );
+        assert_eq!(
+            lanes(&[
+                "xray",
+                "--otlp-to-xray",
+                "otlp",
+                "--sink",
+                "stdout",
+                "--sink",
+                "xray"
+            ]),
+            [
+                ("stdout".to_owned(), 50, Takes::Everything),
+                ("xray".to_owned(), 50, Takes::XrayDocuments),
+                ("xray-otlp".to_owned(), 1000, Takes::Spans),
+            ]
+        );
+        assert_eq!(
+            lanes(&["xray", "--otlp-to-xray", "otlp", "--sink", "stdout"]),
+            [("stdout".to_owned(), 50, Takes::Everything)]
+        );
     }
 
     #[tokio::test]

@@ -256,6 +256,38 @@ pub struct OtlpConfig {
     /// Every span attribute becomes an annotation (`--index-all-attributes`,
     /// `OTLP.IndexAllAttributes`).
     pub index_all_attributes: bool,
+    /// How spans go to X-Ray with `--sink xray` (`--otlp-to-xray`, `OTLP.ToXRay`). Default
+    /// [`ToXray::Segments`].
+    pub to_xray: ToXray,
+}
+
+/// How OpenTelemetry spans go to X-Ray (`--otlp-to-xray`, `OTLP.ToXRay`). X-Ray SDK documents
+/// go to `PutTraceSegments` either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ToXray {
+    /// Converted to X-Ray segment documents, sent with `PutTraceSegments` with the others.
+    #[default]
+    Segments,
+    /// Unchanged, as OTLP, to X-Ray's OTLP endpoint (`/v1/traces`; the account needs CloudWatch
+    /// Transaction Search).
+    Otlp,
+}
+
+impl std::str::FromStr for ToXray {
+    type Err = String;
+
+    /// `segments` or `otlp`, in any letter case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "segments" => Ok(ToXray::Segments),
+            "otlp" => Ok(ToXray::Otlp),
+            _ => Err(
+                "write segments (spans converted to segment documents, the default) or \
+                      otlp (spans unchanged to X-Ray's OTLP endpoint)"
+                    .to_owned(),
+            ),
+        }
+    }
 }
 
 /// Resolves the command line and the config file against the machine's facts into a
@@ -397,6 +429,14 @@ pub fn resolve(
     );
 
     let mut notes = file.map(|l| l.notes.clone()).unwrap_or_default();
+    let sinks = sinks(&cli.sink)?;
+    if otlp.to_xray == ToXray::Otlp && !sinks.contains(&SinkSpec::Xray) {
+        notes.push(
+            "--otlp-to-xray / OTLP.ToXRay is otlp, but no sink sends to X-Ray (--sink xray): \
+             it has no effect"
+                .to_owned(),
+        );
+    }
     if no_verify_ssl.value {
         let fix = match &no_verify_ssl.source {
             Source::File { .. } => "set NoVerifySSL: false",
@@ -476,7 +516,7 @@ pub fn resolve(
         tcp_addr,
         buffer_bytes,
         buffer_source,
-        sinks: sinks(&cli.sink)?,
+        sinks,
         concurrency,
         upload_timeout,
         otlp,
@@ -573,11 +613,20 @@ fn otlp(cli: &cli::Cli, f: &file::FileConfig) -> Result<OtlpConfig, ConfigError>
         || f.otlp_index_all_attributes
             .as_ref()
             .is_some_and(|s| s.value);
+    let to_xray = match (cli.otlp_to_xray, &f.otlp_to_xray) {
+        (Some(mode), _) => mode,
+        (None, Some(s)) => s
+            .value
+            .parse()
+            .map_err(|why: String| s.invalid(&s.value, why))?,
+        (None, None) => ToXray::default(),
+    };
     Ok(OtlpConfig {
         http_addr,
         max_request_bytes,
         indexed_attributes,
         index_all_attributes,
+        to_xray,
     })
 }
 
@@ -949,6 +998,52 @@ mod tests {
             ),
             Ok(l) => panic!("{:?}", l.config),
         }
+    }
+
+    #[test]
+    fn spans_go_to_x_ray_as_segments_unless_otlp_is_asked() {
+        let mode = |words: &[&str], file: Option<&file::Loaded>| {
+            resolve(&cli(words), file, Machine::default()).map(|c| c.otlp.to_xray)
+        };
+        assert_eq!(mode(&[], None).ok(), Some(ToXray::Segments));
+        assert_eq!(
+            mode(&["--otlp-to-xray", "otlp"], None).ok(),
+            Some(ToXray::Otlp)
+        );
+        let f = loaded("Version: 2\nOTLP:\n  ToXRay: OTLP\n");
+        assert_eq!(mode(&[], Some(&f)).ok(), Some(ToXray::Otlp));
+        assert_eq!(
+            mode(&["--otlp-to-xray", "segments"], Some(&f)).ok(),
+            Some(ToXray::Segments),
+            "the flag wins"
+        );
+        let empty = loaded("Version: 2\nOTLP:\n  ToXRay: \"\"\n");
+        assert_eq!(mode(&[], Some(&empty)).ok(), Some(ToXray::Segments));
+        match mode(&[], Some(&loaded("Version: 2\nOTLP:\n  ToXRay: spans\n"))) {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("OTLP.ToXRay") && e.contains("segments"), "{e}");
+            }
+            Ok(m) => panic!("{m:?}"),
+        }
+        assert!(cli::Cli::try_parse_from(["xray", "--otlp-to-xray", "spans"]).is_err());
+        // Without --sink xray it does nothing, and says so.
+        let c = ok(resolve(
+            &cli(&["--otlp-to-xray", "otlp", "--sink", "stdout"]),
+            None,
+            Machine::default(),
+        ));
+        assert!(
+            c.notes.iter().any(|n| n.contains("no effect")),
+            "{:?}",
+            c.notes
+        );
+        let c = ok(resolve(
+            &cli(&["--otlp-to-xray", "otlp"]),
+            None,
+            Machine::default(),
+        ));
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
     }
 
     #[test]

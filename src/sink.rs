@@ -4,6 +4,8 @@
 //! destination, and a [`Delivery`] saying which of them the destination refused.
 //!
 //! - [`xray`]: `PutTraceSegments` to AWS X-Ray (the default);
+//! - [`xray_otlp`]: OpenTelemetry spans, unchanged, to X-Ray's OTLP endpoint
+//!   (`--otlp-to-xray otlp`; a lane of its own beside `xray`'s, see [`crate::buffer::Takes`]);
 //! - [`stdout`]: one readable line per document, for a laptop without an AWS account;
 //! - [`mod@file`]: the raw documents appended to a file as JSON Lines;
 //! - [`memory`]: a bounded in-memory store of the latest items (no upload at all), for the
@@ -25,6 +27,7 @@ pub mod file;
 pub mod memory;
 pub mod stdout;
 pub mod xray;
+pub mod xray_otlp;
 
 /// A boxed future, as sinks return them.
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, SinkError>> + Send + 'a>>;

@@ -41,7 +41,7 @@ pub mod signing;
 
 pub use credentials::check_credentials;
 pub use env::Env;
-pub use failure::{describe_error, error_kind, unreadable_success};
+pub use failure::{connector_error_kind, describe_error, error_kind, unreadable_success};
 pub use outbound::Outbound;
 
 /// Connect timeout for calls to AWS.

@@ -189,6 +189,13 @@ pub struct Cli {
     #[arg(long = "index-all-attributes")]
     pub index_all_attributes: bool,
 
+    /// [ours] How spans go to X-Ray (--sink xray): segments (converted to X-Ray segment
+    /// documents, PutTraceSegments; the default) or otlp (unchanged, as OTLP to X-Ray's OTLP
+    /// endpoint, /v1/traces; the account needs CloudWatch Transaction Search). X-Ray SDK
+    /// segments go to PutTraceSegments either way.
+    #[arg(long = "otlp-to-xray", value_name = "MODE", value_enum)]
+    pub otlp_to_xray: Option<super::ToXray>,
+
     // Stats
     /// [ours] Also serve /daemon/stats, /daemon/metrics and /daemon/health on this TCP address
     /// (for example 0.0.0.0:2100 for a Prometheus scraper); nothing is forwarded there.

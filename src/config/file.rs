@@ -83,6 +83,8 @@ pub struct FileConfig {
     pub otlp_indexed_attributes: Option<Setting<Vec<String>>>,
     /// `OTLP.IndexAllAttributes` (ours): every span attribute becomes an annotation.
     pub otlp_index_all_attributes: Option<Setting<bool>>,
+    /// `OTLP.ToXRay` (ours): how spans go to X-Ray, `segments` or `otlp`.
+    pub otlp_to_xray: Option<Setting<String>>,
 }
 
 /// A config file read and checked.
@@ -249,7 +251,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     (
         "OTLP",
         Kind::Mapping,
-        "a mapping with the keys HTTPAddress, MaxRequestBytes, IndexedAttributes and IndexAllAttributes",
+        "a mapping with the keys HTTPAddress, MaxRequestBytes, IndexedAttributes, IndexAllAttributes and ToXRay",
     ),
     (
         "OTLP.HTTPAddress",
@@ -267,6 +269,11 @@ const KEYS: &[(&str, Kind, &str)] = &[
         "a list of span attribute names, such as [app.user, app.tier], or one text of names separated by commas",
     ),
     ("OTLP.IndexAllAttributes", Kind::Boolean, "true or false"),
+    (
+        "OTLP.ToXRay",
+        Kind::Text,
+        "segments (spans converted to segment documents, PutTraceSegments) or otlp (spans unchanged to X-Ray's OTLP endpoint), or \"\" for segments",
+    ),
     ("Version", Kind::Number, "1 or 2"),
 ];
 
@@ -477,6 +484,7 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
         otlp_max_request_bytes: number("OTLP.MaxRequestBytes"),
         otlp_indexed_attributes: setting(get("OTLP.IndexedAttributes"), |v| text_list(v, text)),
         otlp_index_all_attributes: boolean("OTLP.IndexAllAttributes"),
+        otlp_to_xray: string("OTLP.ToXRay"),
     };
     Ok(Loaded {
         path: path.to_path_buf(),
