@@ -35,3 +35,4 @@ mod otlp;
 mod proxy;
 mod relay;
 mod signals;
+mod xray_otlp;

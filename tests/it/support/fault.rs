@@ -10,7 +10,7 @@
 //! Besides the one-shot script: standing rules ([`FaultInjector::always`]) apply to every
 //! request on a path that no script step matched (e.g. [`FaultInjector::answer_telemetry`]:
 //! answer `PutTelemetryRecords` here, since moto accepts them but cannot give them back);
-//! [`Fault::Hang`] never answers; [`FaultInjector::go_down`] / [`FaultInjector::come_back`]
+//! [`Fault::Answer`] answers with any status, headers and bytes; [`Fault::Hang`] never answers; [`FaultInjector::go_down`] / [`FaultInjector::come_back`]
 //! stop and restart listening on the same port, so the endpoint refuses connections meanwhile.
 //!
 //! Accepted connections get `TCP_NODELAY` and responses are written whole, so the injector
@@ -50,6 +50,17 @@ pub enum Fault {
     /// Forward, then answer with the upstream's status and headers but only the first half of
     /// its body (the `Content-Length` still promises the whole), and close the connection.
     CutBody,
+    /// Answer with this status, these headers and this body (any bytes); do not forward. For
+    /// APIs moto lacks whose answers are not JSON (X-Ray's OTLP endpoint), or answers that need
+    /// a header (`Retry-After`).
+    Answer {
+        /// HTTP status code.
+        status: u16,
+        /// Response headers, in order.
+        headers: Vec<(String, String)>,
+        /// Response body.
+        body: Bytes,
+    },
 }
 
 /// One scripted fault, optionally only for requests to one path.
@@ -390,6 +401,17 @@ async fn handle(
                 .status(status)
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(body)))?);
+        }
+        Some(Fault::Answer {
+            status,
+            headers,
+            body,
+        }) => {
+            let mut answer = hyper::Response::builder().status(status);
+            for (name, value) in headers {
+                answer = answer.header(name, value);
+            }
+            return Ok(answer.body(Full::new(body))?);
         }
         Some(Fault::Close) => return Err("fault injector: closing the connection".into()),
         Some(Fault::Hang) => std::future::pending::<()>().await,
