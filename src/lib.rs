@@ -7,6 +7,7 @@
 //! ```text
 //!            inputs                     the store                 one lane per sink
 //! UDP ─▶ receiver ─▶ document::parse ─▶ buffer ─┬─▶ batcher ─▶ upload ─▶ sink::xray (PutTraceSegments)
+//!                                               ├─▶ batcher ─▶ upload ─▶ sink::xray_otlp (spans as OTLP, --otlp-to-xray otlp)
 //!        (Intake: received, refused,   (budget, ├─▶ batcher ─▶ upload ─▶ sink::file, sink::stdout
 //!         accepted items)               memory  └─▶ batcher ─▶ upload ─▶ sink::memory (in-process)
 //!                                       rule)
