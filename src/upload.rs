@@ -136,6 +136,15 @@ async fn deliver(batch: Batch, shared: &Shared) {
     let result = shared.sink.send(batch.items()).await;
     let now = tokio::time::Instant::now();
     let mut fates = vec![Fate::Sent; n];
+    // Items the sink gave up itself (a span X-Ray's OTLP endpoint would refuse): dropped with
+    // the sink's reason, never retried, and never the item a refusal without an index costs.
+    let given_up: &[(usize, DropReason)] = match &result {
+        Ok(delivery) => &delivery.dropped,
+        Err(_) => &[],
+    };
+    for &(i, reason) in given_up.iter().filter(|(i, _)| *i < n) {
+        fates[i] = Fate::Dropped(reason);
+    }
     // Items that failed in a way worth another attempt: the retry policy decides.
     let mut again = vec![false; n];
     let mut failure = None;
@@ -177,13 +186,9 @@ async fn deliver(batch: Batch, shared: &Shared) {
         // classify gives Partial only for Ok and Retry/Drop only for Err.
         (_, _) => {}
     }
-    // Items the sink gave up itself (a span X-Ray's OTLP endpoint would refuse): dropped with
-    // the sink's reason, never retried.
-    if let Ok(delivery) = &result {
-        for &(i, reason) in delivery.dropped.iter().filter(|(i, _)| *i < n) {
-            fates[i] = Fate::Dropped(reason);
-            again[i] = false;
-        }
+    for &(i, reason) in given_up.iter().filter(|(i, _)| *i < n) {
+        fates[i] = Fate::Dropped(reason);
+        again[i] = false;
     }
     // The destination's own word on when to come back (Retry-After), if it gave one.
     let retry_after = match &result {
@@ -254,15 +259,16 @@ fn refused_items<'a>(
 }
 
 /// Each final refusal with the item it takes off the sent count: the one it names, else the
-/// first not yet refused without an id, else the last one not yet refused (a refusal always
-/// costs one item, so the counts stay honest).
+/// first not yet refused (nor given up by the sink) without an id, else the last such one (a
+/// refusal always costs one item, so the counts stay honest).
 fn refused_items_with_refusal(
     delivery: &Delivery,
     which: &[usize],
     items: &[Item],
     fates: &[Fate],
 ) -> Vec<(usize, Option<usize>)> {
-    let mut refused: Vec<bool> = fates.iter().map(|f| *f == Fate::Rejected).collect();
+    // Taken: refused already, or given up by the sink.
+    let mut refused: Vec<bool> = fates.iter().map(|f| *f != Fate::Sent).collect();
     let mut out = Vec::new();
     for &k in which {
         let Some(r) = delivery.refused.get(k) else {
@@ -604,6 +610,50 @@ mod tests {
             (1, 1, 2)
         );
         assert_eq!(snap.sinks["hinted"].dropped["too_large"], 1);
+        assert!(snap.broken_identities().is_empty(), "{snap:?}");
+    }
+
+    /// Gives up the last item of each batch itself and reports one refusal that names no item
+    /// (as an OTLP `partial_success` does).
+    #[derive(Debug)]
+    struct PartialSink;
+
+    impl Sink for PartialSink {
+        fn name(&self) -> &'static str {
+            "partial"
+        }
+
+        fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
+            let last = batch.len().saturating_sub(1);
+            Box::pin(async move {
+                Ok(Delivery {
+                    refused: vec![crate::sink::Refused {
+                        index: None,
+                        id: None,
+                        code: "PartialSuccess".into(),
+                        message: "1 span refused".into(),
+                    }],
+                    dropped: vec![(last, DropReason::OutsideTimeWindow)],
+                    retry_after: None,
+                })
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_without_an_index_never_costs_an_item_the_sink_gave_up() {
+        let snap = run_to_end(vec![Arc::new(PartialSink)], 2, RetryPolicy::default())
+            .await
+            .0
+            .snapshot();
+        assert_eq!(
+            (
+                snap.sent,
+                snap.rejected,
+                snap.dropped(DropReason::OutsideTimeWindow)
+            ),
+            (0, 1, 1)
+        );
         assert!(snap.broken_identities().is_empty(), "{snap:?}");
     }
 }
