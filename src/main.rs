@@ -75,20 +75,7 @@ fn main() -> ExitCode {
     // summary among them), waiting at most `logging::FLUSH_TIMEOUT`.
     let _log_writer = match logging::init(&config.log) {
         Ok(guard) => guard,
-        Err(e) => {
-            return config_error(
-                &cli,
-                &format!(
-                    "cannot write the log file {}: {e}. Fix its directory's permissions or choose another file with -f",
-                    config
-                        .log
-                        .file
-                        .as_deref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                ),
-            );
-        }
+        Err(e) => return config_error(&cli, &e.to_string()),
     };
     if !ignored.is_empty() {
         tracing::warn!(

@@ -205,6 +205,24 @@ async fn log_file_flag_writes_the_log_there() {
     }
 }
 
+/// `-f` under a regular file stops startup (exit 1) naming the parent that is not a directory;
+/// it said "File exists", the OS's words for the directory it could not make.
+#[tokio::test]
+async fn log_file_under_a_regular_file_says_its_parent_is_not_a_directory() {
+    for below in ["xray.log", "logs/xray.log"] {
+        let builder = bare();
+        let plain = builder.write_file("plain", "not a directory");
+        let f = builder
+            .arg("-f")
+            .arg(plain.join(below))
+            .run_to_exit(WITHIN)
+            .await;
+        let parent = format!("its parent {} is not a directory", plain.display());
+        assert_clean_failure(&f, 1, &[&parent]);
+        assert!(!f.stderr.contains("File exists"), "{}", f.stderr);
+    }
+}
+
 /// `-o` the Go way: alone or `=true` is local mode, `=false` is not; `-o false` is local
 /// mode and warns that the words after it were ignored. Observed in the no-region error,
 /// which mentions instance metadata only when it was looked at.
