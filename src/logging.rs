@@ -558,6 +558,20 @@ fn create_and_open(path: &Path) -> io::Result<std::fs::File> {
     open_append(path)
 }
 
+/// Appends one line (a newline is added) to the log file at `path`, creating it and its
+/// parent directories as the log itself does: how a config error found before logging starts
+/// reaches the `-f` file.
+///
+/// Errors: the file cannot be created, opened or written ([`LogFileError`] says why).
+pub fn append_line(path: &Path, line: &str) -> Result<(), LogFileError> {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    create_and_open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LogFileError::new(path, e))
+}
+
 /// The log file cannot be used, and why in words that point at the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum LogFileError {
@@ -1237,6 +1251,23 @@ mod tests {
             io::Error::from(io::ErrorKind::PermissionDenied),
         );
         assert!(e.to_string().contains("permissions"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_line_appended_before_logging_starts_makes_the_directories_as_the_log_does()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("not/made/xray.log");
+        append_line(&path, "first")?;
+        append_line(&path, "second")?;
+        assert_eq!(std::fs::read_to_string(&path)?, "first\nsecond\n");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "")?;
+        assert!(matches!(
+            append_line(&plain.join("x.log"), "x"),
+            Err(LogFileError::ParentNotDirectory { .. })
+        ));
         Ok(())
     }
 

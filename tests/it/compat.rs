@@ -223,6 +223,26 @@ async fn log_file_under_a_regular_file_says_its_parent_is_not_a_directory() {
     }
 }
 
+/// A config error reaches the `-f` file even when its directory does not exist yet, as the
+/// log itself does (it was written there only when the directory existed).
+#[tokio::test]
+async fn config_error_reaches_a_log_file_whose_directory_is_not_made_yet() {
+    // Not the builder's directory: it goes with the daemon.
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("not/made/yet/xray.log");
+    let f = bare()
+        .args(["--concurrency", "0", "-f"])
+        .arg(&log)
+        .run_to_exit(WITHIN)
+        .await;
+    assert_clean_failure(&f, 1, &["--concurrency"]);
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains("[Error]") && logged.contains("--concurrency"),
+        "the -f file has the error: {logged:?}"
+    );
+}
+
 /// `-o` the Go way: alone or `=true` is local mode, `=false` is not; `-o false` is local
 /// mode and warns that the words after it were ignored. Observed in the no-region error,
 /// which mentions instance metadata only when it was looked at.
