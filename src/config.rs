@@ -291,8 +291,7 @@ pub fn resolve(
     let (buffer_bytes, buffer_source) = buffer_budget(&buffer, machine)?;
 
     let concurrency = pick(
-        cli.concurrency
-            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        cli.concurrency,
         "--concurrency",
         f.concurrency,
         defaults::DEFAULT_CONCURRENCY as i64,
@@ -315,17 +314,39 @@ pub fn resolve(
         cli.max_segment_size,
         "--max-segment-size",
         None,
-        crate::document::DEFAULT_MAX_DOCUMENT_BYTES,
+        crate::document::DEFAULT_MAX_DOCUMENT_BYTES as i64,
     );
-    if !(64..=crate::document::DEFAULT_MAX_DOCUMENT_BYTES).contains(&max_document.value) {
-        return Err(max_document.invalid(
-            max_document.value,
-            format!(
-                "must be from 64 to {} bytes",
-                crate::document::DEFAULT_MAX_DOCUMENT_BYTES
-            ),
-        ));
-    }
+    let max_document_bytes = usize::try_from(max_document.value)
+        .ok()
+        .filter(|n| (64..=crate::document::DEFAULT_MAX_DOCUMENT_BYTES).contains(n))
+        .ok_or_else(|| {
+            max_document.invalid(
+                max_document.value,
+                format!(
+                    "must be from 64 to {} bytes",
+                    crate::document::DEFAULT_MAX_DOCUMENT_BYTES
+                ),
+            )
+        })?;
+    let rotate_bytes = pick(
+        cli.log_rotate_bytes,
+        "--log-rotate-bytes",
+        None,
+        crate::logging::DEFAULT_ROTATE_BYTES as i64,
+    );
+    let rotate_bytes = u64::try_from(rotate_bytes.value)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            rotate_bytes.invalid(
+                rotate_bytes.value,
+                format!(
+                    "give the size in bytes at which the log file is rotated, at least 1 \
+                     (default {}); to never rotate, set Logging.LogRotation: false",
+                    crate::logging::DEFAULT_ROTATE_BYTES
+                ),
+            )
+        })?;
 
     let level = pick(
         cli.log_level.clone(),
@@ -351,9 +372,7 @@ pub fn resolve(
         .filter(|p| !p.as_os_str().is_empty()),
         // `Logging.LogRotation` has no flag; `--log-rotate-bytes` only sizes it.
         rotation: f.log_rotation.is_none_or(|s| s.value).then(|| Rotation {
-            max_bytes: cli
-                .log_rotate_bytes
-                .unwrap_or(crate::logging::DEFAULT_ROTATE_BYTES),
+            max_bytes: rotate_bytes,
             ..Rotation::default()
         }),
     };
@@ -425,15 +444,19 @@ pub fn resolve(
         cli.retry_max_attempts,
         "--retry-max-attempts",
         None,
-        defaults::DEFAULT_MAX_ATTEMPTS,
+        i64::from(defaults::DEFAULT_MAX_ATTEMPTS),
     );
-    if retry_max_attempts.value == 0 {
-        return Err(
-            retry_max_attempts.invalid(0, "at least 1 attempt is needed (1 means no retries)")
-        );
-    }
+    let max_attempts = u32::try_from(retry_max_attempts.value)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            retry_max_attempts.invalid(
+                retry_max_attempts.value,
+                format!("give from 1 to {} attempts (1 means no retries)", u32::MAX),
+            )
+        })?;
     let retry = defaults::RetryPolicy {
-        max_attempts: retry_max_attempts.value,
+        max_attempts,
         max_age: seconds(
             cli.retry_max_age,
             "--retry-max-age",
@@ -480,7 +503,7 @@ pub fn resolve(
         concurrency,
         upload_timeout,
         otlp,
-        max_document: max_document.value,
+        max_document: max_document_bytes,
         region,
         endpoint: endpoint.map(|s| s.value),
         role_arn,
@@ -537,8 +560,7 @@ fn otlp(cli: &cli::Cli, f: &file::FileConfig) -> Result<OtlpConfig, ConfigError>
         .map(|s| parse_listen_addr(&s.value, &s.source))
         .transpose()?;
     let max = pick(
-        cli.otlp_max_request_bytes
-            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        cli.otlp_max_request_bytes,
         "--otlp-max-request-bytes",
         f.otlp_max_request_bytes.clone(),
         defaults::DEFAULT_OTLP_MAX_REQUEST_BYTES as i64,
@@ -1289,6 +1311,58 @@ mod tests {
             parse_meminfo_total("MemTotal:       1024 kB\nMemFree: 1 kB\n"),
             Some(1024 * 1024)
         );
+    }
+
+    /// The original's rule: a value that does not parse exits 2 (clap refuses it), one out of
+    /// range exits 1 (`resolve` refuses it, naming the flag). `--log-rotate-bytes 0` and
+    /// `--concurrency -1` were refused by clap, so exited 2.
+    #[test]
+    fn numbers_out_of_range_are_config_errors_and_non_numbers_usage_errors() {
+        let out_of_range = [
+            ("--log-rotate-bytes", "0"),
+            ("--log-rotate-bytes", "-1"),
+            ("--concurrency", "-1"),
+            ("--concurrency", "0"),
+            ("--max-segment-size", "-1"),
+            ("--max-segment-size", "63"),
+            ("--retry-max-attempts", "0"),
+            ("--retry-max-attempts", "-3"),
+            ("--retry-max-attempts", "4294967296"),
+            ("--otlp-max-request-bytes", "-1"),
+            ("-m", "2"),
+            ("--shutdown-timeout", "-1"),
+            ("--upload-timeout", "0"),
+            ("--telemetry-interval", "-1"),
+            ("--proxy-client-timeout", "0"),
+            ("--proxy-upstream-timeout", "0"),
+            ("--retry-max-age", "-1"),
+        ];
+        for (flag, value) in out_of_range {
+            match resolve(&cli(&[flag, value]), None, Machine::default()) {
+                Err(e) => assert!(
+                    e.to_string().contains(flag) && e.to_string().contains(value),
+                    "{flag} {value}: {e}"
+                ),
+                Ok(_) => panic!("{flag} {value} accepted"),
+            }
+        }
+        let parse = |words: &[&str]| {
+            let args = match args::normalize(words.iter().map(std::ffi::OsString::from)) {
+                Ok(args::Invocation::Daemon { args, .. }) => args,
+                other => panic!("{other:?}"),
+            };
+            cli::Cli::try_parse_from(args).map(|_| ())
+        };
+        for flag in out_of_range.map(|(flag, _)| flag) {
+            assert!(parse(&[flag, "lots"]).is_err(), "{flag} lots parses");
+        }
+        let c = ok(resolve(
+            &cli(&["--log-rotate-bytes", "1", "--retry-max-attempts", "1"]),
+            None,
+            Machine::default(),
+        ));
+        assert_eq!(c.log.rotation.map(|r| r.max_bytes), Some(1));
+        assert_eq!(c.retry.max_attempts, 1);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! code.
 //!
 //! Exit codes as the original daemon's: 0 after help, version or a clean shutdown; 2 for a
-//! usage error (unknown flag, bad value); 1 for a configuration or startup error, and (ours)
-//! when a second SIGTERM or SIGINT gives up the drain. A config error is written to standard
+//! usage error (unknown flag, a value that does not parse); 1 for a configuration or startup
+//! error (a number out of range among them), and (ours) when a second SIGTERM or SIGINT gives
+//! up the drain. A config error is written to standard
 //! error as a log line, and also to the `-f` log file if one was given, like the original (its
 //! directories are made, as for the log). Once logging has started, lines go through its
 //! writer thread; the guard [`logging::init`] returns is held to the end of `main`, so the

@@ -359,6 +359,27 @@ async fn help_version_and_usage_errors() {
     }
 }
 
+/// The original's rule: a value that does not parse exits 2, a number out of range exits 1
+/// with a log line naming the flag. `--log-rotate-bytes 0` and `--concurrency -1` exited 2.
+#[tokio::test]
+async fn numbers_out_of_range_exit_1_and_words_for_numbers_exit_2() {
+    for words in [
+        ["--log-rotate-bytes", "0"],
+        ["--log-rotate-bytes", "-1"],
+        ["--concurrency", "-1"],
+        ["--max-segment-size", "-1"],
+        ["--retry-max-attempts", "0"],
+        ["-m", "2"],
+    ] {
+        let f = bare().args(words).run_to_exit(WITHIN).await;
+        assert_clean_failure(&f, 1, &[words[0], "[Error]"]);
+    }
+    for words in [["--log-rotate-bytes", "lots"], ["--concurrency", "1.5"]] {
+        let f = bare().args(words).run_to_exit(WITHIN).await;
+        assert_clean_failure(&f, 2, &[words[0]]);
+    }
+}
+
 /// Every key of a version 2 file and a version 1 file (same keys), through `-c`: addresses,
 /// budget, region, endpoint, log level and file, ARNs, proxy, local mode, concurrency, and
 /// the loud NoVerifySSL warning.
