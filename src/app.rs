@@ -57,6 +57,8 @@ pub struct Bound {
     pub udp: BoundUdp,
     /// The TCP listener.
     pub tcp: TcpListener,
+    /// The TCP listener's address (with the real port when 0 was asked).
+    pub tcp_local: SocketAddr,
     /// The stats-only listener (`--stats-address`), if asked.
     pub stats: Option<TcpListener>,
 }
@@ -67,6 +69,9 @@ pub enum StartupError {
     /// A socket could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A listen address's host name does not resolve.
+    #[error(transparent)]
+    Address(#[from] crate::config::ConfigError),
     /// AWS cannot be used.
     #[error(transparent)]
     Aws(#[from] aws::AwsError),
@@ -93,16 +98,24 @@ pub enum StartupError {
     },
 }
 
-/// Binds the UDP and TCP sockets. Must run inside the runtime (the TCP listeners are the
-/// runtime's).
+/// Binds the UDP and TCP sockets, first looking up the addresses given as host names (logged;
+/// see [`crate::config::ListenAddr::look_up`]). Must run inside the runtime (the TCP listeners
+/// are the runtime's).
 pub fn bind(config: &Config) -> Result<Bound, StartupError> {
-    let udp = net::bind_udp(config.udp_addr)?;
-    let tcp = net::bind_tcp(config.tcp_addr, "-t/--bind-tcp")?;
-    let stats = config
-        .stats_addr
-        .map(|addr| net::bind_tcp(addr, "--stats-address"))
-        .transpose()?;
-    Ok(Bound { udp, tcp, stats })
+    let udp = net::bind_udp(config.udp_addr.look_up()?)?;
+    let tcp_addr = config.tcp_addr.look_up()?;
+    let tcp = net::bind_tcp(tcp_addr, "-t/--bind-tcp")?;
+    let tcp_local = tcp.local_addr().unwrap_or(tcp_addr);
+    let stats = match &config.stats_addr {
+        Some(addr) => Some(net::bind_tcp(addr.look_up()?, "--stats-address")?),
+        None => None,
+    };
+    Ok(Bound {
+        udp,
+        tcp,
+        tcp_local,
+        stats,
+    })
 }
 
 /// Runs the daemon until `signals.shutdown` is cancelled and the drain is over; returns the
@@ -172,7 +185,7 @@ async fn serve(
         Arc::clone(&stats),
     );
     let udp_local = bound.udp.local;
-    let tcp_local = bound.tcp.local_addr().ok();
+    let tcp_local = bound.tcp_local;
     let receiving = receiver::run(
         bound.udp.socket,
         Arc::clone(&buffer),
@@ -207,12 +220,11 @@ async fn serve(
         ),
         shutdown.clone(),
     ));
-    if !config.proxy_sampling_only && !config.tcp_addr.ip().is_loopback() {
+    if !config.proxy_sampling_only && !tcp_local.ip().is_loopback() {
         tracing::warn!(
-            "The sampling proxy on TCP {} can be reached from other hosts and forwards any X-Ray \
-             API call signed with this daemon's credentials, as the original daemon does; to \
-             forward only the SDKs' sampling calls, add --proxy-sampling-only",
-            config.tcp_addr
+            "The sampling proxy on TCP {tcp_local} can be reached from other hosts and forwards \
+             any X-Ray API call signed with this daemon's credentials, as the original daemon \
+             does; to forward only the SDKs' sampling calls, add --proxy-sampling-only"
         );
     }
     // The stats-only address: the admin routes, and no upstream at all.
@@ -270,7 +282,7 @@ async fn serve(
         "AWS X-Ray daemon (xray-daemon-rs) {VERSION}: receiving segments on UDP {udp_local}, \
          sampling proxy and stats on TCP {}{}, buffer {} ({}), kernel receive buffer {} KiB, \
          sinks: {}, {region_line}",
-        tcp_local.map_or_else(|| config.tcp_addr.to_string(), |a| a.to_string()),
+        tcp_local,
         stats_local.map_or_else(String::new, |a| format!(", stats also on TCP {a}")),
         human_bytes(config.buffer_bytes),
         config.buffer_source,
@@ -544,7 +556,7 @@ impl Daemon {
     pub fn start(config: Config, memory_store: Option<usize>) -> Result<Daemon, StartupError> {
         let bound = bind(&config)?;
         let udp = bound.udp.local;
-        let tcp = bound.tcp.local_addr().unwrap_or(config.tcp_addr);
+        let tcp = bound.tcp_local;
         let stats_addr = bound.stats.as_ref().and_then(|l| l.local_addr().ok());
         let stats = Arc::new(Stats::new());
         let memory = memory_store.map(|cap| Arc::new(MemoryStore::new(cap)));

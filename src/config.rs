@@ -4,7 +4,10 @@
 //! one was found ([`file::Loaded`]) and facts about the machine ([`Machine`]: memory
 //! available). Out: a [`Config`], or a [`ConfigError`] naming the setting (flag, or key, file
 //! and line), the bad value and the fix. [`resolve`] is a pure function: the caller gathers the
-//! inputs, so tests pass values instead of changing the process.
+//! inputs, so tests pass values instead of changing the process. It reaches no network: a
+//! listen address given as a host name stays a [`ListenAddr`] to be looked up when binding,
+//! once the log can say so, and a region is checked to be one DNS label
+//! ([`is_valid_region`]) before anything puts it in a host name.
 //!
 //! Precedence, as in the original: a flag given on the command line beats the config file,
 //! which beats the built-in default. Only one file is used: a `-c` file takes the place of the
@@ -39,10 +42,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 /// Everything the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// UDP address to receive on.
-    pub udp_addr: SocketAddr,
+    /// UDP address to receive on (a host name is looked up when binding).
+    pub udp_addr: ListenAddr,
     /// TCP address for the proxy and the stats/health paths.
-    pub tcp_addr: SocketAddr,
+    pub tcp_addr: ListenAddr,
     /// Memory budget for documents, in bytes.
     pub buffer_bytes: usize,
     /// Where the budget came from, in words.
@@ -91,7 +94,7 @@ pub struct Config {
     /// Time between telemetry records; `None`: no telemetry.
     pub telemetry_interval: Option<Duration>,
     /// A TCP address of its own for the stats and health paths (`--stats-address`), if asked.
-    pub stats_addr: Option<SocketAddr>,
+    pub stats_addr: Option<ListenAddr>,
 }
 
 impl Config {
@@ -246,7 +249,7 @@ fn pick<T>(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OtlpConfig {
     /// Where the OTLP/HTTP receiver listens (`--otlp-http`, `OTLP.HTTPAddress`); `None`: off.
-    pub http_addr: Option<SocketAddr>,
+    pub http_addr: Option<ListenAddr>,
     /// The largest request body, after decompression (`--otlp-max-request-bytes`,
     /// `OTLP.MaxRequestBytes`). Default [`defaults::DEFAULT_OTLP_MAX_REQUEST_BYTES`].
     pub max_request_bytes: usize,
@@ -403,7 +406,19 @@ pub fn resolve(
             .non_empty()
             .map(|s| s.value)
     };
-    let region = text(&cli.region, "-n/--region", f.region);
+    let region = pick(cli.region.clone(), "-n/--region", f.region, String::new())
+        .map(|r| r.trim().to_owned())
+        .non_empty();
+    if let Some(r) = &region
+        && !is_valid_region(&r.value)
+    {
+        // Checked before anything can put it in a host name and ask the DNS for it.
+        return Err(r.invalid(
+            &r.value,
+            "a region is one word of letters, digits and '-', for example us-east-1",
+        ));
+    }
+    let region = region.map(|r| r.value);
     let role_arn = text(&cli.role_arn, "-r/--role-arn", f.role_arn);
     let resource_arn = text(&cli.resource_arn, "-a/--resource-arn", f.resource_arn);
     let local_mode = pick(cli.local_mode, "-o/--local-mode", f.local_mode, false).value;
@@ -690,17 +705,103 @@ fn redact_userinfo(text: &str) -> String {
     }
 }
 
+/// A listen address as configured: an IP address and port, or a host name and port. A host
+/// name is looked up only by [`ListenAddr::look_up`], just before binding and once logging has
+/// started (which says what is looked up), so [`resolve`] never reaches the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// The setting it came from (for messages).
+    pub setting: Source,
+    target: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Ip(SocketAddr),
+    Host { name: String, port: u16 },
+}
+
+impl ListenAddr {
+    /// An IP address and port, from `setting`.
+    pub fn ip(addr: SocketAddr, setting: Source) -> Self {
+        ListenAddr {
+            setting,
+            target: Target::Ip(addr),
+        }
+    }
+
+    /// The IP address and port, when it was given as one (no lookup needed).
+    pub fn as_ip(&self) -> Option<SocketAddr> {
+        match &self.target {
+            Target::Ip(addr) => Some(*addr),
+            Target::Host { .. } => None,
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match &self.target {
+            Target::Ip(addr) => addr.port(),
+            Target::Host { port, .. } => *port,
+        }
+    }
+
+    /// The address to bind: the IP address given, or the host name's, looked up now (IPv4
+    /// first; blocking, as the original's `ResolveUDPAddr`). The lookup is logged at Info
+    /// before it is made: it may take seconds, and it asks the DNS about a configured name.
+    ///
+    /// Errors: the host name does not resolve, naming the setting.
+    pub fn look_up(&self) -> Result<SocketAddr, ConfigError> {
+        let (name, port) = match &self.target {
+            Target::Ip(addr) => return Ok(*addr),
+            Target::Host { name, port } => (name.as_str(), *port),
+        };
+        tracing::info!(
+            "Looking up the host name {name} (from {}) for the address to listen on",
+            self.setting
+        );
+        let err = |why: String| ConfigError::Address {
+            setting: self.setting.clone(),
+            value: self.to_string(),
+            why,
+        };
+        let addrs: Vec<SocketAddr> = (name, port)
+            .to_socket_addrs()
+            .map_err(|e| err(format!("the host name does not resolve ({e})")))?
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| err("the host name resolves to no address".into()))?;
+        tracing::debug!("The host name {name} is {}", addr.ip());
+        Ok(addr)
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Target::Ip(addr) => addr.fmt(f),
+            Target::Host { name, port } => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
 /// Parses a listen address the way the original accepts them: `HOST:PORT`, `[V6]:PORT`, or
 /// `:PORT` (every address, IPv4 and IPv6). `localhost` means 127.0.0.1, never only `::1`, so
-/// SDKs sending to 127.0.0.1 reach it; another host name is resolved once, IPv4 first.
-pub fn parse_listen_addr(text: &str, setting: &Source) -> Result<SocketAddr, ConfigError> {
+/// SDKs sending to 127.0.0.1 reach it; another host name is kept to be looked up once, just
+/// before binding ([`ListenAddr::look_up`]). No lookup here.
+pub fn parse_listen_addr(text: &str, setting: &Source) -> Result<ListenAddr, ConfigError> {
     let err = |why: &str| ConfigError::Address {
         setting: setting.clone(),
         value: text.into(),
         why: why.into(),
     };
+    let ip = |addr| Ok(ListenAddr::ip(addr, setting.clone()));
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+        return ip(addr);
     }
     let (host, port) = text.rsplit_once(':').ok_or_else(|| err("no port"))?;
     let port: u16 = port
@@ -708,24 +809,53 @@ pub fn parse_listen_addr(text: &str, setting: &Source) -> Result<SocketAddr, Con
         .map_err(|_| err("the port must be a number from 0 to 65535"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+        return ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
     }
     if host.eq_ignore_ascii_case("localhost") {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        return ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+    if let Ok(addr) = host.parse::<IpAddr>() {
+        return ip(SocketAddr::new(addr, port));
     }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| err(&format!("the host name does not resolve ({e})")))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| err("the host name resolves to no address"))
+    if !is_host_name(host) {
+        return Err(err(
+            "the host is neither an IP address nor a host name (letters, digits, '-', '_' and \
+             '.')",
+        ));
+    }
+    Ok(ListenAddr {
+        setting: setting.clone(),
+        target: Target::Host {
+            name: host.to_owned(),
+            port,
+        },
+    })
+}
+
+/// True for text that can be a DNS host name: dot-separated labels of 1 to 63 letters, digits,
+/// `-` or `_` (container names have them), 253 characters at most, a final dot allowed.
+fn is_host_name(text: &str) -> bool {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    text.len() <= 253
+        && text.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// True for a region that can stand in a host name as the SDK puts it there
+/// (`xray.REGION.amazonaws.com`): one DNS label, 1 to 63 letters, digits and `-`, not starting
+/// or ending with `-` (the SDK's `isValidHostLabel`). `x.y` is not one: it would make the daemon
+/// ask the DNS for `xray.x.y.amazonaws.com`.
+pub fn is_valid_region(region: &str) -> bool {
+    (1..=63).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-')
 }
 
 /// The memory budget in bytes and where it came from, in words for the banner. `given`: the MB
@@ -1179,6 +1309,78 @@ mod tests {
         assert_eq!(p("0.0.0.0:2000"), Ok("0.0.0.0:2000".into()));
         assert!(p("127.0.0.1").is_err_and(|e| e.contains("-b") && e.contains("HOST:PORT")));
         assert!(p("127.0.0.1:99999").is_err());
+        assert!(p("two words:2000").is_err_and(|e| e.contains("host name")));
+    }
+
+    /// A host name is kept as given by `resolve` (which makes no lookup), and looked up only
+    /// when binding: it used to be looked up while the config was read, before the log began.
+    #[test]
+    fn a_host_name_to_listen_on_is_looked_up_only_when_binding() {
+        let c = ok(resolve(
+            &cli(&["-b", "xray-sidecar.invalid:2000", "-t", "db_1.invalid:2001"]),
+            None,
+            Machine::default(),
+        ));
+        assert_eq!(c.udp_addr.to_string(), "xray-sidecar.invalid:2000");
+        assert_eq!((c.udp_addr.as_ip(), c.udp_addr.port()), (None, 2000));
+        assert_eq!(c.tcp_addr.to_string(), "db_1.invalid:2001");
+        // `.invalid` never resolves (RFC 6761): the error names the setting.
+        let e = c.udp_addr.look_up().map_err(|e| e.to_string());
+        assert!(
+            e.as_ref().is_err_and(|e| e.contains("-b/--bind")
+                && e.contains("xray-sidecar.invalid:2000")
+                && e.contains("does not resolve")),
+            "{e:?}"
+        );
+        let local = ok(resolve(
+            &cli(&["-b", "localhost:0"]),
+            None,
+            Machine::default(),
+        ));
+        assert_eq!(
+            local.udp_addr.look_up().ok(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+    }
+
+    /// A region goes into host names (`xray.REGION.amazonaws.com`): one that is not a single
+    /// DNS label is refused with the config, before anything can look it up.
+    #[test]
+    fn a_region_that_is_not_one_dns_label_is_refused() {
+        for bad in [
+            "x.y",
+            "us-east-1.evil.com",
+            "us east 1",
+            "-us-east-1",
+            "a/b",
+        ] {
+            match resolve(&cli(&["-n", bad]), None, Machine::default()) {
+                Err(e) => assert!(
+                    e.to_string().contains("-n/--region") && e.to_string().contains("us-east-1"),
+                    "{e}"
+                ),
+                Ok(c) => panic!("{bad} accepted: {:?}", c.region),
+            }
+        }
+        let f = loaded("Version: 2\nRegion: x.y\n");
+        let e = resolve(&cli(&[]), Some(&f), Machine::default()).map(|c| c.region);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.to_string().contains("Region in /x/cfg.yaml (line 2)")),
+            "{e:?}"
+        );
+        for good in [
+            "us-east-1",
+            "us-gov-west-1",
+            "cn-north-1",
+            "us-isob-east-1",
+            "local",
+        ] {
+            let c = ok(resolve(&cli(&["-n", good]), None, Machine::default()));
+            assert_eq!(c.region.as_deref(), Some(good));
+        }
+        let c = ok(resolve(&cli(&["-n", " "]), None, Machine::default()));
+        assert_eq!(c.region, None, "blank is unset");
     }
 
     #[test]

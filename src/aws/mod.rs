@@ -116,6 +116,18 @@ pub enum AwsError {
         /// Whether metadata lookups were skipped.
         local_mode: bool,
     },
+    /// A region that cannot be part of a host name (from the environment or metadata; the
+    /// flag and the config file's are checked with the config).
+    #[error(
+        "invalid AWS region {region:?} from {from}: a region is one word of letters, digits \
+         and '-', for example us-east-1. Give one with -n REGION"
+    )]
+    InvalidRegion {
+        /// The region found.
+        region: String,
+        /// Where it was found, in words.
+        from: &'static str,
+    },
     /// `-p` is not a usable proxy URL.
     #[error(
         "invalid outbound proxy address {value:?} for -p/--proxy-address: {why}. Write a URL such \

@@ -380,6 +380,47 @@ async fn numbers_out_of_range_exit_1_and_words_for_numbers_exit_2() {
     }
 }
 
+/// A host name to listen on is looked up after the log has started, and the log says so
+/// before the lookup: it used to be looked up while the config was read, with nothing logged.
+/// (`.invalid` never resolves, so the lookup fails and the daemon exits 1 naming the flag.)
+#[tokio::test]
+async fn a_host_name_to_listen_on_is_looked_up_after_the_log_says_so() {
+    let builder = bare();
+    let tcp = builder.tcp_addr().to_string();
+    let f = builder
+        .args(["-b", "xray-sidecar.invalid:2000", "-t", &tcp])
+        .run_to_exit(WITHIN)
+        .await;
+    assert_clean_failure(&f, 1, &["-b/--bind", "does not resolve"]);
+    let said = f
+        .stdout
+        .lines()
+        .find(|l| l.contains("Looking up the host name xray-sidecar.invalid"));
+    assert!(
+        said.is_some_and(|l| is_log_line(l) && l.contains("[Info]") && l.contains("-b/--bind")),
+        "the log names the lookup first:\n{}",
+        f.stdout
+    );
+}
+
+/// A region that cannot be one label of a host name is refused before anything can ask the
+/// DNS for `xray.REGION.amazonaws.com` (it was taken as given): from the flag as a config
+/// error, from `AWS_REGION` once looked at, both exit 1 naming where it came from.
+#[tokio::test]
+async fn a_region_that_is_not_a_host_label_exits_1_naming_its_source() {
+    let f = Daemon::builder()
+        .args(["-n", "x.y", "-o"])
+        .run_to_exit(WITHIN)
+        .await;
+    assert_clean_failure(&f, 1, &["\"x.y\"", "-n/--region", "us-east-1"]);
+    let f = Daemon::builder()
+        .env("AWS_REGION", "x.y")
+        .arg("-o")
+        .run_to_exit(WITHIN)
+        .await;
+    assert_clean_failure(&f, 1, &["\"x.y\"", "AWS_REGION"]);
+}
+
 /// Every key of a version 2 file and a version 1 file (same keys), through `-c`: addresses,
 /// budget, region, endpoint, log level and file, ARNs, proxy, local mode, concurrency, and
 /// the loud NoVerifySSL warning.
