@@ -57,7 +57,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{self, Forwarder, ProxySettings, SAMPLING_PATHS, reply};
-use crate::stats::Stats;
+use crate::stats::{MetricsFormat, Stats};
 
 /// Path of the liveness check.
 pub const HEALTH_PATH: &str = "/daemon/health";
@@ -402,11 +402,16 @@ impl Surface {
                 let body = serde_json::to_string(&self.stats.snapshot()).unwrap_or_default();
                 reply(StatusCode::OK, "application/json", body)
             }
-            Route::Metrics => reply(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.stats.prometheus_text(),
-            ),
+            Route::Metrics => {
+                // The classic text format unless the scraper asks for OpenMetrics.
+                let accept = req.headers().get(hyper::header::ACCEPT);
+                let format = MetricsFormat::from_accept(accept.and_then(|v| v.to_str().ok()));
+                reply(
+                    StatusCode::OK,
+                    format.content_type(),
+                    self.stats.metrics_text(format),
+                )
+            }
             Route::Forward => match &self.forwarder {
                 Some(forwarder) => forwarder.forward(req).await,
                 // Not reached: the constructors give a forwarder to every table that forwards.

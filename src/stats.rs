@@ -14,8 +14,9 @@
 //!   atomic.
 //!
 //! Logging of what is counted here (bad input, drops, failed calls) is rate-limited per reason
-//! ([`RateLimit`]), so a flood cannot flood the log. The Prometheus text is rendered from a
-//! snapshot ([`render_prometheus`]), so both formats always agree.
+//! ([`RateLimit`]), so a flood cannot flood the log. The metrics text is rendered from a
+//! snapshot ([`render_metrics`]), so it always agrees with the JSON; in the classic Prometheus
+//! text format unless the scraper asks for OpenMetrics ([`MetricsFormat::from_accept`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -601,9 +602,73 @@ impl Stats {
         }
     }
 
-    /// The counters in the Prometheus text exposition format (from one snapshot).
+    /// The counters in the classic Prometheus text exposition format, version 0.0.4 (from one
+    /// snapshot).
     pub fn prometheus_text(&self) -> String {
-        render_prometheus(&self.snapshot())
+        self.metrics_text(MetricsFormat::Prometheus)
+    }
+
+    /// The counters in `format` (from one snapshot).
+    pub fn metrics_text(&self, format: MetricsFormat) -> String {
+        render_metrics(&self.snapshot(), format)
+    }
+}
+
+/// The text formats `/daemon/metrics` is served in. Both have the same metric names and
+/// samples; they differ in the `# TYPE` line of a counter (`xray_segments_sent_total counter`
+/// in the classic format, `xray_segments_sent counter` in OpenMetrics) and OpenMetrics' final
+/// `# EOF`. A classic-format parser reads OpenMetrics' counters as `unknown`, so OpenMetrics is
+/// served only to a scraper that asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// The classic Prometheus text format, version 0.0.4 (`text/plain; version=0.0.4`): the
+    /// default.
+    Prometheus,
+    /// OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`).
+    OpenMetrics,
+}
+
+impl MetricsFormat {
+    /// The format for a request's `Accept` header (`None`: no header): OpenMetrics when the
+    /// header names `application/openmetrics-text` with a weight (`q`) above 0 and at least as
+    /// high as any it gives `text/plain` (as Prometheus asks, preferring OpenMetrics), else the
+    /// classic format. Parameters other than `q` are ignored; so are ranges like `*/*`, which a
+    /// scraper that names neither format gets the classic one for.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        let Some(accept) = accept else {
+            return MetricsFormat::Prometheus;
+        };
+        let (mut openmetrics, mut plain) = (0.0_f64, 0.0_f64);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, v)| v.trim().parse::<f64>().ok())
+                .filter(|q| q.is_finite())
+                .unwrap_or(0.0);
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                openmetrics = openmetrics.max(q);
+            } else if media.eq_ignore_ascii_case("text/plain") {
+                plain = plain.max(q);
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= plain {
+            MetricsFormat::OpenMetrics
+        } else {
+            MetricsFormat::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            MetricsFormat::OpenMetrics => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            }
+        }
     }
 }
 
@@ -675,10 +740,10 @@ where
     family
 }
 
-/// A snapshot in the Prometheus text exposition format. The metric names are public and keep
-/// their spelling (`xray_segments_received_total`, …); the per-input and per-sink families were
-/// added beside them.
-pub fn render_prometheus(s: &Snapshot) -> String {
+/// A snapshot in `format`, both encoded by `prometheus-client` from one registry. The metric
+/// names are public and keep their spelling (`xray_segments_received_total`, …); the per-input
+/// and per-sink families were added beside them.
+pub fn render_metrics(s: &Snapshot, format: MetricsFormat) -> String {
     let mut r = Registry::with_prefix("xray");
     let reasons = |m: &BTreeMap<String, u64>| -> Vec<(ReasonLabel, u64)> {
         m.iter()
@@ -857,7 +922,12 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     );
     let mut out = String::new();
     // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+    let _ = match format {
+        MetricsFormat::Prometheus => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &r)
+        }
+        MetricsFormat::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &r),
+    };
     out
 }
 
@@ -910,6 +980,81 @@ mod tests {
         let json = serde_json::to_string(&snap).unwrap_or_default();
         let back: Snapshot = serde_json::from_str(&json).unwrap_or_default();
         assert_eq!(back, snap);
+    }
+
+    /// `/daemon/metrics` was OpenMetrics for every scraper: a classic-format parser read each
+    /// counter as `unknown`. Now the classic format unless OpenMetrics is asked for.
+    #[test]
+    fn metrics_are_the_classic_text_format_unless_openmetrics_is_asked_for() {
+        use MetricsFormat::{OpenMetrics, Prometheus};
+        for (accept, format) in [
+            (None, Prometheus),
+            (Some(""), Prometheus),
+            (Some("*/*"), Prometheus),
+            (Some("text/plain"), Prometheus),
+            (Some("text/plain;version=0.0.4;q=1,*/*;q=0.1"), Prometheus),
+            (Some("application/openmetrics-text"), OpenMetrics),
+            (
+                Some("Application/OpenMetrics-Text; version=1.0.0"),
+                OpenMetrics,
+            ),
+            // What Prometheus sends: OpenMetrics first by weight.
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+                     application/openmetrics-text;version=0.0.1;q=0.5,\
+                     text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+                ),
+                OpenMetrics,
+            ),
+            (Some("application/openmetrics-text;q=0"), Prometheus),
+            (
+                Some("application/openmetrics-text;q=0.2, text/plain"),
+                Prometheus,
+            ),
+            (Some("application/openmetrics-text;q=nonsense"), Prometheus),
+        ] {
+            assert_eq!(MetricsFormat::from_accept(accept), format, "{accept:?}");
+        }
+        assert!(
+            Prometheus
+                .content_type()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        assert!(
+            OpenMetrics
+                .content_type()
+                .starts_with("application/openmetrics-text")
+        );
+
+        let s = Stats::new();
+        s.books().inputs[0].received = 2;
+        let classic = s.metrics_text(Prometheus);
+        assert!(
+            classic.contains("# TYPE xray_segments_received_total counter\n")
+                && classic.contains("\nxray_segments_received_total 2\n")
+                && classic.contains("# TYPE xray_buffered_segments gauge\n")
+                && !classic.contains("# EOF"),
+            "{classic}"
+        );
+        let open = s.metrics_text(OpenMetrics);
+        assert!(
+            open.contains("# TYPE xray_segments_received counter\n")
+                && open.contains("\nxray_segments_received_total 2\n")
+                && open.ends_with("# EOF\n"),
+            "{open}"
+        );
+        // The same samples in both.
+        let samples = |text: &str| -> Vec<String> {
+            let mut lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(samples(&classic), samples(&open));
     }
 
     #[test]
