@@ -20,10 +20,15 @@ use clap::Parser;
 use crate::logging::LogFormat;
 use crate::sink::SinkSpec;
 
+// The subcommands (`xray health`) are taken off the command line before clap sees it
+// (`args::normalize`), so the usage line and the text after the flags name them here. (A
+// second paragraph of the doc comment below would become clap's long help text.)
 /// AWS X-Ray daemon, drop-in: receives segments on UDP and relays them to AWS X-Ray.
 #[derive(Debug, Default, Clone, Parser)]
 #[command(
     name = "xray",
+    override_usage = usage(),
+    after_help = subcommands_help(),
     disable_version_flag = true,
     // As the original's flags: a flag given again wins (the image's entrypoint passes -t and
     // -b; a task definition's command may pass them again).
@@ -216,4 +221,47 @@ pub struct Cli {
     /// (for example 0.0.0.0:2100 for a Prometheus scraper); nothing is forwarded there.
     #[arg(long = "stats-address", value_name = "HOST:PORT")]
     pub stats_address: Option<String>,
+}
+
+/// The usage line: the daemon, then each subcommand.
+fn usage() -> String {
+    format!("xray [OPTIONS]\n       {}", crate::health::USAGE)
+}
+
+/// The subcommands, listed after the flags as clap lists its own.
+fn subcommands_help() -> String {
+    format!(
+        "Commands:\n  {}\n          {}",
+        crate::health::USAGE,
+        crate::health::SUMMARY
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// `xray health` was missing from `--help`: the daemon's help names it, in the usage and
+    /// after the flags, with the arguments `xray health --help` takes.
+    #[test]
+    fn help_names_the_health_subcommand() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("Usage: xray [OPTIONS]\n       xray health [HOST:PORT] [--max-upload-failure SECONDS]"),
+            "{help}"
+        );
+        assert!(
+            help.contains("Commands:\n  xray health [HOST:PORT]")
+                && help.contains("exit 0 if it is"),
+            "{help}"
+        );
+        assert!(
+            super::super::args::SUBCOMMANDS
+                .iter()
+                .all(|name| help.contains(&format!("xray {name} "))),
+            "every subcommand is named: {help}"
+        );
+    }
 }

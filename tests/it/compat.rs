@@ -359,6 +359,32 @@ async fn help_version_and_usage_errors() {
     }
 }
 
+/// `xray --help` names the `health` subcommand (it was missing), and `xray health --help`
+/// answers as that line says.
+#[tokio::test]
+async fn help_names_the_health_subcommand() {
+    let f = Daemon::builder()
+        .no_bind_flags()
+        .arg("--help")
+        .run_to_exit(WITHIN)
+        .await;
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(
+        f.stdout
+            .contains("xray health [HOST:PORT] [--max-upload-failure SECONDS]")
+            && f.stdout.contains("Commands:"),
+        "{}",
+        f.stdout
+    );
+    let f = Daemon::builder()
+        .no_bind_flags()
+        .args(["health", "--help"])
+        .run_to_exit(WITHIN)
+        .await;
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(f.stdout.contains("--max-upload-failure"), "{}", f.stdout);
+}
+
 /// The original's rule: a value that does not parse exits 2, a number out of range exits 1
 /// with a log line naming the flag. `--log-rotate-bytes 0` and `--concurrency -1` exited 2.
 #[tokio::test]
