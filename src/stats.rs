@@ -438,7 +438,10 @@ impl Stats {
                 ": uploads kept failing; see the upload errors above, or raise \
                  --retry-max-attempts / --retry-max-age"
             }
-            DropReason::UploadFailed => ": X-Ray refused the call; see the error above",
+            DropReason::UploadFailed => {
+                ": the upload failed in a way another attempt would not fix (the call was \
+                 refused, or there are no credentials); see the error above"
+            }
             _ => "",
         };
         let suppressed = Suppressed(suppressed, "such drops");
