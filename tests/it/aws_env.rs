@@ -102,6 +102,23 @@ async fn local_mode_never_contacts_instance_metadata() {
     assert!(imds.requests().is_empty(), "{:?}", imds.requests());
 }
 
+/// Without `-o`, neither `AWS_DEFAULT_REGION` nor the AWS profile's region is read: instance
+/// metadata's region is used, as the original does and as the README's `-n` row now says (it
+/// listed both before instance metadata).
+#[tokio::test]
+async fn without_local_mode_aws_default_region_and_the_profile_are_not_read() {
+    let imds = FakeMetadata::start("eu-west-2").await;
+    let injector = sampling_injector(NOWHERE, &health_excluded_rules(), "{}").await;
+    let daemon = daemon_for(&injector, Some(&imds))
+        .env("AWS_DEFAULT_REGION", "ap-south-1")
+        .aws_config_file("[default]\nregion = sa-east-1\n")
+        .start()
+        .await;
+    assert_eq!(signed_region(&daemon, &injector).await, "eu-west-2");
+    let banner = wait_for_banner(&daemon, Duration::from_secs(5)).await;
+    assert!(banner.contains("(from EC2 instance metadata)"), "{banner}");
+}
+
 /// instance metadata that accepts connections and never answers holds up
 /// neither listening nor startup beyond the short metadata timeout; without any other region
 /// the daemon then exits 1 saying how to give one.
