@@ -21,7 +21,9 @@
 //! [`StartupError::Interrupted`] (exit code 1).
 //!
 //! Also started here: the telemetry task ([`telemetry`]) when a sink sends to X-Ray and
-//! telemetry is on, and the summary line every [`SUMMARY_INTERVAL`] while something changed.
+//! telemetry is on, the summary line every [`SUMMARY_INTERVAL`] while something changed, and
+//! the report of what rate-limited warnings suppressed ([`Stats::report_suppressed`]), once
+//! their interval is over and at shutdown, before the totals.
 
 use std::sync::Arc;
 
@@ -341,6 +343,7 @@ async fn serve(
         _ => None,
     };
     let summary = tokio::spawn(log_summaries(Arc::clone(&stats)));
+    let suppressed = tokio::spawn(report_suppressed(Arc::clone(&stats)));
 
     // The edges run until shutdown; one that ends before it (a failed socket, a panic) stops
     // the daemon, which then exits 1 after draining what it holds.
@@ -406,6 +409,9 @@ async fn serve(
         () = drain => false,
         () = exit_now.cancelled() => true,
     };
+    // What the rate-limited warnings suppressed and no later one reported, before the totals.
+    suppressed.abort();
+    stats.report_suppressed(true);
     if given_up {
         let end = stats.snapshot();
         let lost = end.buffered + end.in_flight;
@@ -472,6 +478,17 @@ async fn log_summaries(stats: Arc<Stats>) {
             tracing::info!("{}", now.summary_line());
         }
         last = now;
+    }
+}
+
+/// Logs what rate-limited warnings suppressed, once their interval is over
+/// ([`Stats::report_suppressed`]). Wakes only after a warning was suppressed, so an idle daemon
+/// stays asleep.
+async fn report_suppressed(stats: Arc<Stats>) {
+    loop {
+        stats.warning_suppressed().await;
+        tokio::time::sleep(crate::ratelimit::WARN_INTERVAL).await;
+        stats.report_suppressed(false);
     }
 }
 

@@ -14,7 +14,9 @@
 //!   atomic.
 //!
 //! Logging of what is counted here (bad input, drops, failed calls) is rate-limited per reason
-//! ([`RateLimit`]), so a flood cannot flood the log. The metrics text is rendered from a
+//! ([`RateLimit`]), so a flood cannot flood the log; each line says how many datagrams,
+//! segments or calls it stands for, and what no later line reported is logged once the
+//! interval is over ([`Stats::report_suppressed`]). The metrics text is rendered from a
 //! snapshot ([`render_metrics`]), so it always agrees with the JSON; in the classic Prometheus
 //! text format unless the scraper asks for OpenMetrics ([`MetricsFormat::from_accept`]).
 
@@ -32,7 +34,7 @@ use prometheus_client::registry::Registry;
 use crate::document::DocumentKind;
 use crate::item::Input;
 use crate::outcome::{DropReason, ErrorKind};
-use crate::ratelimit::{RateLimit, Suppressed};
+use crate::ratelimit::{RateLimit, Suppressed, WARN_INTERVAL};
 
 /// How often the summary line is logged while something changed.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -117,6 +119,8 @@ pub struct Stats {
     upload_failing_since: AtomicU64,
     warn_limits: [RateLimit; REASONS],
     failure_limit: RateLimit,
+    /// Woken when a warning was suppressed: see [`Stats::warning_suppressed`].
+    suppressed_pending: tokio::sync::Notify,
 }
 
 /// A point-in-time copy of the counters: the `/daemon/stats` JSON, field for field. Every
@@ -380,6 +384,7 @@ impl Stats {
             upload_failing_since: AtomicU64::new(0),
             warn_limits: Default::default(),
             failure_limit: RateLimit::default(),
+            suppressed_pending: tokio::sync::Notify::new(),
         }
     }
 
@@ -409,12 +414,13 @@ impl Stats {
         sender: SocketAddr,
         why: &dyn std::fmt::Display,
     ) {
-        if let Some(suppressed) = self.warn_limits[reason.index()].once() {
-            tracing::warn!(
+        match self.warn_limits[reason.index()].once() {
+            Some(suppressed) => tracing::warn!(
                 "Refused a datagram from {sender} ({}): {why}{}",
                 reason.as_str(),
                 Suppressed(suppressed, "datagrams refused for this reason")
-            );
+            ),
+            None => self.suppressed_pending.notify_one(),
         }
     }
 
@@ -424,7 +430,8 @@ impl Stats {
         if count == 0 {
             return;
         }
-        let Some(suppressed) = self.warn_limits[reason.index()].once() else {
+        let Some(suppressed) = self.warn_limits[reason.index()].once_n(count) else {
+            self.suppressed_pending.notify_one();
             return;
         };
         let advice = match reason {
@@ -444,7 +451,7 @@ impl Stats {
             }
             _ => "",
         };
-        let suppressed = Suppressed(suppressed, "such drops");
+        let suppressed = Suppressed(suppressed, "segments dropped for this reason");
         if matches!(reason, DropReason::Spillover | DropReason::SinkBacklog) {
             tracing::warn!(
                 "Dropped {count} segment(s) ({}){advice}{suppressed}",
@@ -454,6 +461,50 @@ impl Stats {
             tracing::error!(
                 "Dropped {count} segment(s) ({}){advice}{suppressed}",
                 reason.as_str()
+            );
+        }
+    }
+
+    /// Returns once a warning was suppressed since the last call (at once if one was while
+    /// nobody waited): the daemon then waits out [`WARN_INTERVAL`] and calls
+    /// [`Self::report_suppressed`]. Nothing wakes while no warning is suppressed.
+    pub async fn warning_suppressed(&self) {
+        self.suppressed_pending.notified().await;
+    }
+
+    /// Logs what the rate-limited warnings suppressed and no later warning reported (a flood
+    /// that ended within the interval): one line per reason, at the level of its warnings,
+    /// with the count of datagrams refused, segments dropped or calls failed that it stands
+    /// for, so that every one counted is in some line of the log. Only for windows that are
+    /// over, so the rate holds; with `force` (at shutdown), all.
+    pub fn report_suppressed(&self, force: bool) {
+        for reason in DropReason::ALL {
+            let Some(n) = self.warn_limits[reason.index()].take_suppressed(WARN_INTERVAL, force)
+            else {
+                continue;
+            };
+            let reason_name = reason.as_str();
+            if reason.is_bad_input() {
+                tracing::warn!(
+                    "Refused {n} more datagram(s) ({reason_name}) since the last message about \
+                     them; the totals are in /daemon/stats"
+                );
+            } else if matches!(reason, DropReason::Spillover | DropReason::SinkBacklog) {
+                tracing::warn!(
+                    "Dropped {n} more segment(s) ({reason_name}) since the last message about \
+                     them; the totals are in /daemon/stats"
+                );
+            } else {
+                tracing::error!(
+                    "Dropped {n} more segment(s) ({reason_name}) since the last message about \
+                     them; the totals are in /daemon/stats"
+                );
+            }
+        }
+        if let Some(n) = self.failure_limit.take_suppressed(WARN_INTERVAL, force) {
+            tracing::warn!(
+                "{n} more upload call(s) failed since the last message about them; the totals \
+                 are in /daemon/stats (batches_failed, backend_errors)"
             );
         }
     }
@@ -483,20 +534,22 @@ impl Stats {
             Ordering::Relaxed,
         );
         self.backend_error(kind);
-        if let Some(suppressed) = self.failure_limit.once() {
-            let suppressed = Suppressed(suppressed, "failed calls");
-            match retry_in {
-                Some(wait) => tracing::warn!(
-                    "Sending a batch of {count} segment(s) failed ({}), they stay buffered and are \
-                     retried in {:.1} s: {error}{suppressed}",
-                    kind.as_str(),
-                    wait.as_secs_f64(),
-                ),
-                None => tracing::error!(
-                    "Sending a batch of {count} segment(s) failed ({}), not retried: {error}{suppressed}",
-                    kind.as_str(),
-                ),
-            }
+        let Some(suppressed) = self.failure_limit.once() else {
+            self.suppressed_pending.notify_one();
+            return;
+        };
+        let suppressed = Suppressed(suppressed, "failed calls");
+        match retry_in {
+            Some(wait) => tracing::warn!(
+                "Sending a batch of {count} segment(s) failed ({}), they stay buffered and are \
+                 retried in {:.1} s: {error}{suppressed}",
+                kind.as_str(),
+                wait.as_secs_f64(),
+            ),
+            None => tracing::error!(
+                "Sending a batch of {count} segment(s) failed ({}), not retried: {error}{suppressed}",
+                kind.as_str(),
+            ),
         }
     }
 
@@ -1119,6 +1172,84 @@ mod tests {
         assert!(snap.same_events(&s.snapshot()));
         s.books().inputs[0].received += 1;
         assert!(!snap.same_events(&s.snapshot()));
+    }
+
+    /// Log lines written while `f` runs, at every level.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = lines.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// In a flood, each refusal reason was logged once with no count, and the spillover warning
+    /// said "Dropped 9 segment(s)" while far more were dropped: now the lines of the log add up
+    /// to what was counted, in datagrams and segments, whether or not a later warning comes.
+    #[test]
+    fn rate_limited_warnings_add_up_to_what_they_stand_for() {
+        let s = Stats::new();
+        let sender = SocketAddr::from(([127, 0, 0, 1], 9));
+        let text = logged(|| {
+            for _ in 0..1000 {
+                s.warn_dropped(DropReason::Spillover, 9);
+            }
+            for _ in 0..500 {
+                s.warn_refused(DropReason::MissingNewline, sender, &"no newline");
+            }
+            for _ in 0..3 {
+                s.call_failed(50, ErrorKind::Http5xx, &"503", Some(Duration::ZERO));
+            }
+            // The flood ended within the interval: no later warning reports the rest, so the
+            // windows' end (here: shutdown) does.
+            s.report_suppressed(true);
+            s.report_suppressed(true);
+        });
+        let line = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(line("Dropped 9 segment(s) (spillover)"), 1, "{text}");
+        assert_eq!(
+            line("Dropped 8991 more segment(s) (spillover)"),
+            1,
+            "{text}"
+        );
+        assert_eq!(line("Refused a datagram from"), 1, "{text}");
+        assert_eq!(
+            line("Refused 499 more datagram(s) (missing_newline)"),
+            1,
+            "{text}"
+        );
+        assert_eq!(line("Sending a batch of 50 segment(s) failed"), 1, "{text}");
+        assert_eq!(line("2 more upload call(s) failed"), 1, "{text}");
+        assert_eq!(text.lines().count(), 6, "each reported once: {text}");
+
+        // Within the interval, nothing is reported early; the next warning after it says the
+        // count in segments.
+        let s = Stats::new();
+        let text = logged(|| {
+            s.warn_dropped(DropReason::Spillover, 1);
+            s.warn_dropped(DropReason::Spillover, 40);
+            s.report_suppressed(false);
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 
     #[test]
