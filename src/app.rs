@@ -21,7 +21,9 @@
 //! [`StartupError::Interrupted`] (exit code 1).
 //!
 //! Also started here: the telemetry task ([`telemetry`]) when a sink sends to X-Ray and
-//! telemetry is on, and the summary line every [`SUMMARY_INTERVAL`] while something changed.
+//! telemetry is on, the summary line every [`SUMMARY_INTERVAL`] while something changed, and
+//! the report of what rate-limited warnings suppressed ([`Stats::report_suppressed`]), once
+//! their interval is over and at shutdown, before the totals.
 
 use std::sync::Arc;
 
@@ -59,6 +61,8 @@ pub struct Bound {
     pub udp: BoundUdp,
     /// The TCP listener.
     pub tcp: TcpListener,
+    /// The TCP listener's address (with the real port when 0 was asked).
+    pub tcp_local: SocketAddr,
     /// The stats-only listener (`--stats-address`), if asked.
     pub stats: Option<TcpListener>,
     /// The OTLP/HTTP receiver's listener (`--otlp-http`), if asked.
@@ -71,6 +75,9 @@ pub enum StartupError {
     /// A socket could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A listen address's host name does not resolve.
+    #[error(transparent)]
+    Address(#[from] crate::config::ConfigError),
     /// AWS cannot be used.
     #[error(transparent)]
     Aws(#[from] aws::AwsError),
@@ -97,23 +104,26 @@ pub enum StartupError {
     },
 }
 
-/// Binds the UDP and TCP sockets. Must run inside the runtime (the TCP listeners are the
-/// runtime's).
+/// Binds the UDP and TCP sockets, first looking up the addresses given as host names (logged;
+/// see [`crate::config::ListenAddr::look_up`]). Must run inside the runtime (the TCP listeners
+/// are the runtime's).
 pub fn bind(config: &Config) -> Result<Bound, StartupError> {
-    let udp = net::bind_udp(config.udp_addr)?;
-    let tcp = net::bind_tcp(config.tcp_addr, "-t/--bind-tcp")?;
-    let stats = config
-        .stats_addr
-        .map(|addr| net::bind_tcp(addr, "--stats-address"))
-        .transpose()?;
-    let otlp_http = config
-        .otlp
-        .http_addr
-        .map(|addr| net::bind_tcp(addr, "--otlp-http"))
-        .transpose()?;
+    let udp = net::bind_udp(config.udp_addr.look_up()?)?;
+    let tcp_addr = config.tcp_addr.look_up()?;
+    let tcp = net::bind_tcp(tcp_addr, "-t/--bind-tcp")?;
+    let tcp_local = tcp.local_addr().unwrap_or(tcp_addr);
+    let stats = match &config.stats_addr {
+        Some(addr) => Some(net::bind_tcp(addr.look_up()?, "--stats-address")?),
+        None => None,
+    };
+    let otlp_http = match &config.otlp.http_addr {
+        Some(addr) => Some(net::bind_tcp(addr.look_up()?, "--otlp-http")?),
+        None => None,
+    };
     Ok(Bound {
         udp,
         tcp,
+        tcp_local,
         stats,
         otlp_http,
     })
@@ -186,7 +196,7 @@ async fn serve(
         Arc::clone(&stats),
     );
     let udp_local = bound.udp.local;
-    let tcp_local = bound.tcp.local_addr().ok();
+    let tcp_local = bound.tcp_local;
     let receiving = receiver::run(
         bound.udp.socket,
         Arc::clone(&buffer),
@@ -250,12 +260,11 @@ async fn serve(
         ),
         shutdown.clone(),
     ));
-    if !config.proxy_sampling_only && !config.tcp_addr.ip().is_loopback() {
+    if !config.proxy_sampling_only && !tcp_local.ip().is_loopback() {
         tracing::warn!(
-            "The sampling proxy on TCP {} can be reached from other hosts and forwards any X-Ray \
-             API call signed with this daemon's credentials, as the original daemon does; to \
-             forward only the SDKs' sampling calls, add --proxy-sampling-only",
-            config.tcp_addr
+            "The sampling proxy on TCP {tcp_local} can be reached from other hosts and forwards \
+             any X-Ray API call signed with this daemon's credentials, as the original daemon \
+             does; to forward only the SDKs' sampling calls, add --proxy-sampling-only"
         );
     }
     // The stats-only address: the admin routes, and no upstream at all.
@@ -313,7 +322,7 @@ async fn serve(
         "AWS X-Ray daemon (xray-daemon-rs) {VERSION}: receiving segments on UDP {udp_local}, \
          sampling proxy and stats on TCP {}{}{}, buffer {} ({}), kernel receive buffer {} KiB, \
          sinks: {}, {region_line}",
-        tcp_local.map_or_else(|| config.tcp_addr.to_string(), |a| a.to_string()),
+        tcp_local,
         stats_local.map_or_else(String::new, |a| format!(", stats also on TCP {a}")),
         otlp_local.map_or_else(String::new, |a| format!(
             ", OpenTelemetry spans (OTLP/HTTP) on TCP {a} (POST /v1/traces)"
@@ -375,6 +384,7 @@ async fn serve(
         _ => None,
     };
     let summary = tokio::spawn(log_summaries(Arc::clone(&stats)));
+    let suppressed = tokio::spawn(report_suppressed(Arc::clone(&stats)));
 
     // The edges run until shutdown; one that ends before it (a failed socket, a panic) stops
     // the daemon, which then exits 1 after draining what it holds.
@@ -443,6 +453,9 @@ async fn serve(
         () = drain => false,
         () = exit_now.cancelled() => true,
     };
+    // What the rate-limited warnings suppressed and no later one reported, before the totals.
+    suppressed.abort();
+    stats.report_suppressed(true);
     if given_up {
         let end = stats.snapshot();
         let lost = end.buffered + end.in_flight;
@@ -509,6 +522,17 @@ async fn log_summaries(stats: Arc<Stats>) {
             tracing::info!("{}", now.summary_line());
         }
         last = now;
+    }
+}
+
+/// Logs what rate-limited warnings suppressed, once their interval is over
+/// ([`Stats::report_suppressed`]). Wakes only after a warning was suppressed, so an idle daemon
+/// stays asleep.
+async fn report_suppressed(stats: Arc<Stats>) {
+    loop {
+        stats.warning_suppressed().await;
+        tokio::time::sleep(crate::ratelimit::WARN_INTERVAL).await;
+        stats.report_suppressed(false);
     }
 }
 
@@ -593,7 +617,7 @@ impl Daemon {
     pub fn start(config: Config, memory_store: Option<usize>) -> Result<Daemon, StartupError> {
         let bound = bind(&config)?;
         let udp = bound.udp.local;
-        let tcp = bound.tcp.local_addr().unwrap_or(config.tcp_addr);
+        let tcp = bound.tcp_local;
         let stats_addr = bound.stats.as_ref().and_then(|l| l.local_addr().ok());
         let stats = Arc::new(Stats::new());
         let memory = memory_store.map(|cap| Arc::new(MemoryStore::new(cap)));

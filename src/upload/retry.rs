@@ -19,7 +19,9 @@
 //!   delivery is at least once, so a destination may get a document twice;
 //! - a failed call is [`Verdict::Retry`] when its [`ErrorKind`] is throttling (HTTP 429), HTTP
 //!   5xx, a timeout or a connection failure, and [`Verdict::Drop`] otherwise (another 4xx: the
-//!   request itself is wrong, or no credentials), as retrying would only fail again;
+//!   request itself is wrong, or no credentials), as retrying would only fail again; a call
+//!   whose credentials could not be had has the kind of what failed underneath (STS throttled
+//!   for `-r`'s AssumeRole is throttling; see `crate::aws::failure::credentials_kind`);
 //! - the wait before the next attempt is exponential backoff with full jitter:
 //!   `jitter × min(cap, base × 2^(failures−1))`, `jitter` uniform in `[0, 1)`;
 //! - a document is given up after [`RetryPolicy::max_attempts`] attempts (the first included)
