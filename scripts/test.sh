@@ -3,6 +3,7 @@
 #   - .venv (python3 -m venv) with tests/requirements.txt: moto_server, the Python X-Ray SDK, Flask.
 #     Reinstalled when tests/requirements.txt changes (a copy of it is kept in .venv as a stamp).
 #   - .venv-distro with tests/requirements-distro.txt: the AWS distro for OpenTelemetry (Python).
+#   - tests/peers/node/node_modules (npm ci): the OpenTelemetry JS OTLP/HTTP exporter.
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
 #   - cargo-fuzz (cargo install), when missing.
 #   - the packaging tools (scripts/packaging-setup.sh), when running as root.
@@ -30,6 +31,14 @@ if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$requirements" "$stamp"; then
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$stamp"
+fi
+
+# The OpenTelemetry JS client (tests/peers/node): npm ci from its lock file, again when it changes.
+node_peer="tests/peers/node"
+if [[ ! -d "$node_peer/node_modules" ]] || ! cmp -s "$node_peer/package-lock.json" "$node_peer/node_modules/.lock.installed"; then
+    echo "==> npm ci in $node_peer"
+    npm ci --prefix "$node_peer" --no-audit --no-fund --loglevel=error
+    cp "$node_peer/package-lock.json" "$node_peer/node_modules/.lock.installed"
 fi
 
 # The AWS distro for OpenTelemetry pins its own OpenTelemetry versions: a venv of its own.

@@ -592,3 +592,63 @@ async fn readme_curl_span_is_printed() {
         daemon.stdout()
     );
 }
+
+/// OTLP JSON from the OpenTelemetry JS SDK (`@opentelemetry/exporter-trace-otlp-http`, whose
+/// default is JSON): its SERVER span becomes a segment and its child a subsegment in moto.
+#[tokio::test]
+async fn node_otlp_json_spans_reach_moto_as_segments() {
+    let moto = Moto::start().await;
+    let (_daemon, otlp) = daemon_with_otlp(&moto, &[]).await;
+    let peer = crate::support::repo_root().join("tests/peers/node");
+    assert!(
+        peer.join("node_modules").is_dir(),
+        "{}/node_modules is missing: run scripts/test.sh once (it runs npm ci there)",
+        peer.display()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .arg(peer.join("otlp_json.mjs"))
+            .arg(format!("http://{otlp}/v1/traces"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the Node peer finishes within 60 s")
+    .expect("run node (Node.js is needed)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the Node peer failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_str(stdout.trim()).expect("the peer's JSON line");
+    let spans = run["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2, "{stdout}");
+    let trace = xray_trace_id(spans[0]["trace_id"].as_str().expect("trace id"));
+    let stored = moto
+        .wait_for_documents(TEST_REGION, &[&trace], 2, ARRIVAL)
+        .await;
+    let docs: Vec<Value> = stored
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("JSON"))
+        .collect();
+    for span in spans {
+        let doc = docs
+            .iter()
+            .find(|d| d["id"] == span["span_id"])
+            .unwrap_or_else(|| panic!("no document for {span} in {stored:#?}"));
+        match span["name"].as_str() {
+            Some("node-request") => {
+                assert_eq!(doc["name"], "node-app", "{doc}");
+                assert_eq!(doc["http"]["response"]["status"], 200, "{doc}");
+            }
+            _ => {
+                assert_eq!(doc["type"], "subsegment", "{doc}");
+                assert_eq!(doc["parent_id"], span["parent_id"], "{doc}");
+                assert_eq!(doc["metadata"]["default"]["app.hubabuba"], "node", "{doc}");
+            }
+        }
+    }
+}
