@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::flask::run_python_peer_with_env;
-use crate::support::http::{Response, request};
+use crate::support::http::{Response, request, request_within};
 use crate::support::udp_tap::UdpTap;
 use crate::support::{
     Daemon, Fault, FaultInjector, Moto, TEST_REGION, assert_balanced, free_addr, new_segment_id,
@@ -401,7 +401,10 @@ async fn health_answers_during_a_flood_of_large_otlp_requests() {
                 ("content-encoding", "gzip"),
             ];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(r) = request(otlp, "POST", "/v1/traces", &headers, body.clone()).await {
+                let within = Duration::from_secs(60);
+                let sent =
+                    request_within(otlp, "POST", "/v1/traces", &headers, body.clone(), within);
+                if let Ok(r) = sent.await {
                     answered.lock().expect("answers").push(r.status);
                 }
             }
