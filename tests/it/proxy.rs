@@ -513,3 +513,53 @@ async fn otlp_traces_on_the_tcp_port_keep_their_encoding_or_go_to_the_receiver()
         "{stats:?}"
     );
 }
+
+/// Issue "OpenTelemetry in, part 2": an app instrumented with the AWS distro for OpenTelemetry
+/// and `OTEL_TRACES_SAMPLER=xray` gets X-Ray's sampling rules through the daemon's TCP port
+/// (signed and forwarded, as for the X-Ray SDKs) and obeys them.
+#[tokio::test]
+async fn an_adot_app_with_the_xray_sampler_gets_its_rules_through_the_proxy() {
+    let moto = Moto::start().await;
+    let injector = sampling_injector(
+        &moto.endpoint(),
+        &health_excluded_rules(),
+        &health_excluded_targets(),
+    )
+    .await;
+    let daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .start()
+        .await;
+    let endpoint = format!("endpoint=http://{}", daemon.tcp_addr());
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(crate::support::paths::distro_venv_bin("python"))
+            .arg(crate::support::peer_script("adot_sampling.py"))
+            .env("OTEL_TRACES_SAMPLER", "xray")
+            .env("OTEL_TRACES_SAMPLER_ARG", &endpoint)
+            .env("OTEL_SERVICE_NAME", "adot-app")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the ADOT peer finishes within 60 s")
+    .expect("run the ADOT peer");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the ADOT peer failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run: Value = serde_json::from_str(stdout.trim()).expect("the peer's JSON line");
+    assert_eq!(run["obeyed"], true, "{stdout}");
+    let calls = sampling_calls(&injector.requests());
+    let rules: Vec<&Recorded> = calls
+        .iter()
+        .filter(|r| r.path == "/GetSamplingRules")
+        .collect();
+    assert!(!rules.is_empty(), "no GetSamplingRules upstream: {calls:?}");
+    for call in rules {
+        assert_signed_minimally(call, TEST_REGION);
+    }
+}
