@@ -579,28 +579,9 @@ async fn readme_curl_span_is_printed() {
         .start()
         .await;
     let command = command.replace("127.0.0.1:4318", &otlp.to_string());
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("`{command}` did not finish within 20 s"))
-    .unwrap_or_else(|e| panic!("run sh (curl is needed: apt-get install curl; scripts/test.sh installs it as root): {e}"));
-    assert!(out.status.success(), "`{command}` failed: {out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}");
-    let printed = crate::support::wait::until(ARRIVAL, Duration::from_millis(50), async || {
-        daemon.stdout().lines().any(|l| l == expected).then_some(())
-    })
-    .await;
-    assert!(
-        printed.is_some(),
-        "stdout has no line {expected:?}:\n{}",
-        daemon.stdout()
-    );
+    let out = crate::support::proc::run_shell(&command, "curl").await;
+    assert_eq!(out.trim(), "{}");
+    daemon.wait_for_stdout_line(&expected, ARRIVAL).await;
 }
 
 /// OTLP JSON from the OpenTelemetry JS SDK (`@opentelemetry/exporter-trace-otlp-http`, whose
@@ -615,24 +596,12 @@ async fn node_otlp_json_spans_reach_moto_as_segments() {
         "{}/node_modules is missing: run scripts/test.sh once (it runs npm ci there)",
         peer.display()
     );
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("node")
-            .arg(peer.join("otlp_json.mjs"))
-            .arg(format!("http://{otlp}/v1/traces"))
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the Node peer finishes within 60 s")
-    .expect("run node (Node.js is needed)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the Node peer failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(peer.join("otlp_json.mjs"))
+        .arg(format!("http://{otlp}/v1/traces"));
+    let stdout =
+        crate::support::flask::run_peer("the Node peer (Node.js is needed)", command).await;
     let run: Value = serde_json::from_str(stdout.trim()).expect("the peer's JSON line");
     let spans = run["spans"].as_array().expect("spans");
     assert_eq!(spans.len(), 2, "{stdout}");

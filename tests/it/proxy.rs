@@ -531,26 +531,14 @@ async fn an_adot_app_with_the_xray_sampler_gets_its_rules_through_the_proxy() {
         .start()
         .await;
     let endpoint = format!("endpoint=http://{}", daemon.tcp_addr());
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(crate::support::paths::distro_venv_bin("python"))
-            .arg(crate::support::peer_script("adot_sampling.py"))
-            .env("OTEL_TRACES_SAMPLER", "xray")
-            .env("OTEL_TRACES_SAMPLER_ARG", &endpoint)
-            .env("OTEL_SERVICE_NAME", "adot-app")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the ADOT peer finishes within 60 s")
-    .expect("run the ADOT peer");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the ADOT peer failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command =
+        tokio::process::Command::new(crate::support::paths::distro_venv_bin("python"));
+    command
+        .arg(crate::support::peer_script("adot_sampling.py"))
+        .env("OTEL_TRACES_SAMPLER", "xray")
+        .env("OTEL_TRACES_SAMPLER_ARG", &endpoint)
+        .env("OTEL_SERVICE_NAME", "adot-app");
+    let stdout = crate::support::flask::run_peer("the ADOT peer", command).await;
     let run: Value = serde_json::from_str(stdout.trim()).expect("the peer's JSON line");
     assert_eq!(run["obeyed"], true, "{stdout}");
     let calls = sampling_calls(&injector.requests());
