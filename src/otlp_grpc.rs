@@ -956,6 +956,45 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn bytes_a_call_is_still_reading_count_against_the_others() {
+        let (mut service, stats) = receiver(16 << 20, 1 << 20, 100);
+        // A call whose first 80 bytes arrived, the rest never does: it holds 80 of the 100.
+        let mut slow = frame(&[0u8; 200], false).to_vec();
+        slow.truncate(80);
+        let first = futures_util::stream::iter([Ok::<_, Status>(Frame::data(Bytes::from(slow)))]);
+        let body = Body::new(StreamBody::new(futures_util::StreamExt::chain(
+            first,
+            futures_util::stream::pending(),
+        )));
+        let mut other = service.clone();
+        let reading = tokio::spawn(async move {
+            call(&mut other, request(TRACES_EXPORT_PATH, body, false)).await
+        });
+        let room = Arc::clone(service.receiver.body_room());
+        for _ in 0..1000 {
+            if room.available_permits() == 20 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            room.available_permits(),
+            20,
+            "the slow call holds what it read"
+        );
+        // 40 bytes more do not fit beside it (alone they would).
+        let answer = export(&mut service, &[0u8; 35]).await;
+        assert_eq!(
+            answer.status.code(),
+            Code::Unavailable,
+            "{:?}",
+            answer.status
+        );
+        assert_eq!(requests(&stats)["busy"], 1);
+        reading.abort();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_message_that_never_arrives_is_deadline_exceeded() {
         let (mut service, stats) = roomy();
