@@ -32,7 +32,9 @@
 //! [`crate::otlp::proto`]. So protobuf decoding happens in [`OtlpReceiver::take`], off the
 //! runtime thread, one request at a time. tonic frames, inflates gzip and caps the message at
 //! `--otlp-max-request-bytes` (after inflating too); the inflating runs on the runtime thread,
-//! in tonic: at most the cap of output per message (a gzip bomb stops there).
+//! in tonic: at most the cap of output per message (a gzip bomb stops there). Measured with a
+//! release build: during back-to-back gzip'd calls of 19 MiB (about 1 s each, end to end),
+//! `/daemon/health` answered within 0.2 s.
 //!
 //! Bounds: at most [`MAX_CONNECTIONS`] connections (more are closed at once, never left in the
 //! kernel's backlog), [`MAX_STREAMS_PER_CONNECTION`] calls at once on each; the bytes of
