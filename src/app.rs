@@ -4,6 +4,8 @@
 //! ```text
 //! UDP socket ─▶ receiver ─▶ buffer (byte budget) ─▶ batcher ─▶ channel ─▶ upload ─▶ sinks
 //! TCP socket ─▶ admin (stats, health; sampling calls ─▶ X-Ray)        │
+//! --otlp-http ─▶ admin ─▶ otlp_http ─┐ (one OtlpReceiver) ─▶ buffer    │
+//! --otlp-grpc ─▶ otlp_grpc ──────────┘                                │
 //!                         stats ◀───────────── every stage counts ────┘
 //! ```
 //!
@@ -49,7 +51,7 @@ use crate::sink::stdout::StdoutSink;
 use crate::sink::xray::XraySink;
 use crate::sink::{Destination, Pacing, Sink, SinkSpec};
 use crate::stats::{SUMMARY_INTERVAL, Snapshot, Stats};
-use crate::{admin, batcher, proxy, receiver, telemetry, upload};
+use crate::{admin, batcher, otlp_grpc, proxy, receiver, telemetry, upload};
 
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -67,6 +69,8 @@ pub struct Bound {
     pub stats: Option<TcpListener>,
     /// The OTLP/HTTP receiver's listener (`--otlp-http`), if asked.
     pub otlp_http: Option<TcpListener>,
+    /// The OTLP/gRPC receiver's listener (`--otlp-grpc`), if asked.
+    pub otlp_grpc: Option<TcpListener>,
 }
 
 /// What stops the daemon from starting.
@@ -120,12 +124,17 @@ pub fn bind(config: &Config) -> Result<Bound, StartupError> {
         Some(addr) => Some(net::bind_tcp(addr.look_up()?, "--otlp-http")?),
         None => None,
     };
+    let otlp_grpc = match &config.otlp.grpc_addr {
+        Some(addr) => Some(net::bind_tcp(addr.look_up()?, "--otlp-grpc")?),
+        None => None,
+    };
     Ok(Bound {
         udp,
         tcp,
         tcp_local,
         stats,
         otlp_http,
+        otlp_grpc,
     })
 }
 
@@ -223,9 +232,11 @@ async fn serve(
         upstream_timeout: config.proxy_upstream_timeout,
         ..proxy::ProxySettings::default()
     };
-    // OpenTelemetry in: the receiver, on its own address and for POST /v1/traces on -t.
+    // OpenTelemetry in: one receiver behind both transports, OTLP/HTTP on its own address
+    // (and POST /v1/traces on -t while it is on) and OTLP/gRPC on its own.
     let otlp_local = bound.otlp_http.as_ref().and_then(|l| l.local_addr().ok());
-    let otlp = bound.otlp_http.is_some().then(|| {
+    let grpc_local = bound.otlp_grpc.as_ref().and_then(|l| l.local_addr().ok());
+    let otlp = (bound.otlp_http.is_some() || bound.otlp_grpc.is_some()).then(|| {
         Arc::new(OtlpReceiver::new(
             Arc::clone(&buffer),
             Arc::clone(&stats),
@@ -241,6 +252,7 @@ async fn serve(
             },
         ))
     });
+    let http_on = bound.otlp_http.is_some();
     let otlp_edge = bound
         .otlp_http
         .zip(otlp.clone())
@@ -251,12 +263,18 @@ async fn serve(
                 shutdown.clone(),
             ))
         });
+    let grpc_edge = bound
+        .otlp_grpc
+        .zip(otlp.clone())
+        .map(|(listener, receiver)| {
+            tokio::spawn(otlp_grpc::run(listener, receiver, shutdown.clone()))
+        });
     let proxy = tokio::spawn(admin::run(
         bound.tcp,
         admin::Surface::daemon(
             Arc::clone(&stats),
             proxy::Forwarder::new(proxy_settings.clone(), upstream_rx),
-            otlp,
+            otlp.filter(|_| http_on),
         ),
         shutdown.clone(),
     ));
@@ -320,12 +338,15 @@ async fn serve(
     let sink_names: Vec<String> = config.sinks.iter().map(ToString::to_string).collect();
     tracing::info!(
         "AWS X-Ray daemon (xray-daemon-rs) {VERSION}: receiving segments on UDP {udp_local}, \
-         sampling proxy and stats on TCP {}{}{}, buffer {} ({}), kernel receive buffer {} KiB, \
+         sampling proxy and stats on TCP {}{}{}{}, buffer {} ({}), kernel receive buffer {} KiB, \
          sinks: {}, {region_line}",
         tcp_local,
         stats_local.map_or_else(String::new, |a| format!(", stats also on TCP {a}")),
         otlp_local.map_or_else(String::new, |a| format!(
             ", OpenTelemetry spans (OTLP/HTTP) on TCP {a} (POST /v1/traces)"
+        )),
+        grpc_local.map_or_else(String::new, |a| format!(
+            ", OpenTelemetry spans (OTLP/gRPC) on TCP {a} (TraceService/Export)"
         )),
         human_bytes(config.buffer_bytes),
         config.buffer_source,
@@ -399,6 +420,9 @@ async fn serve(
     }
     if let Some(edge) = otlp_edge {
         edges.spawn(stage("the --otlp-http listener", edge));
+    }
+    if let Some(edge) = grpc_edge {
+        edges.spawn(stage("the --otlp-grpc listener", edge));
     }
     let ended_early = first_to_end(&shutdown, &mut edges, &mut lanes).await;
     if let Some(name) = ended_early {

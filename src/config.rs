@@ -250,6 +250,8 @@ fn pick<T>(
 pub struct OtlpConfig {
     /// Where the OTLP/HTTP receiver listens (`--otlp-http`, `OTLP.HTTPAddress`); `None`: off.
     pub http_addr: Option<ListenAddr>,
+    /// Where the OTLP/gRPC receiver listens (`--otlp-grpc`, `OTLP.GRPCAddress`); `None`: off.
+    pub grpc_addr: Option<ListenAddr>,
     /// The largest request body, after decompression (`--otlp-max-request-bytes`,
     /// `OTLP.MaxRequestBytes`). Default [`defaults::DEFAULT_OTLP_MAX_REQUEST_BYTES`].
     pub max_request_bytes: usize,
@@ -563,17 +565,22 @@ pub fn resolve(
 
 /// The `OTLP` settings: flags over the file over the defaults.
 fn otlp(cli: &cli::Cli, f: &file::FileConfig) -> Result<OtlpConfig, ConfigError> {
-    let http = match (&cli.otlp_http, &f.otlp_http_address) {
-        (Some(flag), _) => Some(Setting {
-            value: flag.clone(),
-            source: Source::Flag("--otlp-http"),
-        }),
-        (None, from_file) => from_file.clone(),
-    };
-    let http_addr = http
-        .filter(|s| !s.value.is_empty())
-        .map(|s| parse_listen_addr(&s.value, &s.source))
-        .transpose()?;
+    let address =
+        |flag: &Option<String>, name: &'static str, from_file: &Option<Setting<String>>| {
+            let setting = match flag {
+                Some(flag) => Some(Setting {
+                    value: flag.clone(),
+                    source: Source::Flag(name),
+                }),
+                None => from_file.clone(),
+            };
+            setting
+                .filter(|s| !s.value.is_empty())
+                .map(|s| parse_listen_addr(&s.value, &s.source))
+                .transpose()
+        };
+    let http_addr = address(&cli.otlp_http, "--otlp-http", &f.otlp_http_address)?;
+    let grpc_addr = address(&cli.otlp_grpc, "--otlp-grpc", &f.otlp_grpc_address)?;
     let max = pick(
         cli.otlp_max_request_bytes,
         "--otlp-max-request-bytes",
@@ -612,6 +619,7 @@ fn otlp(cli: &cli::Cli, f: &file::FileConfig) -> Result<OtlpConfig, ConfigError>
             .is_some_and(|s| s.value);
     Ok(OtlpConfig {
         http_addr,
+        grpc_addr,
         max_request_bytes,
         indexed_attributes,
         index_all_attributes,
@@ -1052,12 +1060,14 @@ mod tests {
         };
         let off = ok(resolve(&cli(&[]), None, Machine::default())).otlp;
         assert_eq!(
-            off.http_addr, None,
+            (off.http_addr, off.grpc_addr),
+            (None, None),
             "off by default: a drop-in opens no new port"
         );
         assert_eq!(off.max_request_bytes, 20 * 1024 * 1024);
         let f = loaded(
-            "Version: 2\nOTLP:\n  HTTPAddress: 127.0.0.1:4318\n  MaxRequestBytes: 4096\n  \
+            "Version: 2\nOTLP:\n  HTTPAddress: 127.0.0.1:4318\n  GRPCAddress: 127.0.0.1:4317\n  \
+             MaxRequestBytes: 4096\n  \
              IndexedAttributes: [app.user, \"app.tier\"]\n  IndexAllAttributes: false\n",
         );
         let from_file = match otlp(&[], Some(&f)) {
@@ -1065,11 +1075,14 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(from_file.http_addr.map(|a| a.port()), Some(4318));
+        assert_eq!(from_file.grpc_addr.map(|a| a.port()), Some(4317));
         assert_eq!(from_file.max_request_bytes, 4096);
         assert_eq!(from_file.indexed_attributes, ["app.user", "app.tier"]);
         let flags = [
             "--otlp-http",
             "0.0.0.0:14318",
+            "--otlp-grpc",
+            "0.0.0.0:14317",
             "--indexed-attributes",
             "a, b",
             "--index-all-attributes",
@@ -1079,6 +1092,16 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(o.http_addr.map(|a| a.port()), Some(14318));
+        assert_eq!(o.grpc_addr.map(|a| a.port()), Some(14317));
+        match otlp(&["--otlp-grpc", "localhost"], None) {
+            Err(e) => assert!(e.to_string().contains("--otlp-grpc"), "{e}"),
+            Ok(o) => panic!("{o:?}"),
+        }
+        let off = otlp(&["--otlp-grpc", ""], Some(&f)).map(|o| o.grpc_addr);
+        assert!(
+            matches!(off, Ok(None)),
+            "an empty flag turns it off: {off:?}"
+        );
         assert_eq!(
             (o.indexed_attributes, o.index_all_attributes),
             (vec!["a".to_owned(), "b".into()], true)

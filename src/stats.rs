@@ -210,8 +210,8 @@ pub struct InputSnapshot {
     /// `spillover` counts this input's items the memory rule evicted.
     #[serde(default)]
     pub dropped: BTreeMap<String, u64>,
-    /// For inputs that take requests (OTLP/HTTP): requests by outcome (`accepted`, `busy`,
-    /// `too_large`, `undecodable`, …), every outcome listed. Absent for UDP.
+    /// For inputs that take requests (OTLP/HTTP, OTLP/gRPC): requests by outcome (`accepted`,
+    /// `busy`, `too_large`, `undecodable`, …), every outcome listed. Absent for UDP.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub requests: BTreeMap<String, u64>,
 }
@@ -984,7 +984,7 @@ pub fn render_metrics(s: &Snapshot, format: MetricsFormat) -> String {
     );
     r.register(
         "input_requests",
-        "Requests to the inputs that take requests (OTLP/HTTP), by input and outcome",
+        "Requests to the inputs that take requests (OTLP/HTTP, OTLP/gRPC), by input and outcome",
         counter_family(s.inputs.iter().flat_map(|(name, i)| {
             i.requests.iter().map(move |(outcome, v)| {
                 let label = InputOutcomeLabel {

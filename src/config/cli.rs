@@ -194,6 +194,11 @@ pub struct Cli {
     #[arg(long = "otlp-http", value_name = "HOST:PORT")]
     pub otlp_http: Option<String>,
 
+    /// [ours] Receive OTLP/gRPC traces (`TraceService/Export`, gzip or not) on this TCP
+    /// address, for example 127.0.0.1:4317 (0.0.0.0:4317 in a container). Off by default.
+    #[arg(long = "otlp-grpc", value_name = "HOST:PORT")]
+    pub otlp_grpc: Option<String>,
+
     /// [ours] The largest OTLP request body accepted, in bytes, after decompression
     /// (larger ones get 413). Default 20971520 (20 MiB).
     #[arg(
