@@ -18,8 +18,9 @@ COPY cfg.yaml /etc/amazon/xray/cfg.yaml
 COPY xray /xray
 COPY usr/ /usr/
 USER xray
-# 4318: the OTLP/HTTP receiver, when a task adds --otlp-http 0.0.0.0:4318.
-EXPOSE 2000/udp 2000/tcp 4318/tcp
+# 4318: the OTLP/HTTP receiver, when a task adds --otlp-http 0.0.0.0:4318; 4317: the OTLP/gRPC
+# receiver, when it adds --otlp-grpc 0.0.0.0:4317.
+EXPOSE 2000/udp 2000/tcp 4317/tcp 4318/tcp
 # `xray health` asks the daemon at 127.0.0.1:2000 (liveness only); see packaging/README.md.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/xray", "health"]
 ENTRYPOINT ["/xray", "-t", "0.0.0.0:2000", "-b", "0.0.0.0:2000"]

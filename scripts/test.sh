@@ -3,6 +3,7 @@
 #   - .venv (python3 -m venv) with tests/requirements.txt: moto_server, the Python X-Ray SDK, Flask.
 #     Reinstalled when tests/requirements.txt changes (a copy of it is kept in .venv as a stamp).
 #   - .venv-distro with tests/requirements-distro.txt: the AWS distro for OpenTelemetry (Python).
+#   - tests/peers/node/node_modules (npm ci): the OpenTelemetry JS OTLP/HTTP exporter.
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
 #   - cargo-fuzz (cargo install), when missing.
 #   - the packaging tools (scripts/packaging-setup.sh), when running as root.
@@ -18,47 +19,46 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-venv=".venv"
-requirements="tests/requirements.txt"
-stamp="$venv/.requirements.installed"
-
-if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$requirements" "$stamp"; then
-    echo "==> setting up $venv from $requirements"
-    rm -f "$stamp"
-    if [[ ! -x "$venv/bin/python" ]]; then
-        python3 -m venv "$venv"
+# A venv from a pinned requirements file, made again when the file changes (a copy of it is kept
+# in the venv as a stamp).
+setup_venv() {
+    local venv="$1" requirements="$2"
+    local stamp="$venv/.requirements.installed"
+    if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$requirements" "$stamp"; then
+        echo "==> setting up $venv from $requirements"
+        rm -f "$stamp"
+        if [[ ! -x "$venv/bin/python" ]]; then
+            python3 -m venv "$venv"
+        fi
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+        cp "$requirements" "$stamp"
     fi
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$stamp"
-fi
-
+}
+setup_venv .venv tests/requirements.txt
 # The AWS distro for OpenTelemetry pins its own OpenTelemetry versions: a venv of its own.
-distro_venv=".venv-distro"
-distro_requirements="tests/requirements-distro.txt"
-distro_stamp="$distro_venv/.requirements.installed"
-if [[ ! -x "$distro_venv/bin/python" ]] || ! cmp -s "$distro_requirements" "$distro_stamp"; then
-    echo "==> setting up $distro_venv from $distro_requirements"
-    rm -f "$distro_stamp"
-    if [[ ! -x "$distro_venv/bin/python" ]]; then
-        python3 -m venv "$distro_venv"
-    fi
-    "$distro_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$distro_requirements"
-    cp "$distro_requirements" "$distro_stamp"
+setup_venv .venv-distro tests/requirements-distro.txt
+
+# The OpenTelemetry JS client (tests/peers/node): npm ci from its lock file, again when it changes.
+node_peer="tests/peers/node"
+if [[ ! -d "$node_peer/node_modules" ]] || ! cmp -s "$node_peer/package-lock.json" "$node_peer/node_modules/.lock.installed"; then
+    echo "==> npm ci in $node_peer"
+    npm ci --prefix "$node_peer" --no-audit --no-fund --loglevel=error
+    cp "$node_peer/package-lock.json" "$node_peer/node_modules/.lock.installed"
 fi
 
-if [[ "$(id -u)" == 0 ]] && ! command -v nc >/dev/null 2>&1; then
-    echo "==> installing netcat-openbsd"
-    if ! { apt-get update -qq && apt-get install -y -qq netcat-openbsd >/dev/null; }; then
-        echo "warning: could not install netcat-openbsd; continuing without nc" >&2
+# A Debian package for a command some tests run, when running as root and it is missing.
+install_tool() {
+    local command="$1" package="$2"
+    if [[ "$(id -u)" == 0 ]] && ! command -v "$command" >/dev/null 2>&1; then
+        echo "==> installing $package"
+        if ! { apt-get update -qq && apt-get install -y -qq "$package" >/dev/null; }; then
+            echo "warning: could not install $package; continuing without $command" >&2
+        fi
     fi
-fi
-
-if [[ "$(id -u)" == 0 ]] && ! command -v curl >/dev/null 2>&1; then
-    echo "==> installing curl (the README's OTLP example is run as written)"
-    if ! { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }; then
-        echo "warning: could not install curl; continuing without it" >&2
-    fi
-fi
+}
+install_tool nc netcat-openbsd
+# The README's OTLP example is run as written.
+install_tool curl curl
 
 # The packaging tests (tests/it/packaging.rs) need docker.io, rpm, qemu-user-static, the arm64
 # linker and Rust target, cargo-generate-rpm and cargo-deb; installed once, skipped when present.

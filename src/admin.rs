@@ -76,7 +76,7 @@ use tokio_util::sync::CancellationToken;
 use crate::otlp_http::OtlpReceiver;
 use crate::proxy::{self, Forwarder, ProxySettings, SAMPLING_PATHS, reply};
 use crate::ratelimit::{RateLimit, Suppressed};
-use crate::stats::Stats;
+use crate::stats::{MetricsFormat, Stats};
 use connections::{Connections, Limits, Membership, Slot};
 
 /// Path of the liveness check.
@@ -517,11 +517,16 @@ impl Surface {
                 let body = serde_json::to_string(&self.stats.snapshot()).unwrap_or_default();
                 reply(StatusCode::OK, "application/json", body)
             }
-            Route::Metrics => reply(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.stats.prometheus_text(),
-            ),
+            Route::Metrics => {
+                // The classic text format unless the scraper asks for OpenMetrics.
+                let accept = req.headers().get(hyper::header::ACCEPT);
+                let format = MetricsFormat::from_accept(accept.and_then(|v| v.to_str().ok()));
+                reply(
+                    StatusCode::OK,
+                    format.content_type(),
+                    self.stats.metrics_text(format),
+                )
+            }
             Route::OtlpTraces => match &self.otlp {
                 Some(receiver) => receiver.traces(req).await,
                 None => reply(StatusCode::NOT_FOUND, "text/plain", "no OTLP receiver here\n".into()),

@@ -4,6 +4,8 @@
 //! ```text
 //! UDP socket ─▶ receiver ─▶ buffer (byte budget) ─▶ batcher ─▶ channel ─▶ upload ─▶ sinks
 //! TCP socket ─▶ admin (stats, health; sampling calls ─▶ X-Ray)        │
+//! --otlp-http ─▶ admin ─▶ otlp_http ─┐ (one OtlpReceiver) ─▶ buffer    │
+//! --otlp-grpc ─▶ otlp_grpc ──────────┘                                │
 //!                         stats ◀───────────── every stage counts ────┘
 //! ```
 //!
@@ -21,7 +23,9 @@
 //! [`StartupError::Interrupted`] (exit code 1).
 //!
 //! Also started here: the telemetry task ([`telemetry`]) when a sink sends to X-Ray and
-//! telemetry is on, and the summary line every [`SUMMARY_INTERVAL`] while something changed.
+//! telemetry is on, the summary line every [`SUMMARY_INTERVAL`] while something changed, and
+//! the report of what rate-limited warnings suppressed ([`Stats::report_suppressed`]), once
+//! their interval is over and at shutdown, before the totals.
 
 use std::sync::Arc;
 
@@ -48,7 +52,7 @@ use crate::sink::xray::XraySink;
 use crate::sink::xray_otlp::{self, XrayOtlpSink};
 use crate::sink::{Destination, Pacing, Sink, SinkSpec};
 use crate::stats::{SUMMARY_INTERVAL, Snapshot, Stats};
-use crate::{admin, batcher, proxy, receiver, telemetry, upload};
+use crate::{admin, batcher, otlp_grpc, proxy, receiver, telemetry, upload};
 
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -60,10 +64,14 @@ pub struct Bound {
     pub udp: BoundUdp,
     /// The TCP listener.
     pub tcp: TcpListener,
+    /// The TCP listener's address (with the real port when 0 was asked).
+    pub tcp_local: SocketAddr,
     /// The stats-only listener (`--stats-address`), if asked.
     pub stats: Option<TcpListener>,
     /// The OTLP/HTTP receiver's listener (`--otlp-http`), if asked.
     pub otlp_http: Option<TcpListener>,
+    /// The OTLP/gRPC receiver's listener (`--otlp-grpc`), if asked.
+    pub otlp_grpc: Option<TcpListener>,
 }
 
 /// What stops the daemon from starting.
@@ -72,6 +80,9 @@ pub enum StartupError {
     /// A socket could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A listen address's host name does not resolve.
+    #[error(transparent)]
+    Address(#[from] crate::config::ConfigError),
     /// AWS cannot be used.
     #[error(transparent)]
     Aws(#[from] aws::AwsError),
@@ -98,25 +109,33 @@ pub enum StartupError {
     },
 }
 
-/// Binds the UDP and TCP sockets. Must run inside the runtime (the TCP listeners are the
-/// runtime's).
+/// Binds the UDP and TCP sockets, first looking up the addresses given as host names (logged;
+/// see [`crate::config::ListenAddr::look_up`]). Must run inside the runtime (the TCP listeners
+/// are the runtime's).
 pub fn bind(config: &Config) -> Result<Bound, StartupError> {
-    let udp = net::bind_udp(config.udp_addr)?;
-    let tcp = net::bind_tcp(config.tcp_addr, "-t/--bind-tcp")?;
-    let stats = config
-        .stats_addr
-        .map(|addr| net::bind_tcp(addr, "--stats-address"))
-        .transpose()?;
-    let otlp_http = config
-        .otlp
-        .http_addr
-        .map(|addr| net::bind_tcp(addr, "--otlp-http"))
-        .transpose()?;
+    let udp = net::bind_udp(config.udp_addr.look_up()?)?;
+    let tcp_addr = config.tcp_addr.look_up()?;
+    let tcp = net::bind_tcp(tcp_addr, "-t/--bind-tcp")?;
+    let tcp_local = tcp.local_addr().unwrap_or(tcp_addr);
+    let stats = match &config.stats_addr {
+        Some(addr) => Some(net::bind_tcp(addr.look_up()?, "--stats-address")?),
+        None => None,
+    };
+    let otlp_http = match &config.otlp.http_addr {
+        Some(addr) => Some(net::bind_tcp(addr.look_up()?, "--otlp-http")?),
+        None => None,
+    };
+    let otlp_grpc = match &config.otlp.grpc_addr {
+        Some(addr) => Some(net::bind_tcp(addr.look_up()?, "--otlp-grpc")?),
+        None => None,
+    };
     Ok(Bound {
         udp,
         tcp,
+        tcp_local,
         stats,
         otlp_http,
+        otlp_grpc,
     })
 }
 
@@ -208,7 +227,7 @@ async fn serve(
         Arc::clone(&stats),
     );
     let udp_local = bound.udp.local;
-    let tcp_local = bound.tcp.local_addr().ok();
+    let tcp_local = bound.tcp_local;
     let receiving = receiver::run(
         bound.udp.socket,
         Arc::clone(&buffer),
@@ -235,9 +254,11 @@ async fn serve(
         upstream_timeout: config.proxy_upstream_timeout,
         ..proxy::ProxySettings::default()
     };
-    // OpenTelemetry in: the receiver, on its own address and for POST /v1/traces on -t.
+    // OpenTelemetry in: one receiver behind both transports, OTLP/HTTP on its own address
+    // (and POST /v1/traces on -t while it is on) and OTLP/gRPC on its own.
     let otlp_local = bound.otlp_http.as_ref().and_then(|l| l.local_addr().ok());
-    let otlp = bound.otlp_http.is_some().then(|| {
+    let grpc_local = bound.otlp_grpc.as_ref().and_then(|l| l.local_addr().ok());
+    let otlp = (bound.otlp_http.is_some() || bound.otlp_grpc.is_some()).then(|| {
         Arc::new(OtlpReceiver::new(
             Arc::clone(&buffer),
             Arc::clone(&stats),
@@ -253,6 +274,7 @@ async fn serve(
             },
         ))
     });
+    let http_on = bound.otlp_http.is_some();
     let otlp_edge = bound
         .otlp_http
         .zip(otlp.clone())
@@ -263,21 +285,26 @@ async fn serve(
                 shutdown.clone(),
             ))
         });
+    let grpc_edge = bound
+        .otlp_grpc
+        .zip(otlp.clone())
+        .map(|(listener, receiver)| {
+            tokio::spawn(otlp_grpc::run(listener, receiver, shutdown.clone()))
+        });
     let proxy = tokio::spawn(admin::run(
         bound.tcp,
         admin::Surface::daemon(
             Arc::clone(&stats),
             proxy::Forwarder::new(proxy_settings.clone(), upstream_rx),
-            otlp,
+            otlp.filter(|_| http_on),
         ),
         shutdown.clone(),
     ));
-    if !config.proxy_sampling_only && !config.tcp_addr.ip().is_loopback() {
+    if !config.proxy_sampling_only && !tcp_local.ip().is_loopback() {
         tracing::warn!(
-            "The sampling proxy on TCP {} can be reached from other hosts and forwards any X-Ray \
-             API call signed with this daemon's credentials, as the original daemon does; to \
-             forward only the SDKs' sampling calls, add --proxy-sampling-only",
-            config.tcp_addr
+            "The sampling proxy on TCP {tcp_local} can be reached from other hosts and forwards \
+             any X-Ray API call signed with this daemon's credentials, as the original daemon \
+             does; to forward only the SDKs' sampling calls, add --proxy-sampling-only"
         );
     }
     // The stats-only address: the admin routes, and no upstream at all.
@@ -333,12 +360,15 @@ async fn serve(
     let sink_names: Vec<String> = config.sinks.iter().map(ToString::to_string).collect();
     tracing::info!(
         "AWS X-Ray daemon (xray-daemon-rs) {VERSION}: receiving segments on UDP {udp_local}, \
-         sampling proxy and stats on TCP {}{}{}, buffer {} ({}), kernel receive buffer {} KiB, \
+         sampling proxy and stats on TCP {}{}{}{}, buffer {} ({}), kernel receive buffer {} KiB, \
          sinks: {}, {region_line}",
-        tcp_local.map_or_else(|| config.tcp_addr.to_string(), |a| a.to_string()),
+        tcp_local,
         stats_local.map_or_else(String::new, |a| format!(", stats also on TCP {a}")),
         otlp_local.map_or_else(String::new, |a| format!(
             ", OpenTelemetry spans (OTLP/HTTP) on TCP {a} (POST /v1/traces)"
+        )),
+        grpc_local.map_or_else(String::new, |a| format!(
+            ", OpenTelemetry spans (OTLP/gRPC) on TCP {a} (TraceService/Export)"
         )),
         human_bytes(config.buffer_bytes),
         config.buffer_source,
@@ -397,6 +427,7 @@ async fn serve(
         _ => None,
     };
     let summary = tokio::spawn(log_summaries(Arc::clone(&stats)));
+    let suppressed = tokio::spawn(report_suppressed(Arc::clone(&stats)));
 
     // The edges run until shutdown; one that ends before it (a failed socket, a panic) stops
     // the daemon, which then exits 1 after draining what it holds.
@@ -411,6 +442,9 @@ async fn serve(
     }
     if let Some(edge) = otlp_edge {
         edges.spawn(stage("the --otlp-http listener", edge));
+    }
+    if let Some(edge) = grpc_edge {
+        edges.spawn(stage("the --otlp-grpc listener", edge));
     }
     let ended_early = first_to_end(&shutdown, &mut edges, &mut lanes).await;
     if let Some(name) = ended_early {
@@ -465,6 +499,9 @@ async fn serve(
         () = drain => false,
         () = exit_now.cancelled() => true,
     };
+    // What the rate-limited warnings suppressed and no later one reported, before the totals.
+    suppressed.abort();
+    stats.report_suppressed(true);
     if given_up {
         let end = stats.snapshot();
         let lost = end.buffered + end.in_flight;
@@ -531,6 +568,17 @@ async fn log_summaries(stats: Arc<Stats>) {
             tracing::info!("{}", now.summary_line());
         }
         last = now;
+    }
+}
+
+/// Logs what rate-limited warnings suppressed, once their interval is over
+/// ([`Stats::report_suppressed`]). Wakes only after a warning was suppressed, so an idle daemon
+/// stays asleep.
+async fn report_suppressed(stats: Arc<Stats>) {
+    loop {
+        stats.warning_suppressed().await;
+        tokio::time::sleep(crate::ratelimit::WARN_INTERVAL).await;
+        stats.report_suppressed(false);
     }
 }
 
@@ -627,7 +675,7 @@ impl Daemon {
     pub fn start(config: Config, memory_store: Option<usize>) -> Result<Daemon, StartupError> {
         let bound = bind(&config)?;
         let udp = bound.udp.local;
-        let tcp = bound.tcp.local_addr().unwrap_or(config.tcp_addr);
+        let tcp = bound.tcp_local;
         let stats_addr = bound.stats.as_ref().and_then(|l| l.local_addr().ok());
         let stats = Arc::new(Stats::new());
         let memory = memory_store.map(|cap| Arc::new(MemoryStore::new(cap)));

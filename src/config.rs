@@ -4,7 +4,10 @@
 //! one was found ([`file::Loaded`]) and facts about the machine ([`Machine`]: memory
 //! available). Out: a [`Config`], or a [`ConfigError`] naming the setting (flag, or key, file
 //! and line), the bad value and the fix. [`resolve`] is a pure function: the caller gathers the
-//! inputs, so tests pass values instead of changing the process.
+//! inputs, so tests pass values instead of changing the process. It reaches no network: a
+//! listen address given as a host name stays a [`ListenAddr`] to be looked up when binding,
+//! once the log can say so, and a region is checked to be one DNS label
+//! ([`is_valid_region`]) before anything puts it in a host name.
 //!
 //! Precedence, as in the original: a flag given on the command line beats the config file,
 //! which beats the built-in default. Only one file is used: a `-c` file takes the place of the
@@ -39,10 +42,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 /// Everything the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// UDP address to receive on.
-    pub udp_addr: SocketAddr,
+    /// UDP address to receive on (a host name is looked up when binding).
+    pub udp_addr: ListenAddr,
     /// TCP address for the proxy and the stats/health paths.
-    pub tcp_addr: SocketAddr,
+    pub tcp_addr: ListenAddr,
     /// Memory budget for documents, in bytes.
     pub buffer_bytes: usize,
     /// Where the budget came from, in words.
@@ -91,7 +94,7 @@ pub struct Config {
     /// Time between telemetry records; `None`: no telemetry.
     pub telemetry_interval: Option<Duration>,
     /// A TCP address of its own for the stats and health paths (`--stats-address`), if asked.
-    pub stats_addr: Option<SocketAddr>,
+    pub stats_addr: Option<ListenAddr>,
 }
 
 impl Config {
@@ -246,7 +249,9 @@ fn pick<T>(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OtlpConfig {
     /// Where the OTLP/HTTP receiver listens (`--otlp-http`, `OTLP.HTTPAddress`); `None`: off.
-    pub http_addr: Option<SocketAddr>,
+    pub http_addr: Option<ListenAddr>,
+    /// Where the OTLP/gRPC receiver listens (`--otlp-grpc`, `OTLP.GRPCAddress`); `None`: off.
+    pub grpc_addr: Option<ListenAddr>,
     /// The largest request body, after decompression (`--otlp-max-request-bytes`,
     /// `OTLP.MaxRequestBytes`). Default [`defaults::DEFAULT_OTLP_MAX_REQUEST_BYTES`].
     pub max_request_bytes: usize,
@@ -323,8 +328,7 @@ pub fn resolve(
     let (buffer_bytes, buffer_source) = buffer_budget(&buffer, machine)?;
 
     let concurrency = pick(
-        cli.concurrency
-            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        cli.concurrency,
         "--concurrency",
         f.concurrency,
         defaults::DEFAULT_CONCURRENCY as i64,
@@ -347,17 +351,39 @@ pub fn resolve(
         cli.max_segment_size,
         "--max-segment-size",
         None,
-        crate::document::DEFAULT_MAX_DOCUMENT_BYTES,
+        crate::document::DEFAULT_MAX_DOCUMENT_BYTES as i64,
     );
-    if !(64..=crate::document::DEFAULT_MAX_DOCUMENT_BYTES).contains(&max_document.value) {
-        return Err(max_document.invalid(
-            max_document.value,
-            format!(
-                "must be from 64 to {} bytes",
-                crate::document::DEFAULT_MAX_DOCUMENT_BYTES
-            ),
-        ));
-    }
+    let max_document_bytes = usize::try_from(max_document.value)
+        .ok()
+        .filter(|n| (64..=crate::document::DEFAULT_MAX_DOCUMENT_BYTES).contains(n))
+        .ok_or_else(|| {
+            max_document.invalid(
+                max_document.value,
+                format!(
+                    "must be from 64 to {} bytes",
+                    crate::document::DEFAULT_MAX_DOCUMENT_BYTES
+                ),
+            )
+        })?;
+    let rotate_bytes = pick(
+        cli.log_rotate_bytes,
+        "--log-rotate-bytes",
+        None,
+        crate::logging::DEFAULT_ROTATE_BYTES as i64,
+    );
+    let rotate_bytes = u64::try_from(rotate_bytes.value)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            rotate_bytes.invalid(
+                rotate_bytes.value,
+                format!(
+                    "give the size in bytes at which the log file is rotated, at least 1 \
+                     (default {}); to never rotate, set Logging.LogRotation: false",
+                    crate::logging::DEFAULT_ROTATE_BYTES
+                ),
+            )
+        })?;
 
     let level = pick(
         cli.log_level.clone(),
@@ -383,9 +409,7 @@ pub fn resolve(
         .filter(|p| !p.as_os_str().is_empty()),
         // `Logging.LogRotation` has no flag; `--log-rotate-bytes` only sizes it.
         rotation: f.log_rotation.is_none_or(|s| s.value).then(|| Rotation {
-            max_bytes: cli
-                .log_rotate_bytes
-                .unwrap_or(crate::logging::DEFAULT_ROTATE_BYTES),
+            max_bytes: rotate_bytes,
             ..Rotation::default()
         }),
     };
@@ -416,7 +440,19 @@ pub fn resolve(
             .non_empty()
             .map(|s| s.value)
     };
-    let region = text(&cli.region, "-n/--region", f.region);
+    let region = pick(cli.region.clone(), "-n/--region", f.region, String::new())
+        .map(|r| r.trim().to_owned())
+        .non_empty();
+    if let Some(r) = &region
+        && !is_valid_region(&r.value)
+    {
+        // Checked before anything can put it in a host name and ask the DNS for it.
+        return Err(r.invalid(
+            &r.value,
+            "a region is one word of letters, digits and '-', for example us-east-1",
+        ));
+    }
+    let region = region.map(|r| r.value);
     let role_arn = text(&cli.role_arn, "-r/--role-arn", f.role_arn);
     let resource_arn = text(&cli.resource_arn, "-a/--resource-arn", f.resource_arn);
     let local_mode = pick(cli.local_mode, "-o/--local-mode", f.local_mode, false).value;
@@ -465,15 +501,19 @@ pub fn resolve(
         cli.retry_max_attempts,
         "--retry-max-attempts",
         None,
-        defaults::DEFAULT_MAX_ATTEMPTS,
+        i64::from(defaults::DEFAULT_MAX_ATTEMPTS),
     );
-    if retry_max_attempts.value == 0 {
-        return Err(
-            retry_max_attempts.invalid(0, "at least 1 attempt is needed (1 means no retries)")
-        );
-    }
+    let max_attempts = u32::try_from(retry_max_attempts.value)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            retry_max_attempts.invalid(
+                retry_max_attempts.value,
+                format!("give from 1 to {} attempts (1 means no retries)", u32::MAX),
+            )
+        })?;
     let retry = defaults::RetryPolicy {
-        max_attempts: retry_max_attempts.value,
+        max_attempts,
         max_age: seconds(
             cli.retry_max_age,
             "--retry-max-age",
@@ -520,7 +560,7 @@ pub fn resolve(
         concurrency,
         upload_timeout,
         otlp,
-        max_document: max_document.value,
+        max_document: max_document_bytes,
         region,
         endpoint: endpoint.map(|s| s.value),
         role_arn,
@@ -565,20 +605,24 @@ pub fn resolve(
 
 /// The `OTLP` settings: flags over the file over the defaults.
 fn otlp(cli: &cli::Cli, f: &file::FileConfig) -> Result<OtlpConfig, ConfigError> {
-    let http = match (&cli.otlp_http, &f.otlp_http_address) {
-        (Some(flag), _) => Some(Setting {
-            value: flag.clone(),
-            source: Source::Flag("--otlp-http"),
-        }),
-        (None, from_file) => from_file.clone(),
-    };
-    let http_addr = http
-        .filter(|s| !s.value.is_empty())
-        .map(|s| parse_listen_addr(&s.value, &s.source))
-        .transpose()?;
+    let address =
+        |flag: &Option<String>, name: &'static str, from_file: &Option<Setting<String>>| {
+            let setting = match flag {
+                Some(flag) => Some(Setting {
+                    value: flag.clone(),
+                    source: Source::Flag(name),
+                }),
+                None => from_file.clone(),
+            };
+            setting
+                .filter(|s| !s.value.is_empty())
+                .map(|s| parse_listen_addr(&s.value, &s.source))
+                .transpose()
+        };
+    let http_addr = address(&cli.otlp_http, "--otlp-http", &f.otlp_http_address)?;
+    let grpc_addr = address(&cli.otlp_grpc, "--otlp-grpc", &f.otlp_grpc_address)?;
     let max = pick(
-        cli.otlp_max_request_bytes
-            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        cli.otlp_max_request_bytes,
         "--otlp-max-request-bytes",
         f.otlp_max_request_bytes.clone(),
         defaults::DEFAULT_OTLP_MAX_REQUEST_BYTES as i64,
@@ -623,6 +667,7 @@ fn otlp(cli: &cli::Cli, f: &file::FileConfig) -> Result<OtlpConfig, ConfigError>
     };
     Ok(OtlpConfig {
         http_addr,
+        grpc_addr,
         max_request_bytes,
         indexed_attributes,
         index_all_attributes,
@@ -717,17 +762,103 @@ fn redact_userinfo(text: &str) -> String {
     }
 }
 
+/// A listen address as configured: an IP address and port, or a host name and port. A host
+/// name is looked up only by [`ListenAddr::look_up`], just before binding and once logging has
+/// started (which says what is looked up), so [`resolve`] never reaches the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// The setting it came from (for messages).
+    pub setting: Source,
+    target: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Ip(SocketAddr),
+    Host { name: String, port: u16 },
+}
+
+impl ListenAddr {
+    /// An IP address and port, from `setting`.
+    pub fn ip(addr: SocketAddr, setting: Source) -> Self {
+        ListenAddr {
+            setting,
+            target: Target::Ip(addr),
+        }
+    }
+
+    /// The IP address and port, when it was given as one (no lookup needed).
+    pub fn as_ip(&self) -> Option<SocketAddr> {
+        match &self.target {
+            Target::Ip(addr) => Some(*addr),
+            Target::Host { .. } => None,
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match &self.target {
+            Target::Ip(addr) => addr.port(),
+            Target::Host { port, .. } => *port,
+        }
+    }
+
+    /// The address to bind: the IP address given, or the host name's, looked up now (IPv4
+    /// first; blocking, as the original's `ResolveUDPAddr`). The lookup is logged at Info
+    /// before it is made: it may take seconds, and it asks the DNS about a configured name.
+    ///
+    /// Errors: the host name does not resolve, naming the setting.
+    pub fn look_up(&self) -> Result<SocketAddr, ConfigError> {
+        let (name, port) = match &self.target {
+            Target::Ip(addr) => return Ok(*addr),
+            Target::Host { name, port } => (name.as_str(), *port),
+        };
+        tracing::info!(
+            "Looking up the host name {name} (from {}) for the address to listen on",
+            self.setting
+        );
+        let err = |why: String| ConfigError::Address {
+            setting: self.setting.clone(),
+            value: self.to_string(),
+            why,
+        };
+        let addrs: Vec<SocketAddr> = (name, port)
+            .to_socket_addrs()
+            .map_err(|e| err(format!("the host name does not resolve ({e})")))?
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| err("the host name resolves to no address".into()))?;
+        tracing::debug!("The host name {name} is {}", addr.ip());
+        Ok(addr)
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Target::Ip(addr) => addr.fmt(f),
+            Target::Host { name, port } => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
 /// Parses a listen address the way the original accepts them: `HOST:PORT`, `[V6]:PORT`, or
 /// `:PORT` (every address, IPv4 and IPv6). `localhost` means 127.0.0.1, never only `::1`, so
-/// SDKs sending to 127.0.0.1 reach it; another host name is resolved once, IPv4 first.
-pub fn parse_listen_addr(text: &str, setting: &Source) -> Result<SocketAddr, ConfigError> {
+/// SDKs sending to 127.0.0.1 reach it; another host name is kept to be looked up once, just
+/// before binding ([`ListenAddr::look_up`]). No lookup here.
+pub fn parse_listen_addr(text: &str, setting: &Source) -> Result<ListenAddr, ConfigError> {
     let err = |why: &str| ConfigError::Address {
         setting: setting.clone(),
         value: text.into(),
         why: why.into(),
     };
+    let ip = |addr| Ok(ListenAddr::ip(addr, setting.clone()));
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+        return ip(addr);
     }
     let (host, port) = text.rsplit_once(':').ok_or_else(|| err("no port"))?;
     let port: u16 = port
@@ -735,24 +866,53 @@ pub fn parse_listen_addr(text: &str, setting: &Source) -> Result<SocketAddr, Con
         .map_err(|_| err("the port must be a number from 0 to 65535"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+        return ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
     }
     if host.eq_ignore_ascii_case("localhost") {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        return ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+    if let Ok(addr) = host.parse::<IpAddr>() {
+        return ip(SocketAddr::new(addr, port));
     }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| err(&format!("the host name does not resolve ({e})")))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| err("the host name resolves to no address"))
+    if !is_host_name(host) {
+        return Err(err(
+            "the host is neither an IP address nor a host name (letters, digits, '-', '_' and \
+             '.')",
+        ));
+    }
+    Ok(ListenAddr {
+        setting: setting.clone(),
+        target: Target::Host {
+            name: host.to_owned(),
+            port,
+        },
+    })
+}
+
+/// True for text that can be a DNS host name: dot-separated labels of 1 to 63 letters, digits,
+/// `-` or `_` (container names have them), 253 characters at most, a final dot allowed.
+fn is_host_name(text: &str) -> bool {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    text.len() <= 253
+        && text.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// True for a region that can stand in a host name as the SDK puts it there
+/// (`xray.REGION.amazonaws.com`): one DNS label, 1 to 63 letters, digits and `-`, not starting
+/// or ending with `-` (the SDK's `isValidHostLabel`). `x.y` is not one: it would make the daemon
+/// ask the DNS for `xray.x.y.amazonaws.com`.
+pub fn is_valid_region(region: &str) -> bool {
+    (1..=63).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-')
 }
 
 /// The memory budget in bytes and where it came from, in words for the banner. `given`: the MB
@@ -949,12 +1109,14 @@ mod tests {
         };
         let off = ok(resolve(&cli(&[]), None, Machine::default())).otlp;
         assert_eq!(
-            off.http_addr, None,
+            (off.http_addr, off.grpc_addr),
+            (None, None),
             "off by default: a drop-in opens no new port"
         );
         assert_eq!(off.max_request_bytes, 20 * 1024 * 1024);
         let f = loaded(
-            "Version: 2\nOTLP:\n  HTTPAddress: 127.0.0.1:4318\n  MaxRequestBytes: 4096\n  \
+            "Version: 2\nOTLP:\n  HTTPAddress: 127.0.0.1:4318\n  GRPCAddress: 127.0.0.1:4317\n  \
+             MaxRequestBytes: 4096\n  \
              IndexedAttributes: [app.user, \"app.tier\"]\n  IndexAllAttributes: false\n",
         );
         let from_file = match otlp(&[], Some(&f)) {
@@ -962,11 +1124,14 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(from_file.http_addr.map(|a| a.port()), Some(4318));
+        assert_eq!(from_file.grpc_addr.map(|a| a.port()), Some(4317));
         assert_eq!(from_file.max_request_bytes, 4096);
         assert_eq!(from_file.indexed_attributes, ["app.user", "app.tier"]);
         let flags = [
             "--otlp-http",
             "0.0.0.0:14318",
+            "--otlp-grpc",
+            "0.0.0.0:14317",
             "--indexed-attributes",
             "a, b",
             "--index-all-attributes",
@@ -976,6 +1141,16 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(o.http_addr.map(|a| a.port()), Some(14318));
+        assert_eq!(o.grpc_addr.map(|a| a.port()), Some(14317));
+        match otlp(&["--otlp-grpc", "localhost"], None) {
+            Err(e) => assert!(e.to_string().contains("--otlp-grpc"), "{e}"),
+            Ok(o) => panic!("{o:?}"),
+        }
+        let off = otlp(&["--otlp-grpc", ""], Some(&f)).map(|o| o.grpc_addr);
+        assert!(
+            matches!(off, Ok(None)),
+            "an empty flag turns it off: {off:?}"
+        );
         assert_eq!(
             (o.indexed_attributes, o.index_all_attributes),
             (vec!["a".to_owned(), "b".into()], true)
@@ -1252,6 +1427,78 @@ mod tests {
         assert_eq!(p("0.0.0.0:2000"), Ok("0.0.0.0:2000".into()));
         assert!(p("127.0.0.1").is_err_and(|e| e.contains("-b") && e.contains("HOST:PORT")));
         assert!(p("127.0.0.1:99999").is_err());
+        assert!(p("two words:2000").is_err_and(|e| e.contains("host name")));
+    }
+
+    /// A host name is kept as given by `resolve` (which makes no lookup), and looked up only
+    /// when binding: it used to be looked up while the config was read, before the log began.
+    #[test]
+    fn a_host_name_to_listen_on_is_looked_up_only_when_binding() {
+        let c = ok(resolve(
+            &cli(&["-b", "xray-sidecar.invalid:2000", "-t", "db_1.invalid:2001"]),
+            None,
+            Machine::default(),
+        ));
+        assert_eq!(c.udp_addr.to_string(), "xray-sidecar.invalid:2000");
+        assert_eq!((c.udp_addr.as_ip(), c.udp_addr.port()), (None, 2000));
+        assert_eq!(c.tcp_addr.to_string(), "db_1.invalid:2001");
+        // `.invalid` never resolves (RFC 6761): the error names the setting.
+        let e = c.udp_addr.look_up().map_err(|e| e.to_string());
+        assert!(
+            e.as_ref().is_err_and(|e| e.contains("-b/--bind")
+                && e.contains("xray-sidecar.invalid:2000")
+                && e.contains("does not resolve")),
+            "{e:?}"
+        );
+        let local = ok(resolve(
+            &cli(&["-b", "localhost:0"]),
+            None,
+            Machine::default(),
+        ));
+        assert_eq!(
+            local.udp_addr.look_up().ok(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+    }
+
+    /// A region goes into host names (`xray.REGION.amazonaws.com`): one that is not a single
+    /// DNS label is refused with the config, before anything can look it up.
+    #[test]
+    fn a_region_that_is_not_one_dns_label_is_refused() {
+        for bad in [
+            "x.y",
+            "us-east-1.evil.com",
+            "us east 1",
+            "-us-east-1",
+            "a/b",
+        ] {
+            match resolve(&cli(&["-n", bad]), None, Machine::default()) {
+                Err(e) => assert!(
+                    e.to_string().contains("-n/--region") && e.to_string().contains("us-east-1"),
+                    "{e}"
+                ),
+                Ok(c) => panic!("{bad} accepted: {:?}", c.region),
+            }
+        }
+        let f = loaded("Version: 2\nRegion: x.y\n");
+        let e = resolve(&cli(&[]), Some(&f), Machine::default()).map(|c| c.region);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.to_string().contains("Region in /x/cfg.yaml (line 2)")),
+            "{e:?}"
+        );
+        for good in [
+            "us-east-1",
+            "us-gov-west-1",
+            "cn-north-1",
+            "us-isob-east-1",
+            "local",
+        ] {
+            let c = ok(resolve(&cli(&["-n", good]), None, Machine::default()));
+            assert_eq!(c.region.as_deref(), Some(good));
+        }
+        let c = ok(resolve(&cli(&["-n", " "]), None, Machine::default()));
+        assert_eq!(c.region, None, "blank is unset");
     }
 
     #[test]
@@ -1384,6 +1631,58 @@ mod tests {
             parse_meminfo_total("MemTotal:       1024 kB\nMemFree: 1 kB\n"),
             Some(1024 * 1024)
         );
+    }
+
+    /// The original's rule: a value that does not parse exits 2 (clap refuses it), one out of
+    /// range exits 1 (`resolve` refuses it, naming the flag). `--log-rotate-bytes 0` and
+    /// `--concurrency -1` were refused by clap, so exited 2.
+    #[test]
+    fn numbers_out_of_range_are_config_errors_and_non_numbers_usage_errors() {
+        let out_of_range = [
+            ("--log-rotate-bytes", "0"),
+            ("--log-rotate-bytes", "-1"),
+            ("--concurrency", "-1"),
+            ("--concurrency", "0"),
+            ("--max-segment-size", "-1"),
+            ("--max-segment-size", "63"),
+            ("--retry-max-attempts", "0"),
+            ("--retry-max-attempts", "-3"),
+            ("--retry-max-attempts", "4294967296"),
+            ("--otlp-max-request-bytes", "-1"),
+            ("-m", "2"),
+            ("--shutdown-timeout", "-1"),
+            ("--upload-timeout", "0"),
+            ("--telemetry-interval", "-1"),
+            ("--proxy-client-timeout", "0"),
+            ("--proxy-upstream-timeout", "0"),
+            ("--retry-max-age", "-1"),
+        ];
+        for (flag, value) in out_of_range {
+            match resolve(&cli(&[flag, value]), None, Machine::default()) {
+                Err(e) => assert!(
+                    e.to_string().contains(flag) && e.to_string().contains(value),
+                    "{flag} {value}: {e}"
+                ),
+                Ok(_) => panic!("{flag} {value} accepted"),
+            }
+        }
+        let parse = |words: &[&str]| {
+            let args = match args::normalize(words.iter().map(std::ffi::OsString::from)) {
+                Ok(args::Invocation::Daemon { args, .. }) => args,
+                other => panic!("{other:?}"),
+            };
+            cli::Cli::try_parse_from(args).map(|_| ())
+        };
+        for flag in out_of_range.map(|(flag, _)| flag) {
+            assert!(parse(&[flag, "lots"]).is_err(), "{flag} lots parses");
+        }
+        let c = ok(resolve(
+            &cli(&["--log-rotate-bytes", "1", "--retry-max-attempts", "1"]),
+            None,
+            Machine::default(),
+        ));
+        assert_eq!(c.log.rotation.map(|r| r.max_bytes), Some(1));
+        assert_eq!(c.retry.max_attempts, 1);
     }
 
     #[test]

@@ -44,6 +44,15 @@ const ABOUT: &str = "Asks the daemon running at HOST:PORT (default 127.0.0.1:200
 address, -t) whether it is healthy, and exits 0 if it is, 1 if not, printing one line saying \
 why. By default only liveness is checked: the daemon answers and its UDP receive loop runs.";
 
+/// `xray health`'s usage, for the daemon's own `--help` (which lists the subcommands clap does
+/// not see; see [`crate::config::cli`]).
+pub const USAGE: &str = "xray health [HOST:PORT] [--max-upload-failure SECONDS]";
+
+/// One sentence on `xray health`, for the daemon's own `--help`.
+pub const SUMMARY: &str = "Asks the daemon running at HOST:PORT (default 127.0.0.1:2000) whether \
+it is healthy: exit 0 if it is, 1 if not, with one line saying why. For a container's health \
+check (no shell needed); `xray health --help` for more.";
+
 /// The arguments after `health`.
 #[derive(Debug, clap::Parser)]
 #[command(name = "xray health", about = ABOUT, disable_version_flag = true)]

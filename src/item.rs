@@ -22,17 +22,20 @@ pub enum Input {
     Udp,
     /// OpenTelemetry spans over OTLP/HTTP (`--otlp-http`, `POST /v1/traces`).
     OtlpHttp,
+    /// OpenTelemetry spans over OTLP/gRPC (`--otlp-grpc`, `TraceService/Export`).
+    OtlpGrpc,
 }
 
 impl Input {
     /// Every input, in the order stats list them.
-    pub const ALL: [Input; 2] = [Input::Udp, Input::OtlpHttp];
+    pub const ALL: [Input; 3] = [Input::Udp, Input::OtlpHttp, Input::OtlpGrpc];
 
     /// The stable name used in stats output.
     pub fn as_str(self) -> &'static str {
         match self {
             Input::Udp => "udp",
             Input::OtlpHttp => "otlp_http",
+            Input::OtlpGrpc => "otlp_grpc",
         }
     }
 
@@ -40,7 +43,7 @@ impl Input {
     pub fn takes_requests(self) -> bool {
         match self {
             Input::Udp => false,
-            Input::OtlpHttp => true,
+            Input::OtlpHttp | Input::OtlpGrpc => true,
         }
     }
 

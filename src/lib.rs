@@ -17,6 +17,8 @@
 //!
 //! Where to look:
 //! - "what comes in": [`receiver`] (UDP datagrams → [`document::parse`] → [`item::Item`]s);
+//!   OpenTelemetry spans through [`otlp_http`] (OTLP/HTTP, and the transport-agnostic core
+//!   [`otlp_http::OtlpReceiver::take`]) and [`otlp_grpc`] (OTLP/gRPC, onto the same core);
 //! - "what happens when memory is full": [`buffer`] (the store, its lanes and the memory rule);
 //! - "where is a batch cut", "when does a failed sink get tried again": [`batcher`] (batch
 //!   cutting, the linger timer, the retry gate and its probe);
@@ -59,6 +61,7 @@ pub mod logging;
 pub mod memory;
 pub mod net;
 pub mod otlp;
+pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod outcome;
 pub mod proxy;

@@ -434,10 +434,7 @@ struct RotatingFile {
 
 impl RotatingFile {
     fn open(path: &Path, rotation: Option<Rotation>) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = open_append(path)?;
+        let file = create_and_open(path)?;
         let size = file.metadata()?.len();
         Ok(RotatingFile {
             path: path.to_path_buf(),
@@ -453,10 +450,7 @@ impl RotatingFile {
     /// from now on; if that fails, says so on standard error and keeps the file it has.
     fn reopen_now(&mut self) {
         let opened = (|| {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let file = open_append(&self.path)?;
+            let file = create_and_open(&self.path)?;
             let size = file.metadata()?.len();
             Ok::<_, io::Error>((file, size))
         })();
@@ -554,6 +548,116 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
         .create(true)
         .append(true)
         .open(path)
+}
+
+/// Opens `path` to append, creating it and its missing parent directories.
+fn create_and_open(path: &Path) -> io::Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    open_append(path)
+}
+
+/// Appends one line (a newline is added) to the log file at `path`, creating it and its
+/// parent directories as the log itself does: how a config error found before logging starts
+/// reaches the `-f` file.
+///
+/// Errors: the file cannot be created, opened or written ([`LogFileError`] says why).
+pub fn append_line(path: &Path, line: &str) -> Result<(), LogFileError> {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    create_and_open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LogFileError::new(path, e))
+}
+
+/// The log file cannot be used, and why in words that point at the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFileError {
+    /// A component of the path above the file exists but is not a directory (a regular file),
+    /// so no directory can be made there.
+    #[error(
+        "cannot write the log file {}: its parent {} is not a directory. Choose another file \
+         with -f (or Logging.LogPath), or move {} away",
+        path.display(), parent.display(), parent.display()
+    )]
+    ParentNotDirectory {
+        /// The log file.
+        path: PathBuf,
+        /// The first component above it that exists and is not a directory.
+        parent: PathBuf,
+    },
+    /// The path names a directory.
+    #[error(
+        "cannot write the log file {}: it is a directory. Give a file name with -f (or \
+         Logging.LogPath), for example {}",
+        path.display(), path.join("xray.log").display()
+    )]
+    IsDirectory {
+        /// The log file.
+        path: PathBuf,
+    },
+    /// Not allowed to create or write it.
+    #[error(
+        "cannot write the log file {}: {source}. Fix its directory's permissions or choose \
+         another file with -f (or Logging.LogPath)",
+        path.display()
+    )]
+    PermissionDenied {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Anything else the OS refused (a full disk, a read-only file system).
+    #[error(
+        "cannot write the log file {}: {source}. Choose another file with -f (or \
+         Logging.LogPath)",
+        path.display()
+    )]
+    Io {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl LogFileError {
+    /// Works out why opening `path` failed with `error`: the OS says "File exists" when a
+    /// directory cannot be made over a regular file, and "Not a directory" further down, so
+    /// the path is looked at rather than the error's words.
+    pub fn new(path: &Path, error: io::Error) -> Self {
+        let path_buf = path.to_path_buf();
+        if let Some(parent) = path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .find(|a| a.symlink_metadata().is_ok())
+            .filter(|a| !a.is_dir())
+        {
+            return LogFileError::ParentNotDirectory {
+                path: path_buf,
+                parent: parent.to_path_buf(),
+            };
+        }
+        if path.is_dir() {
+            return LogFileError::IsDirectory { path: path_buf };
+        }
+        match error.kind() {
+            io::ErrorKind::PermissionDenied => LogFileError::PermissionDenied {
+                path: path_buf,
+                source: error,
+            },
+            _ => LogFileError::Io {
+                path: path_buf,
+                source: error,
+            },
+        }
+    }
 }
 
 /// The writer thread's end of the queue: writes each line to its target whole or not at all,
@@ -702,8 +806,8 @@ impl Drop for LogGuard {
 /// SDK's internals are kept at Warn unless `dev` is asked for. Keep the returned guard until
 /// exit: dropping it flushes the queue and stops the writer thread.
 ///
-/// Errors: the log file cannot be created or opened.
-pub fn init(settings: &LogSettings) -> io::Result<LogGuard> {
+/// Errors: the log file cannot be created or opened ([`LogFileError`] says why).
+pub fn init(settings: &LogSettings) -> Result<LogGuard, LogFileError> {
     let ours = settings.level.max_level();
     let others = if settings.level == LogLevel::Dev {
         Level::DEBUG
@@ -730,7 +834,8 @@ pub fn init(settings: &LogSettings) -> io::Result<LogGuard> {
     let report = (ours >= Level::WARN).then_some(settings.format);
     let (writer, guard, lost) = match &settings.file {
         Some(path) => {
-            let file = RotatingFile::open(path, settings.rotation)?;
+            let file = RotatingFile::open(path, settings.rotation)
+                .map_err(|e| LogFileError::new(path, e))?;
             let _ = REOPEN.set((Arc::clone(&file.reopen), path.clone()));
             spawn_writer(file, QUEUE_LINES, report)
         }
@@ -1119,6 +1224,51 @@ mod tests {
         assert_eq!(read(&path), "after\n");
         assert!(!f.reopen.load(Ordering::Acquire), "once per request");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_log_file_under_a_regular_file_names_the_parent_that_is_not_a_directory()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "a file")?;
+        for path in [plain.join("x.log"), plain.join("sub/dir/x.log")] {
+            let opened = RotatingFile::open(&path, None).map_err(|e| LogFileError::new(&path, e));
+            let e = opened.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.contains(&format!(
+                    "its parent {} is not a directory",
+                    plain.display()
+                )) && !e.contains("File exists")
+                    && !e.contains("permissions"),
+                "{e}"
+            );
+        }
+        let e = LogFileError::new(dir.path(), io::Error::from(io::ErrorKind::IsADirectory));
+        assert!(matches!(e, LogFileError::IsDirectory { .. }), "{e}");
+        let e = LogFileError::new(
+            &dir.path().join("x.log"),
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert!(e.to_string().contains("permissions"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_line_appended_before_logging_starts_makes_the_directories_as_the_log_does()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("not/made/xray.log");
+        append_line(&path, "first")?;
+        append_line(&path, "second")?;
+        assert_eq!(std::fs::read_to_string(&path)?, "first\nsecond\n");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "")?;
+        assert!(matches!(
+            append_line(&plain.join("x.log"), "x"),
+            Err(LogFileError::ParentNotDirectory { .. })
+        ));
+        Ok(())
     }
 
     #[test]

@@ -2,16 +2,15 @@
 //! code.
 //!
 //! Exit codes as the original daemon's: 0 after help, version or a clean shutdown; 2 for a
-//! usage error (unknown flag, bad value); 1 for a configuration or startup error, and (ours)
-//! when a second SIGTERM or SIGINT gives up the drain. A config
-//! error is written to standard error as a log line, and also to the `-f` log file if one was
-//! given, like the original. Once logging has started, lines go through its writer thread;
-//! the guard [`logging::init`] returns is held to the end of `main`, so the lines still queued
-//! (the final summary among them) are written before the process exits.
+//! usage error (unknown flag, a value that does not parse); 1 for a configuration or startup
+//! error (a number out of range among them), and (ours) when a second SIGTERM or SIGINT gives
+//! up the drain. A config error is written to standard
+//! error as a log line, and also to the `-f` log file if one was given, like the original (its
+//! directories are made, as for the log). Once logging has started, lines go through its
+//! writer thread; the guard [`logging::init`] returns is held to the end of `main`, so the
+//! lines still queued (the final summary among them) are written before the process exits.
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -75,20 +74,7 @@ fn main() -> ExitCode {
     // summary among them), waiting at most `logging::FLUSH_TIMEOUT`.
     let _log_writer = match logging::init(&config.log) {
         Ok(guard) => guard,
-        Err(e) => {
-            return config_error(
-                &cli,
-                &format!(
-                    "cannot write the log file {}: {e}. Fix its directory's permissions or choose another file with -f",
-                    config
-                        .log
-                        .file
-                        .as_deref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                ),
-            );
-        }
+        Err(e) => return config_error(&cli, &e.to_string()),
     };
     if !ignored.is_empty() {
         tracing::warn!(
@@ -203,7 +189,8 @@ fn subcommand(name: &str, args: Vec<OsString>) -> ExitCode {
 }
 
 /// Reports a config or startup problem found before logging starts: a log line on standard
-/// error, and in the `-f` file if one was given (best effort). Exit code 1.
+/// error, and in the `-f` file if one was given (best effort; its directories are created, as
+/// for the log itself). Exit code 1.
 fn config_error(cli: &Cli, message: &str) -> ExitCode {
     let line = logging::line_in(cli.log_format.unwrap_or_default(), Level::ERROR, message);
     eprintln!("{line}");
@@ -212,19 +199,10 @@ fn config_error(cli: &Cli, message: &str) -> ExitCode {
         .as_deref()
         .filter(|p| !p.as_os_str().is_empty())
     {
-        append_line(path, &line);
+        // The line is on standard error already; the file is a copy.
+        let _ = logging::append_line(path, &line);
     }
     ExitCode::from(1)
-}
-
-fn append_line(path: &Path, line: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(f, "{line}");
-    }
 }
 
 /// Raises the soft limit on open files to the hard one, as Go programs (the original daemon

@@ -17,8 +17,9 @@
 //!
 //! The core, [`OtlpReceiver::take`], does not know HTTP: a body, its format and encoding in,
 //! a [`Taken`] out. The OTLP/HTTP handler ([`OtlpReceiver::traces`]) reads the body under its
-//! bounds and maps the [`Taken`] to an answer; another transport (OTLP/gRPC) does the same
-//! with its own status codes.
+//! bounds and maps the [`Taken`] to an answer; OTLP/gRPC ([`crate::otlp_grpc`]) does the same
+//! with its own status codes, sharing this receiver (its counters, its decode slot and its
+//! budget of bodies being read, [`OtlpReceiver::body_room`]).
 //!
 //! Every request's outcome is counted by [`RequestOutcome`]; its spans are counted per input
 //! (received, refused at intake with their reason, accepted) in the books.
@@ -124,6 +125,33 @@ impl OtlpReceiver {
             decodes: Arc::new(Semaphore::new(MAX_DECODES)),
             settings,
         }
+    }
+
+    /// How it runs.
+    pub fn settings(&self) -> &OtlpSettings {
+        &self.settings
+    }
+
+    /// The bytes of request bodies being read (or waiting to be decoded) at once, over every
+    /// transport: one permit a byte, [`OtlpSettings::bodies_in_flight`] in all. Another
+    /// transport takes permits for what it holds and answers "busy" when none are left.
+    pub fn body_room(&self) -> &Arc<Semaphore> {
+        &self.bodies
+    }
+
+    /// Counts one request's outcome under `input`, for a transport that refused it itself.
+    pub fn count(&self, input: Input, outcome: RequestOutcome) {
+        self.stats.request(input, outcome);
+    }
+
+    /// Whether the buffer is at its OTLP high-water mark, checked before a request's body is
+    /// read: if so, counts the request as busy under `input` and says why.
+    pub fn refuse_if_busy(&self, input: Input) -> Option<&'static str> {
+        if self.buffer.has_room_for_admission() {
+            return None;
+        }
+        self.stats.request(input, RequestOutcome::Busy);
+        Some("the daemon's buffer is full")
     }
 
     /// Answers one `POST /v1/traces`.

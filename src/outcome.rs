@@ -96,29 +96,33 @@ impl DropReason {
     }
 }
 
-/// How one request to a receiver that takes requests (OTLP/HTTP) ended. Stable names: they
-/// are stats keys (`inputs.NAME.requests`) and a Prometheus label.
+/// How one request to a receiver that takes requests (OTLP/HTTP, OTLP/gRPC) ended. Stable
+/// names: they are stats keys (`inputs.NAME.requests`) and a Prometheus label. The answers
+/// named are OTLP/HTTP's status, then OTLP/gRPC's code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestOutcome {
     /// Decoded and its spans booked (some may have been refused: see the span counts).
     Accepted,
-    /// A content type the receiver does not take (`415`).
+    /// A content type the receiver does not take (`415`; gRPC: never).
     UnsupportedContentType,
-    /// A content encoding it does not take (`415`).
+    /// A content encoding it does not take (`415`; `UNIMPLEMENTED`).
     UnsupportedEncoding,
-    /// Over the body cap, or more spans than the buffer ever admits at once (`413`).
+    /// Over the body cap, or more spans than the buffer ever admits at once (`413`;
+    /// `INVALID_ARGUMENT`, which exporters do not retry).
     TooLarge,
-    /// A compressed body that does not decompress (`400`).
+    /// A compressed body that does not decompress (`400`; `INTERNAL`).
     BadCompression,
-    /// Not an OTLP message (`400`).
+    /// Not an OTLP message (`400`; `INVALID_ARGUMENT`).
     Undecodable,
-    /// The body could not be read (the connection broke) (`400`).
+    /// The body could not be read (the connection broke) (`400`; gRPC: `INTERNAL` or the
+    /// client's own cancellation).
     Unreadable,
-    /// The body did not arrive in time (`408`).
+    /// The body did not arrive in time (`408`; `DEADLINE_EXCEEDED`).
     Timeout,
-    /// The buffer was full, or too many large bodies were being read (`503`, retried).
+    /// The buffer was full, or too many large bodies were being read (`503`; `UNAVAILABLE`:
+    /// both retried).
     Busy,
-    /// Metrics or logs, which the daemon does not take (`404`).
+    /// Metrics or logs, which the daemon does not take (`404`; `UNIMPLEMENTED`).
     NotTraces,
 }
 

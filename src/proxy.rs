@@ -43,7 +43,7 @@ use hyper::header::{
     CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue,
 };
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::aws::AwsContext;
 
@@ -56,6 +56,9 @@ pub use crate::config::defaults::{
 };
 /// Default for [`ProxySettings::max_body`]: 1 MiB, far above the SDKs' sampling calls.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Default for [`ProxySettings::bodies_in_flight`]: 16 MiB of request bodies read at once, over
+/// all connections (sixteen bodies at the cap; an SDK's sampling call is under 10 KiB).
+pub const DEFAULT_BODIES_IN_FLIGHT: usize = 16 * 1024 * 1024;
 /// Largest upstream answer relayed, in bytes; larger ones get `502`.
 pub const MAX_RESPONSE_BODY: usize = 8 * 1024 * 1024;
 /// How long a request waits for the AWS context while the daemon starts.
@@ -81,6 +84,10 @@ pub struct ProxySettings {
     /// Largest request body forwarded, in bytes: a larger declared `Content-Length` is refused
     /// by the route table, a longer body while it is read. Default [`DEFAULT_MAX_BODY`].
     pub max_body: usize,
+    /// Bytes of request bodies being read at once, over all connections: a request whose
+    /// declared length (else `max_body`) does not fit gets `503` at once. Default
+    /// [`DEFAULT_BODIES_IN_FLIGHT`].
+    pub bodies_in_flight: usize,
 }
 
 impl Default for ProxySettings {
@@ -90,6 +97,7 @@ impl Default for ProxySettings {
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
+            bodies_in_flight: DEFAULT_BODIES_IN_FLIGHT,
         }
     }
 }
@@ -199,14 +207,18 @@ impl CredentialCache {
 pub struct Forwarder {
     settings: Arc<ProxySettings>,
     upstream: watch::Receiver<UpstreamState>,
+    /// Room for request bodies being read, in bytes.
+    bodies: Arc<Semaphore>,
 }
 
 impl Forwarder {
     /// Forwards with `settings` to the upstream `upstream` holds (or will hold).
     pub fn new(settings: ProxySettings, upstream: watch::Receiver<UpstreamState>) -> Self {
+        let room = settings.bodies_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         Forwarder {
             settings: Arc::new(settings),
             upstream,
+            bodies: Arc::new(Semaphore::new(room)),
         }
     }
 
@@ -219,6 +231,28 @@ impl Forwarder {
     /// plain-text error (`413`, `408`, `400`, `503`, `500`, `502`, `504`) saying why there is
     /// none. The request must have passed [`crate::admin::route`].
     pub async fn forward(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        // Room for the body among the bodies being read (its declared length, else the cap),
+        // so a flood of large bodies on many connections stays within a stated bound.
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let want = declared
+            .unwrap_or(self.settings.max_body)
+            .clamp(1, self.settings.max_body.max(1));
+        let want = u32::try_from(want).unwrap_or(u32::MAX);
+        let Ok(_room) = Arc::clone(&self.bodies).try_acquire_many_owned(want) else {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!(
+                    "the sampling proxy is reading {} bytes of request bodies already, its limit; \
+                     retry shortly\n",
+                    self.settings.bodies_in_flight
+                ),
+            );
+        };
         forward(req, &self.settings, self.upstream.clone()).await
     }
 }

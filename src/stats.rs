@@ -14,8 +14,11 @@
 //!   atomic.
 //!
 //! Logging of what is counted here (bad input, drops, failed calls) is rate-limited per reason
-//! ([`RateLimit`]), so a flood cannot flood the log. The Prometheus text is rendered from a
-//! snapshot ([`render_prometheus`]), so both formats always agree.
+//! ([`RateLimit`]), so a flood cannot flood the log; each line says how many datagrams,
+//! segments or calls it stands for, and what no later line reported is logged once the
+//! interval is over ([`Stats::report_suppressed`]). The metrics text is rendered from a
+//! snapshot ([`render_metrics`]), so it always agrees with the JSON; in the classic Prometheus
+//! text format unless the scraper asks for OpenMetrics ([`MetricsFormat::from_accept`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,7 +34,7 @@ use prometheus_client::registry::Registry;
 use crate::document::DocumentKind;
 use crate::item::Input;
 use crate::outcome::{DropReason, ErrorKind, RequestOutcome};
-use crate::ratelimit::{RateLimit, Suppressed};
+use crate::ratelimit::{RateLimit, Suppressed, WARN_INTERVAL};
 
 /// How often the summary line is logged while something changed.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -119,6 +122,8 @@ pub struct Stats {
     upload_failing_since: AtomicU64,
     warn_limits: [RateLimit; REASONS],
     failure_limit: RateLimit,
+    /// Woken when a warning was suppressed: see [`Stats::warning_suppressed`].
+    suppressed_pending: tokio::sync::Notify,
 }
 
 /// A point-in-time copy of the counters: the `/daemon/stats` JSON, field for field. Every
@@ -205,8 +210,8 @@ pub struct InputSnapshot {
     /// `spillover` counts this input's items the memory rule evicted.
     #[serde(default)]
     pub dropped: BTreeMap<String, u64>,
-    /// For inputs that take requests (OTLP/HTTP): requests by outcome (`accepted`, `busy`,
-    /// `too_large`, `undecodable`, …), every outcome listed. Absent for UDP.
+    /// For inputs that take requests (OTLP/HTTP, OTLP/gRPC): requests by outcome (`accepted`,
+    /// `busy`, `too_large`, `undecodable`, …), every outcome listed. Absent for UDP.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub requests: BTreeMap<String, u64>,
 }
@@ -392,6 +397,7 @@ impl Stats {
             upload_failing_since: AtomicU64::new(0),
             warn_limits: Default::default(),
             failure_limit: RateLimit::default(),
+            suppressed_pending: tokio::sync::Notify::new(),
         }
     }
 
@@ -421,12 +427,13 @@ impl Stats {
         sender: SocketAddr,
         why: &dyn std::fmt::Display,
     ) {
-        if let Some(suppressed) = self.warn_limits[reason.index()].once() {
-            tracing::warn!(
+        match self.warn_limits[reason.index()].once() {
+            Some(suppressed) => tracing::warn!(
                 "Refused a datagram from {sender} ({}): {why}{}",
                 reason.as_str(),
                 Suppressed(suppressed, "datagrams refused for this reason")
-            );
+            ),
+            None => self.suppressed_pending.notify_one(),
         }
     }
 
@@ -436,7 +443,8 @@ impl Stats {
         if count == 0 {
             return;
         }
-        let Some(suppressed) = self.warn_limits[reason.index()].once() else {
+        let Some(suppressed) = self.warn_limits[reason.index()].once_n(count) else {
+            self.suppressed_pending.notify_one();
             return;
         };
         let advice = match reason {
@@ -450,7 +458,10 @@ impl Stats {
                 ": uploads kept failing; see the upload errors above, or raise \
                  --retry-max-attempts / --retry-max-age"
             }
-            DropReason::UploadFailed => ": X-Ray refused the call; see the error above",
+            DropReason::UploadFailed => {
+                ": the upload failed in a way another attempt would not fix (the call was \
+                 refused, or there are no credentials); see the error above"
+            }
             DropReason::OutsideTimeWindow => {
                 ": X-Ray's OTLP endpoint takes spans that started at most 14 days ago and at \
                  most 2 hours ahead; check the clock of the hosts that made them"
@@ -458,7 +469,7 @@ impl Stats {
             DropReason::TooLarge => ": X-Ray's OTLP endpoint takes spans of at most 200 KB",
             _ => "",
         };
-        let suppressed = Suppressed(suppressed, "such drops");
+        let suppressed = Suppressed(suppressed, "segments dropped for this reason");
         if matches!(reason, DropReason::Spillover | DropReason::SinkBacklog) {
             tracing::warn!(
                 "Dropped {count} segment(s) ({}){advice}{suppressed}",
@@ -468,6 +479,50 @@ impl Stats {
             tracing::error!(
                 "Dropped {count} segment(s) ({}){advice}{suppressed}",
                 reason.as_str()
+            );
+        }
+    }
+
+    /// Returns once a warning was suppressed since the last call (at once if one was while
+    /// nobody waited): the daemon then waits out [`WARN_INTERVAL`] and calls
+    /// [`Self::report_suppressed`]. Nothing wakes while no warning is suppressed.
+    pub async fn warning_suppressed(&self) {
+        self.suppressed_pending.notified().await;
+    }
+
+    /// Logs what the rate-limited warnings suppressed and no later warning reported (a flood
+    /// that ended within the interval): one line per reason, at the level of its warnings,
+    /// with the count of datagrams refused, segments dropped or calls failed that it stands
+    /// for, so that every one counted is in some line of the log. Only for windows that are
+    /// over, so the rate holds; with `force` (at shutdown), all.
+    pub fn report_suppressed(&self, force: bool) {
+        for reason in DropReason::ALL {
+            let Some(n) = self.warn_limits[reason.index()].take_suppressed(WARN_INTERVAL, force)
+            else {
+                continue;
+            };
+            let reason_name = reason.as_str();
+            if reason.is_bad_input() {
+                tracing::warn!(
+                    "Refused {n} more datagram(s) ({reason_name}) since the last message about \
+                     them; the totals are in /daemon/stats"
+                );
+            } else if matches!(reason, DropReason::Spillover | DropReason::SinkBacklog) {
+                tracing::warn!(
+                    "Dropped {n} more segment(s) ({reason_name}) since the last message about \
+                     them; the totals are in /daemon/stats"
+                );
+            } else {
+                tracing::error!(
+                    "Dropped {n} more segment(s) ({reason_name}) since the last message about \
+                     them; the totals are in /daemon/stats"
+                );
+            }
+        }
+        if let Some(n) = self.failure_limit.take_suppressed(WARN_INTERVAL, force) {
+            tracing::warn!(
+                "{n} more upload call(s) failed since the last message about them; the totals \
+                 are in /daemon/stats (batches_failed, backend_errors)"
             );
         }
     }
@@ -497,20 +552,22 @@ impl Stats {
             Ordering::Relaxed,
         );
         self.backend_error(kind);
-        if let Some(suppressed) = self.failure_limit.once() {
-            let suppressed = Suppressed(suppressed, "failed calls");
-            match retry_in {
-                Some(wait) => tracing::warn!(
-                    "Sending a batch of {count} segment(s) failed ({}), they stay buffered and are \
-                     retried in {:.1} s: {error}{suppressed}",
-                    kind.as_str(),
-                    wait.as_secs_f64(),
-                ),
-                None => tracing::error!(
-                    "Sending a batch of {count} segment(s) failed ({}), not retried: {error}{suppressed}",
-                    kind.as_str(),
-                ),
-            }
+        let Some(suppressed) = self.failure_limit.once() else {
+            self.suppressed_pending.notify_one();
+            return;
+        };
+        let suppressed = Suppressed(suppressed, "failed calls");
+        match retry_in {
+            Some(wait) => tracing::warn!(
+                "Sending a batch of {count} segment(s) failed ({}), they stay buffered and are \
+                 retried in {:.1} s: {error}{suppressed}",
+                kind.as_str(),
+                wait.as_secs_f64(),
+            ),
+            None => tracing::error!(
+                "Sending a batch of {count} segment(s) failed ({}), not retried: {error}{suppressed}",
+                kind.as_str(),
+            ),
         }
     }
 
@@ -644,9 +701,73 @@ impl Stats {
         }
     }
 
-    /// The counters in the Prometheus text exposition format (from one snapshot).
+    /// The counters in the classic Prometheus text exposition format, version 0.0.4 (from one
+    /// snapshot).
     pub fn prometheus_text(&self) -> String {
-        render_prometheus(&self.snapshot())
+        self.metrics_text(MetricsFormat::Prometheus)
+    }
+
+    /// The counters in `format` (from one snapshot).
+    pub fn metrics_text(&self, format: MetricsFormat) -> String {
+        render_metrics(&self.snapshot(), format)
+    }
+}
+
+/// The text formats `/daemon/metrics` is served in. Both have the same metric names and
+/// samples; they differ in the `# TYPE` line of a counter (`xray_segments_sent_total counter`
+/// in the classic format, `xray_segments_sent counter` in OpenMetrics) and OpenMetrics' final
+/// `# EOF`. A classic-format parser reads OpenMetrics' counters as `unknown`, so OpenMetrics is
+/// served only to a scraper that asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// The classic Prometheus text format, version 0.0.4 (`text/plain; version=0.0.4`): the
+    /// default.
+    Prometheus,
+    /// OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`).
+    OpenMetrics,
+}
+
+impl MetricsFormat {
+    /// The format for a request's `Accept` header (`None`: no header): OpenMetrics when the
+    /// header names `application/openmetrics-text` with a weight (`q`) above 0 and at least as
+    /// high as any it gives `text/plain` (as Prometheus asks, preferring OpenMetrics), else the
+    /// classic format. Parameters other than `q` are ignored; so are ranges like `*/*`, which a
+    /// scraper that names neither format gets the classic one for.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        let Some(accept) = accept else {
+            return MetricsFormat::Prometheus;
+        };
+        let (mut openmetrics, mut plain) = (0.0_f64, 0.0_f64);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, v)| v.trim().parse::<f64>().ok())
+                .filter(|q| q.is_finite())
+                .unwrap_or(0.0);
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                openmetrics = openmetrics.max(q);
+            } else if media.eq_ignore_ascii_case("text/plain") {
+                plain = plain.max(q);
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= plain {
+            MetricsFormat::OpenMetrics
+        } else {
+            MetricsFormat::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            MetricsFormat::OpenMetrics => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            }
+        }
     }
 }
 
@@ -724,10 +845,10 @@ where
     family
 }
 
-/// A snapshot in the Prometheus text exposition format. The metric names are public and keep
-/// their spelling (`xray_segments_received_total`, …); the per-input and per-sink families were
-/// added beside them.
-pub fn render_prometheus(s: &Snapshot) -> String {
+/// A snapshot in `format`, both encoded by `prometheus-client` from one registry. The metric
+/// names are public and keep their spelling (`xray_segments_received_total`, …); the per-input
+/// and per-sink families were added beside them.
+pub fn render_metrics(s: &Snapshot, format: MetricsFormat) -> String {
     let mut r = Registry::with_prefix("xray");
     let reasons = |m: &BTreeMap<String, u64>| -> Vec<(ReasonLabel, u64)> {
         m.iter()
@@ -868,7 +989,7 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     );
     r.register(
         "input_requests",
-        "Requests to the inputs that take requests (OTLP/HTTP), by input and outcome",
+        "Requests to the inputs that take requests (OTLP/HTTP, OTLP/gRPC), by input and outcome",
         counter_family(s.inputs.iter().flat_map(|(name, i)| {
             i.requests.iter().map(move |(outcome, v)| {
                 let label = InputOutcomeLabel {
@@ -924,7 +1045,12 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     );
     let mut out = String::new();
     // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+    let _ = match format {
+        MetricsFormat::Prometheus => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &r)
+        }
+        MetricsFormat::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &r),
+    };
     out
 }
 
@@ -977,6 +1103,81 @@ mod tests {
         let json = serde_json::to_string(&snap).unwrap_or_default();
         let back: Snapshot = serde_json::from_str(&json).unwrap_or_default();
         assert_eq!(back, snap);
+    }
+
+    /// `/daemon/metrics` was OpenMetrics for every scraper: a classic-format parser read each
+    /// counter as `unknown`. Now the classic format unless OpenMetrics is asked for.
+    #[test]
+    fn metrics_are_the_classic_text_format_unless_openmetrics_is_asked_for() {
+        use MetricsFormat::{OpenMetrics, Prometheus};
+        for (accept, format) in [
+            (None, Prometheus),
+            (Some(""), Prometheus),
+            (Some("*/*"), Prometheus),
+            (Some("text/plain"), Prometheus),
+            (Some("text/plain;version=0.0.4;q=1,*/*;q=0.1"), Prometheus),
+            (Some("application/openmetrics-text"), OpenMetrics),
+            (
+                Some("Application/OpenMetrics-Text; version=1.0.0"),
+                OpenMetrics,
+            ),
+            // What Prometheus sends: OpenMetrics first by weight.
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+                     application/openmetrics-text;version=0.0.1;q=0.5,\
+                     text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+                ),
+                OpenMetrics,
+            ),
+            (Some("application/openmetrics-text;q=0"), Prometheus),
+            (
+                Some("application/openmetrics-text;q=0.2, text/plain"),
+                Prometheus,
+            ),
+            (Some("application/openmetrics-text;q=nonsense"), Prometheus),
+        ] {
+            assert_eq!(MetricsFormat::from_accept(accept), format, "{accept:?}");
+        }
+        assert!(
+            Prometheus
+                .content_type()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        assert!(
+            OpenMetrics
+                .content_type()
+                .starts_with("application/openmetrics-text")
+        );
+
+        let s = Stats::new();
+        s.books().inputs[0].received = 2;
+        let classic = s.metrics_text(Prometheus);
+        assert!(
+            classic.contains("# TYPE xray_segments_received_total counter\n")
+                && classic.contains("\nxray_segments_received_total 2\n")
+                && classic.contains("# TYPE xray_buffered_segments gauge\n")
+                && !classic.contains("# EOF"),
+            "{classic}"
+        );
+        let open = s.metrics_text(OpenMetrics);
+        assert!(
+            open.contains("# TYPE xray_segments_received counter\n")
+                && open.contains("\nxray_segments_received_total 2\n")
+                && open.ends_with("# EOF\n"),
+            "{open}"
+        );
+        // The same samples in both.
+        let samples = |text: &str| -> Vec<String> {
+            let mut lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(samples(&classic), samples(&open));
     }
 
     #[test]
@@ -1038,6 +1239,84 @@ mod tests {
         assert!(snap.same_events(&s.snapshot()));
         s.books().inputs[0].received += 1;
         assert!(!snap.same_events(&s.snapshot()));
+    }
+
+    /// Log lines written while `f` runs, at every level.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = lines.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// In a flood, each refusal reason was logged once with no count, and the spillover warning
+    /// said "Dropped 9 segment(s)" while far more were dropped: now the lines of the log add up
+    /// to what was counted, in datagrams and segments, whether or not a later warning comes.
+    #[test]
+    fn rate_limited_warnings_add_up_to_what_they_stand_for() {
+        let s = Stats::new();
+        let sender = SocketAddr::from(([127, 0, 0, 1], 9));
+        let text = logged(|| {
+            for _ in 0..1000 {
+                s.warn_dropped(DropReason::Spillover, 9);
+            }
+            for _ in 0..500 {
+                s.warn_refused(DropReason::MissingNewline, sender, &"no newline");
+            }
+            for _ in 0..3 {
+                s.call_failed(50, ErrorKind::Http5xx, &"503", Some(Duration::ZERO));
+            }
+            // The flood ended within the interval: no later warning reports the rest, so the
+            // windows' end (here: shutdown) does.
+            s.report_suppressed(true);
+            s.report_suppressed(true);
+        });
+        let line = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(line("Dropped 9 segment(s) (spillover)"), 1, "{text}");
+        assert_eq!(
+            line("Dropped 8991 more segment(s) (spillover)"),
+            1,
+            "{text}"
+        );
+        assert_eq!(line("Refused a datagram from"), 1, "{text}");
+        assert_eq!(
+            line("Refused 499 more datagram(s) (missing_newline)"),
+            1,
+            "{text}"
+        );
+        assert_eq!(line("Sending a batch of 50 segment(s) failed"), 1, "{text}");
+        assert_eq!(line("2 more upload call(s) failed"), 1, "{text}");
+        assert_eq!(text.lines().count(), 6, "each reported once: {text}");
+
+        // Within the interval, nothing is reported early; the next warning after it says the
+        // count in segments.
+        let s = Stats::new();
+        let text = logged(|| {
+            s.warn_dropped(DropReason::Spillover, 1);
+            s.warn_dropped(DropReason::Spillover, 40);
+            s.report_suppressed(false);
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 
     #[test]

@@ -37,7 +37,9 @@ use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentials
 use aws_smithy_runtime::expiring_cache::ExpiringCache;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
-use super::{AwsContext, CREDENTIAL_CHECK_TIMEOUT, ROLE_SESSION_NAME, describe_error};
+use super::{
+    AwsContext, CREDENTIAL_CHECK_TIMEOUT, ROLE_SESSION_NAME, credentials_failure, describe_error,
+};
 
 /// Credentials are fetched again when they expire within this long.
 pub const REFRESH_BEFORE: Duration = Duration::from_secs(300);
@@ -216,6 +218,11 @@ pub async fn check_credentials(ctx: &AwsContext) {
         Ok(Ok(creds)) => {
             tracing::info!("Using AWS credentials from {}", source_of(&creds));
         }
+        // With -r the base credentials were found, and STS is what failed: say so.
+        Ok(Err(e)) if ctx.role_arn.is_some() => tracing::warn!(
+            "{}; each upload asks STS again",
+            credentials_failure(&e, ctx.role_arn.as_deref()).unwrap_or_else(|| describe_error(&e))
+        ),
         Ok(Err(e)) => tracing::warn!(
             "No AWS credentials found (looked at the environment, the shared config and \
              credentials files, web identity, the ECS container endpoint and EC2 instance \

@@ -6,13 +6,25 @@
 //! `Throttling…` error code), other 4xx, 5xx, timeout, connection refused, unknown host, other
 //! connection failures, or other. `crate::upload::retry` decides from the class.
 //!
+//! A call whose credentials could not be had fails before it is sent (the SDK reports a
+//! dispatch failure around the [`CredentialsError`]): it is classed by what failed underneath
+//! ([`credentials_kind`]), so STS answering `-r`'s AssumeRole with throttling or a 5xx, or not
+//! in time, is tried again like any transient failure, while a refusal (access denied) or no
+//! credentials at all is not; [`credentials_failure`] says so naming STS and the role, not
+//! X-Ray, which was never called.
+//!
 //! One failure is not a failure: an answer that arrived whole with a 2xx status but whose body
 //! the SDK could not parse ([`unreadable_success`]). The service took the call; only its report
 //! is unreadable, so the caller counts the call as answered. An answer cut off mid-body is a
 //! broken connection ([`ErrorKind::Connection`]), tried again.
 
+use std::error::Error;
+
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -53,9 +65,13 @@ where
                     Some(Smithy::ThrottlingError) => ErrorKind::Throttled,
                     Some(Smithy::ServerError) => ErrorKind::Http5xx,
                     Some(Smithy::ClientError) => ErrorKind::Http4xx,
-                    // A user error, a failed credential lookup, a request that could not be
-                    // signed: nothing a retry fixes.
-                    _ => ErrorKind::Other,
+                    // The credentials could not be had: classed by what failed underneath.
+                    _ => match credentials_error(err) {
+                        Some(c) => credentials_kind(c),
+                        // A user error, a request that could not be signed: nothing a retry
+                        // fixes.
+                        None => ErrorKind::Other,
+                    },
                 }
             }
         }
@@ -88,6 +104,123 @@ pub fn connector_error_kind(
         ErrorKind::Timeout
     } else {
         connection_kind(err)
+    }
+}
+
+/// The credential error among the causes of `err`, if the call failed for want of credentials.
+fn credentials_error<'e>(err: &'e (dyn Error + 'static)) -> Option<&'e CredentialsError> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return Some(c);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// What kind of failure a failed credential lookup was, for the retry rules: a provider that
+/// timed out, or whose call to STS (`-r`'s AssumeRole, web identity) or to a credentials
+/// endpoint was throttled, answered 5xx, timed out or could not connect, may pass and is
+/// retryable; no credentials anywhere, a configuration the provider refused, or a refusal
+/// (STS's access denied) are [`ErrorKind::Http4xx`] or [`ErrorKind::Other`], not retried.
+pub fn credentials_kind(err: &CredentialsError) -> ErrorKind {
+    match err {
+        CredentialsError::ProviderTimedOut(_) => ErrorKind::Timeout,
+        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
+            ErrorKind::Other
+        }
+        _ => {
+            let mut cause = err.source();
+            while let Some(e) = cause {
+                if let Some(sts) = e.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>() {
+                    return error_kind(sts);
+                }
+                if let Some(sts) =
+                    e.downcast_ref::<SdkError<AssumeRoleWithWebIdentityError, HttpResponse>>()
+                {
+                    return error_kind(sts);
+                }
+                if let Some(inner) = e.downcast_ref::<CredentialsError>() {
+                    return credentials_kind(inner);
+                }
+                if let Some(c) = e.downcast_ref::<ConnectorError>() {
+                    return if c.is_timeout() {
+                        ErrorKind::Timeout
+                    } else if c.is_io() {
+                        connection_kind(c)
+                    } else {
+                        ErrorKind::Other
+                    };
+                }
+                if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                    return match io.kind() {
+                        std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                        std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
+                        std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof => ErrorKind::Connection,
+                        _ => ErrorKind::Other,
+                    };
+                }
+                cause = e.source();
+            }
+            ErrorKind::Other
+        }
+    }
+}
+
+/// For a call that failed because its credentials could not be had (`None` for any other
+/// failure): what failed, in words naming where the credentials were to come from; with
+/// `role` (`-r`), STS's AssumeRole for that role. X-Ray was not called.
+pub fn credentials_failure(err: &(dyn Error + 'static), role: Option<&str>) -> Option<String> {
+    let credentials = credentials_error(err)?;
+    let mut cause = credentials.source();
+    while let Some(e) = cause {
+        if let Some(sts) = e.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>() {
+            let whose = role.map_or_else(
+                || "the AWS profile's role".to_owned(),
+                |r| format!("the role {r}"),
+            );
+            return Some(format!(
+                "STS AssumeRole for {whose} (session {}) failed, so there are no credentials to \
+                 call X-Ray with: {}",
+                super::ROLE_SESSION_NAME,
+                describe_sdk_error(sts)
+            ));
+        }
+        if let Some(sts) =
+            e.downcast_ref::<SdkError<AssumeRoleWithWebIdentityError, HttpResponse>>()
+        {
+            return Some(format!(
+                "STS AssumeRoleWithWebIdentity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN) \
+                 failed, so there are no credentials to call X-Ray with: {}",
+                describe_sdk_error(sts)
+            ));
+        }
+        cause = e.source();
+    }
+    Some(format!(
+        "no AWS credentials to call X-Ray with: {}",
+        describe_error(credentials)
+    ))
+}
+
+/// A failed call in one line: [`describe_error`], with the service's error code and message
+/// when it answered (the SDK's own display says only "service error").
+fn describe_sdk_error<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(e) => format!(
+            "HTTP {}: {}: {}",
+            e.raw().status().as_u16(),
+            e.err().code().unwrap_or("(no code)"),
+            e.err().message().unwrap_or("(no message)")
+        ),
+        other => describe_error(other),
     }
 }
 
@@ -243,5 +376,100 @@ mod tests {
         assert_eq!(error_kind(&unknown), ErrorKind::UnknownHost);
         let timeout: Error = SdkError::timeout_error(std::io::Error::other("attempt timeout"));
         assert_eq!(error_kind(&timeout), ErrorKind::Timeout);
+    }
+
+    /// An upload whose credentials failed, as the SDK reports it: a dispatch failure around
+    /// the credential error, around what the provider's call to STS gave.
+    fn upload_without(credentials: CredentialsError) -> Error {
+        SdkError::dispatch_failure(ConnectorError::other(Box::new(credentials), None))
+    }
+
+    fn sts_answer(
+        status: u16,
+        code: &str,
+    ) -> Result<SdkError<AssumeRoleError, HttpResponse>, Box<dyn std::error::Error>> {
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message("from STS")
+            .build();
+        Ok(SdkError::service_error(
+            AssumeRoleError::generic(meta),
+            HttpResponse::new(StatusCode::try_from(status)?, SdkBody::empty()),
+        ))
+    }
+
+    /// With -r, an AssumeRole that failed dropped the batch at once (`other`): throttling, 5xx
+    /// and timeouts at STS are now what they are, so the upload stage retries them; a refusal
+    /// and no credentials at all are still not retried.
+    #[test]
+    fn a_failed_assume_role_is_classed_by_what_sts_answered()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use crate::upload::retry::kind_is_retryable;
+        let throttled = upload_without(CredentialsError::provider_error(sts_answer(
+            400,
+            "Throttling",
+        )?));
+        assert_eq!(error_kind(&throttled), ErrorKind::Throttled);
+        let down = upload_without(CredentialsError::provider_error(sts_answer(
+            503,
+            "ServiceUnavailable",
+        )?));
+        assert_eq!(error_kind(&down), ErrorKind::Http5xx);
+        let slow: SdkError<AssumeRoleError, HttpResponse> =
+            SdkError::timeout_error(std::io::Error::other("attempt timeout"));
+        let slow = upload_without(CredentialsError::provider_error(slow));
+        assert_eq!(error_kind(&slow), ErrorKind::Timeout);
+        let unreachable: SdkError<AssumeRoleError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))));
+        let unreachable = upload_without(CredentialsError::provider_error(unreachable));
+        assert_eq!(error_kind(&unreachable), ErrorKind::ConnectionRefused);
+        let timed_out = upload_without(CredentialsError::provider_timed_out(
+            std::time::Duration::from_secs(5),
+        ));
+        assert_eq!(error_kind(&timed_out), ErrorKind::Timeout);
+        for retried in [&throttled, &down, &slow, &unreachable, &timed_out] {
+            assert!(kind_is_retryable(error_kind(retried)), "{retried:?}");
+        }
+
+        let denied = upload_without(CredentialsError::provider_error(sts_answer(
+            403,
+            "AccessDenied",
+        )?));
+        assert_eq!(error_kind(&denied), ErrorKind::Http4xx);
+        let none = upload_without(CredentialsError::not_loaded("no provider had any"));
+        assert_eq!(error_kind(&none), ErrorKind::Other);
+        let misconfigured = upload_without(CredentialsError::invalid_configuration("bad profile"));
+        assert_eq!(error_kind(&misconfigured), ErrorKind::Other);
+        for dropped in [&denied, &none, &misconfigured] {
+            assert!(!kind_is_retryable(error_kind(dropped)), "{dropped:?}");
+        }
+        Ok(())
+    }
+
+    /// The message of an upload that failed for want of credentials names STS and the role
+    /// (it read as an X-Ray failure), and other failures have none.
+    #[test]
+    fn a_failed_assume_role_is_told_as_sts_and_the_role() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let role = "arn:aws:iam::123456789012:role/xray-writer";
+        let throttled = upload_without(CredentialsError::provider_error(sts_answer(
+            400,
+            "Throttling",
+        )?));
+        let message = credentials_failure(&throttled, Some(role)).unwrap_or_default();
+        assert!(
+            message.starts_with(
+                "STS AssumeRole for the role arn:aws:iam::123456789012:role/xray-writer"
+            ) && message.contains("session xray-daemon")
+                && message.contains("HTTP 400: Throttling: from STS"),
+            "{message}"
+        );
+        let none = upload_without(CredentialsError::not_loaded("nothing found"));
+        let message = credentials_failure(&none, None).unwrap_or_default();
+        assert!(message.starts_with("no AWS credentials"), "{message}");
+        assert_eq!(credentials_failure(&answer(500, None)?, Some(role)), None);
+        Ok(())
     }
 }

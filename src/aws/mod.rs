@@ -41,7 +41,9 @@ pub mod signing;
 
 pub use credentials::check_credentials;
 pub use env::Env;
-pub use failure::{connector_error_kind, describe_error, error_kind, unreadable_success};
+pub use failure::{
+    connector_error_kind, credentials_failure, describe_error, error_kind, unreadable_success,
+};
 pub use outbound::Outbound;
 
 /// Connect timeout for calls to AWS.
@@ -97,6 +99,9 @@ pub struct AwsContext {
     pub instance_id: Option<String>,
     /// This host's name: `AWS_HOSTNAME`, else (unless `-o`) instance metadata. For telemetry.
     pub hostname: Option<String>,
+    /// The role assumed through STS for every call (`-r`), if any: named when its credentials
+    /// cannot be had ([`failure::credentials_failure`]).
+    pub role_arn: Option<String>,
 }
 
 /// Errors that stop the daemon from using AWS.
@@ -117,6 +122,18 @@ pub enum AwsError {
     NoRegion {
         /// Whether metadata lookups were skipped.
         local_mode: bool,
+    },
+    /// A region that cannot be part of a host name (from the environment or metadata; the
+    /// flag and the config file's are checked with the config).
+    #[error(
+        "invalid AWS region {region:?} from {from}: a region is one word of letters, digits \
+         and '-', for example us-east-1. Give one with -n REGION"
+    )]
+    InvalidRegion {
+        /// The region found.
+        region: String,
+        /// Where it was found, in words.
+        from: &'static str,
     },
     /// `-p` is not a usable proxy URL.
     #[error(
@@ -221,6 +238,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext, AwsError> {
     let xray_endpoint = endpoint::resolve(&sdk, &region, settings.endpoint.as_deref()).await?;
     let (instance_id, hostname) = tokio::join!(metadata.instance_id(), metadata.hostname());
     Ok(AwsContext {
+        role_arn: settings.role_arn.clone().filter(|r| !r.is_empty()),
         sdk,
         region,
         region_source,

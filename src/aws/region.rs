@@ -2,7 +2,9 @@
 //!
 //! In: `-n/--region` (or the config file's `Region`), local mode, the [`Env`], and lookups
 //! that read files or the network (`RegionLookups`). Out: the region and its source in
-//! words (for the banner), or [`AwsError::NoRegion`], which names every place looked at.
+//! words (for the banner), or [`AwsError::NoRegion`], which names every place looked at, or
+//! [`AwsError::InvalidRegion`] for a region that cannot be part of a host name (checked before
+//! anything puts it in one).
 //!
 //! The original daemon's order, first found wins (blank values count as unset):
 //! 1. `-n/--region` or the config file's `Region`;
@@ -37,35 +39,55 @@ pub(crate) trait RegionLookups {
 }
 
 /// The region, in the original daemon's order (see the module docs), and its source in words.
+/// A region found anywhere is checked before it is used ([`crate::config::is_valid_region`]):
+/// it goes into host names (`xray.REGION.amazonaws.com`), so one that is not a single DNS label
+/// is refused ([`AwsError::InvalidRegion`]) rather than looked up.
 pub(crate) async fn resolve(
     flag: Option<&str>,
     local_mode: bool,
     env: &Env,
     lookups: &impl RegionLookups,
 ) -> Result<(Region, &'static str), AwsError> {
-    let found = |r: &str| Region::new(r.trim().to_owned());
+    let (region, source) = find(flag, local_mode, env, lookups).await?;
+    let region = region.trim();
+    if !crate::config::is_valid_region(region) {
+        return Err(AwsError::InvalidRegion {
+            region: region.to_owned(),
+            from: source,
+        });
+    }
+    Ok((Region::new(region.to_owned()), source))
+}
+
+/// The first region found, in the order of the module docs, unchecked.
+async fn find(
+    flag: Option<&str>,
+    local_mode: bool,
+    env: &Env,
+    lookups: &impl RegionLookups,
+) -> Result<(String, &'static str), AwsError> {
     if let Some(r) = flag.filter(|r| !r.trim().is_empty()) {
-        return Ok((found(r), "command line or config file"));
+        return Ok((r.to_owned(), "command line or config file"));
     }
     if let Some(r) = env.get("AWS_REGION") {
-        return Ok((found(r), "AWS_REGION"));
+        return Ok((r.to_owned(), "AWS_REGION"));
     }
     if local_mode {
         if let Some(r) = env.get("AWS_DEFAULT_REGION") {
-            return Ok((found(r), "environment (AWS_DEFAULT_REGION)"));
+            return Ok((r.to_owned(), "environment (AWS_DEFAULT_REGION)"));
         }
         if let Some(r) = lookups.profile().await {
-            return Ok((found(&r), "AWS profile"));
+            return Ok((r, "AWS profile"));
         }
     } else {
         if let Some(r) = lookups.ecs_metadata_file().await {
-            return Ok((found(&r), "ECS metadata file"));
+            return Ok((r, "ECS metadata file"));
         }
         if let Some(r) = lookups.ecs_task_endpoint().await {
-            return Ok((found(&r), "ECS task metadata endpoint"));
+            return Ok((r, "ECS task metadata endpoint"));
         }
         if let Some(r) = lookups.instance_metadata().await {
-            return Ok((found(&r), "EC2 instance metadata"));
+            return Ok((r, "EC2 instance metadata"));
         }
     }
     Err(AwsError::NoRegion { local_mode })
@@ -333,6 +355,31 @@ mod tests {
         assert!(
             err.contains("AWS_DEFAULT_REGION and the AWS profile"),
             "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_region_that_is_not_one_dns_label_is_refused_wherever_it_came_from() {
+        let answers = Answers::default();
+        let err = region(None, false, &[("AWS_REGION", "x.y")], &answers).await;
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.contains("\"x.y\"") && e.contains("AWS_REGION")),
+            "{err:?}"
+        );
+        let answers = Answers {
+            imds: Some("evil.example.com/"),
+            ..Answers::default()
+        };
+        let err = region(None, false, &[], &answers).await;
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.contains("EC2 instance metadata")),
+            "{err:?}"
+        );
+        assert_eq!(
+            region(Some(" us-gov-west-1 "), false, &[], &Answers::default()).await,
+            Ok(("us-gov-west-1".into(), "command line or config file"))
         );
     }
 

@@ -3,6 +3,12 @@
 //! Values stay `Option`s here so that [`crate::config::resolve`] can tell a flag that was given
 //! from one that was not, and let a given flag beat the config file.
 //!
+//! The original's rule for exit codes: a value that does not parse is a usage error (exit 2),
+//! a value that parses but is out of range is a config error (exit 1). So every number is read
+//! here as a signed one of its kind (`i64`, `f64`), whatever its range, and its range is checked
+//! in `resolve`: `--concurrency -1` and `--log-rotate-bytes 0` exit 1 naming the flag, as
+//! `-m 2` does; `--concurrency lots` exits 2.
+//!
 //! clap sees the command line only after [`super::args::normalize`] has rewritten the
 //! original's spellings (`-bind`, `--b`, `-n=x`, `-o=false`, repeats) into `--long=value`, so
 //! the parse here is the original's.
@@ -14,10 +20,15 @@ use clap::Parser;
 use crate::logging::LogFormat;
 use crate::sink::SinkSpec;
 
+// The subcommands (`xray health`) are taken off the command line before clap sees it
+// (`args::normalize`), so the usage line and the text after the flags name them here. (A
+// second paragraph of the doc comment below would become clap's long help text.)
 /// AWS X-Ray daemon, drop-in: receives segments on UDP and relays them to AWS X-Ray.
 #[derive(Debug, Default, Clone, Parser)]
 #[command(
     name = "xray",
+    override_usage = usage(),
+    after_help = subcommands_help(),
     disable_version_flag = true,
     // As the original's flags: a flag given again wins (the image's entrypoint passes -t and
     // -b; a task definition's command may pass them again).
@@ -102,12 +113,16 @@ pub struct Cli {
     pub sink: Vec<SinkSpec>,
 
     /// [ours] Upload calls in flight at once (the config file's Concurrency). Default 8.
-    #[arg(long = "concurrency", value_name = "N")]
-    pub concurrency: Option<usize>,
+    #[arg(long = "concurrency", value_name = "N", allow_negative_numbers = true)]
+    pub concurrency: Option<i64>,
 
     /// [ours] Largest segment document accepted, in bytes. Default 65536.
-    #[arg(long = "max-segment-size", value_name = "BYTES")]
-    pub max_segment_size: Option<usize>,
+    #[arg(
+        long = "max-segment-size",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub max_segment_size: Option<i64>,
 
     /// [ours] On SIGTERM/SIGINT, how long to keep sending what is buffered, in seconds. Default 25.
     #[arg(long = "shutdown-timeout", value_name = "SECONDS")]
@@ -119,8 +134,12 @@ pub struct Cli {
 
     /// [ours] Rotate the log file when it would grow past this many bytes. Default 52428800
     /// (50 MiB, as the original). Ignored when Logging.LogRotation is false.
-    #[arg(long = "log-rotate-bytes", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
-    pub log_rotate_bytes: Option<u64>,
+    #[arg(
+        long = "log-rotate-bytes",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub log_rotate_bytes: Option<i64>,
 
     // The sampling proxy
     /// [ours] Forward only the SDKs' sampling calls (POST /GetSamplingRules and POST
@@ -144,8 +163,12 @@ pub struct Cli {
     // Delivery
     /// [ours] Upload attempts per segment, the first included, before it is given up (counted
     /// as retries_exhausted). Default 10.
-    #[arg(long = "retry-max-attempts", value_name = "N")]
-    pub retry_max_attempts: Option<u32>,
+    #[arg(
+        long = "retry-max-attempts",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub retry_max_attempts: Option<i64>,
 
     /// [ours] Seconds after a segment's first failed upload when it is given up. Default 300.
     #[arg(long = "retry-max-age", value_name = "SECONDS")]
@@ -171,10 +194,19 @@ pub struct Cli {
     #[arg(long = "otlp-http", value_name = "HOST:PORT")]
     pub otlp_http: Option<String>,
 
+    /// [ours] Receive OTLP/gRPC traces (`TraceService/Export`, gzip or not) on this TCP
+    /// address, for example 127.0.0.1:4317 (0.0.0.0:4317 in a container). Off by default.
+    #[arg(long = "otlp-grpc", value_name = "HOST:PORT")]
+    pub otlp_grpc: Option<String>,
+
     /// [ours] The largest OTLP request body accepted, in bytes, after decompression
     /// (larger ones get 413). Default 20971520 (20 MiB).
-    #[arg(long = "otlp-max-request-bytes", value_name = "BYTES")]
-    pub otlp_max_request_bytes: Option<u64>,
+    #[arg(
+        long = "otlp-max-request-bytes",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub otlp_max_request_bytes: Option<i64>,
 
     /// [ours] Span attributes that become X-Ray annotations (searchable), comma-separated;
     /// the others go to metadata.
@@ -201,4 +233,47 @@ pub struct Cli {
     /// (for example 0.0.0.0:2100 for a Prometheus scraper); nothing is forwarded there.
     #[arg(long = "stats-address", value_name = "HOST:PORT")]
     pub stats_address: Option<String>,
+}
+
+/// The usage line: the daemon, then each subcommand.
+fn usage() -> String {
+    format!("xray [OPTIONS]\n       {}", crate::health::USAGE)
+}
+
+/// The subcommands, listed after the flags as clap lists its own.
+fn subcommands_help() -> String {
+    format!(
+        "Commands:\n  {}\n          {}",
+        crate::health::USAGE,
+        crate::health::SUMMARY
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// `xray health` was missing from `--help`: the daemon's help names it, in the usage and
+    /// after the flags, with the arguments `xray health --help` takes.
+    #[test]
+    fn help_names_the_health_subcommand() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("Usage: xray [OPTIONS]\n       xray health [HOST:PORT] [--max-upload-failure SECONDS]"),
+            "{help}"
+        );
+        assert!(
+            help.contains("Commands:\n  xray health [HOST:PORT]")
+                && help.contains("exit 0 if it is"),
+            "{help}"
+        );
+        assert!(
+            super::super::args::SUBCOMMANDS
+                .iter()
+                .all(|name| help.contains(&format!("xray {name} "))),
+            "every subcommand is named: {help}"
+        );
+    }
 }

@@ -77,6 +77,8 @@ pub struct FileConfig {
     pub upload_timeout: Option<Setting<i64>>,
     /// `OTLP.HTTPAddress` (ours): where the OTLP/HTTP receiver listens.
     pub otlp_http_address: Option<Setting<String>>,
+    /// `OTLP.GRPCAddress` (ours): where the OTLP/gRPC receiver listens.
+    pub otlp_grpc_address: Option<Setting<String>>,
     /// `OTLP.MaxRequestBytes` (ours): the largest OTLP request body, after decompression.
     pub otlp_max_request_bytes: Option<Setting<i64>>,
     /// `OTLP.IndexedAttributes` (ours): span attributes that become X-Ray annotations.
@@ -251,12 +253,17 @@ const KEYS: &[(&str, Kind, &str)] = &[
     (
         "OTLP",
         Kind::Mapping,
-        "a mapping with the keys HTTPAddress, MaxRequestBytes, IndexedAttributes, IndexAllAttributes and ToXRay",
+        "a mapping with the keys HTTPAddress, GRPCAddress, MaxRequestBytes, IndexedAttributes, IndexAllAttributes and ToXRay",
     ),
     (
         "OTLP.HTTPAddress",
         Kind::Text,
         "HOST:PORT for the OTLP/HTTP receiver, for example 127.0.0.1:4318, or \"\" for none",
+    ),
+    (
+        "OTLP.GRPCAddress",
+        Kind::Text,
+        "HOST:PORT for the OTLP/gRPC receiver, for example 127.0.0.1:4317, or \"\" for none",
     ),
     (
         "OTLP.MaxRequestBytes",
@@ -481,6 +488,7 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
         proxy_address: string("ProxyAddress"),
         upload_timeout: number("UploadTimeout"),
         otlp_http_address: string("OTLP.HTTPAddress"),
+        otlp_grpc_address: string("OTLP.GRPCAddress"),
         otlp_max_request_bytes: number("OTLP.MaxRequestBytes"),
         otlp_indexed_attributes: setting(get("OTLP.IndexedAttributes"), |v| text_list(v, text)),
         otlp_index_all_attributes: boolean("OTLP.IndexAllAttributes"),

@@ -326,15 +326,21 @@ pub fn status_body(format: Format, code: i32, message: &str) -> Vec<u8> {
     }
 }
 
-/// The success reply: an `ExportTraceServiceResponse` in `format`, with `partial_success` set
-/// when `rejected_spans` is above 0 or `error_message` is not empty (JSON with neither: `{}`).
-pub fn success_body(format: Format, rejected_spans: u64, error_message: &str) -> Vec<u8> {
+/// The success reply as a message, for every transport: `partial_success` is set when
+/// `rejected_spans` is above 0 or `error_message` is not empty.
+pub fn success_response(rejected_spans: u64, error_message: &str) -> ExportTraceServiceResponse {
     let partial_success =
         (rejected_spans > 0 || !error_message.is_empty()).then(|| ExportTracePartialSuccess {
             rejected_spans: i64::try_from(rejected_spans).unwrap_or(i64::MAX),
             error_message: error_message.to_owned(),
         });
-    let response = ExportTraceServiceResponse { partial_success };
+    ExportTraceServiceResponse { partial_success }
+}
+
+/// The success reply: an `ExportTraceServiceResponse` in `format`, with `partial_success` set
+/// when `rejected_spans` is above 0 or `error_message` is not empty (JSON with neither: `{}`).
+pub fn success_body(format: Format, rejected_spans: u64, error_message: &str) -> Vec<u8> {
+    let response = success_response(rejected_spans, error_message);
     match format {
         Format::Protobuf => response.encode_to_vec(),
         Format::Json => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),

@@ -96,3 +96,32 @@ impl Sink for FileSink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::Document;
+
+    /// JSON Lines needs one document a line: a CR or LF inside a document (whitespace between
+    /// JSON tokens) is written as a space, as the README says; everything else byte for byte.
+    #[tokio::test]
+    async fn a_newline_inside_a_document_is_written_as_a_space()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("segments.jsonl");
+        let sink = FileSink::open(&path).await?;
+        let docs = ["{\"a\":1,\r\n \"b\":\"x\"}", "{\"c\":\"\\n\"}"];
+        let batch: Vec<Item> = docs
+            .iter()
+            .map(|d| Item::XrayDocument(Document::unchecked(d.to_string())))
+            .collect();
+        sink.send(&batch).await?;
+        let written = std::fs::read_to_string(&path)?;
+        assert_eq!(written, "{\"a\":1,   \"b\":\"x\"}\n{\"c\":\"\\n\"}\n");
+        for (line, doc) in written.lines().zip(docs) {
+            let parsed: serde_json::Value = serde_json::from_str(line)?;
+            assert_eq!(parsed, serde_json::from_str::<serde_json::Value>(doc)?);
+        }
+        Ok(())
+    }
+}

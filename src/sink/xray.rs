@@ -14,7 +14,9 @@
 //! ([`error_kind`], shared with every call to AWS): throttling (HTTP 429 or
 //! a `Throttling…` error code), other 4xx, 5xx, timeout, connection refused, unknown host,
 //! other connection failures, or other; the upload stage's retry rules decide from that. The
-//! SDK's own retries are off (see [`crate::aws`]): each call is one attempt.
+//! SDK's own retries are off (see [`crate::aws`]): each call is one attempt. A call that failed
+//! for want of credentials is classed by what failed underneath (STS throttled or down is
+//! retried) and its message names that, STS and the role with `-r` ([`credentials_failure`]).
 //!
 //! An answer that arrived whole with a 2xx status but a body that cannot be read
 //! ([`unreadable_success`]) is a call that succeeded: X-Ray stored the documents, so they are
@@ -30,7 +32,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
 use super::{Delivery, Refused, RetryHint, Sink, SinkError, SinkFuture};
-use crate::aws::{AwsContext, describe_error, error_kind, unreadable_success};
+use crate::aws::{AwsContext, credentials_failure, describe_error, error_kind, unreadable_success};
 use crate::item::Item;
 use crate::ratelimit::{RateLimit, Suppressed};
 
@@ -38,6 +40,8 @@ use crate::ratelimit::{RateLimit, Suppressed};
 #[derive(Debug, Clone)]
 pub struct XraySink {
     client: Client,
+    /// The role assumed for the calls (`-r`), named when its credentials cannot be had.
+    role_arn: Option<String>,
     /// Paces the warning about 2xx answers with an unreadable body.
     unreadable_log: Arc<RateLimit>,
 }
@@ -47,6 +51,7 @@ impl XraySink {
     pub fn new(aws: &AwsContext) -> Self {
         XraySink {
             client: Client::new(&aws.sdk),
+            role_arn: aws.role_arn.clone(),
             unreadable_log: Arc::default(),
         }
     }
@@ -150,10 +155,14 @@ impl Sink for XraySink {
                         return Ok(Delivery::default());
                     }
                     None => {
+                        // No credentials: the message names where they were to come from (STS
+                        // and the role with -r), as X-Ray was never called.
+                        let message = credentials_failure(&e, self.role_arn.as_deref())
+                            .unwrap_or_else(|| DisplayErrorContext(&e).to_string());
                         return Err(SinkError::Call {
                             sink: "xray",
                             kind: error_kind(&e),
-                            message: DisplayErrorContext(&e).to_string(),
+                            message,
                             hint: RetryHint::ByKind,
                         });
                     }

@@ -19,9 +19,11 @@
 //!   delivery is at least once, so a destination may get a document twice;
 //! - a failed call is [`Verdict::Retry`] when its [`ErrorKind`] is throttling (HTTP 429), HTTP
 //!   5xx, a timeout or a connection failure, and [`Verdict::Drop`] otherwise (another 4xx: the
-//!   request itself is wrong, or no credentials), as retrying would only fail again; a sink may
-//!   say more ([`RetryHint::Never`]: X-Ray's OTLP endpoint, like any OTLP endpoint, is retried on
-//!   429, 502, 503 and 504 only, so its 500 is dropped);
+//!   request itself is wrong, or no credentials), as retrying would only fail again; a call
+//!   whose credentials could not be had has the kind of what failed underneath (STS throttled
+//!   for `-r`'s AssumeRole is throttling; see `crate::aws::failure::credentials_kind`); a sink
+//!   may say more ([`RetryHint::Never`]: X-Ray's OTLP endpoint, like any OTLP endpoint, is
+//!   retried on 429, 502, 503 and 504 only, so its 500 is dropped);
 //! - the wait before the next attempt is what the destination asked for when it said
 //!   (`Retry-After`, in seconds or as an HTTP date, read by [`parse_retry_after`]; at most
 //!   [`MAX_RETRY_AFTER`]), else exponential backoff with full jitter:

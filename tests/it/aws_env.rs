@@ -11,8 +11,8 @@ use crate::support::fault::{FaultInjector, Recorded};
 use crate::support::metadata::{FAKE_INSTANCE_ID, FakeMetadata};
 use crate::support::sampling::{authorization, health_excluded_rules, health_excluded_targets};
 use crate::support::{
-    Daemon, DaemonBuilder, Moto, OutboundProxy, TEST_REGION, http, new_segment_id, new_trace_id,
-    sampling_injector, segment_json, wait,
+    Daemon, DaemonBuilder, DropReason, Fault, Moto, OutboundProxy, Step, TEST_REGION, http,
+    new_segment_id, new_trace_id, sampling_injector, segment_json, wait,
 };
 
 const NOWHERE: &str = "http://127.0.0.1:9";
@@ -100,6 +100,23 @@ async fn local_mode_never_contacts_instance_metadata() {
     let banner = wait_for_banner(&daemon, Duration::from_secs(5)).await;
     assert!(banner.contains("EC2 instance id none"), "{banner}");
     assert!(imds.requests().is_empty(), "{:?}", imds.requests());
+}
+
+/// Without `-o`, neither `AWS_DEFAULT_REGION` nor the AWS profile's region is read: instance
+/// metadata's region is used, as the original does and as the README's `-n` row now says (it
+/// listed both before instance metadata).
+#[tokio::test]
+async fn without_local_mode_aws_default_region_and_the_profile_are_not_read() {
+    let imds = FakeMetadata::start("eu-west-2").await;
+    let injector = sampling_injector(NOWHERE, &health_excluded_rules(), "{}").await;
+    let daemon = daemon_for(&injector, Some(&imds))
+        .env("AWS_DEFAULT_REGION", "ap-south-1")
+        .aws_config_file("[default]\nregion = sa-east-1\n")
+        .start()
+        .await;
+    assert_eq!(signed_region(&daemon, &injector).await, "eu-west-2");
+    let banner = wait_for_banner(&daemon, Duration::from_secs(5)).await;
+    assert!(banner.contains("(from EC2 instance metadata)"), "{banner}");
 }
 
 /// instance metadata that accepts connections and never answers holds up
@@ -213,6 +230,64 @@ async fn role_arn_signs_uploads_and_proxied_calls_with_the_assumed_role() {
     assert!(body.contains("Action=AssumeRole"), "{body}");
     assert!(body.contains("RoleSessionName=xray-daemon"), "{body}");
     assert_eq!(key_of(assume), FAKE_ACCESS_KEY_ID);
+}
+
+/// With `-r`, an AssumeRole that STS throttles or answers 5xx is retried like any transient
+/// failure and the segment gets through, under a warning that names STS and the role. It used
+/// to drop the batch at once (`upload_failed`) under a message that blamed X-Ray.
+#[tokio::test]
+async fn a_throttled_or_failing_assume_role_is_retried_and_names_sts_and_the_role() {
+    let moto = Moto::start().await;
+    let throttling = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+        <Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message>\
+        </Error><RequestId>1</RequestId></ErrorResponse>";
+    let refuse = |status: u16, body: &str| {
+        Step::any(Fault::Respond {
+            status,
+            body: body.to_owned(),
+        })
+    };
+    // The first four calls to STS fail (the startup credential check may take one); the
+    // upload gets through on a later attempt.
+    let sts = FaultInjector::with_script(
+        &moto.endpoint(),
+        vec![
+            refuse(400, throttling),
+            refuse(503, ""),
+            refuse(400, throttling),
+            refuse(503, ""),
+        ],
+    )
+    .await;
+    let role = "arn:aws:iam::123456789012:role/xray-writer";
+    let daemon = Daemon::builder()
+        .upload_to(&moto.endpoint())
+        .args(["-r", role])
+        .env("AWS_ENDPOINT_URL_STS", sts.endpoint())
+        .start()
+        .await;
+    assert_upload_arrives(&daemon, &moto, "after-sts-failed").await;
+    let stats = daemon.stats().await;
+    assert_eq!(stats.dropped(DropReason::UploadFailed), 0, "{stats:?}");
+    assert!(
+        stats.retried >= 1 && stats.batches_failed >= 1,
+        "the first attempt failed and was retried: {stats:?}"
+    );
+    assert!(
+        sts.remaining_script().is_empty(),
+        "every scripted failure was met"
+    );
+    let out = daemon.stdout();
+    let warning = out
+        .lines()
+        .find(|l| l.contains("Sending a batch of"))
+        .unwrap_or_else(|| panic!("no upload failure logged:\n{out}"));
+    assert!(
+        warning.contains("[Warn]")
+            && warning.contains("retried in")
+            && warning.contains(&format!("STS AssumeRole for the role {role}")),
+        "{warning}"
+    );
 }
 
 /// an outbound proxy from the environment carries the calls to X-Ray (uploads

@@ -205,6 +205,44 @@ async fn log_file_flag_writes_the_log_there() {
     }
 }
 
+/// `-f` under a regular file stops startup (exit 1) naming the parent that is not a directory;
+/// it said "File exists", the OS's words for the directory it could not make.
+#[tokio::test]
+async fn log_file_under_a_regular_file_says_its_parent_is_not_a_directory() {
+    for below in ["xray.log", "logs/xray.log"] {
+        let builder = bare();
+        let plain = builder.write_file("plain", "not a directory");
+        let f = builder
+            .arg("-f")
+            .arg(plain.join(below))
+            .run_to_exit(WITHIN)
+            .await;
+        let parent = format!("its parent {} is not a directory", plain.display());
+        assert_clean_failure(&f, 1, &[&parent]);
+        assert!(!f.stderr.contains("File exists"), "{}", f.stderr);
+    }
+}
+
+/// A config error reaches the `-f` file even when its directory does not exist yet, as the
+/// log itself does (it was written there only when the directory existed).
+#[tokio::test]
+async fn config_error_reaches_a_log_file_whose_directory_is_not_made_yet() {
+    // Not the builder's directory: it goes with the daemon.
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("not/made/yet/xray.log");
+    let f = bare()
+        .args(["--concurrency", "0", "-f"])
+        .arg(&log)
+        .run_to_exit(WITHIN)
+        .await;
+    assert_clean_failure(&f, 1, &["--concurrency"]);
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains("[Error]") && logged.contains("--concurrency"),
+        "the -f file has the error: {logged:?}"
+    );
+}
+
 /// `-o` the Go way: alone or `=true` is local mode, `=false` is not; `-o false` is local
 /// mode and warns that the words after it were ignored. Observed in the no-region error,
 /// which mentions instance metadata only when it was looked at.
@@ -319,6 +357,94 @@ async fn help_version_and_usage_errors() {
         let f = Daemon::builder().args(&words).run_to_exit(WITHIN).await;
         assert_clean_failure(&f, 2, &[needle]);
     }
+}
+
+/// `xray --help` names the `health` subcommand (it was missing), and `xray health --help`
+/// answers as that line says.
+#[tokio::test]
+async fn help_names_the_health_subcommand() {
+    let f = Daemon::builder()
+        .no_bind_flags()
+        .arg("--help")
+        .run_to_exit(WITHIN)
+        .await;
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(
+        f.stdout
+            .contains("xray health [HOST:PORT] [--max-upload-failure SECONDS]")
+            && f.stdout.contains("Commands:"),
+        "{}",
+        f.stdout
+    );
+    let f = Daemon::builder()
+        .no_bind_flags()
+        .args(["health", "--help"])
+        .run_to_exit(WITHIN)
+        .await;
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(f.stdout.contains("--max-upload-failure"), "{}", f.stdout);
+}
+
+/// The original's rule: a value that does not parse exits 2, a number out of range exits 1
+/// with a log line naming the flag. `--log-rotate-bytes 0` and `--concurrency -1` exited 2.
+#[tokio::test]
+async fn numbers_out_of_range_exit_1_and_words_for_numbers_exit_2() {
+    for words in [
+        ["--log-rotate-bytes", "0"],
+        ["--log-rotate-bytes", "-1"],
+        ["--concurrency", "-1"],
+        ["--max-segment-size", "-1"],
+        ["--retry-max-attempts", "0"],
+        ["-m", "2"],
+    ] {
+        let f = bare().args(words).run_to_exit(WITHIN).await;
+        assert_clean_failure(&f, 1, &[words[0], "[Error]"]);
+    }
+    for words in [["--log-rotate-bytes", "lots"], ["--concurrency", "1.5"]] {
+        let f = bare().args(words).run_to_exit(WITHIN).await;
+        assert_clean_failure(&f, 2, &[words[0]]);
+    }
+}
+
+/// A host name to listen on is looked up after the log has started, and the log says so
+/// before the lookup: it used to be looked up while the config was read, with nothing logged.
+/// (`.invalid` never resolves, so the lookup fails and the daemon exits 1 naming the flag.)
+#[tokio::test]
+async fn a_host_name_to_listen_on_is_looked_up_after_the_log_says_so() {
+    let builder = bare();
+    let tcp = builder.tcp_addr().to_string();
+    let f = builder
+        .args(["-b", "xray-sidecar.invalid:2000", "-t", &tcp])
+        .run_to_exit(WITHIN)
+        .await;
+    assert_clean_failure(&f, 1, &["-b/--bind", "does not resolve"]);
+    let said = f
+        .stdout
+        .lines()
+        .find(|l| l.contains("Looking up the host name xray-sidecar.invalid"));
+    assert!(
+        said.is_some_and(|l| is_log_line(l) && l.contains("[Info]") && l.contains("-b/--bind")),
+        "the log names the lookup first:\n{}",
+        f.stdout
+    );
+}
+
+/// A region that cannot be one label of a host name is refused before anything can ask the
+/// DNS for `xray.REGION.amazonaws.com` (it was taken as given): from the flag as a config
+/// error, from `AWS_REGION` once looked at, both exit 1 naming where it came from.
+#[tokio::test]
+async fn a_region_that_is_not_a_host_label_exits_1_naming_its_source() {
+    let f = Daemon::builder()
+        .args(["-n", "x.y", "-o"])
+        .run_to_exit(WITHIN)
+        .await;
+    assert_clean_failure(&f, 1, &["\"x.y\"", "-n/--region", "us-east-1"]);
+    let f = Daemon::builder()
+        .env("AWS_REGION", "x.y")
+        .arg("-o")
+        .run_to_exit(WITHIN)
+        .await;
+    assert_clean_failure(&f, 1, &["\"x.y\"", "AWS_REGION"]);
 }
 
 /// Every key of a version 2 file and a version 1 file (same keys), through `-c`: addresses,

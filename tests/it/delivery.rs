@@ -571,3 +571,96 @@ async fn telemetry_keeps_records_through_failures_and_sends_at_most_ten_a_call()
         "each failed telemetry call is counted"
     );
 }
+
+/// What the daemon's log lines about `reason` add up to: each warning counts what it names
+/// ("Refused a datagram" is 1, "Dropped 9 segment(s)" is 9) plus its tail "(N more … since the
+/// last message were not logged)", and each later report its count ("Refused 499 more …").
+fn logged_count(log: &str, reason: &str) -> u64 {
+    let leading_number = |text: &str| -> u64 {
+        text.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    log.lines()
+        .filter(|l| l.contains(&format!("({reason})")))
+        .map(|l| {
+            let named = if l.contains("Refused a datagram") {
+                1
+            } else if let Some(i) = l.find("] Refused ").or_else(|| l.find("] Dropped ")) {
+                leading_number(&l[i + "] Refused ".len()..])
+            } else {
+                0
+            };
+            let tail = l
+                .find(" since the last message were not logged")
+                .and_then(|end| l[..end].rfind('(').map(|start| &l[start + 1..end]))
+                .map_or(0, leading_number);
+            named + tail
+        })
+        .sum()
+}
+
+/// In a flood, each refusal reason was logged once with no count, and the spillover warning
+/// said "Dropped 9 segment(s)" while 192,951 were dropped: the rate-limited warnings did not
+/// say how many they stood for. Now the lines about each reason add up to its count: for the
+/// refusals once the warning interval (10 s) is over, though no later warning comes; for the
+/// spillover at shutdown at the latest.
+#[tokio::test]
+async fn rate_limited_warnings_add_up_to_the_counts_in_a_flood() {
+    let moto = Moto::start().await;
+    let injector = FaultInjector::start(&moto.endpoint()).await;
+    injector.go_down();
+    let mut daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .args(["-m", "3", "--shutdown-timeout", "1"])
+        .args(["--retry-max-attempts", "1000", "--retry-max-age", "600"])
+        .start()
+        .await;
+    for i in 0..300 {
+        daemon.send(format!("no newline in datagram {i}").as_bytes());
+    }
+    let (_, documents) = make_documents(320, 12_000);
+    send_paced(&daemon, &documents, 20).await;
+    let refused = daemon
+        .wait_for_stats(|s| s.received >= 620, SETTLE)
+        .await
+        .inputs["udp"]
+        .refused["missing_newline"];
+    // The first refusal was warned of; the rest is reported once the interval is over.
+    let reported = wait::until(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        async || {
+            let n = logged_count(&daemon.stdout(), "missing_newline");
+            (n == refused).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(
+        reported,
+        Some(refused),
+        "the refusal lines add up to the {refused} refused:\n{}",
+        daemon.stdout()
+    );
+
+    daemon.sigterm();
+    daemon.wait_exit(SETTLE).await;
+    let out = daemon.stdout();
+    let summary = out
+        .lines()
+        .find(|l| l.contains("Stopped."))
+        .unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let spilled: u64 = summary
+        .split("spillover ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no spillover in the summary: {summary}"));
+    assert!(spilled > 0, "{summary}");
+    assert_eq!(
+        logged_count(&out, "spillover"),
+        spilled,
+        "the spillover lines add up to the {spilled} dropped:\n{out}"
+    );
+}

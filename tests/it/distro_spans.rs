@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::flask::run_peer;
 use crate::support::paths::distro_venv_bin;
 use crate::support::udp_tap::UdpTap;
 use crate::support::{
@@ -171,28 +172,7 @@ async fn the_distro_exporter_s_spans_reach_x_ray_as_sent_and_stdout_as_spans() {
 
 /// Runs tests/peers/distro_udp.py with .venv-distro's python against `endpoint`.
 async fn run_distro_peer(endpoint: &str) -> String {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(distro_venv_bin("python"))
-            .arg(peer_script("distro_udp.py"))
-            .arg(endpoint)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the distro peer finishes within 60 s")
-    .expect("run the distro peer");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the distro peer failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("the distro peer printed no JSON line:\n{stdout}"))
+    let mut command = tokio::process::Command::new(distro_venv_bin("python"));
+    command.arg(peer_script("distro_udp.py")).arg(endpoint);
+    run_peer("the distro peer", command).await
 }

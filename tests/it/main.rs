@@ -32,6 +32,7 @@ mod connections;
 mod distro_spans;
 mod faults;
 mod otlp;
+mod otlp_grpc;
 mod proxy;
 mod relay;
 mod signals;

@@ -513,3 +513,70 @@ async fn otlp_traces_on_the_tcp_port_keep_their_encoding_or_go_to_the_receiver()
         "{stats:?}"
     );
 }
+
+/// Issue "OpenTelemetry in, part 2": an app instrumented with the AWS distro for OpenTelemetry
+/// and `OTEL_TRACES_SAMPLER=xray` gets X-Ray's sampling rules through the daemon's TCP port
+/// (signed and forwarded, as for the X-Ray SDKs) and obeys them.
+#[tokio::test]
+async fn an_adot_app_with_the_xray_sampler_gets_its_rules_through_the_proxy() {
+    let moto = Moto::start().await;
+    let injector = sampling_injector(
+        &moto.endpoint(),
+        &health_excluded_rules(),
+        &health_excluded_targets(),
+    )
+    .await;
+    let daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .start()
+        .await;
+    let endpoint = format!("endpoint=http://{}", daemon.tcp_addr());
+    let mut command =
+        tokio::process::Command::new(crate::support::paths::distro_venv_bin("python"));
+    command
+        .arg(crate::support::peer_script("adot_sampling.py"))
+        .env("OTEL_TRACES_SAMPLER", "xray")
+        .env("OTEL_TRACES_SAMPLER_ARG", &endpoint)
+        .env("OTEL_SERVICE_NAME", "adot-app");
+    let stdout = crate::support::flask::run_peer("the ADOT peer", command).await;
+    let run: Value = serde_json::from_str(stdout.trim()).expect("the peer's JSON line");
+    assert_eq!(run["obeyed"], true, "{stdout}");
+    let calls = sampling_calls(&injector.requests());
+    let rules: Vec<&Recorded> = calls
+        .iter()
+        .filter(|r| r.path == "/GetSamplingRules")
+        .collect();
+    assert!(!rules.is_empty(), "no GetSamplingRules upstream: {calls:?}");
+    for call in rules {
+        assert_signed_minimally(call, TEST_REGION);
+    }
+}
+
+/// Issue "Ship complete": request bodies being read by the sampling proxy share a stated 16 MiB
+/// (sixteen at its 1 MiB cap): a seventeenth large body is answered `503` at once instead of
+/// being held, and the daemon keeps serving.
+#[tokio::test]
+async fn proxy_bodies_being_read_stay_within_their_stated_room() {
+    let daemon = Daemon::builder().args(["-n", "eu-west-1"]).start().await;
+    let head = format!(
+        "POST /GetSamplingRules HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         content-length: 1048576\r\n\r\n",
+        daemon.tcp_addr()
+    );
+    // Sixteen clients that declare 1 MiB and send nothing more: their room is held.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(daemon.tcp_addr()).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    // Give the daemon a moment to read their headers and take their room.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (answer, took) =
+        raw_exchange(daemon.tcp_addr(), head.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(took < Duration::from_secs(2), "answered at once: {took:?}");
+    let health = daemon.get("/daemon/health").await.unwrap();
+    assert_eq!(health.status, 200);
+    drop(held);
+}

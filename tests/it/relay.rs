@@ -592,30 +592,13 @@ async fn readme_nc_segment_is_printed_and_written_to_the_file_sink() {
         r#"printf '{XRAY_HEADER}\n{document}' | nc -u -w1 127.0.0.1 {}"#,
         daemon.udp_addr().port()
     );
-    let status = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .kill_on_drop(true)
-            .status(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("`{command}` did not finish within 20 s"))
-    .expect("run sh");
-    assert!(status.success(), "`{command}` failed: {status}");
+    crate::support::proc::run_shell(&command, "OpenBSD netcat (nc)").await;
 
     let expected =
         "1-6566a1b2-0123456789abcdef01234567 53995c3f42cd8ad8 segment \"hello\" 100.0 ms";
-    let printed = wait::until(Duration::from_secs(10), wait::POLL_INTERVAL, async || {
-        daemon.stdout().lines().any(|l| l == expected).then_some(())
-    })
-    .await;
-    assert!(
-        printed.is_some(),
-        "stdout has no line {expected:?}:\n{}",
-        daemon.stdout()
-    );
+    daemon
+        .wait_for_stdout_line(expected, Duration::from_secs(10))
+        .await;
     let contents = wait_for_file(&file, document.len() + 1, &daemon).await;
     assert_eq!(
         String::from_utf8_lossy(&contents),

@@ -88,3 +88,66 @@ async fn a_stats_address_in_use_exits_1_naming_the_flag() {
         finished.stderr
     );
 }
+
+/// `/daemon/metrics` on both addresses is the classic Prometheus text format (what the README
+/// names, and what an older text-format parser reads) unless the scraper's `Accept` asks for
+/// OpenMetrics; it was OpenMetrics 1.0 (`# EOF`) for every scraper, which such a parser reads
+/// as counters of type `unknown`.
+#[tokio::test]
+async fn metrics_are_the_classic_text_format_unless_openmetrics_is_asked_for() {
+    let stats_addr = free_addr();
+    let daemon = Daemon::builder()
+        .args([
+            "--sink",
+            "stdout",
+            "--stats-address",
+            &stats_addr.to_string(),
+        ])
+        .start()
+        .await;
+    for addr in [daemon.tcp_addr(), stats_addr] {
+        for accept in [None, Some("text/plain;version=0.0.4"), Some("*/*")] {
+            let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+            let r = http::request(addr, "GET", "/daemon/metrics", &headers, "")
+                .await
+                .unwrap();
+            let text = r.text();
+            assert_eq!(
+                r.header("content-type"),
+                Some("text/plain; version=0.0.4; charset=utf-8"),
+                "{accept:?}"
+            );
+            assert!(
+                text.contains("# TYPE xray_segments_received_total counter\n")
+                    && text.contains("\nxray_segments_received_total 0\n")
+                    && !text.contains("# EOF"),
+                "{accept:?}: {text}"
+            );
+        }
+        // What Prometheus sends: it prefers OpenMetrics, and gets it.
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
+                          text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        let r = http::request(
+            addr,
+            "GET",
+            "/daemon/metrics",
+            &[("accept", prometheus)],
+            "",
+        )
+        .await
+        .unwrap();
+        let text = r.text();
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("application/openmetrics-text; version=1.0.0")),
+            "{:?}",
+            r.headers
+        );
+        assert!(
+            text.contains("# TYPE xray_segments_received counter\n")
+                && text.contains("\nxray_segments_received_total 0\n")
+                && text.ends_with("# EOF\n"),
+            "{text}"
+        );
+    }
+}

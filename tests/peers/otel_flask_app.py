@@ -5,7 +5,8 @@ Usage: otel_flask_app.py N CALL_URL
 The reference user's OpenTelemetry half: FlaskInstrumentor and RequestsInstrumentor, a
 BatchSpanProcessor with the OTLP/HTTP protobuf exporter (OTLPSpanExporter), configured only
 by the standard variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
-OTEL_SERVICE_NAME). Serves N requests to GET /home through Flask's test client; each opens the
+OTEL_SERVICE_NAME). With OTEL_EXPORTER_OTLP_PROTOCOL=grpc the OTLP/gRPC exporter instead
+(insecure, as an http:// endpoint makes it; OTEL_EXPORTER_OTLP_COMPRESSION=gzip compresses). Serves N requests to GET /home through Flask's test client; each opens the
 nested spans home-activities-data -> home-result-activities (attribute app.hubabuba) and calls
 CALL_URL with requests (a CLIENT span). Then flushes and shuts the provider down, so every span
 has been exported (or the exporter gave up) when this exits.
@@ -18,12 +19,12 @@ Everything else goes to stderr.
 """
 
 import json
+import os
 import sys
 
 import requests
 from flask import Flask, jsonify
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.resources import Resource
@@ -40,6 +41,10 @@ def main() -> int:
     call_url = sys.argv[2]
 
     provider = TracerProvider(resource=Resource.create())
+    if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     exporter = OTLPSpanExporter()
     batch = BatchSpanProcessor(exporter)
     provider.add_span_processor(batch)

@@ -544,6 +544,20 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `within` for a line of its stdout equal to `line`; fails the test, showing
+    /// the stdout, if none comes.
+    pub async fn wait_for_stdout_line(&self, line: &str, within: Duration) {
+        let printed = super::wait::until(within, super::wait::POLL_INTERVAL, async || {
+            self.stdout().lines().any(|l| l == line).then_some(())
+        })
+        .await;
+        assert!(
+            printed.is_some(),
+            "stdout has no line {line:?}:\n{}",
+            self.stdout()
+        );
+    }
+
     /// Everything it wrote to stdout so far (lossy UTF-8).
     pub fn stdout(&self) -> String {
         read_lossy(&self.stdout)

@@ -97,13 +97,7 @@ pub async fn run_python_peer_with_env(
     env: &[(&str, &str)],
 ) -> String {
     let mut command = tokio::process::Command::new(venv_bin("python"));
-    command
-        .arg(peer_script(script))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    command.arg(peer_script(script)).args(args);
     for (key, _) in std::env::vars_os() {
         let name = key.to_string_lossy().to_ascii_uppercase();
         if name.starts_with("AWS_") || name.ends_with("_PROXY") {
@@ -113,6 +107,20 @@ pub async fn run_python_peer_with_env(
     for (key, value) in env {
         command.env(key, value);
     }
+    run_peer(what, command).await
+}
+
+/// Runs a peer `command` (any program: the venv's python, the distro's, node) to its end: stdin
+/// empty, output captured, killed if the test ends first. Returns the last line of its stdout
+/// that starts with `{` (its JSON report). Panics, naming the peer as `what` with its stderr and
+/// stdout, if it cannot start, fails, prints no such line, or takes longer than
+/// [`FLASK_DEADLINE`].
+pub async fn run_peer(what: &str, mut command: tokio::process::Command) -> String {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let child = command
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));

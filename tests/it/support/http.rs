@@ -57,6 +57,18 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Result<Response, BoxError> {
+    request_within(addr, method, path, headers, body, REQUEST_TIMEOUT).await
+}
+
+/// [`request`], waiting up to `within` for the whole response.
+pub async fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+    within: Duration,
+) -> Result<Response, BoxError> {
     let body = body.into();
     let fut = async {
         let stream = TcpStream::connect(addr).await?;
@@ -94,11 +106,9 @@ pub async fn request(
             body,
         })
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, fut)
+    tokio::time::timeout(within, fut)
         .await
-        .map_err(|_| {
-            format!("{method} http://{addr}{path}: no response within {REQUEST_TIMEOUT:?}")
-        })?
+        .map_err(|_| format!("{method} http://{addr}{path}: no response within {within:?}"))?
 }
 
 /// `GET path` on `addr`.

@@ -43,3 +43,25 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Runs `command` with `sh -c` as a user would type it (a README's example), within 20 s, and
+/// fails the test unless it exits 0. Returns its stdout. `needs` names what the command needs
+/// installed, for the failure message.
+pub async fn run_shell(command: &str, needs: &str) -> String {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("`{command}` did not finish within 20 s"))
+    .unwrap_or_else(|e| panic!("run sh: {e}"));
+    assert!(
+        out.status.success(),
+        "`{command}` failed ({needs} is needed; scripts/test.sh installs it as root): {out:?}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
