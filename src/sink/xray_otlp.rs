@@ -40,7 +40,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_runtime_api::client::http::{HttpConnector, SharedHttpConnector};
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
@@ -50,8 +51,9 @@ use http_body_util::{BodyExt, Limited};
 use prost::Message as _;
 
 use super::{Delivery, Refused, RetryHint, Sink, SinkError, SinkFuture};
-use crate::aws::signing::{current_credentials, sign_request};
-use crate::aws::{AwsContext, AwsError, connector_error_kind, describe_error};
+use crate::aws::failure::credentials_kind;
+use crate::aws::signing::sign_request;
+use crate::aws::{AwsContext, AwsError, connector_error_kind, credentials_failure, describe_error};
 use crate::item::Item;
 use crate::otlp::export::{self, Limits, Unsendable};
 use crate::otlp::proto::ExportTraceServiceResponse;
@@ -86,6 +88,8 @@ pub struct XrayOtlpSink {
     host: String,
     region: String,
     credentials: SharedCredentialsProvider,
+    /// `-r`, for messages about credentials.
+    role_arn: Option<String>,
     connector: SharedHttpConnector,
     /// How long one call may take, answer included (`--upload-timeout`).
     call_timeout: Duration,
@@ -119,6 +123,7 @@ impl XrayOtlpSink {
             host,
             region: aws.region.to_string(),
             credentials,
+            role_arn: aws.role_arn.clone(),
             connector: aws
                 .outbound
                 .connector(crate::aws::CONNECT_TIMEOUT, call_timeout),
@@ -140,9 +145,7 @@ impl XrayOtlpSink {
             .await
             .map_err(|e| Failure::local(format!("encoding the request failed: {e}")))?
             .map_err(|e| Failure::local(format!("compressing the request failed: {e}")))?;
-        let credentials = current_credentials(&self.credentials, CREDENTIALS_TIMEOUT)
-            .await
-            .map_err(|why| Failure::local(format!("no AWS credentials to sign with: {why}")))?;
+        let credentials = self.credentials().await?;
         let mut request = http::Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())
@@ -214,6 +217,29 @@ impl XrayOtlpSink {
                 transaction_search_off: false,
             })??;
         answer.outcome(SystemTime::now())
+    }
+
+    /// Credentials to sign with, or the failure: classed and described as for `PutTraceSegments`
+    /// (a throttled or unreachable STS for `-r` is retried; no credentials at all is not).
+    async fn credentials(&self) -> Result<Credentials, Failure> {
+        match tokio::time::timeout(CREDENTIALS_TIMEOUT, self.credentials.provide_credentials())
+            .await
+        {
+            Ok(Ok(credentials)) => Ok(credentials),
+            Ok(Err(e)) => Err(Failure {
+                kind: credentials_kind(&e),
+                hint: RetryHint::ByKind,
+                message: credentials_failure(&e, self.role_arn.as_deref())
+                    .unwrap_or_else(|| describe_error(&e)),
+                transaction_search_off: false,
+            }),
+            Err(_) => Err(Failure {
+                kind: ErrorKind::Timeout,
+                hint: RetryHint::ByKind,
+                message: format!("no AWS credentials within {CREDENTIALS_TIMEOUT:?}"),
+                transaction_search_off: false,
+            }),
+        }
     }
 
     /// Logs, at most once per [`WARN_INTERVAL`](crate::ratelimit::WARN_INTERVAL), that Transaction Search is off and how to turn
@@ -367,8 +393,7 @@ struct Failure {
 }
 
 impl Failure {
-    /// A failure before anything was sent (credentials, signing): nothing a retry fixes by
-    /// itself, as for the other sinks.
+    /// A failure before anything was sent (encoding, signing): nothing a retry fixes.
     fn local(message: String) -> Self {
         Failure {
             kind: ErrorKind::Other,
