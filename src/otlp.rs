@@ -17,6 +17,8 @@
 //! - [`span`]: [`span::SpanRecord`] (one span with its shared resource and scope), [`span::split`]
 //!   and the id checks;
 //! - [`to_xray`]: one span → one X-Ray segment document, after the collector's exporter;
+//! - [`from_xray`]: the other way, one X-Ray segment document (with its subsegments) → spans,
+//!   after the collector's receiver, keeping what it loses (for an OTLP destination);
 //! - [`render`]: the local sinks' renderings of a span;
 //! - [`distro`]: the AWS distros' UDP form (`T1S`, `T1`) read as spans for the local sinks.
 //!
@@ -25,6 +27,7 @@
 
 pub mod decode;
 pub mod distro;
+pub mod from_xray;
 pub mod json;
 pub mod proto;
 pub mod render;
