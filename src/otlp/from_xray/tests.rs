@@ -1,4 +1,7 @@
-//! The conversion's rules, one test each; garbage and deep nesting never panic.
+//! The conversion's rules, one test each; garbage and deep nesting never panic; and
+//! ([`roundtrip`]) the property that X-Ray → OTLP → X-Ray keeps what a document says.
+
+mod roundtrip;
 
 use super::*;
 use crate::otlp::proto::attribute;
