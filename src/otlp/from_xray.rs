@@ -98,8 +98,8 @@ use super::proto::{
 };
 use super::span::{SpanRecord, SpanResource, SpanScope};
 
-/// `service.name` of a subsegment document whose segment is not known (`--otlp-service-name`'s
-/// default, after the OpenTelemetry SDKs' `unknown_service`).
+/// `service.name` of a subsegment document whose segment is not known, after the OpenTelemetry
+/// SDKs' `unknown_service` (the default the OTLP sink's `--otlp-service-name` is to have).
 pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:xray";
 
 /// What to do with a document still in progress.
@@ -619,10 +619,15 @@ impl Reader {
         }
         if let Some(aws) = aws {
             // Counted when the span reads it, not twice.
-            if let Some(account) = aws
+            let account = match aws
                 .get("account_id")
-                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                .map(|raw| serde_json::from_str(raw.get()))
             {
+                Some(Ok(Json::String(s))) => Some(s),
+                Some(Ok(Json::Number(n))) => Some(n.to_string()),
+                _ => None,
+            };
+            if let Some(account) = account {
                 attrs.push(KeyValue::string("cloud.account.id", account));
             }
             if let Some(ec2) = self.object(&aws, "ec2", "aws.ec2") {
@@ -935,10 +940,12 @@ impl Reader {
                 _ => None,
             };
             if let Some(name) = known {
-                match serde_json::from_str::<Option<String>>(raw.get()) {
-                    Ok(Some(v)) => attrs.push(KeyValue::string(name, v)),
-                    Ok(None) => {}
-                    Err(_) => self.left_out.add("aws"),
+                // A string; a number (an account id written as one) as its digits.
+                match serde_json::from_str::<Json>(raw.get()) {
+                    Ok(Json::String(v)) => attrs.push(KeyValue::string(name, v)),
+                    Ok(Json::Number(n)) => attrs.push(KeyValue::string(name, n.to_string())),
+                    Ok(Json::Null) => {}
+                    _ => self.left_out.add("aws"),
                 }
                 continue;
             }

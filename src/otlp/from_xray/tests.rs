@@ -307,6 +307,23 @@ fn a_missing_time_is_counted_and_taken_from_the_other() {
 }
 
 #[test]
+fn an_account_id_written_as_a_number_is_its_digits() {
+    let c = conv(&format!(
+        r#"{{"id":"1111111111111111","trace_id":"{TRACE}","name":"s","start_time":1,"end_time":2,
+            "aws":{{"account_id":123456789012,"region":["x"]}}}}"#
+    ));
+    assert_eq!(
+        str_attr(&c.spans[0].span, "aws.account_id"),
+        Some("123456789012")
+    );
+    assert_eq!(
+        resource_str(&c.spans[0], "cloud.account.id"),
+        Some("123456789012")
+    );
+    assert_eq!(c.left_out.count("aws"), 1, "a region that is a list");
+}
+
+#[test]
 fn a_client_ip_not_forwarded_is_the_peers_address() {
     let c = conv(&format!(
         r#"{{"id":"1111111111111111","trace_id":"{TRACE}","name":"s","start_time":1,"end_time":2,
