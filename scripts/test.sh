@@ -84,7 +84,7 @@ if [[ $# -eq 0 ]]; then
         echo "==> installing cargo-fuzz"
         cargo install cargo-fuzz --locked
     fi
-    for target in segment_parse buffer_accounting admin_route otlp_decode; do
+    for target in segment_parse buffer_accounting admin_route otlp_decode xray_to_otlp; do
         echo "==> cargo +nightly fuzz run $target (${fuzz_seconds} s)"
         scratch="$(mktemp -d)"
         cargo +nightly fuzz run "$target" "$scratch" "fuzz/seeds/$target" -- \

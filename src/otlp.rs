@@ -18,6 +18,8 @@
 //! - [`span`]: [`span::SpanRecord`] (one span with its shared resource and scope), [`span::split`]
 //!   and the id checks;
 //! - [`to_xray`]: one span → one X-Ray segment document, after the collector's exporter;
+//! - [`from_xray`]: the other way, one X-Ray segment document (with its subsegments) → spans,
+//!   after the collector's receiver, keeping what it loses (for an OTLP destination);
 //! - [`render`]: the local sinks' renderings of a span;
 //! - [`export`]: spans out as OTLP requests within X-Ray's OTLP endpoint limits (sizes, counts,
 //!   the 24-hour spread, the 14-days-back and 2-hours-ahead window);
@@ -29,6 +31,7 @@
 pub mod decode;
 pub mod distro;
 pub mod export;
+pub mod from_xray;
 pub mod json;
 pub mod proto;
 pub mod render;
