@@ -12,10 +12,7 @@ use xray_daemon::otlp::proto::{ExportTraceServiceRequest, ResourceSpans, ScopeSp
 use xray_daemon::otlp_grpc::{LOGS_EXPORT_PATH, METRICS_EXPORT_PATH, TRACES_EXPORT_PATH};
 
 use crate::support::flask::run_python_peer_with_env;
-use crate::support::{
-    Daemon, Fault, FaultInjector, Moto, TEST_REGION, assert_balanced, free_addr, new_segment_id,
-    new_trace_id,
-};
+use crate::support::{Daemon, Moto, TEST_REGION, assert_balanced, free_addr};
 
 /// How long spans may take to reach moto on this shared 2-core machine.
 const ARRIVAL: Duration = Duration::from_secs(40);
@@ -116,31 +113,9 @@ async fn otel_flask_spans_over_grpc_reach_moto_as_segments() {
 #[tokio::test]
 async fn a_full_buffer_answers_unavailable_and_the_grpc_exporter_spans_arrive_once_there_is_room() {
     let moto = Moto::start().await;
-    let injector = FaultInjector::start(&moto.endpoint()).await;
-    injector.always("/TraceSegments", Fault::Delay(Duration::from_secs(3)));
     let grpc = free_addr();
-    let daemon = Daemon::builder()
-        .upload_to(&injector.endpoint())
-        .args(["-m", "3", "--otlp-grpc", &grpc.to_string()])
-        .start()
-        .await;
-    // About 2.6 MB of segments: all in calls at once (6 batches, 8 slots), over the mark.
-    let trace = new_trace_id();
-    for _ in 0..260 {
-        let doc = serde_json::json!({
-            "trace_id": trace, "id": new_segment_id(), "name": "filler",
-            "start_time": 1.0, "end_time": 2.0,
-            "annotations": {"pad": "x".repeat(10_000)}
-        });
-        daemon.send_segment(&doc.to_string());
-    }
-    let full = daemon
-        .wait_for_stats(
-            |s| (s.buffered_bytes + s.in_flight_bytes) * 100 > s.budget_bytes * 75,
-            ARRIVAL,
-        )
-        .await;
-    assert!(full.in_flight > 0, "{full:?}");
+    let (daemon, _slow_xray) =
+        crate::support::otlp::held_past_the_mark(&moto, ["--otlp-grpc", &grpc.to_string()]).await;
 
     let call = format!("http://{}/daemon/health", daemon.tcp_addr());
     let run = run_grpc_flask_peer(grpc, 1, call).await;

@@ -24,6 +24,7 @@
 //! - [`outbound_proxy`]: [`OutboundProxy`], an HTTP forward proxy (absolute-form and CONNECT)
 //!   that records what goes through it.
 //! - [`tls_front`]: HTTPS with a throwaway self-signed certificate in front of an injector.
+//! - [`otlp`]: a daemon whose buffer is held past the OTLP receivers' high-water mark.
 //!
 //! Children (moto, the daemon) are killed when their handle drops; when that happens during a
 //! panic, the tail of their output is printed so a failed test explains itself.
@@ -36,6 +37,7 @@ pub mod fault;
 pub mod flask;
 pub mod http;
 pub mod moto;
+pub mod otlp;
 pub mod paths;
 pub mod ports;
 pub mod proc;

@@ -1,0 +1,41 @@
+//! For the OpenTelemetry receivers' tests: a daemon whose buffer is held past the OTLP
+//! high-water mark (75% of the budget) for a known time, so a receiver answers "busy".
+
+use std::time::Duration;
+
+use super::{Daemon, Fault, FaultInjector, Moto, new_segment_id, new_trace_id};
+
+/// How long the slow X-Ray keeps each call, and so the buffer past the mark.
+pub const HELD_FOR: Duration = Duration::from_secs(3);
+
+/// Starts a daemon (`-m 3`, plus `receiver` such as `["--otlp-http", ADDR]`) relaying to moto
+/// through a fault injector that delays every `PutTraceSegments` by [`HELD_FOR`], and fills its
+/// buffer with about 2.6 MB of UDP segments, all in calls at once (6 batches, 8 slots): past the
+/// mark until those calls are over. Returns once the stats show it.
+pub async fn held_past_the_mark(moto: &Moto, receiver: [&str; 2]) -> (Daemon, FaultInjector) {
+    let injector = FaultInjector::start(&moto.endpoint()).await;
+    injector.always("/TraceSegments", Fault::Delay(HELD_FOR));
+    let daemon = Daemon::builder()
+        .upload_to(&injector.endpoint())
+        .args(["-m", "3"])
+        .args(receiver)
+        .start()
+        .await;
+    let trace = new_trace_id();
+    for _ in 0..260 {
+        let doc = serde_json::json!({
+            "trace_id": trace, "id": new_segment_id(), "name": "filler",
+            "start_time": 1.0, "end_time": 2.0,
+            "annotations": {"pad": "x".repeat(10_000)}
+        });
+        daemon.send_segment(&doc.to_string());
+    }
+    let full = daemon
+        .wait_for_stats(
+            |s| (s.buffered_bytes + s.in_flight_bytes) * 100 > s.budget_bytes * 75,
+            Duration::from_secs(40),
+        )
+        .await;
+    assert!(full.in_flight > 0, "{full:?}");
+    (daemon, injector)
+}
