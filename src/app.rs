@@ -47,6 +47,7 @@ use crate::otlp_http::{OtlpReceiver, OtlpSettings};
 use crate::shutdown::Signals;
 use crate::sink::file::FileSink;
 use crate::sink::memory::MemoryStore;
+use crate::sink::otlp::{self as otlp_sink, OtlpSink};
 use crate::sink::stdout::StdoutSink;
 use crate::sink::xray::XraySink;
 use crate::sink::xray_otlp::{self, XrayOtlpSink};
@@ -98,6 +99,9 @@ pub enum StartupError {
     /// The daemon's task ended abnormally (in-process use).
     #[error("the daemon stopped abnormally: {0}")]
     Stopped(String),
+    /// An OTLP sink could not be made.
+    #[error(transparent)]
+    OtlpSink(crate::sink::otlp::OtlpSinkError),
     /// A file sink could not be opened.
     #[error("cannot open {path} for --sink file:{path}: {source}")]
     FileSink {
@@ -161,6 +165,12 @@ fn pacing(spec: &SinkSpec) -> Pacing {
     match spec {
         SinkSpec::Xray | SinkSpec::Stdout | SinkSpec::File(_) => Pacing {
             batch_size: batcher::MAX_BATCH_DOCUMENTS,
+            linger: batcher::LINGER,
+            concurrency: None,
+        },
+        // The OpenTelemetry SDKs' batch size; the same idle flush.
+        SinkSpec::Otlp(_) => Pacing {
+            batch_size: otlp_sink::BATCH_ITEMS,
             linger: batcher::LINGER,
             concurrency: None,
         },
@@ -620,6 +630,22 @@ async fn build_sinks(
                 }
             }
             SinkSpec::Stdout => sinks.push(destination(spec, Arc::new(StdoutSink))),
+            SinkSpec::Otlp(target) => {
+                let Some(settings) = &target.settings else {
+                    return Err(StartupError::OtlpSink(otlp_sink::OtlpSinkError::Url {
+                        url: spec.to_string(),
+                        why: "the configuration left it without settings".into(),
+                    }));
+                };
+                // Calls to an OpenTelemetry backend follow the proxy variables, as the
+                // OpenTelemetry exporters do (-p is for calls to AWS).
+                let outbound = aws::Outbound::from_settings(None, false, &aws::Env::from_process())
+                    .map_err(|e| {
+                        StartupError::OtlpSink(otlp_sink::OtlpSinkError::Client(e.to_string()))
+                    })?;
+                let sink = OtlpSink::new(settings, &outbound).map_err(StartupError::OtlpSink)?;
+                sinks.push(destination(spec, Arc::new(sink)));
+            }
             SinkSpec::File(path) => {
                 let sink = FileSink::open(path)
                     .await

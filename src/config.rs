@@ -31,6 +31,7 @@ pub mod args;
 pub mod cli;
 pub mod defaults;
 pub mod file;
+pub mod otlp_sink;
 
 /// The default UDP and TCP address.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:2000";
@@ -105,12 +106,15 @@ impl Config {
 }
 
 /// Facts about the machine that defaults depend on.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Machine {
     /// Total RAM in bytes.
     pub total_memory: Option<u64>,
     /// The cgroup (container) memory limit in bytes, if one is set.
     pub cgroup_limit: Option<u64>,
+    /// The environment variables the daemon's rules read (a bare `--sink otlp` reads the
+    /// OpenTelemetry exporter's).
+    pub env: crate::aws::Env,
 }
 
 impl Machine {
@@ -119,6 +123,7 @@ impl Machine {
         Machine {
             total_memory: read_meminfo_total(),
             cgroup_limit: read_cgroup_limit(),
+            env: crate::aws::Env::from_process(),
         }
     }
 }
@@ -169,6 +174,8 @@ pub enum Source {
         /// The line of the value (1-based), where known.
         line: Option<u64>,
     },
+    /// An environment variable (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    Variable(&'static str),
     /// The built-in default.
     Default,
 }
@@ -184,6 +191,7 @@ impl fmt::Display for Source {
                     None => Ok(()),
                 }
             }
+            Source::Variable(name) => write!(f, "the environment variable {name}"),
             Source::Default => f.write_str("the default"),
         }
     }
@@ -325,7 +333,7 @@ pub fn resolve(
         f.total_buffer_size_mb,
         0,
     );
-    let (buffer_bytes, buffer_source) = buffer_budget(&buffer, machine)?;
+    let (buffer_bytes, buffer_source) = buffer_budget(&buffer, &machine)?;
 
     let concurrency = pick(
         cli.concurrency,
@@ -465,7 +473,24 @@ pub fn resolve(
     );
 
     let mut notes = file.map(|l| l.notes.clone()).unwrap_or_default();
-    let sinks = sinks(&cli.sink)?;
+    // The OTLP sinks' URLs and headers, before repeated sinks are folded into one.
+    let mut given_sinks = cli.sink.clone();
+    let own: Vec<&ListenAddr> = [
+        Some(&tcp_addr),
+        otlp.http_addr.as_ref(),
+        otlp.grpc_addr.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    notes.extend(otlp_sink::resolve(
+        &mut given_sinks,
+        &cli.otlp_header_owners(),
+        &machine.env,
+        cli.otlp_service_name.as_deref(),
+        &own,
+    )?);
+    let sinks = sinks(&given_sinks)?;
     if otlp.to_xray == ToXray::Otlp && !sinks.contains(&SinkSpec::Xray) {
         notes.push(
             "--otlp-to-xray / OTLP.ToXRay is otlp, but no sink sends to X-Ray (--sink xray): \
@@ -745,13 +770,13 @@ fn check_url(text: &str) -> Result<http::Uri, String> {
 }
 
 /// Whether a parsed URL carries a user name or password (`user:password@host`).
-fn has_userinfo(uri: &http::Uri) -> bool {
+pub(crate) fn has_userinfo(uri: &http::Uri) -> bool {
     uri.authority().is_some_and(|a| a.as_str().contains('@'))
 }
 
 /// `text` with a `user:password@` part before the host replaced by `***@`, for messages. Works
 /// on text that is not a valid URL too, so a message about a bad URL never shows a password.
-fn redact_userinfo(text: &str) -> String {
+pub(crate) fn redact_userinfo(text: &str) -> String {
     let start = text.find("://").map_or(0, |i| i + 3);
     let end = text[start..]
         .find(['/', '?', '#'])
@@ -917,7 +942,7 @@ pub fn is_valid_region(region: &str) -> bool {
 
 /// The memory budget in bytes and where it came from, in words for the banner. `given`: the MB
 /// from `-m` or `TotalBufferSizeMB`; zero or negative means 1% of the memory available.
-fn buffer_budget(given: &Setting<i64>, machine: Machine) -> Result<(usize, String), ConfigError> {
+fn buffer_budget(given: &Setting<i64>, machine: &Machine) -> Result<(usize, String), ConfigError> {
     const MB: u64 = 1024 * 1024;
     if let Ok(mb) = u64::try_from(given.value)
         && mb > 0
@@ -962,7 +987,7 @@ fn buffer_budget(given: &Setting<i64>, machine: Machine) -> Result<(usize, Strin
 /// The memory available to the process in bytes, and what it is in words: the container's
 /// (cgroup) limit when there is one below the host's RAM, else the host's RAM; `None` when
 /// neither is known.
-fn available_memory(machine: Machine) -> Option<(u64, &'static str)> {
+fn available_memory(machine: &Machine) -> Option<(u64, &'static str)> {
     match (machine.cgroup_limit, machine.total_memory) {
         (Some(c), Some(t)) if c < t => Some((c, "the container's memory limit")),
         (Some(c), None) => Some((c, "the container's memory limit")),
@@ -1022,7 +1047,7 @@ mod tests {
             Ok(args::Invocation::Daemon { args, .. }) => args,
             other => panic!("{other:?}"),
         };
-        match cli::Cli::try_parse_from(args) {
+        match cli::Cli::parse_words(args) {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         }
@@ -1506,9 +1531,10 @@ mod tests {
         let m = |c, t| Machine {
             cgroup_limit: c,
             total_memory: t,
+            ..Machine::default()
         };
         let b = |c, t| {
-            buffer_budget(&given(0), m(c, t))
+            buffer_budget(&given(0), &m(c, t))
                 .map(|(b, _)| b as u64 / (1 << 20))
                 .ok()
         };
@@ -1520,13 +1546,13 @@ mod tests {
             "a 256 MB sidecar still starts"
         );
         assert_eq!(b(None, None), Some(3));
-        assert!(buffer_budget(&given(2), m(None, None)).is_err());
+        assert!(buffer_budget(&given(2), &m(None, None)).is_err());
         assert_eq!(
-            buffer_budget(&given(3), m(None, None)).map(|x| x.0).ok(),
+            buffer_budget(&given(3), &m(None, None)).map(|x| x.0).ok(),
             Some(3 << 20)
         );
         assert_eq!(
-            buffer_budget(&given(0), m(None, Some(1000 * (1 << 20))))
+            buffer_budget(&given(0), &m(None, Some(1000 * (1 << 20))))
                 .map(|x| x.0)
                 .ok(),
             Some(10 << 20)
@@ -1538,9 +1564,10 @@ mod tests {
         let m = |c, t| Machine {
             cgroup_limit: c,
             total_memory: t,
+            ..Machine::default()
         };
         let host = m(None, Some(8 * GIB));
-        let e = resolve(&cli(&["-m", "9223372036854775807"]), None, host)
+        let e = resolve(&cli(&["-m", "9223372036854775807"]), None, host.clone())
             .map(|c| c.buffer_bytes)
             .map_err(|e| e.to_string());
         assert!(
@@ -1551,7 +1578,7 @@ mod tests {
             "{e:?}"
         );
         let f = loaded("Version: 2\nTotalBufferSizeMB: 8193\n");
-        let e = resolve(&cli(&[]), Some(&f), host).map_err(|e| e.to_string());
+        let e = resolve(&cli(&[]), Some(&f), host.clone()).map_err(|e| e.to_string());
         assert!(
             e.as_ref().is_err_and(
                 |e| e.contains("TotalBufferSizeMB in /x/cfg.yaml (line 2)") && e.contains("-m")
@@ -1560,7 +1587,7 @@ mod tests {
         );
         // The container's limit is the one that counts when it is lower.
         let container = m(Some(512 << 20), Some(8 * GIB));
-        let e = buffer_budget(&given(513), container).map_err(|e| e.to_string());
+        let e = buffer_budget(&given(513), &container).map_err(|e| e.to_string());
         assert!(
             e.as_ref()
                 .is_err_and(|e| e.contains("at most 512") && e.contains("container")),
@@ -1568,14 +1595,14 @@ mod tests {
         );
         // At the limit is accepted; so is anything when the memory is unknown.
         assert_eq!(
-            buffer_budget(&given(8192), host).map(|x| x.0 as u64).ok(),
+            buffer_budget(&given(8192), &host).map(|x| x.0 as u64).ok(),
             Some(8 * GIB)
         );
         assert_eq!(
-            buffer_budget(&given(512), container).map(|x| x.0).ok(),
+            buffer_budget(&given(512), &container).map(|x| x.0).ok(),
             Some(512 << 20)
         );
-        assert!(buffer_budget(&given(i64::MAX), m(None, None)).is_ok());
+        assert!(buffer_budget(&given(i64::MAX), &m(None, None)).is_ok());
     }
 
     #[test]

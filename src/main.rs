@@ -13,7 +13,6 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing::Level;
 use xray_daemon::config::args::{self, Invocation};
 use xray_daemon::config::{self, cli::Cli, file};
@@ -39,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match Cli::parse_words(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -8,6 +8,8 @@
 //!   (`--otlp-to-xray otlp`; a lane of its own beside `xray`'s, see [`crate::buffer::Takes`]);
 //! - [`stdout`]: one readable line per document, for a laptop without an AWS account;
 //! - [`mod@file`]: the raw documents appended to a file as JSON Lines;
+//! - [`otlp`]: every trace as OTLP/HTTP to any OpenTelemetry backend (`--sink otlp:URL`): the
+//!   spans received unchanged, the X-Ray documents converted;
 //! - [`memory`]: a bounded in-memory store of the latest items (no upload at all), for the
 //!   coming trace viewer and for tests.
 //!
@@ -25,6 +27,8 @@ use crate::outcome::{DropReason, ErrorKind};
 
 pub mod file;
 pub mod memory;
+pub mod otlp;
+mod otlp_call;
 pub mod stdout;
 pub mod xray;
 pub mod xray_otlp;
@@ -169,6 +173,8 @@ pub enum SinkSpec {
     Stdout,
     /// Raw documents appended to this file, one per line.
     File(std::path::PathBuf),
+    /// Every trace as OTLP/HTTP to an OpenTelemetry backend (`otlp` or `otlp:URL`).
+    Otlp(otlp::OtlpTarget),
 }
 
 impl std::str::FromStr for SinkSpec {
@@ -178,10 +184,16 @@ impl std::str::FromStr for SinkSpec {
         match s {
             "xray" => Ok(SinkSpec::Xray),
             "stdout" => Ok(SinkSpec::Stdout),
-            _ => match s.strip_prefix("file:") {
-                Some(path) if !path.is_empty() => Ok(SinkSpec::File(path.into())),
+            "otlp" => Ok(SinkSpec::Otlp(otlp::OtlpTarget::given(None))),
+            _ => match (s.strip_prefix("file:"), s.strip_prefix("otlp:")) {
+                (Some(path), _) if !path.is_empty() => Ok(SinkSpec::File(path.into())),
+                (_, Some(url)) if !url.trim().is_empty() => Ok(SinkSpec::Otlp(
+                    otlp::OtlpTarget::given(Some(url.trim().to_owned())),
+                )),
                 _ => Err(format!(
-                    "unknown sink {s:?}: use xray, stdout or file:PATH (for example file:/tmp/segments.jsonl)"
+                    "unknown sink {s:?}: use xray, stdout, file:PATH (for example \
+                     file:/tmp/segments.jsonl) or otlp:URL (for example \
+                     otlp:https://api.honeycomb.io)"
                 )),
             },
         }
@@ -194,6 +206,17 @@ impl std::fmt::Display for SinkSpec {
             SinkSpec::Xray => f.write_str("xray"),
             SinkSpec::Stdout => f.write_str("stdout"),
             SinkSpec::File(p) => write!(f, "file:{}", p.display()),
+            SinkSpec::Otlp(target) => {
+                match target
+                    .settings
+                    .as_ref()
+                    .map(|s| &s.url)
+                    .or(target.given.as_ref())
+                {
+                    Some(url) => write!(f, "otlp:{}", crate::config::redact_userinfo(url)),
+                    None => f.write_str("otlp"),
+                }
+            }
         }
     }
 }
@@ -208,6 +231,16 @@ mod tests {
         assert_eq!("stdout".parse(), Ok(SinkSpec::Stdout));
         assert_eq!("file:/a b".parse(), Ok(SinkSpec::File("/a b".into())));
         assert!("file:".parse::<SinkSpec>().is_err());
+        assert!("otlp:".parse::<SinkSpec>().is_err());
+        let otlp = "otlp:http://127.0.0.1:4318".parse::<SinkSpec>();
+        assert_eq!(
+            otlp.map(|s| s.to_string()).as_deref(),
+            Ok("otlp:http://127.0.0.1:4318")
+        );
+        assert_eq!(
+            "otlp".parse::<SinkSpec>().map(|s| s.to_string()).as_deref(),
+            Ok("otlp")
+        );
         assert!("kafka".parse::<SinkSpec>().is_err());
     }
 }

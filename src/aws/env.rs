@@ -1,4 +1,5 @@
-//! The environment variables the daemon's own AWS rules read, captured once.
+//! The environment variables the daemon's own rules read (AWS's, and the OpenTelemetry
+//! exporter's for a bare `--sink otlp`), captured once.
 //!
 //! In: the process environment, read once by [`Env::from_process`] at the binary's edge (the
 //! only place outside tests that reads `std::env` for AWS), or made-up pairs in tests
@@ -25,7 +26,9 @@ pub struct Env {
 impl Env {
     /// Every variable [`Env::from_process`] captures: the region (`AWS_REGION`, and
     /// `AWS_DEFAULT_REGION` in local mode), the ECS task metadata switches, the IMDS switch,
-    /// this host's identity overrides, and the outbound proxy variables in both cases.
+    /// this host's identity overrides, the outbound proxy variables in both cases, and the
+    /// OpenTelemetry exporter variables a bare `--sink otlp` reads
+    /// ([`crate::config::otlp_sink`]).
     pub const VARIABLES: &'static [&'static str] = &[
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
@@ -43,6 +46,16 @@ impl Env {
         "all_proxy",
         "NO_PROXY",
         "no_proxy",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     ];
 
     /// The [`Env::VARIABLES`] of this process (values that are not UTF-8 count as unset).

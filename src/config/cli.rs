@@ -228,11 +228,54 @@ pub struct Cli {
     #[arg(long = "otlp-to-xray", value_name = "MODE", value_enum)]
     pub otlp_to_xray: Option<super::ToXray>,
 
+    /// [ours] A header for the --sink otlp given before it (repeatable), for example
+    /// x-honeycomb-team=KEY. Command lines show in `ps`: keep API keys in
+    /// OTEL_EXPORTER_OTLP_HEADERS with a bare --sink otlp.
+    #[arg(long = "otlp-header", value_name = "NAME=VALUE")]
+    pub otlp_header: Vec<String>,
+
+    /// [ours] service.name of X-Ray subsegments sent to --sink otlp whose segment the daemon
+    /// has not seen. Default unknown_service:xray.
+    #[arg(long = "otlp-service-name", value_name = "NAME")]
+    pub otlp_service_name: Option<String>,
+
+    /// For each --otlp-header, the position among the --sink flags of the one before it.
+    #[arg(skip)]
+    pub otlp_header_at: Vec<Option<usize>>,
+
     // Stats
     /// [ours] Also serve /daemon/stats, /daemon/metrics and /daemon/health on this TCP address
     /// (for example 0.0.0.0:2100 for a Prometheus scraper); nothing is forwarded there.
     #[arg(long = "stats-address", value_name = "HOST:PORT")]
     pub stats_address: Option<String>,
+}
+
+impl Cli {
+    /// Parses the canonical words [`super::args::normalize`] gives (`--long=value`), and
+    /// notes which `--sink` each `--otlp-header` follows.
+    pub fn parse_words(words: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+        let mut cli = Cli::try_parse_from(words.iter())?;
+        let mut sinks_seen = 0usize;
+        for word in words.iter().skip(1) {
+            let word = word.to_string_lossy();
+            if word.starts_with("--sink=") || word == "--sink" {
+                sinks_seen += 1;
+            } else if word.starts_with("--otlp-header=") || word == "--otlp-header" {
+                cli.otlp_header_at.push(sinks_seen.checked_sub(1));
+            }
+        }
+        Ok(cli)
+    }
+
+    /// Each `--otlp-header` with the position of the `--sink` it follows (see
+    /// [`Cli::parse_words`]; `None` where it follows none).
+    pub fn otlp_header_owners(&self) -> Vec<(Option<usize>, String)> {
+        self.otlp_header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (self.otlp_header_at.get(i).copied().flatten(), h.clone()))
+            .collect()
+    }
 }
 
 /// The usage line: the daemon, then each subcommand.

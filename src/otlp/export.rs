@@ -69,6 +69,18 @@ impl Limits {
         max_age: Duration::from_secs(14 * 86_400),
         max_ahead: Duration::from_secs(2 * 3_600),
     };
+
+    /// Any other OTLP backend (`--sink otlp`): 10,000 spans and 4 MB a request (under the
+    /// 4 MiB message cap gRPC-based collectors keep), a span as large as a request, and no time
+    /// window (a backend keeps what it is given).
+    pub const BACKEND: Limits = Limits {
+        max_spans: 10_000,
+        max_request_bytes: 4_000_000,
+        max_span_bytes: 4_000_000,
+        max_spread: Duration::MAX,
+        max_age: Duration::MAX,
+        max_ahead: Duration::MAX,
+    };
 }
 
 impl Default for Limits {

@@ -1,0 +1,597 @@
+//! The `otlp` sink: every trace, to any OpenTelemetry backend over OTLP/HTTP (`--sink
+//! otlp:URL`), beside X-Ray.
+//!
+//! In: a batch of items from its lane, which takes everything: X-Ray documents as the SDKs sent
+//! them, the distros' `T1S`/`T1` datagrams, and OpenTelemetry spans received over OTLP. Out:
+//! `POST` calls to the sink's URL, each one `ExportTraceServiceRequest` as protobuf, gzip'd
+//! unless the sink says `none`, with the sink's own headers (an API key, say; their values are
+//! never logged).
+//!
+//! What each item becomes:
+//! - an OpenTelemetry span: itself, unchanged (its resource, scope, ids, attributes, events);
+//! - an X-Ray document: its spans by [`crate::otlp::from_xray`] (the segment and each
+//!   subsegment, exact times, the collector's attribute keys). A field it cannot use is left
+//!   out (logged at debug level), never a reason to drop the document; a document with no usable
+//!   trace id or id is dropped as `invalid_span`. A document still `in_progress` is not sent:
+//!   its complete document, which follows, is (it counts as sent, having nothing to send);
+//! - a distro datagram: `T1S` and `T1` are the spans inside; `T1U` and `M1` are for X-Ray
+//!   alone and count as sent with nothing to send. A `T1S` that does not decode is dropped as
+//!   `invalid_span`.
+//!
+//! **Service names**: a subsegment document (the Python SDK streams them before their segment)
+//! does not carry its service's name. The sink remembers, for recent traces, which segment each
+//! id belongs to ([`Names`], bounded): a subsegment whose parent is known takes its segment's
+//! name, whether the segment came in this batch or an earlier one; else `--otlp-service-name`
+//! (default `unknown_service:xray`). Within a batch, segments are read first.
+//!
+//! Delivery follows OTLP's rules ([`super::otlp_call`]): `429`, `502`, `503`, `504` and no
+//! answer are retried (after `Retry-After` when given), any other error status is final, a
+//! `partial_success` refuses that many items for good. A batch is cut into requests of at most
+//! [`Limits::BACKEND`]. Converting, encoding and compressing run on the blocking pool.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::http::SharedHttpConnector;
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use prost::Message as _;
+
+use super::otlp_call::{self, Accepted, Export, Failure, gzip};
+use super::{Delivery, Sink, SinkFuture};
+use crate::aws::outbound::Outbound;
+use crate::document::Document;
+use crate::item::Item;
+use crate::otlp::distro;
+use crate::otlp::export::{self, Limits};
+use crate::otlp::from_xray::{self, NodeKind, Settings};
+use crate::otlp::span::SpanRecord;
+use crate::outcome::DropReason;
+
+/// The sink's name in logs and errors (its lane is named `otlp:URL` in stats).
+pub const NAME: &str = "otlp";
+/// Items per batch cut from the lane (the OpenTelemetry SDKs' batch size).
+pub const BATCH_ITEMS: usize = 512;
+/// Segment ids remembered for naming subsegments, per generation (two generations are kept).
+const NAMES_PER_GENERATION: usize = 50_000;
+
+/// How a request body is compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// `Content-Encoding: gzip` (the default).
+    #[default]
+    Gzip,
+    /// Sent as it is.
+    None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "gzip" => Ok(Compression::Gzip),
+            "none" | "" => Ok(Compression::None),
+            other => Err(format!("unknown compression {other:?}: use gzip or none")),
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Gzip => "gzip",
+            Compression::None => "none",
+        })
+    }
+}
+
+/// One OTLP sink as configured: where, with which headers, how.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OtlpSettings {
+    /// The full URL spans are posted to (`…/v1/traces` already applied).
+    pub url: String,
+    /// Headers sent with every call (their values are secrets: never printed).
+    pub headers: Vec<(String, String)>,
+    /// How bodies are compressed.
+    pub compression: Compression,
+    /// How long one call may take, answer included.
+    pub timeout: Duration,
+    /// `service.name` of a subsegment whose segment is not known.
+    pub service_name: String,
+}
+
+impl std::fmt::Debug for OtlpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("OtlpSettings")
+            .field("url", &self.url)
+            .field("headers", &names)
+            .field("compression", &self.compression)
+            .field("timeout", &self.timeout)
+            .field("service_name", &self.service_name)
+            .finish()
+    }
+}
+
+/// An OTLP sink as the command line gives it (`otlp` or `otlp:URL`), and its settings once the
+/// configuration is resolved ([`crate::config::otlp_sink`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpTarget {
+    /// The URL as given, if any (a bare `otlp` takes the OpenTelemetry variables').
+    pub given: Option<String>,
+    /// The resolved settings; `None` until the configuration is resolved.
+    pub settings: Option<OtlpSettings>,
+}
+
+/// Why an OTLP sink cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpSinkError {
+    /// The URL does not parse or has no host.
+    #[error("--sink otlp: {url} is not a usable URL: {why}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A header name or value cannot be sent (its value is not shown).
+    #[error("--sink otlp: the header {name:?} cannot be sent: {why}")]
+    Header {
+        /// The header's name.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The outbound HTTP client could not be made.
+    #[error("--sink otlp: {0}")]
+    Client(String),
+}
+
+/// Sends every trace to one OTLP backend.
+#[derive(Debug)]
+pub struct OtlpSink {
+    url: Uri,
+    host: String,
+    headers: HeaderMap,
+    compression: Compression,
+    connector: SharedHttpConnector,
+    timeout: Duration,
+    service_name: String,
+    limits: Limits,
+    names: Arc<Mutex<Names>>,
+}
+
+impl OtlpSink {
+    /// A sink for `settings`, its calls leaving through `outbound` (the proxy variables).
+    pub fn new(settings: &OtlpSettings, outbound: &Outbound) -> Result<Self, OtlpSinkError> {
+        let url_error = |why: String| OtlpSinkError::Url {
+            url: settings.url.clone(),
+            why,
+        };
+        let url: Uri = settings
+            .url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| url_error(e.to_string()))?;
+        let host = url
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .ok_or_else(|| url_error("it has no host".into()))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &settings.headers {
+            let header_error = |why| OtlpSinkError::Header {
+                name: name.clone(),
+                why,
+            };
+            let key = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| header_error("not a header name"))?;
+            let mut value = HeaderValue::from_str(value.trim())
+                .map_err(|_| header_error("its value has characters a header cannot carry"))?;
+            value.set_sensitive(true);
+            headers.append(key, value);
+        }
+        Ok(OtlpSink {
+            url,
+            host,
+            headers,
+            compression: settings.compression,
+            connector: outbound.connector(crate::aws::CONNECT_TIMEOUT, settings.timeout),
+            timeout: settings.timeout,
+            service_name: settings.service_name.clone(),
+            limits: Limits::BACKEND,
+            names: Arc::default(),
+        })
+    }
+
+    /// The URL spans are posted to.
+    pub fn url(&self) -> String {
+        self.url.to_string()
+    }
+
+    /// Sends one request's spans; the count and message of a partial success.
+    async fn send_request(&self, spans: &[&SpanRecord]) -> Result<Accepted, Failure> {
+        let request = export::request_of(spans);
+        let compression = self.compression;
+        let body = tokio::task::spawn_blocking(move || {
+            let bytes = request.encode_to_vec();
+            match compression {
+                Compression::Gzip => gzip(&bytes),
+                Compression::None => Ok(Bytes::from(bytes)),
+            }
+        })
+        .await
+        .map_err(|e| Failure::local(format!("encoding the request failed: {e}")))?
+        .map_err(|e| Failure::local(format!("compressing the request failed: {e}")))?;
+        let mut builder = http::Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(HOST, &self.host)
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header(CONTENT_LENGTH, body.len())
+            .header(
+                USER_AGENT,
+                concat!("xray-daemon-rs/", env!("CARGO_PKG_VERSION")),
+            );
+        if compression == Compression::Gzip {
+            builder = builder.header(CONTENT_ENCODING, "gzip");
+        }
+        let mut request = builder
+            .body(SdkBody::from(body))
+            .map_err(|e| Failure::local(e.to_string()))?;
+        for (name, value) in &self.headers {
+            request.headers_mut().append(name, value.clone());
+        }
+        otlp_call::call(&self.connector, request, self.timeout).await
+    }
+}
+
+impl Export for OtlpSink {
+    fn sink_name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn export(&self, spans: &[&SpanRecord]) -> Result<Accepted, Failure> {
+        self.send_request(spans).await
+    }
+}
+
+impl Sink for OtlpSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let mut delivery = Delivery::default();
+            // The documents, converted on the blocking pool: (batch index, spans).
+            let documents: Vec<(usize, Document)> = batch
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| match item {
+                    Item::XrayDocument(doc) => Some((i, doc.clone())),
+                    Item::Span(_) => None,
+                })
+                .collect();
+            let names = Arc::clone(&self.names);
+            let service_name = self.service_name.clone();
+            let converted = tokio::task::spawn_blocking(move || {
+                convert_documents(&documents, &names, &service_name)
+            })
+            .await
+            .map_err(|e| super::SinkError::Call {
+                sink: NAME,
+                kind: crate::outcome::ErrorKind::Other,
+                message: format!("converting documents to spans failed: {e}"),
+                hint: super::RetryHint::Never,
+            })?;
+            let mut spans: Vec<&SpanRecord> = Vec::with_capacity(batch.len());
+            let mut at: Vec<usize> = Vec::with_capacity(batch.len());
+            for (i, item) in batch.iter().enumerate() {
+                if let Item::Span(span) = item {
+                    spans.push(&span.record);
+                    at.push(i);
+                }
+            }
+            for (i, outcome) in &converted {
+                match outcome {
+                    Ok(records) => {
+                        for record in records {
+                            spans.push(record);
+                            at.push(*i);
+                        }
+                    }
+                    Err(reason) => delivery.dropped.push((*i, *reason)),
+                }
+            }
+            otlp_call::send_planned(self, &spans, &at, &self.limits, &mut delivery).await?;
+            Ok(delivery)
+        })
+    }
+}
+
+/// The spans of each document (by batch index), or why it has none to send (a drop reason).
+/// Segments are converted first, so that the subsegments of this batch find their segment's
+/// name; then the subsegment documents, again while that names more of them.
+fn convert_documents(
+    documents: &[(usize, Document)],
+    names: &Mutex<Names>,
+    service_name: &str,
+) -> Vec<(usize, Result<Vec<SpanRecord>, DropReason>)> {
+    let mut out = Vec::with_capacity(documents.len());
+    let mut subsegments: Vec<(usize, &Document, from_xray::Head)> = Vec::new();
+    let mut names = names
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (i, doc) in documents {
+        if let Some(spans) = distro::spans_of(doc) {
+            out.push((*i, spans.map_err(|_| DropReason::InvalidSpan)));
+            continue;
+        }
+        if doc.kind() != crate::document::DocumentKind::Json {
+            // T1U and M1: for X-Ray alone.
+            out.push((*i, Ok(Vec::new())));
+            continue;
+        }
+        match from_xray::head(&doc.body) {
+            Err(e) => {
+                tracing::debug!("otlp sink: a document gives no spans: {e}");
+                out.push((*i, Err(DropReason::InvalidSpan)));
+            }
+            Ok(head) if head.kind == NodeKind::Subsegment => subsegments.push((*i, doc, head)),
+            Ok(head) => {
+                let settings = Settings {
+                    service_name: head.name.clone(),
+                    ..Settings::default()
+                };
+                let spans = convert(doc, &settings);
+                if let Ok(spans) = &spans {
+                    names.learn(&head.trace_id, spans, &head.name);
+                }
+                out.push((*i, spans));
+            }
+        }
+    }
+    // Subsegment documents: those whose parent is known, until no more are; then the rest
+    // under the default name.
+    loop {
+        let before = subsegments.len();
+        let mut waiting = Vec::with_capacity(before);
+        for (i, doc, head) in subsegments {
+            let known = head
+                .parent_id
+                .and_then(|p| names.get(&head.trace_id, &p))
+                .map(|name| name.to_owned());
+            match known {
+                Some(name) => {
+                    let spans = convert(doc, &settings_named(&name));
+                    if let Ok(spans) = &spans {
+                        names.learn(&head.trace_id, spans, &name);
+                    }
+                    out.push((i, spans));
+                }
+                None => waiting.push((i, doc, head)),
+            }
+        }
+        subsegments = waiting;
+        if subsegments.is_empty() || subsegments.len() == before {
+            break;
+        }
+    }
+    for (i, doc, _) in subsegments {
+        out.push((i, convert(doc, &settings_named(service_name))));
+    }
+    out
+}
+
+fn settings_named(name: &str) -> Settings {
+    Settings {
+        service_name: name.to_owned(),
+        ..Settings::default()
+    }
+}
+
+/// One document's spans, or `invalid_span` when it has none (left-out fields are logged).
+fn convert(doc: &Document, settings: &Settings) -> Result<Vec<SpanRecord>, DropReason> {
+    match from_xray::convert(&doc.body, settings) {
+        Ok(converted) => {
+            if !converted.left_out.is_empty() {
+                tracing::debug!(
+                    "otlp sink: fields left out of segment {} of trace {}: {}",
+                    converted.head.id_hex(),
+                    converted.head.xray_trace_id(),
+                    converted.left_out
+                );
+            }
+            Ok(converted.spans)
+        }
+        Err(e) => {
+            tracing::debug!("otlp sink: a document gives no spans: {e}");
+            Err(DropReason::InvalidSpan)
+        }
+    }
+}
+
+/// Which service recent span ids belong to, by trace: two generations of at most
+/// [`NAMES_PER_GENERATION`] ids each, the older forgotten when the newer fills.
+#[derive(Debug, Default)]
+struct Names {
+    current: HashMap<([u8; 16], [u8; 8]), Arc<str>>,
+    previous: HashMap<([u8; 16], [u8; 8]), Arc<str>>,
+}
+
+impl Names {
+    /// The service of span `id` in trace `trace_id`, if known.
+    fn get(&self, trace_id: &[u8; 16], id: &[u8; 8]) -> Option<&str> {
+        let key = (*trace_id, *id);
+        self.current
+            .get(&key)
+            .or_else(|| self.previous.get(&key))
+            .map(|name| &**name)
+    }
+
+    /// Remembers that `spans` (of trace `trace_id`) belong to service `name`.
+    fn learn(&mut self, trace_id: &[u8; 16], spans: &[SpanRecord], name: &str) {
+        let name: Arc<str> = Arc::from(name);
+        for span in spans {
+            let Ok(id) = <[u8; 8]>::try_from(span.span.span_id.as_slice()) else {
+                continue;
+            };
+            if self.current.len() >= NAMES_PER_GENERATION {
+                self.previous = std::mem::take(&mut self.current);
+            }
+            self.current.insert((*trace_id, id), Arc::clone(&name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(json: &str) -> (usize, Document) {
+        (0, Document::unchecked(json.to_owned()))
+    }
+
+    fn service(spans: &[SpanRecord]) -> Vec<String> {
+        spans
+            .iter()
+            .map(|s| s.service_name().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    const TRACE: &str = "1-5f84c7a1-0123456789abcdef01234567";
+
+    #[test]
+    fn a_streamed_subsegment_takes_its_segments_name_in_the_same_or_a_later_batch() {
+        let names = Mutex::new(Names::default());
+        let sub = format!(
+            r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"00000000000000b2","parent_id":"00000000000000b1","name":"query","start_time":1.5,"end_time":1.6}}"#
+        );
+        let sub_of_sub = format!(
+            r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"00000000000000b1","parent_id":"00000000000000a1","name":"remote","start_time":1.4,"end_time":1.7,"subsegments":[{{"id":"00000000000000c1","name":"inner","start_time":1.45,"end_time":1.46}}]}}"#
+        );
+        let segment = format!(
+            r#"{{"trace_id":"{TRACE}","id":"00000000000000a1","name":"flask-app","start_time":1,"end_time":2}}"#
+        );
+        // Subsegments first (as the Python SDK streams them), the segment last: all named.
+        let batch = [
+            (0, doc(&sub).1),
+            (1, doc(&sub_of_sub).1),
+            (2, doc(&segment).1),
+        ];
+        let out = convert_documents(&batch, &names, "fallback");
+        let by_index: HashMap<usize, Vec<String>> = out
+            .iter()
+            .map(|(i, r)| (*i, r.as_ref().map(|s| service(s)).unwrap_or_default()))
+            .collect();
+        assert_eq!(by_index[&0], ["flask-app"]);
+        assert_eq!(by_index[&1], ["flask-app", "flask-app"]);
+        assert_eq!(by_index[&2], ["flask-app"]);
+        // A later batch: a subsegment of the embedded one still finds the name.
+        let late = format!(
+            r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"00000000000000d1","parent_id":"00000000000000c1","name":"late","start_time":1.47,"end_time":1.48}}"#
+        );
+        let out = convert_documents(&[doc(&late)], &names, "fallback");
+        assert_eq!(
+            out[0].1.as_ref().map(|s| service(s)),
+            Ok(vec!["flask-app".to_owned()])
+        );
+        // An orphan takes the fallback.
+        let orphan = late.replace("00000000000000c1", "00000000000000e1");
+        let out = convert_documents(&[doc(&orphan)], &names, "fallback");
+        assert_eq!(
+            out[0].1.as_ref().map(|s| service(s)),
+            Ok(vec!["fallback".to_owned()])
+        );
+    }
+
+    #[test]
+    fn in_progress_unusable_and_distro_documents() {
+        let names = Mutex::new(Names::default());
+        let open = format!(
+            r#"{{"trace_id":"{TRACE}","id":"00000000000000a1","name":"app","start_time":1,"in_progress":true}}"#
+        );
+        let out = convert_documents(
+            &[
+                (0, Document::unchecked(open)),
+                (1, Document::unchecked(r#"{"name":"no ids"}"#)),
+                (2, Document::unchecked("T1U AAAA")),
+                (3, Document::unchecked("T1S !!not base64!!")),
+            ],
+            &names,
+            "x",
+        );
+        let by_index: HashMap<usize, Result<usize, DropReason>> = out
+            .into_iter()
+            .map(|(i, r)| (i, r.map(|s| s.len())))
+            .collect();
+        assert_eq!(
+            by_index[&0],
+            Ok(0),
+            "held back: its complete document follows"
+        );
+        assert_eq!(by_index[&1], Err(DropReason::InvalidSpan));
+        assert_eq!(by_index[&2], Ok(0), "for X-Ray alone");
+        assert_eq!(by_index[&3], Err(DropReason::InvalidSpan));
+    }
+
+    #[test]
+    fn names_forget_the_older_generation_only() {
+        let mut names = Names::default();
+        let trace = [1u8; 16];
+        let span = |n: u64| {
+            let mut record = SpanRecord::new(
+                Arc::default(),
+                Arc::default(),
+                crate::otlp::proto::Span::default(),
+            );
+            record.span.span_id = n.to_be_bytes().to_vec();
+            record
+        };
+        let first: Vec<SpanRecord> = (1..=NAMES_PER_GENERATION as u64).map(span).collect();
+        names.learn(&trace, &first, "a");
+        names.learn(&trace, &[span(u64::MAX)], "b");
+        assert_eq!(names.get(&trace, &1u64.to_be_bytes()), Some("a"));
+        assert_eq!(names.get(&trace, &u64::MAX.to_be_bytes()), Some("b"));
+        let second: Vec<SpanRecord> = (0..NAMES_PER_GENERATION as u64)
+            .map(|n| span(1_000_000_000 + n))
+            .collect();
+        names.learn(&trace, &second, "c");
+        assert_eq!(names.get(&trace, &1u64.to_be_bytes()), None);
+        assert_eq!(names.get(&trace, &u64::MAX.to_be_bytes()), Some("b"));
+    }
+
+    #[test]
+    fn compression_parses_and_header_values_stay_out_of_debug() {
+        assert_eq!("GZIP".parse(), Ok(Compression::Gzip));
+        assert_eq!("none".parse(), Ok(Compression::None));
+        assert!("brotli".parse::<Compression>().is_err());
+        let settings = OtlpSettings {
+            url: "http://127.0.0.1:1/v1/traces".into(),
+            headers: vec![("x-honeycomb-team".into(), "s3cret-key".into())],
+            compression: Compression::Gzip,
+            timeout: Duration::from_secs(1),
+            service_name: "x".into(),
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            shown.contains("x-honeycomb-team") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        let bad = OtlpSettings {
+            headers: vec![("x-key".into(), "line\nbreak".into())],
+            ..settings
+        };
+        let e = OtlpSink::new(&bad, &Outbound::direct())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("x-key") && !e.contains("line")),
+            "{e:?}"
+        );
+    }
+}
