@@ -33,6 +33,7 @@ mod distro_spans;
 mod faults;
 mod otlp;
 mod otlp_grpc;
+mod otlp_sink;
 mod proxy;
 mod relay;
 mod signals;
