@@ -3,6 +3,7 @@
 #   - .venv (python3 -m venv) with tests/requirements.txt: moto_server, the Python X-Ray SDK, Flask.
 #     Reinstalled when tests/requirements.txt changes (a copy of it is kept in .venv as a stamp).
 #   - .venv-distro with tests/requirements-distro.txt: the AWS distro for OpenTelemetry (Python).
+#   - .venv-mlflow with tests/requirements-mlflow.txt: the MLflow tracking server (an OTLP backend).
 #   - tests/peers/node/node_modules (npm ci): the OpenTelemetry JS OTLP/HTTP exporter.
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
 #   - cargo-fuzz (cargo install), when missing.
@@ -37,6 +38,9 @@ setup_venv() {
 setup_venv .venv tests/requirements.txt
 # The AWS distro for OpenTelemetry pins its own OpenTelemetry versions: a venv of its own.
 setup_venv .venv-distro tests/requirements-distro.txt
+# The MLflow tracking server (a real OTLP/HTTP backend for --sink otlp) pins many packages of
+# its own: a venv of its own too (about 850 MB, 2 minutes the first time).
+setup_venv .venv-mlflow tests/requirements-mlflow.txt
 
 # The OpenTelemetry JS client (tests/peers/node): npm ci from its lock file, again when it changes.
 node_peer="tests/peers/node"

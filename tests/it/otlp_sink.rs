@@ -372,3 +372,140 @@ async fn a_bare_otlp_sink_takes_the_standard_variables_and_a_loop_is_refused() {
     assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
     assert!(finished.stderr.contains("loop"), "{}", finished.stderr);
 }
+
+/// `12345.6789` (a document's time as written) in nanoseconds, as text.
+fn nanos_of(seconds: &str) -> String {
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, ""));
+    let digits: String = fraction
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(9)
+        .collect();
+    format!("{whole}{digits}")
+        .trim_start_matches('0')
+        .to_owned()
+}
+
+/// The text of a top-level number field of a JSON document, as written.
+fn number_text(doc: &str, field: &str) -> String {
+    let key = format!("\"{field}\": ");
+    let at = doc
+        .find(&key)
+        .map(|i| i + key.len())
+        .unwrap_or_else(|| panic!("{field} in {doc}"));
+    doc[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect()
+}
+
+/// The reference user's X-Ray half (Flask, the Python X-Ray SDK, subsegments streamed before
+/// their segment) with `--sink xray --sink otlp:MLFLOW`: moto holds every document, and MLflow
+/// (a real OTLP backend, with its `x-mlflow-experiment-id` header given per sink) holds each
+/// trace under the X-Ray id's hex with the same span ids, parents, names, times to the
+/// nanosecond, and attributes.
+#[tokio::test]
+async fn the_flask_apps_x_ray_traces_reach_mlflow_and_x_ray_at_once() {
+    let mlflow = crate::support::mlflow::mlflow();
+    let moto = Moto::start().await;
+    let daemon = Daemon::builder()
+        .upstream(&moto)
+        .args(["--sink", "xray", "--sink", &format!("otlp:{}", mlflow.url)])
+        .args(["--otlp-header", "x-mlflow-experiment-id=0"])
+        .start()
+        .await;
+    let run = crate::support::run_flask_peer(&daemon.udp_addr().to_string(), 3, 0).await;
+    let traces: Vec<&str> = run.trace_ids.iter().map(String::as_str).collect();
+    let stored = moto
+        .wait_for_documents(TEST_REGION, &traces, 9, ARRIVAL)
+        .await;
+    for request in &run.requests {
+        let hex = request.trace_id.replace("1-", "").replace('-', "");
+        let spans = mlflow.wait_for_spans(&hex, 3, ARRIVAL).await;
+        let by_id = |id: &str| {
+            spans
+                .iter()
+                .find(|s| s["span_id"] == id)
+                .unwrap_or_else(|| panic!("span {id} in {spans:#?}"))
+        };
+        let root = by_id(&request.segment_id);
+        assert_eq!(root["name"], "flask-test");
+        assert_eq!(root["parent_id"], Value::Null);
+        assert_eq!(root["attributes"]["http.status_code"], 200);
+        assert_eq!(root["attributes"]["http.method"], "GET");
+        let document = stored
+            .iter()
+            .find(|d| d.contains(&format!("\"id\": \"{}\"", request.segment_id)))
+            .unwrap_or_else(|| panic!("segment {} in moto", request.segment_id));
+        assert_eq!(
+            root["start_ns"],
+            nanos_of(&number_text(document, "start_time"))
+        );
+        assert_eq!(root["end_ns"], nanos_of(&number_text(document, "end_time")));
+        let names: Vec<&str> = request
+            .subsegment_ids
+            .iter()
+            .map(|id| {
+                let sub = by_id(id);
+                assert_eq!(sub["parent_id"], request.segment_id.as_str(), "{sub:#}");
+                sub["name"].as_str().unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(names, ["db", "cache"]);
+        let db = by_id(&request.subsegment_ids[0]);
+        assert_eq!(db["attributes"]["step"], "db", "the annotation");
+        assert_eq!(db["attributes"]["aws.xray.annotations"], json!(["step"]));
+    }
+    let stats = daemon.stats().await;
+    assert_balanced(&stats);
+    let lane = format!("otlp:{}/v1/traces", mlflow.url);
+    assert_eq!(stats.sinks[&lane].sent, 9, "{stats:?}");
+}
+
+/// The reference user's OpenTelemetry half (OTLP/HTTP into the daemon) reaches MLflow
+/// unchanged: the SDK's own trace and span ids, parents, names and attributes.
+#[tokio::test]
+async fn opentelemetry_spans_reach_mlflow_unchanged() {
+    let mlflow = crate::support::mlflow::mlflow();
+    let otlp = crate::support::free_addr();
+    let daemon = Daemon::builder()
+        .args(["--otlp-http", &otlp.to_string()])
+        .args(["--sink", &format!("otlp:{}", mlflow.url)])
+        .args(["--otlp-header", "x-mlflow-experiment-id=0"])
+        .without_credentials()
+        .start()
+        .await;
+    let call = format!("http://{}/daemon/health", daemon.tcp_addr());
+    let line = run_python_peer_with_env(
+        "the OpenTelemetry Flask peer",
+        "otel_flask_app.py",
+        &["1".to_owned(), call],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{otlp}")),
+            ("OTEL_SERVICE_NAME", "otel-flask"),
+        ],
+    )
+    .await;
+    let run: Value = serde_json::from_str(&line).expect("the peer's JSON line");
+    assert_eq!(run["export_ok"], true, "{line}");
+    let sent = run["spans"].as_array().cloned().unwrap_or_default();
+    assert!(sent.len() >= 3, "{line}");
+    let trace = sent[0]["trace_id"].as_str().unwrap_or_default().to_owned();
+    let got = mlflow.wait_for_spans(&trace, sent.len(), ARRIVAL).await;
+    for span in &sent {
+        let id = span["span_id"].as_str().unwrap_or_default();
+        let twin = got
+            .iter()
+            .find(|g| g["span_id"] == id)
+            .unwrap_or_else(|| panic!("span {id} in {got:#?}"));
+        assert_eq!(twin["name"], span["name"]);
+        assert_eq!(twin["parent_id"], span["parent_id"]);
+        assert_eq!(twin["start_ns"], span["start_ns"].to_string());
+        assert_eq!(twin["end_ns"], span["end_ns"].to_string());
+    }
+    assert!(
+        got.iter()
+            .any(|g| g["attributes"].get("app.hubabuba").is_some()),
+        "the app's attribute app.hubabuba: {got:#?}"
+    );
+}

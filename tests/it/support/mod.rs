@@ -24,6 +24,7 @@
 //! - [`outbound_proxy`]: [`OutboundProxy`], an HTTP forward proxy (absolute-form and CONNECT)
 //!   that records what goes through it.
 //! - [`tls_front`]: HTTPS with a throwaway self-signed certificate in front of an injector.
+//! - [`mlflow`]: the MLflow tracking server (a real OTLP/HTTP backend), once per test run.
 //! - [`otlp`]: a daemon whose buffer is held past the OTLP receivers' high-water mark.
 //!
 //! Children (moto, the daemon) are killed when their handle drops; when that happens during a
@@ -36,6 +37,7 @@ pub mod daemon;
 pub mod fault;
 pub mod flask;
 pub mod http;
+pub mod mlflow;
 pub mod moto;
 pub mod otlp;
 pub mod paths;
