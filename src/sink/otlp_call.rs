@@ -71,6 +71,7 @@ pub(super) async fn send_planned<E: Export>(
             Ok(accepted) => {
                 // OTLP does not say which spans: as many of the request's items, at most.
                 let mut items: Vec<usize> = request.iter().map(|&k| at[k]).collect();
+                items.sort_unstable();
                 items.dedup();
                 let refused = accepted.rejected.min(items.len() as u64);
                 for _ in 0..refused {
