@@ -474,7 +474,11 @@ pub fn resolve(
 
     let mut notes = file.map(|l| l.notes.clone()).unwrap_or_default();
     // The OTLP sinks' URLs and headers, before repeated sinks are folded into one.
-    let mut given_sinks = cli.sink.clone();
+    // `--sink` beats the file's `Sinks`, as every flag beats its key.
+    let mut given_sinks = match (&f.sinks, cli.sink.is_empty()) {
+        (Some(listed), true) => file_sinks(listed)?,
+        _ => cli.sink.clone(),
+    };
     let own: Vec<&ListenAddr> = [
         Some(&tcp_addr),
         otlp.http_addr.as_ref(),
@@ -698,6 +702,56 @@ fn otlp(cli: &cli::Cli, f: &file::FileConfig) -> Result<OtlpConfig, ConfigError>
         index_all_attributes,
         to_xray,
     })
+}
+
+/// The sinks the config file's `Sinks` lists, as `--sink` would give them.
+fn file_sinks(listed: &Setting<Vec<file::FileSink>>) -> Result<Vec<SinkSpec>, ConfigError> {
+    let source = |line: Option<u64>| match &listed.source {
+        Source::File { key, path, .. } => Source::File {
+            key,
+            path: path.clone(),
+            line,
+        },
+        other => other.clone(),
+    };
+    listed
+        .value
+        .iter()
+        .map(|sink| {
+            let invalid = |value: &str, why: &str| ConfigError::Value {
+                setting: source(sink.line),
+                value: value.to_owned(),
+                why: why.to_owned(),
+            };
+            let only_otlp = !sink.headers.is_empty() || sink.compression.is_some();
+            match sink.kind.to_ascii_lowercase().as_str() {
+                "otlp" => {
+                    let compression = match &sink.compression {
+                        Some(c) => Some(c.parse().map_err(|why: String| invalid(c, &why))?),
+                        None => None,
+                    };
+                    Ok(SinkSpec::Otlp(crate::sink::otlp::OtlpTarget {
+                        given: sink.endpoint.clone(),
+                        headers: sink.headers.clone(),
+                        compression,
+                        source: source(sink.line),
+                        settings: None,
+                    }))
+                }
+                _ if only_otlp || sink.endpoint.is_some() => Err(invalid(
+                    &sink.kind,
+                    "Endpoint, Headers and Compression belong to a sink of Type otlp",
+                )),
+                "xray" => Ok(SinkSpec::Xray),
+                "stdout" => Ok(SinkSpec::Stdout),
+                "file" => match &sink.path {
+                    Some(path) => Ok(SinkSpec::File(path.into())),
+                    None => Err(invalid("file", "a sink of Type file needs a Path")),
+                },
+                other => Err(invalid(other, "Type is one of xray, stdout, file and otlp")),
+            }
+        })
+        .collect()
 }
 
 /// The sinks given with `--sink` (default: X-Ray), each once, in the order first given: a
@@ -1071,6 +1125,85 @@ mod tests {
         match c {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The file's `Sinks`: each OTLP backend with its own endpoint, headers and compression;
+    /// `--sink` replaces the list; mistakes name the line and never show a header's value.
+    #[test]
+    fn the_files_sinks_list_gives_each_otlp_sink_its_settings() {
+        let text = "Version: 2\nSinks:\n  - Type: xray\n  - Type: otlp\n    Endpoint: https://api.honeycomb.io\n    \
+                    Headers:\n      x-honeycomb-team: s3cret-key\n  - Type: otlp\n    Endpoint: http://collector:4318/custom\n    \
+                    Compression: none\n  - Type: file\n    Path: /tmp/x.jsonl\n";
+        let c = ok(resolve(&cli(&[]), Some(&loaded(text)), Machine::default()));
+        let otlp: Vec<&crate::sink::otlp::OtlpSettings> = c
+            .sinks
+            .iter()
+            .filter_map(|s| match s {
+                SinkSpec::Otlp(t) => t.settings.as_ref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(c.sinks.len(), 4);
+        assert_eq!(c.sinks[0], SinkSpec::Xray);
+        assert_eq!(c.sinks[3], SinkSpec::File("/tmp/x.jsonl".into()));
+        assert_eq!(otlp[0].url, "https://api.honeycomb.io/v1/traces");
+        assert_eq!(
+            otlp[0].headers,
+            [("x-honeycomb-team".to_owned(), "s3cret-key".to_owned())]
+        );
+        assert_eq!(otlp[0].compression, crate::sink::otlp::Compression::Gzip);
+        assert_eq!(otlp[1].url, "http://collector:4318/custom");
+        assert_eq!(otlp[1].compression, crate::sink::otlp::Compression::None);
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug never shows a header value"
+        );
+        // The flag replaces the list.
+        let c = ok(resolve(
+            &cli(&["--sink", "stdout"]),
+            Some(&loaded(text)),
+            Machine::default(),
+        ));
+        assert_eq!(c.sinks, vec![SinkSpec::Stdout]);
+        for (bad, says, line) in [
+            ("  - Type: kafka\n", "Type is one of", 3),
+            ("  - Type: file\n", "needs a Path", 3),
+            (
+                "  - Type: stdout\n    Headers:\n      k: s3cret\n",
+                "belong to a sink of Type otlp",
+                3,
+            ),
+            (
+                "  - Type: otlp\n    Endpoint: http://a:1\n    Compression: br\n",
+                "gzip or none",
+                3,
+            ),
+            (
+                "  - Type: otlp\n    Endpont: http://a:1\n",
+                "unknown key Endpont",
+                4,
+            ),
+            ("  - otlp\n", "each item of Sinks is a mapping", 3),
+            (
+                "  - Type: otlp\n    Headers: s3cret\n",
+                "Headers is a mapping",
+                4,
+            ),
+        ] {
+            let text = format!("Version: 2\nSinks:\n{bad}");
+            let e = file::parse(&text, std::path::Path::new("/x/cfg.yaml"), true)
+                .map_err(|e| e.to_string())
+                .and_then(|l| {
+                    resolve(&cli(&[]), Some(&l), Machine::default()).map_err(|e| e.to_string())
+                })
+                .err()
+                .unwrap_or_default();
+            assert!(
+                e.contains(says) && e.contains(&format!("line {line}")),
+                "{bad:?}: {e}"
+            );
+            assert!(!e.contains("s3cret"), "{e}");
         }
     }
 

@@ -87,6 +87,40 @@ pub struct FileConfig {
     pub otlp_index_all_attributes: Option<Setting<bool>>,
     /// `OTLP.ToXRay` (ours): how spans go to X-Ray, `segments` or `otlp`.
     pub otlp_to_xray: Option<Setting<String>>,
+    /// `Sinks` (ours): where documents go, each sink with its own settings (the place for an
+    /// OTLP backend's API key: a command line shows in `ps`).
+    pub sinks: Option<Setting<Vec<FileSink>>>,
+}
+
+/// One item of `Sinks`, as the file writes it (checked when the configuration is resolved).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FileSink {
+    /// `Type`: `xray`, `stdout`, `file` or `otlp`.
+    pub kind: String,
+    /// `Endpoint` (otlp): the backend's URL.
+    pub endpoint: Option<String>,
+    /// `Headers` (otlp): names and values, in file order. Values are secrets.
+    pub headers: Vec<(String, String)>,
+    /// `Compression` (otlp): `gzip` or `none`.
+    pub compression: Option<String>,
+    /// `Path` (file).
+    pub path: Option<String>,
+    /// The item's line.
+    pub line: Option<u64>,
+}
+
+impl fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("FileSink")
+            .field("kind", &self.kind)
+            .field("endpoint", &self.endpoint)
+            .field("headers", &names)
+            .field("compression", &self.compression)
+            .field("path", &self.path)
+            .field("line", &self.line)
+            .finish()
+    }
 }
 
 /// A config file read and checked.
@@ -161,6 +195,8 @@ enum Kind {
     Mapping,
     /// A list of texts, or one text of comma-separated items.
     TextList,
+    /// A list of mappings, each a sink (`Sinks`; read by [`sink_list`]).
+    SinkList,
 }
 
 /// Every key the file may hold, with the type of its value and what it allows.
@@ -249,6 +285,13 @@ const KEYS: &[(&str, Kind, &str)] = &[
         "UploadTimeout",
         Kind::Number,
         "a whole number of seconds one call to X-Ray may take, from 1 to 600 (0 means the default, 10)",
+    ),
+    (
+        "Sinks",
+        Kind::SinkList,
+        "a list of sinks, each a mapping: `- Type: xray`, `- Type: stdout`, `- Type: file` with \
+         Path, or `- Type: otlp` with Endpoint, Headers (a mapping of names to values) and \
+         Compression (gzip or none)",
     ),
     (
         "OTLP",
@@ -493,6 +536,17 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
         otlp_indexed_attributes: setting(get("OTLP.IndexedAttributes"), |v| text_list(v, text)),
         otlp_index_all_attributes: boolean("OTLP.IndexAllAttributes"),
         otlp_to_xray: string("OTLP.ToXRay"),
+        sinks: match get("Sinks") {
+            None => None,
+            Some((value, source)) => {
+                let sinks = sink_list(value, text)
+                    .map_err(|(line, why)| at(FileErrorKind::Type, line, Some("Sinks"), why))?;
+                (!sinks.is_empty()).then_some(Setting {
+                    value: sinks,
+                    source,
+                })
+            }
+        },
     };
     Ok(Loaded {
         path: path.to_path_buf(),
@@ -693,6 +747,72 @@ fn text_list(value: &Spanned<Value>, text: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The items of `Sinks`; Err: the line and what is wrong (never a header's value).
+fn sink_list(value: &Spanned<Value>, text: &str) -> Result<Vec<FileSink>, (Option<u64>, String)> {
+    const KEYS: &str = "Type, Endpoint, Headers and Compression (otlp), Path (file)";
+    let Value::List(items) = &value.value else {
+        return Ok(Vec::new());
+    };
+    let mut sinks = Vec::with_capacity(items.len());
+    for item in items {
+        let line = line_of(item);
+        let Value::Map(entries) = &item.value else {
+            return Err((
+                line,
+                "each item of Sinks is a mapping, for example `- Type: otlp`".into(),
+            ));
+        };
+        let mut sink = FileSink {
+            line,
+            ..FileSink::default()
+        };
+        for (key, v) in entries {
+            let at = line_of(v).or(line);
+            let scalar = || {
+                as_text(v, text)
+                    .map(|s| s.trim().to_owned())
+                    .ok_or_else(|| (at, format!("{} must be text", key.value)))
+            };
+            match key.value.as_str() {
+                "Type" => sink.kind = scalar()?,
+                "Endpoint" => sink.endpoint = Some(scalar()?).filter(|s| !s.is_empty()),
+                "Compression" => sink.compression = Some(scalar()?).filter(|s| !s.is_empty()),
+                "Path" => sink.path = Some(scalar()?).filter(|s| !s.is_empty()),
+                "Headers" => match &v.value {
+                    Value::Null => {}
+                    Value::Map(headers) => {
+                        for (name, hv) in headers {
+                            let value = as_text(hv, text).ok_or_else(|| {
+                                (
+                                    line_of(hv).or(at),
+                                    format!("the value of the header {} must be text", name.value),
+                                )
+                            })?;
+                            sink.headers.push((name.value.clone(), value));
+                        }
+                    }
+                    _ => {
+                        return Err((
+                            at,
+                            "Headers is a mapping of header names to values, for example \
+                             `x-honeycomb-team: KEY`"
+                                .into(),
+                        ));
+                    }
+                },
+                other => {
+                    return Err((
+                        at,
+                        format!("unknown key {other} in a sink; a sink's keys are {KEYS}"),
+                    ));
+                }
+            }
+        }
+        sinks.push(sink);
+    }
+    Ok(sinks)
+}
+
 /// The value's source text, from its span.
 fn written<'t>(value: &Spanned<Value>, text: &'t str) -> Option<&'t str> {
     let span = value.referenced.span();
@@ -709,7 +829,8 @@ fn accepts(kind: Kind, value: &Spanned<Value>, text: &str) -> bool {
         (v, Kind::Boolean) => v.boolean().is_some(),
         (_, Kind::Text) => as_text(value, text).is_some(),
         (_, Kind::TextList) => text_list(value, text).is_some(),
-        (_, Kind::Mapping) => false,
+        (Value::List(_), Kind::SinkList) => true,
+        (_, Kind::Mapping | Kind::SinkList) => false,
     }
 }
 

@@ -73,7 +73,13 @@ pub fn resolve(
         Some(name) => name.to_owned(),
         None => DEFAULT_SERVICE_NAME.to_owned(),
     };
-    let mut given: Vec<Vec<(String, String)>> = vec![Vec::new(); sinks.len()];
+    let mut given: Vec<Vec<(String, String)>> = sinks
+        .iter()
+        .map(|s| match s {
+            SinkSpec::Otlp(target) => target.headers.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
     for (owner, header) in headers {
         let (name, value) = split_header(header).map_err(header_error)?;
         match owner.filter(|&k| matches!(sinks.get(k), Some(SinkSpec::Otlp(_)))) {
@@ -91,9 +97,9 @@ pub fn resolve(
         let SinkSpec::Otlp(target) = spec else {
             continue;
         };
-        let settings = match &target.given {
+        let mut settings = match &target.given {
             Some(url) => OtlpSettings {
-                url: check_url(url, Source::Flag("--sink"), true, own)?,
+                url: check_url(url, target.source.clone(), true, own)?,
                 headers,
                 compression: Compression::Gzip,
                 timeout: DEFAULT_TIMEOUT,
@@ -101,6 +107,9 @@ pub fn resolve(
             },
             None => from_environment(env, headers, &service_name, own, &mut notes)?,
         };
+        if let Some(compression) = target.compression {
+            settings.compression = compression;
+        }
         target.settings = Some(settings);
     }
     Ok(notes)
@@ -304,6 +313,9 @@ impl OtlpTarget {
     pub fn given(url: Option<String>) -> Self {
         OtlpTarget {
             given: url,
+            headers: Vec::new(),
+            compression: None,
+            source: Source::Flag("--sink"),
             settings: None,
         }
     }

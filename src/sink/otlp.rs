@@ -119,12 +119,31 @@ impl std::fmt::Debug for OtlpSettings {
 
 /// An OTLP sink as the command line gives it (`otlp` or `otlp:URL`), and its settings once the
 /// configuration is resolved ([`crate::config::otlp_sink`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OtlpTarget {
     /// The URL as given, if any (a bare `otlp` takes the OpenTelemetry variables').
     pub given: Option<String>,
+    /// Headers given with it in the config file's `Sinks` (values are secrets).
+    pub headers: Vec<(String, String)>,
+    /// Compression given with it in the config file's `Sinks`.
+    pub compression: Option<Compression>,
+    /// Where it was given (`--sink`, or `Sinks` in the file at a line), for messages.
+    pub source: crate::config::Source,
     /// The resolved settings; `None` until the configuration is resolved.
     pub settings: Option<OtlpSettings>,
+}
+
+impl std::fmt::Debug for OtlpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("OtlpTarget")
+            .field("given", &self.given)
+            .field("headers", &names)
+            .field("compression", &self.compression)
+            .field("source", &self.source)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 /// Why an OTLP sink cannot be built.
