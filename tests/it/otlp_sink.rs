@@ -509,3 +509,37 @@ async fn opentelemetry_spans_reach_mlflow_unchanged() {
         "the app's attribute app.hubabuba: {got:#?}"
     );
 }
+
+/// The config file's `Sinks` list: an OTLP backend with its header and compression from the
+/// file (where an API key belongs: a command line shows in `ps`), and the key in no log line.
+#[tokio::test]
+async fn the_config_files_sinks_give_an_otlp_backend_its_own_header() {
+    let (_moto, injector) = backend("/v1/traces", Vec::new()).await;
+    let builder = Daemon::builder().without_credentials();
+    let config = builder.write_file(
+        "cfg.yaml",
+        &format!(
+            "Version: 2\nSinks:\n  - Type: stdout\n  - Type: otlp\n    Endpoint: {}\n    \
+             Headers:\n      x-api-key: file-key-123\n    Compression: none\n",
+            injector.endpoint()
+        ),
+    );
+    let daemon = builder.arg("-c").arg(&config).start().await;
+    daemon.send_segment(&segment_json(
+        &new_trace_id(),
+        &new_segment_id(),
+        "from-file",
+    ));
+    let lane = format!("otlp:{}/v1/traces", injector.endpoint());
+    let stats = daemon
+        .wait_for_stats(|s| s.sinks.get(&lane).is_some_and(|x| x.sent == 1), ARRIVAL)
+        .await;
+    assert_eq!(stats.sinks["stdout"].sent, 1);
+    let got = calls(&injector, "/v1/traces");
+    assert_eq!(got[0].header("x-api-key"), Some("file-key-123"));
+    assert_eq!(got[0].header("content-encoding"), None, "Compression: none");
+    let report = decoded(&daemon, &got).await;
+    assert_eq!(report["spans"][0]["name"], "from-file", "{report:#}");
+    let log = daemon.stdout() + &daemon.stderr();
+    assert!(!log.contains("file-key-123"), "{log}");
+}
