@@ -128,7 +128,8 @@ fn throttled() -> Fault {
     }
 }
 
-/// Issue "Hold under faults", item 2: every call takes 2 s, within `--upload-timeout 3`. Each
+/// Issue "Hold under faults", item 2: every call takes 2 s, within `--upload-timeout 6` (the
+/// margin is for moto's own time on a loaded 2-core machine: 3 s was seen cut off). Each
 /// batch is sent once and counted as sent: no call is cut off and sent again (with the old
 /// fixed 5 s attempt timeout and 5 s calls, 1,350 copies of 500 segments were stored).
 #[tokio::test]
@@ -138,7 +139,7 @@ async fn a_slow_xray_within_the_upload_timeout_gets_each_batch_once() {
     injector.always("/TraceSegments", Fault::Delay(Duration::from_secs(2)));
     let daemon = Daemon::builder()
         .upload_to(&injector.endpoint())
-        .args(["--upload-timeout", "3"])
+        .args(["--upload-timeout", "6"])
         .start()
         .await;
     let (trace, docs) = documents(100);
