@@ -8,6 +8,7 @@
 //!            inputs                     the store                 one lane per sink
 //! UDP ─▶ receiver ─▶ document::parse ─▶ buffer ─┬─▶ batcher ─▶ upload ─▶ sink::xray (PutTraceSegments)
 //!                                               ├─▶ batcher ─▶ upload ─▶ sink::xray_otlp (spans as OTLP, --otlp-to-xray otlp)
+//!                                               ├─▶ batcher ─▶ upload ─▶ sink::otlp (every trace to an OTLP backend, --sink otlp:URL)
 //!        (Intake: received, refused,   (budget, ├─▶ batcher ─▶ upload ─▶ sink::file, sink::stdout
 //!         accepted items)               memory  └─▶ batcher ─▶ upload ─▶ sink::memory (in-process)
 //!                                       rule)
