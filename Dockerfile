@@ -3,11 +3,14 @@
 # it work unchanged: the binary at /xray (also /usr/bin/xray), the non-root user `xray`
 # (uid 10001), CA certificates for TLS to AWS, /etc/amazon/xray/cfg.yaml, and an entrypoint that
 # listens on all interfaces; a task definition's `command` (e.g. `-o -n eu-central-1`) adds
-# flags after the entrypoint's.
+# flags after the entrypoint's. The licence and the third-party notices are in
+# /usr/share/licenses/xray/.
 #
 # No registry is used: the build context is a directory that scripts/release.sh stages with a
 # static binary built beforehand (target/dist/image-<arch>/: xray, cfg.yaml,
-# ca-certificates.crt, passwd, group, usr/bin/xray -> /xray). Build everything with
+# ca-certificates.crt, passwd, group, LICENSE, THIRD-PARTY-LICENSES, usr/bin/xray -> /xray), one
+# per architecture. Build everything (the amd64 image in Docker, and both architectures in one
+# OCI archive) with
 #   scripts/release.sh
 # or, once staged, this image alone with
 #   docker build -f Dockerfile -t xray-daemon-rs target/dist/image-amd64
@@ -15,6 +18,7 @@ FROM scratch
 COPY passwd group /etc/
 COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY cfg.yaml /etc/amazon/xray/cfg.yaml
+COPY LICENSE THIRD-PARTY-LICENSES /usr/share/licenses/xray/
 COPY xray /xray
 COPY usr/ /usr/
 USER xray

@@ -64,8 +64,9 @@ install_tool nc netcat-openbsd
 # The README's OTLP example is run as written.
 install_tool curl curl
 
-# The packaging tests (tests/it/packaging.rs) need docker.io, rpm, qemu-user-static, the arm64
-# linker and Rust target, cargo-generate-rpm and cargo-deb; installed once, skipped when present.
+# The packaging tests (tests/packaging/main.rs) need docker.io, rpm, qemu-user-static, buildah,
+# skopeo, the arm64 linker and Rust target, cargo-generate-rpm, cargo-deb and cargo-about;
+# installed once, skipped when present.
 if [[ "$(id -u)" == 0 ]]; then
     echo "==> packaging tools (scripts/packaging-setup.sh)"
     scripts/packaging-setup.sh

@@ -9,6 +9,11 @@
 //!   and upgrades a stand-in of the original daemon's 3.6.6 package; its unit passes
 //!   `systemd-analyze verify`.
 //! - The deb is inspected with `dpkg-deb`; the zip's `xray` runs under another name and path.
+//! - Every artifact carries `LICENSE` and the third-party notices (`THIRD-PARTY-LICENSES`,
+//!   written by cargo-about) where its format expects them, and the notices name each crate
+//!   linked into `xray` with its licence.
+//! - The multi-arch OCI archive (buildah) holds an index of linux/amd64 and linux/arm64; each
+//!   image's `xray` is the release binary, and the arm64 one relays to moto under qemu.
 //! - The example ECS task definition and docker-compose file have the shape ECS and Compose need.
 //!
 //! The artifacts are built once per test run (`scripts/release.sh --no-image`, shared through
@@ -140,6 +145,16 @@ impl Dist {
     fn image_context(&self) -> PathBuf {
         self.dir.join("image-amd64")
     }
+
+    /// The third-party notices `scripts/release.sh` wrote with cargo-about.
+    fn notices(&self) -> PathBuf {
+        self.dir.join("THIRD-PARTY-LICENSES")
+    }
+
+    /// Both images in one OCI archive.
+    fn oci_archive(&self) -> PathBuf {
+        self.dir.join(format!("xray-daemon-rs-{VERSION}.oci.tar"))
+    }
 }
 
 static DIST: OnceLock<Result<Dist, String>> = OnceLock::new();
@@ -151,6 +166,8 @@ fn dist() -> &'static Dist {
         require_tools(&[
             "cargo-generate-rpm",
             "cargo-deb",
+            "cargo-about",
+            "buildah",
             "aarch64-linux-gnu-gcc",
             "zip",
             "file",
@@ -216,6 +233,162 @@ async fn assert_relays(daemon: &Daemon, moto: &Moto, name: &str) {
         stored,
         vec![body],
         "moto must hold the segment byte for byte"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Licences: what every artifact must carry.
+
+/// The version of `name` in Cargo.lock (the one package of that name).
+fn locked_version(name: &str) -> String {
+    let lock = std::fs::read_to_string(repo_root().join("Cargo.lock")).expect("Cargo.lock");
+    let versions: Vec<&str> = lock
+        .split("[[package]]")
+        .filter(|p| p.lines().any(|l| l == format!("name = \"{name}\"")))
+        .filter_map(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .map(|v| v.trim_end_matches('"'))
+        .collect();
+    assert_eq!(versions.len(), 1, "{name} in Cargo.lock: {versions:?}");
+    versions[0].to_owned()
+}
+
+/// Asserts that `text` is the third-party notices of the release: each crate of `xray` named
+/// with its version and licence (tokio: MIT, and tokio among the users of the MIT text), the
+/// full texts of the licences, and nothing that is not in the shipped binary (dev-dependencies,
+/// the benchmark tools, our own package). `what` names the file in messages.
+fn assert_notices(text: &str, what: &str) {
+    let crates: Vec<&str> = text
+        .split("Crates and their licences")
+        .nth(1)
+        .and_then(|rest| rest.split("Licences used").next())
+        .unwrap_or_else(|| panic!("{what}: no crate list:\n{text:.2000}"))
+        .lines()
+        .filter(|l| l.contains(": "))
+        .collect();
+    let tokio = format!("tokio {}", locked_version("tokio"));
+    let rustls = format!("rustls {}", locked_version("rustls"));
+    for line in [
+        format!("{tokio}: MIT"),
+        format!("{rustls}: Apache-2.0 OR ISC OR MIT"),
+    ] {
+        assert!(
+            crates.contains(&line.as_str()),
+            "{what} lacks the line {line:?}; crates: {crates:#?}"
+        );
+    }
+    // The texts: each block is a licence's name, the crates it covers, then its text.
+    let mit_users: Vec<&str> = text
+        .split(
+            "\n================================================================================\n",
+        )
+        .filter(|block| block.starts_with("MIT License (MIT)\nused by:\n"))
+        .flat_map(|block| block.lines().skip(2).take_while(|l| l.starts_with("  ")))
+        .collect();
+    assert!(
+        mit_users
+            .iter()
+            .any(|l| l.trim_start().starts_with(&format!("{tokio} ")) || l.trim_start() == tokio),
+        "{what}: tokio is not among the crates under the MIT text: {mit_users:?}"
+    );
+    assert!(
+        crates.len() > 150,
+        "{what} names only {} crates: {crates:#?}",
+        crates.len()
+    );
+    for absent in [
+        "proptest ",
+        "tempfile ",
+        "xray-bench-tools ",
+        "xray-daemon-rs ",
+    ] {
+        assert!(
+            !crates.iter().any(|l| l.starts_with(absent)),
+            "{what} names {absent:?}, which is not in the shipped binary"
+        );
+    }
+    for licence_text in [
+        // MIT's text and Apache-2.0's.
+        "Permission is hereby granted, free of charge, to any person obtaining",
+        "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION",
+    ] {
+        assert!(
+            text.contains(licence_text),
+            "{what} lacks the licence text {licence_text:?}"
+        );
+    }
+}
+
+/// Asserts that `dir` holds `LICENSE` (the repository's Apache-2.0 text) and
+/// `THIRD-PARTY-LICENSES` (the release's notices, byte for byte). `what` names `dir`.
+fn assert_licence_files(dir: &Path, dist: &Dist, what: &str) {
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{what}: {}: {e}", path.display()))
+    };
+    let licence = read(dir.join("LICENSE"));
+    assert_eq!(
+        licence,
+        read(repo_root().join("LICENSE")),
+        "{what}: LICENSE is not the project's"
+    );
+    assert!(licence.contains("Apache License") && licence.contains("Version 2.0, January 2004"));
+    let notices = read(dir.join("THIRD-PARTY-LICENSES"));
+    assert_eq!(
+        notices,
+        read(dist.notices()),
+        "{what}: THIRD-PARTY-LICENSES is not the release's"
+    );
+    assert_notices(&notices, what);
+}
+
+/// The notices scripts/release.sh wrote name every crate that `cargo tree` finds linked into
+/// the `xray` package for the two shipped targets (normal dependencies only), and no other.
+#[test]
+fn third_party_notices_name_every_crate_of_the_shipped_binary() {
+    let dist = dist();
+    let text = std::fs::read_to_string(dist.notices()).expect("THIRD-PARTY-LICENSES");
+    assert_notices(&text, "target/dist/THIRD-PARTY-LICENSES");
+    let listed: std::collections::BTreeSet<String> = text
+        .split("Crates and their licences")
+        .nth(1)
+        .and_then(|rest| rest.split("Licences used").next())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(name_version, _)| name_version.to_owned())
+        .collect();
+    let mut tree = std::collections::BTreeSet::new();
+    for target in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
+        let out = stdout_of(Command::new(env!("CARGO")).current_dir(repo_root()).args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-p",
+            "xray-daemon-rs",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+            "--target",
+            target,
+        ]));
+        for line in out.lines() {
+            // "tokio v1.48.0" or "tokio-macros v2.6.0 (proc-macro)"; the package itself carries
+            // its path.
+            let mut words = line.split_whitespace();
+            if let (Some(name), Some(version)) = (words.next(), words.next())
+                && name != "xray-daemon-rs"
+            {
+                tree.insert(format!("{name} {}", version.trim_start_matches('v')));
+            }
+        }
+    }
+    let missing: Vec<&String> = tree.difference(&listed).collect();
+    let extra: Vec<&String> = listed.difference(&tree).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "THIRD-PARTY-LICENSES and `cargo tree -e normal` differ: missing {missing:?}, extra {extra:?}"
     );
 }
 
@@ -552,6 +725,7 @@ impl Drop for TlsXray {
 /// outside to moto byte for byte, runs as uid 10001, and `xray health` (the task definition's
 /// command) exits 0 while it runs and 1 once it has stopped. TLS from inside it works against a
 /// loopback HTTPS endpoint whose CA is mounted over the bundle, and fails with the image's own.
+/// The licence and the third-party notices are in /usr/share/licenses/xray.
 #[tokio::test]
 async fn image_relays_runs_as_xray_and_answers_health_and_trusts_its_ca_bundle() {
     require_tools(&["openssl"]);
@@ -572,6 +746,25 @@ async fn image_relays_runs_as_xray_and_answers_health_and_trusts_its_ca_bundle()
             .expect("image size");
     eprintln!("image {image}: {size} bytes");
     let _image_guard = ImageGuard(image.clone());
+
+    // The licences, copied out of a created (never started) container.
+    let created = stdout_of(Command::new("docker").args(["create", &image]))
+        .trim()
+        .to_owned();
+    let copied = temp_dir("xray-it-image-licences-");
+    let cp = output(
+        Command::new("docker")
+            .arg("cp")
+            .arg(format!("{created}:/usr/share/licenses/xray"))
+            .arg(copied.path().join("xray")),
+    );
+    let _ = output(Command::new("docker").args(["rm", "-f", &created]));
+    assert!(cp.status.success(), "docker cp of the licences: {cp:?}");
+    assert_licence_files(
+        &copied.path().join("xray"),
+        dist,
+        "the image's /usr/share/licenses/xray",
+    );
 
     // Relay from outside, non-default ports appended after the entrypoint's flags.
     let moto = Moto::start().await;
@@ -737,6 +930,132 @@ impl Drop for ImageGuard {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. The multi-arch OCI archive.
+
+/// Copies the `arch` image out of the OCI archive with `skopeo` (its `dir:` layout) and unpacks
+/// its layers into `into/rootfs`; returns the image's config (JSON).
+fn unpack_oci_image(archive: &Path, arch: Arch, into: &Path) -> Value {
+    let copy = into.join("image");
+    std::fs::create_dir_all(into).expect("a directory for the image");
+    stdout_of(
+        Command::new("skopeo")
+            .args(["--override-os", "linux", "--override-arch", arch.name()])
+            .args(["copy", "--quiet"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("dir:{}", copy.display())),
+    );
+    let blob = |digest: &str| {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"));
+        copy.join(hex)
+    };
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(copy.join("manifest.json")).expect("the image's manifest"),
+    )
+    .expect("manifest.json is JSON");
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest");
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(blob(config_digest)).expect("the image's config"),
+    )
+    .expect("the config is JSON");
+    let rootfs = into.join("rootfs");
+    std::fs::create_dir_all(&rootfs).expect("rootfs");
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert!(!layers.is_empty(), "no layers: {manifest}");
+    for layer in layers {
+        let digest = layer["digest"].as_str().expect("layer digest");
+        // GNU tar recognises a gzip-compressed layer by itself.
+        stdout_of(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(blob(digest))
+                .arg("-C")
+                .arg(&rootfs),
+        );
+    }
+    config
+}
+
+/// `scripts/release.sh` writes one OCI archive whose index holds linux/amd64 and linux/arm64.
+/// Each image is the release: its `/xray` is that architecture's release binary, byte for byte,
+/// with the user, entrypoint and licences of the Dockerfile. The arm64 image's binary, run from
+/// its unpacked layers under `qemu-aarch64-static`, relays a segment to moto.
+#[tokio::test]
+async fn oci_archive_indexes_amd64_and_arm64_and_the_arm64_image_relays_under_qemu() {
+    require_tools(&["skopeo", "tar", "qemu-aarch64-static"]);
+    let dist = dist();
+    let archive = dist.oci_archive();
+    let raw = stdout_of(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}", archive.display())),
+    );
+    let index: Value = serde_json::from_str(&raw).expect("the index is JSON");
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{raw}"
+    );
+    let mut platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap_or("?"),
+                m["platform"]["architecture"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    platforms.sort();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{raw}");
+
+    let dir = temp_dir("xray-it-oci-");
+    let mut arm64_rootfs = PathBuf::new();
+    for arch in [Arch::Amd64, Arch::Arm64] {
+        let into = dir.path().join(arch.name());
+        let config = unpack_oci_image(&archive, arch, &into);
+        assert_eq!(config["architecture"], arch.name(), "{config}");
+        assert_eq!(config["os"], "linux", "{config}");
+        assert_eq!(config["config"]["User"], "xray", "{config}");
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            serde_json::json!(["/xray", "-t", "0.0.0.0:2000", "-b", "0.0.0.0:2000"]),
+            "{config}"
+        );
+        let rootfs = into.join("rootfs");
+        assert!(
+            std::fs::read(rootfs.join("xray")).expect("/xray in the image")
+                == std::fs::read(dist.binary(arch)).expect("the release binary"),
+            "the {} image's /xray is not the release binary",
+            arch.name()
+        );
+        assert_licence_files(
+            &rootfs.join("usr/share/licenses/xray"),
+            dist,
+            &format!("the {} image's /usr/share/licenses/xray", arch.name()),
+        );
+        if arch == Arch::Arm64 {
+            arm64_rootfs = rootfs;
+        }
+    }
+
+    let binary = arm64_rootfs.join("xray");
+    assert_static(&binary, "ARM aarch64");
+    let moto = Moto::start().await;
+    let daemon = Daemon::builder()
+        .program([OsStr::new("qemu-aarch64-static"), binary.as_os_str()])
+        .upstream(&moto)
+        .ready_within(Duration::from_secs(60))
+        .start()
+        .await;
+    assert_relays(&daemon, &moto, "oci-arm64").await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. The rpm.
 
 /// `rpm` against a scratch root.
@@ -870,9 +1189,25 @@ async fn rpm_is_xray_with_epoch_installs_and_upgrades_the_original() {
             "/etc/amazon/xray/cfg.yaml cn -rw-r--r--",
             "/usr/bin/xray  -rwxr-xr-x",
             "/usr/lib/systemd/system/xray.service  -rw-r--r--",
+            "/usr/share/licenses/xray/LICENSE  -rw-r--r--",
+            "/usr/share/licenses/xray/THIRD-PARTY-LICENSES  -rw-r--r--",
         ],
         "files, config(noreplace) flags and modes"
     );
+    // Plain files, not %doc: `--excludedocs` (tsflags=nodocs in container images) keeps them.
+    // cargo-generate-rpm cannot set %license, so `rpm -qp --licensefiles` lists none yet.
+    let listed = query(&["-l"]);
+    for licence in [
+        "/usr/share/licenses/xray/LICENSE",
+        "/usr/share/licenses/xray/THIRD-PARTY-LICENSES",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == licence),
+            "rpm -qlp lacks {licence}:\n{listed}"
+        );
+    }
+    let docs = query(&["--docfiles"]);
+    assert!(docs.trim().is_empty(), "no %doc files: {docs}");
     let arm64 = stdout_of(
         Command::new("rpm")
             .args(["-qp", "--qf", "%{NAME} %{EPOCH} %{ARCH}"])
@@ -918,6 +1253,23 @@ async fn rpm_is_xray_with_epoch_installs_and_upgrades_the_original() {
     );
     let version = stdout_of(Command::new(root.path().join("usr/bin/xray")).arg("--version"));
     assert!(version.contains(VERSION), "--version: {version}");
+    assert_licence_files(
+        &root.path().join("usr/share/licenses/xray"),
+        dist,
+        "the rpm's /usr/share/licenses/xray",
+    );
+    // Installed with --excludedocs (as tsflags=nodocs does), the licences stay.
+    let nodocs = scratch_root("xray-it-rpm-nodocs-");
+    stdout_of(
+        rpm_root(nodocs.path())
+            .args(["-i", "--nodeps", "--noscripts", "--excludedocs"])
+            .arg(&rpm),
+    );
+    assert_licence_files(
+        &nodocs.path().join("usr/share/licenses/xray"),
+        dist,
+        "the rpm installed with --excludedocs",
+    );
     copy_host_units(root.path());
     verify_unit_in_root(root.path(), "xray.service");
     // A drop-in pointing -c and -f at other files under /etc and /var/log verifies too.
@@ -1077,7 +1429,6 @@ fn deb_has_the_files_unit_and_maintainer_scripts() {
         .lines()
         .filter(|l| !l.starts_with('d'))
         .filter_map(|l| l.split_whitespace().last())
-        .filter(|p| !p.starts_with("./usr/share/doc/"))
         .collect();
     files.sort_unstable();
     assert_eq!(
@@ -1086,8 +1437,57 @@ fn deb_has_the_files_unit_and_maintainer_scripts() {
             "./etc/amazon/xray/cfg.yaml",
             "./lib/systemd/system/xray.service",
             "./usr/bin/xray",
+            "./usr/share/doc/xray/THIRD-PARTY-LICENSES",
+            "./usr/share/doc/xray/copyright",
         ],
         "{listing}"
+    );
+    for line in listing
+        .lines()
+        .filter(|l| l.contains("/usr/share/doc/xray/") && !l.starts_with('d'))
+    {
+        assert!(line.starts_with("-rw-r--r--"), "mode: {line}");
+    }
+    // Debian's copyright file: machine-readable (DEP-5), Apache-2.0, with the licence's text.
+    let doc = temp_dir("xray-it-deb-doc-");
+    stdout_of(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(doc.path()));
+    let doc_dir = doc.path().join("usr/share/doc/xray");
+    let copyright =
+        std::fs::read_to_string(doc_dir.join("copyright")).expect("usr/share/doc/xray/copyright");
+    assert!(
+        copyright.starts_with(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+        ),
+        "not DEP-5:\n{copyright:.600}"
+    );
+    assert!(
+        copyright.lines().any(|l| l == "License: Apache-2.0"),
+        "copyright names no Apache-2.0 licence:\n{copyright:.600}"
+    );
+    assert!(
+        copyright.contains("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION"),
+        "copyright lacks the licence's text:\n{copyright:.600}"
+    );
+    // The stand-alone licence paragraph: its text is continuation lines (indented, an empty
+    // line written " .") up to the end, or the paragraph would end at the first empty line.
+    let (_, text) = copyright
+        .rsplit_once("\nLicense: Apache-2.0\n")
+        .expect("a License: Apache-2.0 paragraph");
+    let loose: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert!(
+        loose.is_empty() && text.lines().count() > 150,
+        "the licence's text is not a DEP-5 continuation: {loose:?}"
+    );
+    let notices = std::fs::read_to_string(doc_dir.join("THIRD-PARTY-LICENSES"))
+        .expect("usr/share/doc/xray/THIRD-PARTY-LICENSES");
+    assert_eq!(
+        notices,
+        std::fs::read_to_string(dist.notices()).expect("THIRD-PARTY-LICENSES"),
+        "the deb's notices are the release's"
+    );
+    assert_notices(
+        &notices,
+        "the deb's /usr/share/doc/xray/THIRD-PARTY-LICENSES",
     );
 
     let control = temp_dir("xray-it-deb-");
@@ -1134,7 +1534,8 @@ fn deb_has_the_files_unit_and_maintainer_scripts() {
     );
 }
 
-/// The zip holds `xray` and `cfg.yaml` at its top, like the original's; its `xray`, copied to
+/// The zip holds `xray`, `cfg.yaml`, `LICENSE` and `THIRD-PARTY-LICENSES` at its top, like the
+/// original's; its `xray`, copied to
 /// another name and path as the seed's Dockerfile does (`/usr/bin/xray-daemon`), relays a
 /// segment to moto.
 #[tokio::test]
@@ -1146,7 +1547,7 @@ async fn zip_layout_and_its_xray_runs_under_another_name() {
         let names = stdout_of(Command::new("unzip").arg("-Z1").arg(&zip));
         assert_eq!(
             names.lines().collect::<Vec<_>>(),
-            vec!["xray", "cfg.yaml"],
+            vec!["xray", "cfg.yaml", "LICENSE", "THIRD-PARTY-LICENSES"],
             "{}",
             zip.display()
         );
@@ -1159,6 +1560,7 @@ async fn zip_layout_and_its_xray_runs_under_another_name() {
             .arg("-d")
             .arg(dir.path().join("unzipped")),
     );
+    assert_licence_files(&dir.path().join("unzipped"), dist, "the amd64 zip");
     let renamed = dir.path().join("usr/bin/xray-daemon");
     std::fs::create_dir_all(renamed.parent().expect("parent")).expect("usr/bin");
     std::fs::copy(dir.path().join("unzipped/xray"), &renamed).expect("copy xray");

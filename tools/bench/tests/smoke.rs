@@ -91,6 +91,10 @@ fn bench_smoke_run_writes_results() {
         "idle_after_start.rss_kib",
     );
     number(&r["low_rates"][0]["cpu_pct"], "low_rates[0].cpu_pct");
+    number(
+        &r["low_rates"][0]["cpu_s_per_million"],
+        "low_rates[0].cpu_s_per_million",
+    );
     number(&r["binary_bytes"], "binary_bytes");
     let steps = r["steps"].as_array().expect("steps is a list");
     assert!(!steps.is_empty(), "no step measured: {json}");
@@ -117,5 +121,9 @@ fn bench_smoke_run_writes_results() {
     assert!(
         md.contains("ratio to ceiling"),
         "results.md has no summary:\n{md}"
+    );
+    assert!(
+        md.contains("| CPU % at 1000/s |") && md.contains("| CPU-s per million at 1000/s |"),
+        "results.md has no low-rate rows:\n{md}"
     );
 }

@@ -15,7 +15,8 @@
 //!    step: offered and delivered segments/s, loss, the kernel's drop count
 //!    (`/daemon/stats` `kernel_dropped`), daemon CPU seconds per million segments
 //!    (`/proc/PID/stat` utime + stime) and peak RSS (`VmHWM`, reset before each step);
-//! 3. **low rates and idle**: CPU % at 1k and 4k segments/s, context switches per second of all
+//! 3. **low rates and idle**: CPU % and CPU seconds per million segments at 1k and 4k
+//!    segments/s, context switches per second of all
 //!    the daemon's threads while idle (after start and after load), idle RSS, time from start to
 //!    listening, binary size;
 //! 4. the Markdown table and JSON, with the ratio of the highest lossless rate to the ceiling.
@@ -701,7 +702,8 @@ fn idle(daemon: &Daemon, seconds: f64) -> Result<Value> {
     }))
 }
 
-/// CPU % of the daemon while it receives `rate` segments/s for `seconds`.
+/// CPU % of the daemon while it receives `rate` segments/s for `seconds`, and its CPU seconds per
+/// million segments sent.
 fn low_rate(
     s: &Settings,
     daemon: &Daemon,
@@ -716,8 +718,9 @@ fn low_rate(
     let cpu = cpu_seconds(daemon.pid)? - cpu_before;
     let docs = wait_delivered(endpoint, before_docs + g.sent)? - before_docs;
     let pct = cpu * 100.0 / g.elapsed_s.max(1e-9);
+    let per_million = cpu * 1e6 / (g.sent.max(1) as f64);
     eprintln!(
-        "low rate {rate}/s: CPU {pct:.2}% ({docs} of {} delivered)",
+        "low rate {rate}/s: CPU {pct:.2}%, {per_million:.1} CPU-s per million ({docs} of {} delivered)",
         g.sent
     );
     Ok(json!({
@@ -725,6 +728,7 @@ fn low_rate(
         "offered_per_s": round(g.rate, 0),
         "seconds": round(g.elapsed_s, 2),
         "cpu_pct": round(pct, 2),
+        "cpu_s_per_million": round(per_million, 1),
         "delivered": docs,
         "sent": g.sent,
     }))
@@ -855,8 +859,9 @@ fn markdown(r: &Value) -> String {
     let c = &r["ceiling"];
     md.push_str("# xray-daemon-rs benchmark\n\n");
     md.push_str(&format!(
-        "Segments of {} bytes; generator pinned to CPU {}; {} CPUs; load average {} at start, {} at end; \
+        "Daemon `{}`. Segments of {} bytes; generator pinned to CPU {}; {} CPUs; load average {} at start, {} at end; \
          buffer budget {} bytes; run took {} s.\n\n",
+        fmt(&r["settings"]["xray"]),
         fmt(&r["settings"]["segment_bytes"]),
         fmt(&r["settings"]["generator_cpu"]),
         fmt(&r["settings"]["cpus"]),
@@ -906,9 +911,10 @@ fn markdown(r: &Value) -> String {
     if let Some(low) = r["low_rates"].as_array() {
         for l in low {
             md.push_str(&format!(
-                "| CPU % at {}/s | {} |\n",
-                fmt(&l["target_per_s"]),
-                fmt(&l["cpu_pct"])
+                "| CPU % at {rate}/s | {} |\n| CPU-s per million at {rate}/s | {} |\n",
+                fmt(&l["cpu_pct"]),
+                fmt(&l["cpu_s_per_million"]),
+                rate = fmt(&l["target_per_s"]),
             ));
         }
     }
