@@ -56,6 +56,7 @@ struct Settings {
     gen_cpu: Option<usize>,
     buffer_mb: Option<u64>,
     daemon_env: Vec<(String, String)>,
+    daemon_args: Vec<String>,
 }
 
 /// The command line. A flag given wins over `--smoke`'s tiny configuration, which wins over the
@@ -130,6 +131,11 @@ struct Cli {
     /// A variable added to the daemon's environment (repeatable)
     #[arg(long, value_name = "NAME=VALUE", value_parser = name_value)]
     daemon_env: Vec<(String, String)>,
+    /// A word added to the daemon's command line (repeatable); `{endpoint}` in it becomes the
+    /// counting endpoint's `http://ADDR`, e.g. `--daemon-arg=--sink --daemon-arg=xray
+    /// --daemon-arg=--sink --daemon-arg=otlp:{endpoint}/otlp` for an OTLP sink beside X-Ray
+    #[arg(long, value_name = "WORD", allow_hyphen_values = true)]
+    daemon_arg: Vec<String>,
 }
 
 /// A comma-separated list of rates (`--rates`, `--low-rates`).
@@ -204,6 +210,7 @@ impl Cli {
             gen_cpu: self.gen_cpu.map_or((cpus > 1).then_some(cpus - 1), |c| c.0),
             buffer_mb: self.buffer_mb,
             daemon_env: self.daemon_env,
+            daemon_args: self.daemon_arg,
         })
     }
 }
@@ -401,6 +408,11 @@ impl Daemon {
             cmd.arg("-m").arg(mb.to_string());
         }
         cmd.envs(s.daemon_env.iter().map(|(k, v)| (k, v)));
+        cmd.args(
+            s.daemon_args
+                .iter()
+                .map(|a| a.replace("{endpoint}", &format!("http://{endpoint}"))),
+        );
         let started = Instant::now();
         let child = cmd
             .stdin(Stdio::null())
@@ -816,6 +828,7 @@ fn run(s: &Settings) -> Result<Value> {
             "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
             "xray": s.xray.display().to_string(),
             "daemon_env": s.daemon_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "daemon_args": s.daemon_args,
             "buffer_budget_bytes": budget,
         },
         "load_average_at_start": load_at_start,
@@ -870,6 +883,16 @@ fn markdown(r: &Value) -> String {
         fmt(&r["settings"]["buffer_budget_bytes"]),
         fmt(&r["run_seconds"]),
     ));
+    if let Some(args) = r["settings"]["daemon_args"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+    {
+        let words: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
+        md.push_str(&format!(
+            "Daemon arguments added: `{}`.\n\n",
+            words.join(" ")
+        ));
+    }
     md.push_str("## Summary\n\n| figure | value |\n|---|---|\n");
     let rows = [
         (
