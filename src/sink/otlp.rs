@@ -402,7 +402,41 @@ fn convert_documents(
     for (i, doc, _) in subsegments {
         out.push((i, convert(doc, &settings_named(service_name))));
     }
+    share_resources(&mut out);
     out
+}
+
+/// Makes the spans of documents with equal resources (and scopes) share one, so a request
+/// holds each once: the documents of one service carry the same `service.name`, cloud and SDK
+/// attributes, and each conversion makes its own copy.
+fn share_resources(out: &mut [(usize, Result<Vec<SpanRecord>, DropReason>)]) {
+    let mut resources: HashMap<Vec<u8>, Arc<crate::otlp::span::SpanResource>> = HashMap::new();
+    let mut scopes: HashMap<Vec<u8>, Arc<crate::otlp::span::SpanScope>> = HashMap::new();
+    for record in out
+        .iter_mut()
+        .filter_map(|(_, r)| r.as_mut().ok())
+        .flatten()
+    {
+        let mut key = record.resource.resource.encode_to_vec();
+        key.extend_from_slice(record.resource.schema_url.as_bytes());
+        record.resource = Arc::clone(
+            resources
+                .entry(key)
+                .or_insert_with(|| Arc::clone(&record.resource)),
+        );
+        let mut key = record
+            .scope
+            .scope
+            .as_ref()
+            .map(prost::Message::encode_to_vec)
+            .unwrap_or_default();
+        key.extend_from_slice(record.scope.schema_url.as_bytes());
+        record.scope = Arc::clone(
+            scopes
+                .entry(key)
+                .or_insert_with(|| Arc::clone(&record.scope)),
+        );
+    }
 }
 
 fn settings_named(name: &str) -> Settings {
@@ -525,6 +559,40 @@ mod tests {
             out[0].1.as_ref().map(|s| service(s)),
             Ok(vec!["fallback".to_owned()])
         );
+    }
+
+    #[test]
+    fn documents_of_one_service_share_one_resource() {
+        let names = Mutex::new(Names::default());
+        let doc = |id: &str, name: &str| {
+            Document::unchecked(format!(
+                r#"{{"trace_id":"{TRACE}","id":"{id}","name":"{name}","start_time":1,"end_time":2}}"#
+            ))
+        };
+        let out = convert_documents(
+            &[
+                (0, doc("00000000000000a1", "app")),
+                (1, doc("00000000000000a2", "app")),
+                (2, doc("00000000000000a3", "other")),
+            ],
+            &names,
+            "x",
+        );
+        let resource = |i: usize| {
+            out.iter()
+                .find(|(k, _)| *k == i)
+                .and_then(|(_, r)| r.as_ref().ok())
+                .and_then(|s| s.first())
+                .map(|s| Arc::clone(&s.resource))
+        };
+        let (a, b, c) = (resource(0), resource(1), resource(2));
+        assert!(a.is_some() && b.is_some() && c.is_some());
+        let same = |x: &Option<Arc<crate::otlp::span::SpanResource>>,
+                    y: &Option<Arc<crate::otlp::span::SpanResource>>| {
+            matches!((x, y), (Some(x), Some(y)) if Arc::ptr_eq(x, y))
+        };
+        assert!(same(&a, &b), "one service, one resource");
+        assert!(!same(&a, &c), "another service keeps its own");
     }
 
     #[test]

@@ -194,7 +194,9 @@ pub(super) fn unix_nanos(t: SystemTime) -> u64 {
 pub(super) fn gzip(bytes: &[u8]) -> std::io::Result<Bytes> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(bytes.len() / 4 + 64),
-        flate2::Compression::default(),
+        // Level 1: a fraction of the default level's CPU for a somewhat larger body, the
+        // trade a local agent wants (bench/README.md, session 5).
+        flate2::Compression::fast(),
     );
     encoder.write_all(bytes)?;
     encoder.finish().map(Bytes::from)
