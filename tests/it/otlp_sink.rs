@@ -10,38 +10,21 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::support::flask::run_python_peer_with_env;
+use crate::support::otlp::otlp_answer;
 use crate::support::{
-    Daemon, Fault, FaultInjector, Moto, Recorded, Step, TEST_REGION, assert_balanced,
-    new_segment_id, new_trace_id, segment_json,
+    Daemon, FaultInjector, Moto, Recorded, Step, TEST_REGION, assert_balanced, new_segment_id,
+    new_trace_id, segment_json,
 };
 
 /// How long documents may take to arrive on this shared 2-core machine.
 const ARRIVAL: Duration = Duration::from_secs(40);
-
-/// An OTLP backend's answer: `status`, protobuf, these extra headers, this body.
-fn answer(status: u16, extra: &[(&str, &str)], body: impl Into<Bytes>) -> Fault {
-    let mut headers = vec![(
-        "content-type".to_owned(),
-        "application/x-protobuf".to_owned(),
-    )];
-    headers.extend(
-        extra
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
-    );
-    Fault::Answer {
-        status,
-        headers,
-        body: body.into(),
-    }
-}
 
 /// Moto, and a recording injector playing an OTLP backend on `path` (200 with an empty
 /// `ExportTraceServiceResponse`, after the `script`).
 async fn backend(path: &str, script: Vec<Step>) -> (Moto, FaultInjector) {
     let moto = Moto::start().await;
     let injector = FaultInjector::with_script(&moto.endpoint(), script).await;
-    injector.always(path, answer(200, &[], Bytes::new()));
+    injector.always(path, otlp_answer(200, &[], Bytes::new()));
     (moto, injector)
 }
 
@@ -139,7 +122,7 @@ async fn x_ray_documents_reach_x_ray_byte_for_byte_and_an_otlp_backend_converted
         Some(2),
         "{report:#}"
     );
-    let trace_hex = trace.replace("1-", "").replace('-', "");
+    let trace_hex = trace.split('-').skip(1).collect::<String>();
     let seg = span(&report, &segment);
     assert_eq!(seg["trace_id"], trace_hex.as_str());
     assert_eq!(seg["parent_span_id"], "");
@@ -192,9 +175,11 @@ async fn x_ray_documents_reach_x_ray_byte_for_byte_and_an_otlp_backend_converted
     );
 }
 
-/// The fault matrix, one document each: `429` with `Retry-After: 1` and `503` are retried (the
-/// first not before a second), `400` and `413` are given up (`upload_failed`), a `200` with a
-/// `partial_success` refuses the document (not resent). Meanwhile every document reaches moto.
+/// The fault matrix, five documents one after another against the script 429 (`Retry-After:
+/// 1`), 503, 400, 413, partial success: the first document is retried after the `429` (not
+/// before a second) and the `503`, then given up on the `400` (`upload_failed`); the second is
+/// given up on the `413`; the third is refused by the partial success (not resent); the last
+/// two are sent. Meanwhile every document reaches moto.
 #[tokio::test]
 async fn an_otlp_backends_answers_are_followed_and_x_ray_never_waits_on_it() {
     #[derive(Clone, PartialEq, prost::Message)]
@@ -217,11 +202,17 @@ async fn an_otlp_backends_answers_are_followed_and_x_ray_never_waits_on_it() {
     });
     let path = "/v1/traces";
     let script = vec![
-        Step::on(path, answer(429, &[("retry-after", "1")], Bytes::new())),
-        Step::on(path, answer(503, &[], Bytes::new())),
-        Step::on(path, answer(400, &[], Bytes::from_static(b"bad request"))),
-        Step::on(path, answer(413, &[], Bytes::new())),
-        Step::on(path, answer(200, &[], partial)),
+        Step::on(
+            path,
+            otlp_answer(429, &[("retry-after", "1")], Bytes::new()),
+        ),
+        Step::on(path, otlp_answer(503, &[], Bytes::new())),
+        Step::on(
+            path,
+            otlp_answer(400, &[], Bytes::from_static(b"bad request")),
+        ),
+        Step::on(path, otlp_answer(413, &[], Bytes::new())),
+        Step::on(path, otlp_answer(200, &[], partial)),
     ];
     let (moto, injector) = backend(path, script).await;
     let sink = format!("otlp:{}", injector.endpoint());
@@ -258,7 +249,8 @@ async fn an_otlp_backends_answers_are_followed_and_x_ray_never_waits_on_it() {
     let otlp = &stats.sinks[&lane];
     assert_eq!(
         otlp.sent, 2,
-        "the 429 and the 503 were retried and sent: {otlp:?}"
+        "the first document, retried after the 429 and the 503, met the 400; the last two \
+         were sent: {otlp:?}"
     );
     assert_eq!(
         otlp.dropped.get("upload_failed").copied(),
@@ -420,7 +412,7 @@ async fn the_flask_apps_x_ray_traces_reach_mlflow_and_x_ray_at_once() {
         .wait_for_documents(TEST_REGION, &traces, 9, ARRIVAL)
         .await;
     for request in &run.requests {
-        let hex = request.trace_id.replace("1-", "").replace('-', "");
+        let hex = request.trace_id.split('-').skip(1).collect::<String>();
         let spans = mlflow.wait_for_spans(&hex, 3, ARRIVAL).await;
         let by_id = |id: &str| {
             spans

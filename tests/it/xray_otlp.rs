@@ -19,6 +19,7 @@ use xray_daemon::otlp::proto::ExportTraceServiceRequest;
 use crate::support::daemon::{FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY};
 use crate::support::flask::run_python_peer_with_env;
 use crate::support::http::request;
+use crate::support::otlp::otlp_answer;
 use crate::support::{
     Daemon, DropReason, ErrorKind, Fault, FaultInjector, Moto, Recorded, Step, TEST_REGION,
     assert_balanced, backend_errors, free_addr, new_segment_id, new_trace_id, segment_json,
@@ -30,24 +31,6 @@ const ARRIVAL: Duration = Duration::from_secs(40);
 const SESSION_TOKEN: &str = "daemon-test-session-token";
 /// The command the Transaction Search error names.
 const TURN_ON: &str = "aws xray update-trace-segment-destination --destination CloudWatchLogs";
-
-/// What X-Ray's OTLP endpoint answers: `status`, protobuf, these extra headers, this body.
-fn otlp_answer(status: u16, extra: &[(&str, &str)], body: impl Into<Bytes>) -> Fault {
-    let mut headers = vec![(
-        "content-type".to_owned(),
-        "application/x-protobuf".to_owned(),
-    )];
-    headers.extend(
-        extra
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
-    );
-    Fault::Answer {
-        status,
-        headers,
-        body: body.into(),
-    }
-}
 
 /// A recording fault injector in front of a fresh moto whose `/v1/traces` answers 200 with an
 /// empty `ExportTraceServiceResponse` (zero bytes of protobuf), after the `script`.

@@ -1,9 +1,28 @@
-//! For the OpenTelemetry receivers' tests: a daemon whose buffer is held past the OTLP
-//! high-water mark (75% of the budget) for a known time, so a receiver answers "busy".
+//! For the OpenTelemetry tests: a daemon whose buffer is held past the OTLP high-water mark
+//! (75% of the budget) for a known time, so a receiver answers "busy"; and [`otlp_answer`], what
+//! a fault injector playing an OTLP endpoint answers.
 
 use std::time::Duration;
 
 use super::{Daemon, Fault, FaultInjector, Moto, new_segment_id, new_trace_id};
+
+/// What an OTLP endpoint answers: `status`, protobuf, these extra headers, this body.
+pub fn otlp_answer(status: u16, extra: &[(&str, &str)], body: impl Into<bytes::Bytes>) -> Fault {
+    let mut headers = vec![(
+        "content-type".to_owned(),
+        "application/x-protobuf".to_owned(),
+    )];
+    headers.extend(
+        extra
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+    );
+    Fault::Answer {
+        status,
+        headers,
+        body: body.into(),
+    }
+}
 
 /// How long the slow X-Ray keeps each call, and so the buffer past the mark.
 pub const HELD_FOR: Duration = Duration::from_secs(3);
