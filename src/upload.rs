@@ -169,7 +169,7 @@ async fn deliver(batch: Batch, shared: &Shared) {
             }
             for r in retry.iter().filter_map(|&k| delivery.refused.get(k)) {
                 if let Some(i) = r.index.filter(|&i| i < n) {
-                    log_retried(&batch.items()[i], &r.code, &r.message);
+                    log_retried(shared.sink.name(), &batch.items()[i], &r.code, &r.message);
                 }
             }
         }
@@ -313,9 +313,10 @@ fn log_refusal(
         .unwrap_or_default();
     let id = named_id.or(ids.id.as_deref()).unwrap_or("(no id)");
     let trace_id = ids.trace_id.as_deref().unwrap_or("(no trace id)");
+    let who = destination(shared.sink.name());
     match warn {
         Some(suppressed) => tracing::warn!(
-            "X-Ray refused segment {id} of trace {trace_id}: {code}: {message}; it is not sent again{}",
+            "{who} refused segment {id} of trace {trace_id}: {code}: {message}; it is not sent again{}",
             if suppressed > 0 {
                 format!(" ({suppressed} more refusals were not logged)")
             } else {
@@ -323,18 +324,28 @@ fn log_refusal(
             }
         ),
         None => tracing::debug!(
-            "X-Ray refused segment {id} of trace {trace_id}: {code}: {message}; it is not sent again"
+            "{who} refused segment {id} of trace {trace_id}: {code}: {message}; it is not sent again"
         ),
     }
 }
 
 /// Logs, at debug level, an item the destination refused with a code worth another attempt.
-fn log_retried(item: &Item, code: &str, message: &str) {
+fn log_retried(sink: &str, item: &Item, code: &str, message: &str) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!(
-            "X-Ray refused {}: {code}: {message}; retrying it",
+            "{} refused {}: {code}: {message}; retrying it",
+            destination(sink),
             item.log_name()
         );
+    }
+}
+
+/// The destination a sink's refusals come from, as a log line names it.
+fn destination(sink: &str) -> &str {
+    match sink {
+        "xray" | "xray-otlp" => "X-Ray",
+        "otlp" => "The OTLP backend",
+        other => other,
     }
 }
 
