@@ -353,7 +353,8 @@ async fn serve(
                 .into(),
         ),
     });
-    let (mut destinations, region_line) = match build_sinks(&config, aws.as_ref()).await {
+    let (mut destinations, region_line) = match build_sinks(&config, aws.as_ref(), &shutdown).await
+    {
         Ok(s) => s,
         Err(e) => {
             shutdown.cancel();
@@ -593,11 +594,12 @@ async fn report_suppressed(stats: Arc<Stats>) {
 }
 
 /// Builds the sinks, in the order of the config's (the buffer's lanes); for `xray`, uses the
-/// AWS context and checks credentials (in the background). Returns them and the banner's
-/// region words.
+/// AWS context and checks credentials (in the background). An OTLP sink holds documents back
+/// until `shutdown`. Returns them and the banner's region words.
 async fn build_sinks(
     config: &Config,
     aws: Option<&aws::AwsContext>,
+    shutdown: &CancellationToken,
 ) -> Result<(Vec<Destination>, String), StartupError> {
     let mut sinks: Vec<Destination> = Vec::new();
     let mut region_line = "no AWS region needed".to_owned();
@@ -643,7 +645,9 @@ async fn build_sinks(
                     .map_err(|e| {
                         StartupError::OtlpSink(otlp_sink::OtlpSinkError::Client(e.to_string()))
                     })?;
-                let sink = OtlpSink::new(settings, &outbound).map_err(StartupError::OtlpSink)?;
+                let sink = OtlpSink::new(settings, &outbound)
+                    .map_err(StartupError::OtlpSink)?
+                    .draining_on(shutdown.clone());
                 sinks.push(destination(spec, Arc::new(sink)));
             }
             SinkSpec::File(path) => {

@@ -106,6 +106,10 @@ pub enum Fate {
     Dropped(DropReason),
     /// Back into the lane for another attempt.
     Retry,
+    /// Back into the lane unsent, held by the sink for a later batch (an OTLP sink waiting for
+    /// a streamed subsegment's segment, or for an in-progress document's complete one): no
+    /// attempt was made, so none is counted, and it is not `retried`.
+    Held,
 }
 
 /// A sink's lane as the buffer needs to know it.
@@ -305,6 +309,8 @@ pub struct Settled {
     pub rejected: u64,
     /// Items put back for another attempt.
     pub retried: u64,
+    /// Items put back unsent, held by the sink for a later batch.
+    pub held: u64,
     /// Items given up.
     pub dropped: u64,
 }
@@ -418,7 +424,7 @@ impl State {
             Fate::Sent => sink.sent += 1,
             Fate::Rejected => sink.rejected += 1,
             Fate::Dropped(reason) => sink.dropped[reason.index()] += 1,
-            Fate::Retry => {}
+            Fate::Retry | Fate::Held => {}
         }
         self.lanes[lane].backlog_bytes -= cost;
         let overall = if self.lanes.len() == 1 {
@@ -449,7 +455,7 @@ impl State {
                     books.dropped[reason.index()] += 1;
                     books.inputs[item.input().index()].dropped[reason.index()] += 1;
                 }
-                Fate::Retry => {}
+                Fate::Retry | Fate::Held => {}
             }
         }
     }
@@ -809,16 +815,20 @@ impl Buffer {
             let cost = self.cost_of(&item);
             s.landed(lane, seq, cost);
             let fate = match fate {
-                Fate::Retry if abandoned => Fate::Dropped(DropReason::Shutdown),
+                Fate::Retry | Fate::Held if abandoned => Fate::Dropped(DropReason::Shutdown),
                 fate => fate,
             };
             match fate {
-                Fate::Retry => {
+                Fate::Retry | Fate::Held => {
                     let waiting = &mut s.lanes[lane].waiting;
                     let at = waiting.partition_point(|w| w.seq < seq);
                     waiting.insert(at, Waiting { seq, item, state });
-                    books.retried += 1;
-                    done.retried += 1;
+                    if fate == Fate::Retry {
+                        books.retried += 1;
+                        done.retried += 1;
+                    } else {
+                        done.held += 1;
+                    }
                     continue;
                 }
                 Fate::Sent => done.sent += 1,

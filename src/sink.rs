@@ -77,6 +77,12 @@ pub struct Delivery {
     /// dropped for that reason): what the destination is known to refuse, such as a span outside
     /// X-Ray's OTLP time window. An index listed here is not in `refused`.
     pub dropped: Vec<(usize, DropReason)>,
+    /// Items the sink holds back for a later batch, by batch index: not sent, not an attempt.
+    /// They go back into the sink's lane, still charged to the budget, and come again in the
+    /// next batch (the OTLP sink waits so for a streamed subsegment's segment and for an
+    /// in-progress document's complete one, a bounded time). An index listed here is in
+    /// neither `refused` nor `dropped`.
+    pub held: Vec<usize>,
     /// How long the destination asked to wait before the refusals worth another attempt are
     /// sent again (its `Retry-After`), when it said; else the backoff decides.
     pub retry_after: Option<Duration>,

@@ -17,6 +17,8 @@
 //!   still charged to the budget, and the lane's batcher waits before the next batch: what the
 //!   destination asked for (`Retry-After`), else a backoff with full jitter
 //!   ([`retry::wait_before_retry`], growing with consecutive failures);
+//! - **held**: the sink held it back unsent for a later batch ([`Delivery::held`]: an OTLP sink
+//!   waiting for a subsegment's segment): back into the lane as it was, no attempt counted;
 //! - **dropped** `retries_exhausted` once it has had [`RetryPolicy::max_attempts`] attempts or
 //!   its first failure is [`RetryPolicy::max_age`] old; **dropped** `upload_failed` when the
 //!   call failed in a way another attempt would not fix (a 4xx other than 429); **dropped**
@@ -145,6 +147,15 @@ async fn deliver(batch: Batch, shared: &Shared) {
     for &(i, reason) in given_up.iter().filter(|(i, _)| *i < n) {
         fates[i] = Fate::Dropped(reason);
     }
+    // Items the sink held back were not part of the call: back into the lane as they were, and
+    // never the item a refusal without an index costs.
+    let held: &[usize] = match &result {
+        Ok(delivery) => &delivery.held,
+        Err(_) => &[],
+    };
+    for &i in held.iter().filter(|&&i| i < n) {
+        fates[i] = Fate::Held;
+    }
     // Items that failed in a way worth another attempt: the retry policy decides.
     let mut again = vec![false; n];
     let mut failure = None;
@@ -188,6 +199,10 @@ async fn deliver(batch: Batch, shared: &Shared) {
     }
     for &(i, reason) in given_up.iter().filter(|(i, _)| *i < n) {
         fates[i] = Fate::Dropped(reason);
+        again[i] = false;
+    }
+    for &i in held.iter().filter(|&&i| i < n) {
+        fates[i] = Fate::Held;
         again[i] = false;
     }
     // The destination's own word on when to come back (Retry-After), if it gave one.
@@ -235,11 +250,12 @@ async fn deliver(batch: Batch, shared: &Shared) {
     let _ = shared.calls.send(backoff).await;
     let settled = batch.finish(&fates, &states);
     tracing::debug!(
-        "Batch of {n} segment(s) to {}: {} sent, {} refused, {} to retry, {} dropped ({:.3} s)",
+        "Batch of {n} segment(s) to {}: {} sent, {} refused, {} to retry, {} held, {} dropped ({:.3} s)",
         shared.sink.name(),
         settled.sent,
         settled.rejected,
         settled.retried,
+        settled.held,
         settled.dropped,
         started.elapsed().as_secs_f64()
     );
@@ -645,6 +661,7 @@ mod tests {
                         message: "1 span refused".into(),
                     }],
                     dropped: vec![(last, DropReason::OutsideTimeWindow)],
+                    held: Vec::new(),
                     retry_after: None,
                 })
             })
@@ -664,6 +681,59 @@ mod tests {
                 snap.dropped(DropReason::OutsideTimeWindow)
             ),
             (0, 1, 1)
+        );
+        assert!(snap.broken_identities().is_empty(), "{snap:?}");
+    }
+
+    /// Holds the first item of its first batch back, and reports one refusal that names no
+    /// item; takes everything after that.
+    #[derive(Debug, Default)]
+    struct HoldingSink {
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl Sink for HoldingSink {
+        fn name(&self) -> &'static str {
+            "holding"
+        }
+
+        fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
+            let first = match self.calls.lock() {
+                Ok(mut calls) => {
+                    calls.push(batch.len());
+                    calls.len() == 1
+                }
+                Err(_) => false,
+            };
+            Box::pin(async move {
+                let mut delivery = Delivery::default();
+                if first {
+                    delivery.held.push(0);
+                    delivery.refused.push(crate::sink::Refused {
+                        index: None,
+                        id: None,
+                        code: "PartialSuccess".into(),
+                        message: "1 span refused".into(),
+                    });
+                }
+                Ok(delivery)
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_held_back_comes_again_unsent_and_is_never_charged_a_refusal() {
+        let sink = Arc::new(HoldingSink::default());
+        let snap = run_to_end(vec![sink.clone()], 2, RetryPolicy::default())
+            .await
+            .0
+            .snapshot();
+        let calls = sink.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        assert_eq!(calls, [2, 1], "the held item came again alone");
+        assert_eq!(
+            (snap.sent, snap.rejected, snap.retried, snap.dropped_total()),
+            (1, 1, 0, 0),
+            "{snap:?}"
         );
         assert!(snap.broken_identities().is_empty(), "{snap:?}");
     }

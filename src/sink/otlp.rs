@@ -12,8 +12,10 @@
 //! - an X-Ray document: its spans by [`crate::otlp::from_xray`] (the segment and each
 //!   subsegment, exact times, the collector's attribute keys). A field it cannot use is left
 //!   out (logged at debug level), never a reason to drop the document; a document with no usable
-//!   trace id or id is dropped as `invalid_span`. A document still `in_progress` is not sent:
-//!   its complete document, which follows, is (it counts as sent, having nothing to send);
+//!   trace id or id is dropped as `invalid_span`. A document still `in_progress` is held back
+//!   (below): once its complete document has come it has nothing to send (it counts as sent, the
+//!   complete one standing for it); one still open when its hold is over goes as zero-length
+//!   spans marked `aws.xray.inprogress`;
 //! - a distro datagram: `T1S` and `T1` are the spans inside; `T1U` and `M1` are for X-Ray
 //!   alone and count as sent with nothing to send. A `T1S` that does not decode is dropped as
 //!   `invalid_span`.
@@ -21,8 +23,16 @@
 //! **Service names**: a subsegment document (the Python SDK streams them before their segment)
 //! does not carry its service's name. The sink remembers, for recent traces, which segment each
 //! id belongs to ([`Names`], bounded): a subsegment whose parent is known takes its segment's
-//! name, whether the segment came in this batch or an earlier one; else `--otlp-service-name`
-//! (default `unknown_service:xray`). Within a batch, segments are read first.
+//! name, whether the segment came in this batch or an earlier one. Within a batch, segments are
+//! read first.
+//!
+//! **Holding back**: a subsegment whose parent is not known yet, and an in-progress document,
+//! are given back to the upload stage as held ([`Delivery::held`]): they stay in the sink's
+//! lane, charged to the budget, unsent and not retried, and come again in the next batch (a
+//! linger later). Each is held for at most [`HOLD`], at most [`MAX_HELD`] at once ([`Holds`]);
+//! then the subsegment goes under `--otlp-service-name` (default `unknown_service:xray`). Once
+//! the daemon drains, nothing is held. (A batch whose call fails is retried whole, the held
+//! items with it, as attempts.)
 //!
 //! Delivery follows OTLP's rules ([`super::otlp_call`]): `429`, `502`, `503`, `504` and no
 //! answer are retried (after `Retry-After` when given), any other error status is final, a
@@ -31,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 use aws_smithy_types::body::SdkBody;
@@ -39,6 +49,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use prost::Message as _;
+use tokio_util::sync::CancellationToken;
 
 use super::otlp_call::{self, Accepted, Export, Failure, gzip};
 use super::{Delivery, Sink, SinkFuture};
@@ -57,6 +68,11 @@ pub const NAME: &str = "otlp";
 pub const BATCH_ITEMS: usize = 512;
 /// Segment ids remembered for naming subsegments, per generation (two generations are kept).
 const NAMES_PER_GENERATION: usize = 50_000;
+/// How long a document may be held back: a streamed subsegment waiting for its segment, an
+/// in-progress document for its complete one.
+pub const HOLD: Duration = Duration::from_secs(5);
+/// Most documents held back at once (fewer than a batch, so a full batch always sends some).
+pub const MAX_HELD: usize = BATCH_ITEMS / 2;
 
 /// How a request body is compressed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,7 +197,8 @@ pub struct OtlpSink {
     timeout: Duration,
     service_name: String,
     limits: Limits,
-    names: Arc<Mutex<Names>>,
+    state: Arc<Mutex<State>>,
+    draining: CancellationToken,
 }
 
 impl OtlpSink {
@@ -221,8 +238,17 @@ impl OtlpSink {
             timeout: settings.timeout,
             service_name: settings.service_name.clone(),
             limits: Limits::BACKEND,
-            names: Arc::default(),
+            state: Arc::default(),
+            draining: CancellationToken::new(),
         })
+    }
+
+    /// Holds nothing back once `draining` is cancelled (the daemon's shutdown): what is left
+    /// goes out as it is.
+    #[must_use]
+    pub fn draining_on(mut self, draining: CancellationToken) -> Self {
+        self.draining = draining;
+        self
     }
 
     /// The URL spans are posted to.
@@ -294,10 +320,14 @@ impl Sink for OtlpSink {
                     Item::Span(_) => None,
                 })
                 .collect();
-            let names = Arc::clone(&self.names);
+            let state = Arc::clone(&self.state);
             let service_name = self.service_name.clone();
+            let clock = Clock {
+                now: Instant::now(),
+                may_hold: !self.draining.is_cancelled(),
+            };
             let converted = tokio::task::spawn_blocking(move || {
-                convert_documents(&documents, &names, &service_name)
+                convert_documents(&documents, &state, &service_name, clock)
             })
             .await
             .map_err(|e| super::SinkError::Call {
@@ -314,7 +344,8 @@ impl Sink for OtlpSink {
                     at.push(i);
                 }
             }
-            for (i, outcome) in &converted {
+            delivery.held = converted.held;
+            for (i, outcome) in &converted.out {
                 match outcome {
                     Ok(records) => {
                         for record in records {
@@ -331,50 +362,79 @@ impl Sink for OtlpSink {
     }
 }
 
-/// The spans of each document (by batch index), or why it has none to send (a drop reason).
-/// Segments are converted first, so that the subsegments of this batch find their segment's
-/// name; then the subsegment documents, again while that names more of them.
+/// What converting a batch's documents gave: the spans of each (by batch index) or why it has
+/// none to send (a drop reason), and the documents held back for a later batch.
+#[derive(Debug, Default)]
+struct Conversion {
+    out: Vec<(usize, Result<Vec<SpanRecord>, DropReason>)>,
+    held: Vec<usize>,
+}
+
+/// When a batch is converted, and whether documents may still be held back (not once the
+/// daemon is draining: what is left goes out as it is).
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    now: Instant,
+    may_hold: bool,
+}
+
+/// The spans of each document of a batch (see [`Conversion`]). Segments are converted first,
+/// so that the subsegments of this batch find their segment's name; then the subsegment
+/// documents, again while that names more of them. A subsegment whose segment is still unknown,
+/// and a document still in progress whose complete one has not come, are held back (see
+/// [`Holds`]); once their hold is over they go out as they are: the subsegment under the
+/// default name, the open document marked `aws.xray.inprogress`.
 fn convert_documents(
     documents: &[(usize, Document)],
-    names: &Mutex<Names>,
+    state: &Mutex<State>,
     service_name: &str,
-) -> Vec<(usize, Result<Vec<SpanRecord>, DropReason>)> {
-    let mut out = Vec::with_capacity(documents.len());
+    clock: Clock,
+) -> Conversion {
+    let mut done = Conversion {
+        out: Vec::with_capacity(documents.len()),
+        held: Vec::new(),
+    };
     let mut subsegments: Vec<(usize, &Document, from_xray::Head)> = Vec::new();
-    let mut names = names
+    let mut open: Vec<(usize, &Document, from_xray::Head)> = Vec::new();
+    let mut state = state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let State { names, holds } = &mut *state;
     for (i, doc) in documents {
         if let Some(spans) = distro::spans_of(doc) {
-            out.push((*i, spans.map_err(|_| DropReason::InvalidSpan)));
+            done.out
+                .push((*i, spans.map_err(|_| DropReason::InvalidSpan)));
             continue;
         }
         if doc.kind() != crate::document::DocumentKind::Json {
             // T1U and M1: for X-Ray alone.
-            out.push((*i, Ok(Vec::new())));
+            done.out.push((*i, Ok(Vec::new())));
             continue;
         }
         match from_xray::head(&doc.body) {
             Err(e) => {
                 tracing::debug!("otlp sink: a document gives no spans: {e}");
-                out.push((*i, Err(DropReason::InvalidSpan)));
+                done.out.push((*i, Err(DropReason::InvalidSpan)));
+            }
+            Ok(head) if head.in_progress => {
+                // An open segment already names its service for the subsegments under it.
+                if head.kind == NodeKind::Segment {
+                    names.learn_open(&head.trace_id, &head.id, &head.name);
+                }
+                open.push((*i, doc, head));
             }
             Ok(head) if head.kind == NodeKind::Subsegment => subsegments.push((*i, doc, head)),
             Ok(head) => {
-                let settings = Settings {
-                    service_name: head.name.clone(),
-                    ..Settings::default()
-                };
-                let spans = convert(doc, &settings);
+                let spans = convert(doc, &settings_named(&head.name));
                 if let Ok(spans) = &spans {
                     names.learn(&head.trace_id, spans, &head.name);
                 }
-                out.push((*i, spans));
+                done.out.push((*i, spans));
             }
         }
     }
-    // Subsegment documents: those whose parent is known, until no more are; then the rest
-    // under the default name.
+    // Subsegment documents: those whose parent is known, until no more are; then the rest are
+    // held back, or go under the default name once their hold is over.
     loop {
         let before = subsegments.len();
         let mut waiting = Vec::with_capacity(before);
@@ -385,11 +445,12 @@ fn convert_documents(
                 .map(|name| name.to_owned());
             match known {
                 Some(name) => {
+                    holds.release(&Held::of(&head));
                     let spans = convert(doc, &settings_named(&name));
                     if let Ok(spans) = &spans {
                         names.learn(&head.trace_id, spans, &name);
                     }
-                    out.push((i, spans));
+                    done.out.push((i, spans));
                 }
                 None => waiting.push((i, doc, head)),
             }
@@ -399,11 +460,46 @@ fn convert_documents(
             break;
         }
     }
-    for (i, doc, _) in subsegments {
-        out.push((i, convert(doc, &settings_named(service_name))));
+    for (i, doc, head) in subsegments {
+        let key = Held::of(&head);
+        if clock.may_hold && holds.keep(key, clock.now) {
+            done.held.push(i);
+            continue;
+        }
+        holds.release(&key);
+        done.out
+            .push((i, convert(doc, &settings_named(service_name))));
     }
-    share_resources(&mut out);
-    out
+    // Documents in progress: nothing to send once their complete document has come (it stands
+    // for them); else held back, then sent marked.
+    for (i, doc, head) in open {
+        let key = Held::of(&head);
+        if names.completed(&head.trace_id, &head.id) {
+            holds.release(&key);
+            done.out.push((i, Ok(Vec::new())));
+            continue;
+        }
+        if clock.may_hold && holds.keep(key, clock.now) {
+            done.held.push(i);
+            continue;
+        }
+        holds.release(&key);
+        let name = match head.kind {
+            NodeKind::Segment => head.name.clone(),
+            NodeKind::Subsegment => head
+                .parent_id
+                .and_then(|p| names.get(&head.trace_id, &p))
+                .unwrap_or(service_name)
+                .to_owned(),
+        };
+        let settings = Settings {
+            service_name: name,
+            in_progress: from_xray::InProgress::Mark,
+        };
+        done.out.push((i, convert(doc, &settings)));
+    }
+    share_resources(&mut done.out);
+    done
 }
 
 /// Makes the spans of documents with equal resources (and scopes) share one, so a request
@@ -467,36 +563,131 @@ fn convert(doc: &Document, settings: &Settings) -> Result<Vec<SpanRecord>, DropR
     }
 }
 
+/// What the sink remembers across batches: the services of recent span ids, and the documents
+/// it holds back.
+#[derive(Debug, Default)]
+struct State {
+    names: Names,
+    holds: Holds,
+}
+
+/// A recent span id's service, and whether a complete document carried it (an open segment
+/// names its service before it is complete).
+#[derive(Clone, Debug)]
+struct Known {
+    name: Arc<str>,
+    complete: bool,
+}
+
 /// Which service recent span ids belong to, by trace: two generations of at most
 /// [`NAMES_PER_GENERATION`] ids each, the older forgotten when the newer fills.
 #[derive(Debug, Default)]
 struct Names {
-    current: HashMap<([u8; 16], [u8; 8]), Arc<str>>,
-    previous: HashMap<([u8; 16], [u8; 8]), Arc<str>>,
+    current: HashMap<([u8; 16], [u8; 8]), Known>,
+    previous: HashMap<([u8; 16], [u8; 8]), Known>,
 }
 
 impl Names {
-    /// The service of span `id` in trace `trace_id`, if known.
-    fn get(&self, trace_id: &[u8; 16], id: &[u8; 8]) -> Option<&str> {
+    fn known(&self, trace_id: &[u8; 16], id: &[u8; 8]) -> Option<&Known> {
         let key = (*trace_id, *id);
-        self.current
-            .get(&key)
-            .or_else(|| self.previous.get(&key))
-            .map(|name| &**name)
+        self.current.get(&key).or_else(|| self.previous.get(&key))
     }
 
-    /// Remembers that `spans` (of trace `trace_id`) belong to service `name`.
+    /// The service of span `id` in trace `trace_id`, if known.
+    fn get(&self, trace_id: &[u8; 16], id: &[u8; 8]) -> Option<&str> {
+        self.known(trace_id, id).map(|k| &*k.name)
+    }
+
+    /// Whether a complete document with span `id` of trace `trace_id` has been converted.
+    fn completed(&self, trace_id: &[u8; 16], id: &[u8; 8]) -> bool {
+        self.known(trace_id, id).is_some_and(|k| k.complete)
+    }
+
+    fn insert(&mut self, key: ([u8; 16], [u8; 8]), known: Known) {
+        if self.current.len() >= NAMES_PER_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, known);
+    }
+
+    /// Remembers that `spans` (of trace `trace_id`, from a complete document) belong to service
+    /// `name`.
     fn learn(&mut self, trace_id: &[u8; 16], spans: &[SpanRecord], name: &str) {
         let name: Arc<str> = Arc::from(name);
         for span in spans {
             let Ok(id) = <[u8; 8]>::try_from(span.span.span_id.as_slice()) else {
                 continue;
             };
-            if self.current.len() >= NAMES_PER_GENERATION {
-                self.previous = std::mem::take(&mut self.current);
-            }
-            self.current.insert((*trace_id, id), Arc::clone(&name));
+            let known = Known {
+                name: Arc::clone(&name),
+                complete: true,
+            };
+            self.insert((*trace_id, id), known);
         }
+    }
+
+    /// Remembers that the open segment `id` names service `name` (unless known already).
+    fn learn_open(&mut self, trace_id: &[u8; 16], id: &[u8; 8], name: &str) {
+        if self.known(trace_id, id).is_none() {
+            let known = Known {
+                name: Arc::from(name),
+                complete: false,
+            };
+            self.insert((*trace_id, *id), known);
+        }
+    }
+}
+
+/// A document held back: its trace, its id, and whether it is the in-progress one (its
+/// complete document has the same ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Held {
+    trace_id: [u8; 16],
+    id: [u8; 8],
+    in_progress: bool,
+}
+
+impl Held {
+    fn of(head: &from_xray::Head) -> Self {
+        Held {
+            trace_id: head.trace_id,
+            id: head.id,
+            in_progress: head.in_progress,
+        }
+    }
+}
+
+/// The documents held back, and since when: each for at most [`HOLD`], and at most
+/// [`MAX_HELD`] at once (fewer than a batch, so a full batch always sends something). The
+/// documents themselves stay in the buffer, in the sink's lane, charged to the budget; only
+/// their ids are kept here.
+#[derive(Debug, Default)]
+struct Holds {
+    since: HashMap<Held, Instant>,
+}
+
+impl Holds {
+    /// Whether the document `key` is to be held back (again) at `now`: yes while its hold
+    /// lasts, and for a new one while there is room.
+    fn keep(&mut self, key: Held, now: Instant) -> bool {
+        if let Some(since) = self.since.get(&key) {
+            return now.saturating_duration_since(*since) < HOLD;
+        }
+        if self.since.len() >= MAX_HELD {
+            // Holds of documents the buffer gave up while they waited (spillover) end here.
+            self.since
+                .retain(|_, since| now.saturating_duration_since(*since) < HOLD * 2);
+            if self.since.len() >= MAX_HELD {
+                return false;
+            }
+        }
+        self.since.insert(key, now);
+        true
+    }
+
+    /// The document `key` goes out now: its hold, if any, is over.
+    fn release(&mut self, key: &Held) {
+        self.since.remove(key);
     }
 }
 
@@ -517,9 +708,151 @@ mod tests {
 
     const TRACE: &str = "1-5f84c7a1-0123456789abcdef01234567";
 
+    /// A batch converted while draining: nothing is held back.
+    fn draining() -> Clock {
+        Clock {
+            now: Instant::now(),
+            may_hold: false,
+        }
+    }
+
+    /// A batch converted `after` the test's `start`, while documents may be held back.
+    fn at(start: Instant, after: Duration) -> Clock {
+        Clock {
+            now: start + after,
+            may_hold: true,
+        }
+    }
+
+    /// The services of the spans of the document at batch index `i`, or its drop reason.
+    fn services_at(out: &Conversion, i: usize) -> Option<Result<Vec<String>, DropReason>> {
+        out.out
+            .iter()
+            .find(|(k, _)| *k == i)
+            .map(|(_, r)| r.as_ref().map(|s| service(s)).map_err(|e| *e))
+    }
+
+    #[test]
+    fn a_subsegment_is_held_until_its_segment_comes_or_its_hold_ends() {
+        let state = Mutex::new(State::default());
+        let start = Instant::now();
+        let sub = format!(
+            r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"00000000000000b2","parent_id":"00000000000000a1","name":"query","start_time":1.5,"end_time":1.6}}"#
+        );
+        let segment = format!(
+            r#"{{"trace_id":"{TRACE}","id":"00000000000000a1","name":"flask-app","start_time":1,"end_time":2}}"#
+        );
+        // Alone in its batch, the subsegment is held back; with its segment a batch later, both
+        // go, named after the segment.
+        let first = convert_documents(&[doc(&sub)], &state, "fallback", at(start, Duration::ZERO));
+        assert_eq!((first.held.as_slice(), first.out.len()), (&[0][..], 0));
+        let second = convert_documents(
+            &[(0, doc(&sub).1), (1, doc(&segment).1)],
+            &state,
+            "fallback",
+            at(start, Duration::from_secs(1)),
+        );
+        assert!(second.held.is_empty());
+        assert_eq!(services_at(&second, 0), Some(Ok(vec!["flask-app".into()])));
+        // An orphan is held while its hold lasts, then goes under the default name.
+        let orphan = sub.replace("00000000000000a1", "00000000000000e1");
+        for secs in [0, 2, 4] {
+            let c = convert_documents(
+                &[doc(&orphan)],
+                &state,
+                "fallback",
+                at(start, Duration::from_secs(secs)),
+            );
+            assert_eq!(c.held, [0], "held at {secs} s");
+        }
+        let c = convert_documents(&[doc(&orphan)], &state, "fallback", at(start, HOLD));
+        assert!(c.held.is_empty());
+        assert_eq!(services_at(&c, 0), Some(Ok(vec!["fallback".into()])));
+        // While draining nothing is held.
+        let other = sub.replace("00000000000000a1", "00000000000000f1");
+        let c = convert_documents(&[doc(&other)], &state, "fallback", draining());
+        assert_eq!(services_at(&c, 0), Some(Ok(vec!["fallback".into()])));
+    }
+
+    #[test]
+    fn at_most_max_held_documents_are_held_at_once() {
+        let state = Mutex::new(State::default());
+        let start = Instant::now();
+        let batch: Vec<(usize, Document)> = (0..MAX_HELD + 10)
+            .map(|n| {
+                let json = format!(
+                    r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"{:016x}","parent_id":"00000000000000e1","name":"q","start_time":1.5,"end_time":1.6}}"#,
+                    n + 1
+                );
+                (n, Document::unchecked(json))
+            })
+            .collect();
+        let c = convert_documents(&batch, &state, "fallback", at(start, Duration::ZERO));
+        assert_eq!((c.held.len(), c.out.len()), (MAX_HELD, 10));
+        // Holds long over (documents the buffer gave up) make room again.
+        let late = at(start, HOLD * 3);
+        let fresh = format!(
+            r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"0000000000009999","parent_id":"00000000000000e1","name":"q","start_time":1.5,"end_time":1.6}}"#
+        );
+        let c = convert_documents(&[doc(&fresh)], &state, "fallback", late);
+        assert_eq!(c.held, [0]);
+    }
+
+    #[test]
+    fn an_in_progress_document_waits_for_its_complete_one_or_goes_marked() {
+        let state = Mutex::new(State::default());
+        let start = Instant::now();
+        let open = format!(
+            r#"{{"trace_id":"{TRACE}","id":"00000000000000a1","name":"app","start_time":1,"in_progress":true}}"#
+        );
+        let complete = format!(
+            r#"{{"trace_id":"{TRACE}","id":"00000000000000a1","name":"app","start_time":1,"end_time":2}}"#
+        );
+        // A subsegment of the open segment takes its name at once.
+        let sub = format!(
+            r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"00000000000000b1","parent_id":"00000000000000a1","name":"q","start_time":1.1,"end_time":1.2}}"#
+        );
+        let c = convert_documents(
+            &[(0, doc(&open).1), (1, doc(&sub).1)],
+            &state,
+            "fallback",
+            at(start, Duration::ZERO),
+        );
+        assert_eq!(c.held, [0]);
+        assert_eq!(services_at(&c, 1), Some(Ok(vec!["app".into()])));
+        // The complete document comes: it is sent, and the open one has nothing left to send.
+        let c = convert_documents(
+            &[(0, doc(&open).1), (1, doc(&complete).1)],
+            &state,
+            "fallback",
+            at(start, Duration::from_secs(1)),
+        );
+        assert!(c.held.is_empty());
+        assert_eq!(services_at(&c, 0), Some(Ok(vec![])));
+        assert_eq!(services_at(&c, 1), Some(Ok(vec!["app".into()])));
+        // One that never completes goes marked once its hold is over.
+        let never = open.replace("00000000000000a1", "00000000000000a9");
+        assert_eq!(
+            convert_documents(&[doc(&never)], &state, "f", at(start, Duration::ZERO)).held,
+            [0]
+        );
+        let c = convert_documents(&[doc(&never)], &state, "f", at(start, HOLD));
+        let spans = match &c.out[..] {
+            [(0, Ok(spans))] => spans,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(service(spans), ["app"]);
+        let marked = spans[0].span.attributes.iter().any(|kv| {
+            kv.key == "aws.xray.inprogress"
+                && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                    == Some(&crate::otlp::proto::any_value::Value::BoolValue(true))
+        });
+        assert!(marked, "{:?}", spans[0].span.attributes);
+    }
+
     #[test]
     fn a_streamed_subsegment_takes_its_segments_name_in_the_same_or_a_later_batch() {
-        let names = Mutex::new(Names::default());
+        let names = Mutex::new(State::default());
         let sub = format!(
             r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"00000000000000b2","parent_id":"00000000000000b1","name":"query","start_time":1.5,"end_time":1.6}}"#
         );
@@ -535,7 +868,7 @@ mod tests {
             (1, doc(&sub_of_sub).1),
             (2, doc(&segment).1),
         ];
-        let out = convert_documents(&batch, &names, "fallback");
+        let out = convert_documents(&batch, &names, "fallback", draining()).out;
         let by_index: HashMap<usize, Vec<String>> = out
             .iter()
             .map(|(i, r)| (*i, r.as_ref().map(|s| service(s)).unwrap_or_default()))
@@ -547,14 +880,14 @@ mod tests {
         let late = format!(
             r#"{{"type":"subsegment","trace_id":"{TRACE}","id":"00000000000000d1","parent_id":"00000000000000c1","name":"late","start_time":1.47,"end_time":1.48}}"#
         );
-        let out = convert_documents(&[doc(&late)], &names, "fallback");
+        let out = convert_documents(&[doc(&late)], &names, "fallback", draining()).out;
         assert_eq!(
             out[0].1.as_ref().map(|s| service(s)),
             Ok(vec!["flask-app".to_owned()])
         );
         // An orphan takes the fallback.
         let orphan = late.replace("00000000000000c1", "00000000000000e1");
-        let out = convert_documents(&[doc(&orphan)], &names, "fallback");
+        let out = convert_documents(&[doc(&orphan)], &names, "fallback", draining()).out;
         assert_eq!(
             out[0].1.as_ref().map(|s| service(s)),
             Ok(vec!["fallback".to_owned()])
@@ -563,7 +896,7 @@ mod tests {
 
     #[test]
     fn documents_of_one_service_share_one_resource() {
-        let names = Mutex::new(Names::default());
+        let names = Mutex::new(State::default());
         let doc = |id: &str, name: &str| {
             Document::unchecked(format!(
                 r#"{{"trace_id":"{TRACE}","id":"{id}","name":"{name}","start_time":1,"end_time":2}}"#
@@ -577,7 +910,9 @@ mod tests {
             ],
             &names,
             "x",
-        );
+            draining(),
+        )
+        .out;
         let resource = |i: usize| {
             out.iter()
                 .find(|(k, _)| *k == i)
@@ -597,7 +932,7 @@ mod tests {
 
     #[test]
     fn in_progress_unusable_and_distro_documents() {
-        let names = Mutex::new(Names::default());
+        let names = Mutex::new(State::default());
         let open = format!(
             r#"{{"trace_id":"{TRACE}","id":"00000000000000a1","name":"app","start_time":1,"in_progress":true}}"#
         );
@@ -610,15 +945,17 @@ mod tests {
             ],
             &names,
             "x",
-        );
+            draining(),
+        )
+        .out;
         let by_index: HashMap<usize, Result<usize, DropReason>> = out
             .into_iter()
             .map(|(i, r)| (i, r.map(|s| s.len())))
             .collect();
         assert_eq!(
             by_index[&0],
-            Ok(0),
-            "held back: its complete document follows"
+            Ok(1),
+            "while draining, sent marked in progress"
         );
         assert_eq!(by_index[&1], Err(DropReason::InvalidSpan));
         assert_eq!(by_index[&2], Ok(0), "for X-Ray alone");
@@ -629,6 +966,7 @@ mod tests {
     fn names_forget_the_older_generation_only() {
         let mut names = Names::default();
         let trace = [1u8; 16];
+        // (Spans of complete documents.)
         let span = |n: u64| {
             let mut record = SpanRecord::new(
                 Arc::default(),

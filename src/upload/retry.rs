@@ -216,6 +216,7 @@ mod tests {
         assert_eq!(classify(&Ok(Delivery::default())), Verdict::Sent);
         let delivery = Delivery {
             dropped: Vec::new(),
+            held: Vec::new(),
             retry_after: None,
             refused: vec![
                 refused(Some(0), "ThrottlingException"),

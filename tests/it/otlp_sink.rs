@@ -175,6 +175,81 @@ async fn x_ray_documents_reach_x_ray_byte_for_byte_and_an_otlp_backend_converted
     );
 }
 
+/// Documents held back across batches: a subsegment streamed well before its segment (in a
+/// batch of its own) still takes the segment's name; an in-progress segment whose complete
+/// document follows is not sent (the complete one is, once); one that never completes is sent
+/// marked `aws.xray.inprogress` when its hold is over. Moto gets every document as sent.
+#[tokio::test]
+async fn subsegments_and_in_progress_documents_are_held_until_their_segment_comes() {
+    let (moto, injector) = backend("/v1/traces", Vec::new()).await;
+    let sink = format!("otlp:{}", injector.endpoint());
+    let lane = format!("{sink}/v1/traces");
+    let daemon = Daemon::builder()
+        .upstream(&moto)
+        .args(["--sink", "xray", "--sink", &sink])
+        .start()
+        .await;
+    let trace = new_trace_id();
+    let (segment, sub, never) = (new_segment_id(), new_segment_id(), new_segment_id());
+    let subsegment = format!(
+        r#"{{"type": "subsegment", "trace_id": "{trace}", "id": "{sub}", "parent_id": "{segment}", "name": "query", "start_time": 1764662400.2, "end_time": 1764662400.3}}"#
+    );
+    let open = format!(
+        r#"{{"trace_id": "{trace}", "id": "{segment}", "name": "slow-app", "start_time": 1764662400.1, "in_progress": true}}"#
+    );
+    let complete = format!(
+        r#"{{"trace_id": "{trace}", "id": "{segment}", "name": "slow-app", "start_time": 1764662400.1, "end_time": 1764662400.9}}"#
+    );
+    let open_forever = format!(
+        r#"{{"trace_id": "{trace}", "id": "{never}", "name": "stuck-app", "start_time": 1764662400.1, "in_progress": true}}"#
+    );
+    daemon.send_segment(&subsegment);
+    daemon.send_segment(&open_forever);
+    // Past the sink's 1 s linger: the subsegment's first batch goes without its segment.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    daemon.send_segment(&open);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.send_segment(&complete);
+    let stats = daemon
+        .wait_for_stats(
+            |s| {
+                s.sinks.get(&lane).is_some_and(|x| x.sent == 4)
+                    && s.sinks.get("xray").is_some_and(|x| x.sent == 4)
+            },
+            ARRIVAL,
+        )
+        .await;
+    assert_balanced(&stats);
+    assert_eq!(stats.retried, 0, "held back is not retried: {stats:?}");
+    let stored = moto
+        .wait_for_documents(TEST_REGION, &[&trace], 4, ARRIVAL)
+        .await;
+    for doc in [&subsegment, &open, &complete, &open_forever] {
+        assert!(stored.contains(doc), "byte for byte: {doc} in {stored:?}");
+    }
+    let report = decoded(&daemon, &calls(&injector, "/v1/traces")).await;
+    let spans = report["spans"].as_array().cloned().unwrap_or_default();
+    assert_eq!(spans.len(), 3, "{report:#}");
+    let child = span(&report, &sub);
+    assert_eq!(
+        child["resource"]["service.name"],
+        json!(["string_value", "slow-app"]),
+        "held until its segment came"
+    );
+    let seg = span(&report, &segment);
+    assert_eq!(seg["end"], "1764662400900000000", "the complete one");
+    assert!(seg["attributes"].get("aws.xray.inprogress").is_none());
+    let stuck = span(&report, &never);
+    assert_eq!(
+        stuck["attributes"]["aws.xray.inprogress"],
+        json!(["bool_value", true])
+    );
+    assert_eq!(
+        stuck["resource"]["service.name"],
+        json!(["string_value", "stuck-app"])
+    );
+}
+
 /// The fault matrix, five documents one after another against the script 429 (`Retry-After:
 /// 1`), 503, 400, 413, partial success: the first document is retried after the `429` (not
 /// before a second) and the `503`, then given up on the `400` (`upload_failed`); the second is
