@@ -6,6 +6,7 @@
 #   - .venv-mlflow with tests/requirements-mlflow.txt: the MLflow tracking server (an OTLP backend).
 #   - tests/peers/node/node_modules (npm ci): the OpenTelemetry JS OTLP/HTTP exporter.
 #   - netcat-openbsd (nc), for manual smoke checks, when running as root and nc is missing.
+#   - chromium and chromium-driver, for the trace viewer's browser tests, likewise.
 #   - cargo-fuzz (cargo install), when missing.
 #   - the packaging tools (scripts/packaging-setup.sh), when running as root.
 # Then: the house rules (cargo fmt --check, cargo clippy -D warnings, clippy.toml); cargo build of
@@ -63,6 +64,10 @@ install_tool() {
 install_tool nc netcat-openbsd
 # The README's OTLP example is run as written.
 install_tool curl curl
+# The trace viewer's tests drive a real headless browser: Debian's Chromium and its driver
+# (tests/peers/viewer_browser.py; ~75 s and ~0.5 GB the first time).
+install_tool chromium chromium
+install_tool chromedriver chromium-driver
 
 # The packaging tests (tests/packaging/main.rs) need docker.io, rpm, qemu-user-static, buildah,
 # skopeo, the arm64 linker and Rust target, cargo-generate-rpm, cargo-deb and cargo-about;

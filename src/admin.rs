@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode, Uri};
@@ -77,6 +77,7 @@ use crate::otlp_http::OtlpReceiver;
 use crate::proxy::{self, Forwarder, ProxySettings, SAMPLING_PATHS, reply};
 use crate::ratelimit::{RateLimit, Suppressed};
 use crate::stats::{MetricsFormat, Stats};
+use crate::viewer::{self, LiveStream, Viewer};
 use connections::{Connections, Limits, Membership, Slot};
 
 /// Path of the liveness check.
@@ -120,6 +121,9 @@ pub enum Route {
     OtlpTraces,
     /// `POST /v1/metrics` or `/v1/logs`: `404`, naming the exporter setting that stops them.
     OtlpOtherSignal,
+    /// `GET /daemon/viewer/…` (and `GET /`, a redirect there): the trace viewer
+    /// ([`crate::viewer`]).
+    Viewer,
 }
 
 impl Route {
@@ -128,7 +132,7 @@ impl Route {
     pub fn is_admin(&self) -> bool {
         match self {
             Route::Health | Route::Stats | Route::Metrics => true,
-            Route::Forward | Route::OtlpTraces | Route::OtlpOtherSignal => false,
+            Route::Forward | Route::OtlpTraces | Route::OtlpOtherSignal | Route::Viewer => false,
         }
     }
 }
@@ -228,6 +232,25 @@ pub const OTLP_ENTRIES: [Entry; 3] = [
     },
 ];
 
+/// The trace viewer's paths on the `-t` address: its own, and `/` (a redirect to them).
+pub const VIEWER_ENTRIES: [Entry; 3] = [
+    Entry {
+        path: PathMatch::Prefix(crate::viewer::BASE),
+        methods: Methods::Read,
+        route: Route::Viewer,
+    },
+    Entry {
+        path: PathMatch::Exact("/daemon/viewer"),
+        methods: Methods::Read,
+        route: Route::Viewer,
+    },
+    Entry {
+        path: PathMatch::Exact("/"),
+        methods: Methods::Read,
+        route: Route::Viewer,
+    },
+];
+
 /// Path of OTLP/HTTP traces.
 pub const OTLP_TRACES_PATH: &str = "/v1/traces";
 
@@ -277,11 +300,15 @@ impl RouteTable {
     }
 
     /// The `-t` address: the admin routes, then everything else forwarded within `forward`.
-    /// With the OTLP receiver on, `POST /v1/traces` goes to it rather than to X-Ray.
-    pub fn daemon(forward: ForwardRule, otlp: bool) -> Self {
+    /// With the OTLP receiver on, `POST /v1/traces` goes to it rather than to X-Ray; with the
+    /// viewer on, its paths and `GET /` go to it.
+    pub fn daemon(forward: ForwardRule, otlp: bool, viewer: bool) -> Self {
         let mut entries = ADMIN_ENTRIES.to_vec();
         if otlp {
             entries.push(OTLP_ENTRIES[0]);
+        }
+        if viewer {
+            entries.extend(VIEWER_ENTRIES);
         }
         RouteTable::new(entries, Fallback::Forward(forward))
     }
@@ -427,25 +454,34 @@ pub struct Surface {
     forwarder: Option<Forwarder>,
     /// Present exactly when the table serves [`Route::OtlpTraces`].
     otlp: Option<Arc<OtlpReceiver>>,
+    /// Present exactly when the table serves [`Route::Viewer`].
+    viewer: Option<Arc<Viewer>>,
     header_timeout: Duration,
 }
 
 impl Surface {
     /// The `-t` address: the admin routes and the sampling proxy, whose settings give the
     /// forward rule and the header timeout.
-    /// With `otlp`, `POST /v1/traces` goes to the OTLP receiver.
+    /// With `otlp`, `POST /v1/traces` goes to the OTLP receiver; with `viewer`, the viewer's
+    /// paths to it.
     pub fn daemon(
         stats: Arc<Stats>,
         forwarder: Forwarder,
         otlp: Option<Arc<OtlpReceiver>>,
+        viewer: Option<Arc<Viewer>>,
     ) -> Self {
         let settings = forwarder.settings();
         Surface {
-            table: RouteTable::daemon(ForwardRule::from(settings), otlp.is_some()),
+            table: RouteTable::daemon(
+                ForwardRule::from(settings),
+                otlp.is_some(),
+                viewer.is_some(),
+            ),
             header_timeout: settings.client_timeout,
             stats,
             forwarder: Some(forwarder),
             otlp,
+            viewer,
         }
     }
 
@@ -456,6 +492,7 @@ impl Surface {
             stats,
             forwarder: None,
             otlp: Some(receiver),
+            viewer: None,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
@@ -467,6 +504,7 @@ impl Surface {
             stats,
             forwarder: None,
             otlp: None,
+            viewer: None,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
@@ -476,7 +514,21 @@ impl Surface {
         &self.table
     }
 
-    async fn answer(&self, req: Request<Incoming>, slot: Slot) -> Response<Full<Bytes>> {
+    async fn answer(&self, req: Request<Incoming>, slot: Slot) -> Response<viewer::Body> {
+        // (A reserve connection is for the admin routes: `answer_whole` refuses the rest.)
+        if slot == Slot::Regular
+            && let (Ok(Route::Viewer), Some(viewer)) = (
+                route(req.method(), req.uri(), req.headers(), &self.table),
+                &self.viewer,
+            )
+        {
+            return viewer.answer(&req).await;
+        }
+        self.answer_whole(req, slot).await.map(BodyExt::boxed)
+    }
+
+    /// Every route but the viewer's: answers whole.
+    async fn answer_whole(&self, req: Request<Incoming>, slot: Slot) -> Response<Full<Bytes>> {
         let chosen = match route(req.method(), req.uri(), req.headers(), &self.table) {
             Ok(r) => r,
             Err(refusal) => {
@@ -541,6 +593,12 @@ impl Surface {
                 }
                 None => reply(StatusCode::NOT_FOUND, "text/plain", "no OTLP receiver here\n".into()),
             },
+            // Answered by `answer` when the viewer is on.
+            Route::Viewer => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "the trace viewer is off: start the daemon with --viewer\n".into(),
+            ),
             Route::Forward => match &self.forwarder {
                 Some(forwarder) => forwarder.forward(req).await,
                 // Not reached: the constructors give a forwarder to every table that forwards.
@@ -678,8 +736,15 @@ async fn serve_connection(
         let surface = Arc::clone(&surface);
         let membership = Arc::clone(&membership);
         async move {
-            let _busy = membership.busy();
-            Ok::<_, Infallible>(surface.answer(req, slot).await)
+            let resp = {
+                let _busy = membership.busy();
+                surface.answer(req, slot).await
+            };
+            // A live stream's connection is neither idle nor shed while it lasts.
+            if resp.extensions().get::<LiveStream>().is_some() {
+                membership.streaming();
+            }
+            Ok::<_, Infallible>(resp)
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -735,6 +800,7 @@ mod tests {
                 max_body: 100,
             },
             false,
+            false,
         )
     }
 
@@ -781,6 +847,39 @@ mod tests {
                 Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"))
             );
         }
+    }
+
+    #[test]
+    fn the_viewers_paths_are_its_own_only_when_it_is_on() {
+        let rule = ForwardRule {
+            sampling_only: false,
+            max_body: 100,
+        };
+        let on = RouteTable::daemon(rule, false, true);
+        for target in [
+            "/",
+            "/daemon/viewer",
+            "/daemon/viewer/",
+            "/daemon/viewer/api/traces?x=1",
+        ] {
+            assert_eq!(
+                status(&on, Method::GET, target),
+                Ok(Route::Viewer),
+                "{target}"
+            );
+        }
+        // Sampling calls still go through; the viewer takes no POST.
+        assert_eq!(
+            status(&on, Method::POST, "/GetSamplingRules"),
+            Ok(Route::Forward)
+        );
+        assert_eq!(
+            status(&on, Method::POST, "/daemon/viewer/api/traces"),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        let off = daemon(false);
+        assert!(!off.serves(Route::Viewer));
+        assert_eq!(status(&off, Method::GET, "/"), Ok(Route::Forward));
     }
 
     #[test]
@@ -1019,6 +1118,7 @@ mod tests {
         let surface = Surface::daemon(
             Arc::new(Stats::new()),
             Forwarder::new(settings, upstream_rx),
+            None,
             None,
         );
         let (addr, shutdown) = listen(surface, limits).await;

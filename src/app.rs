@@ -29,7 +29,7 @@
 
 use std::sync::Arc;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -53,7 +53,7 @@ use crate::sink::xray::XraySink;
 use crate::sink::xray_otlp::{self, XrayOtlpSink};
 use crate::sink::{Destination, Pacing, Sink, SinkSpec};
 use crate::stats::{SUMMARY_INTERVAL, Snapshot, Stats};
-use crate::{admin, batcher, otlp_grpc, proxy, receiver, telemetry, upload};
+use crate::{admin, batcher, otlp_grpc, proxy, receiver, sink, telemetry, upload, viewer};
 
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -220,6 +220,20 @@ async fn serve(
     // The lanes are known from the config, so the buffer exists before anything is received;
     // the sinks themselves may need AWS, which is looked up after binding.
     let mut lanes = lanes_of(&config);
+    // The trace viewer's store, fed by a lane of its own (after the configured sinks').
+    let viewer_store = config.viewer.enabled.then(|| {
+        Arc::new(viewer::Store::new(
+            config.viewer.memory_bytes,
+            Arc::clone(&stats),
+        ))
+    });
+    if viewer_store.is_some() {
+        lanes.push((
+            sink::viewer::NAME.to_owned(),
+            STORE_PACING,
+            Takes::Everything,
+        ));
+    }
     if memory.is_some() {
         lanes.push(("memory".to_owned(), STORE_PACING, Takes::Everything));
     }
@@ -245,6 +259,7 @@ async fn serve(
         receiver::ReceiverSettings {
             max_document: config.max_document,
             receive_buffer: bound.udp.receive_buffer,
+            refusals: viewer_store.clone(),
         },
         shutdown.clone(),
     );
@@ -301,12 +316,21 @@ async fn serve(
         .map(|(listener, receiver)| {
             tokio::spawn(otlp_grpc::run(listener, receiver, shutdown.clone()))
         });
+    let viewer = viewer_store.as_ref().map(|store| {
+        let access = viewer::Access {
+            port: tcp_local.port(),
+            token: config.viewer.allow_remote.then(viewer::Access::new_token),
+        };
+        Arc::new(viewer::Viewer::new(Arc::clone(store), access))
+    });
+    let viewer_host = viewer_host(tcp_local);
     let proxy = tokio::spawn(admin::run(
         bound.tcp,
         admin::Surface::daemon(
             Arc::clone(&stats),
             proxy::Forwarder::new(proxy_settings.clone(), upstream_rx),
             otlp.filter(|_| http_on),
+            viewer.clone(),
         ),
         shutdown.clone(),
     ));
@@ -353,14 +377,24 @@ async fn serve(
                 .into(),
         ),
     });
-    let (mut destinations, region_line) = match build_sinks(&config, aws.as_ref(), &shutdown).await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            shutdown.cancel();
-            return Err(e);
-        }
-    };
+    let link = viewer
+        .as_ref()
+        .map(|_| format!("http://{viewer_host}{}#/trace/", viewer::BASE));
+    let (mut destinations, region_line) =
+        match build_sinks(&config, aws.as_ref(), &shutdown, link).await {
+            Ok(s) => s,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
+    if let Some(store) = &viewer_store {
+        destinations.push(Destination {
+            name: sink::viewer::NAME.into(),
+            sink: Arc::new(sink::viewer::ViewerSink::new(Arc::clone(store))),
+            pacing: STORE_PACING,
+        });
+    }
     if let Some(store) = memory {
         destinations.push(Destination {
             name: "memory".into(),
@@ -386,6 +420,18 @@ async fn serve(
         bound.udp.receive_buffer / 1024,
         sink_names.join(", "),
     );
+    if let Some(viewer) = &viewer {
+        tracing::info!(
+            "Trace viewer: open {} in a browser (store of {}{})",
+            viewer.url(&viewer_host),
+            human_bytes(config.viewer.memory_bytes),
+            if config.viewer.allow_remote {
+                "; other hosts may open it with this URL's token: keep it secret"
+            } else {
+                "; only this host may open it"
+            }
+        );
+    }
 
     // Each sink's lane: its own batcher and upload workers, so none waits for another.
     let abandon = CancellationToken::new();
@@ -595,11 +641,13 @@ async fn report_suppressed(stats: Arc<Stats>) {
 
 /// Builds the sinks, in the order of the config's (the buffer's lanes); for `xray`, uses the
 /// AWS context and checks credentials (in the background). An OTLP sink holds documents back
-/// until `shutdown`. Returns them and the banner's region words.
+/// until `shutdown`; with the viewer on, `stdout` lines end with a trace's `link` (this, then
+/// the trace id). Returns them and the banner's region words.
 async fn build_sinks(
     config: &Config,
     aws: Option<&aws::AwsContext>,
     shutdown: &CancellationToken,
+    link: Option<String>,
 ) -> Result<(Vec<Destination>, String), StartupError> {
     let mut sinks: Vec<Destination> = Vec::new();
     let mut region_line = "no AWS region needed".to_owned();
@@ -631,7 +679,10 @@ async fn build_sinks(
                     });
                 }
             }
-            SinkSpec::Stdout => sinks.push(destination(spec, Arc::new(StdoutSink))),
+            SinkSpec::Stdout => {
+                let sink = StdoutSink::with_link(link.clone());
+                sinks.push(destination(spec, Arc::new(sink)));
+            }
             SinkSpec::Otlp(target) => {
                 let Some(settings) = &target.settings else {
                     return Err(StartupError::OtlpSink(otlp_sink::OtlpSinkError::Url {
@@ -662,6 +713,16 @@ async fn build_sinks(
         }
     }
     Ok((sinks, region_line))
+}
+
+/// How the viewer's URLs name the `-t` address: a wildcard or loopback address as the local
+/// host (which the viewer lets in), another address as itself.
+fn viewer_host(tcp: SocketAddr) -> String {
+    match tcp.ip() {
+        IpAddr::V6(ip) if ip.is_loopback() => format!("[::1]:{}", tcp.port()),
+        ip if ip.is_unspecified() || ip.is_loopback() => format!("127.0.0.1:{}", tcp.port()),
+        _ => tcp.to_string(),
+    }
 }
 
 fn destination(spec: &SinkSpec, sink: Arc<dyn Sink>) -> Destination {

@@ -96,6 +96,70 @@ pub struct Config {
     pub telemetry_interval: Option<Duration>,
     /// A TCP address of its own for the stats and health paths (`--stats-address`), if asked.
     pub stats_addr: Option<ListenAddr>,
+    /// The trace viewer (`--viewer`, `Viewer.*`).
+    pub viewer: ViewerConfig,
+}
+
+/// The trace viewer, resolved (the `Viewer` keys and their flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewerConfig {
+    /// Serve it (`--viewer`, `Viewer.Enabled`). Default off.
+    pub enabled: bool,
+    /// Its store's budget in bytes (`--viewer-memory`, `Viewer.MemoryMB`, in MB). Default
+    /// [`crate::viewer::DEFAULT_MEMORY_MB`].
+    pub memory_bytes: usize,
+    /// Other hosts may open it, with its token (`--viewer-allow-remote`,
+    /// `Viewer.AllowRemote`). Default off.
+    pub allow_remote: bool,
+}
+
+impl Default for ViewerConfig {
+    fn default() -> Self {
+        ViewerConfig {
+            enabled: false,
+            memory_bytes: crate::viewer::DEFAULT_MEMORY_MB << 20,
+            allow_remote: false,
+        }
+    }
+}
+
+/// The largest `--viewer-memory`, in MB.
+pub const MAX_VIEWER_MEMORY_MB: i64 = 1024;
+
+/// The `Viewer` settings: flags over the file over the defaults.
+fn viewer(cli: &cli::Cli, f: &file::FileConfig) -> Result<ViewerConfig, ConfigError> {
+    let switch = |on: bool| on.then_some(true);
+    let enabled = pick(
+        switch(cli.viewer),
+        "--viewer",
+        f.viewer_enabled.clone(),
+        false,
+    )
+    .value;
+    let allow_remote = pick(
+        switch(cli.viewer_allow_remote),
+        "--viewer-allow-remote",
+        f.viewer_allow_remote.clone(),
+        false,
+    )
+    .value;
+    let mb = pick(
+        cli.viewer_memory,
+        "--viewer-memory",
+        f.viewer_memory_mb.clone(),
+        crate::viewer::DEFAULT_MEMORY_MB as i64,
+    );
+    if !(1..=MAX_VIEWER_MEMORY_MB).contains(&mb.value) {
+        return Err(mb.invalid(
+            mb.value,
+            format!("must be a whole number of MB from 1 to {MAX_VIEWER_MEMORY_MB}"),
+        ));
+    }
+    Ok(ViewerConfig {
+        enabled,
+        memory_bytes: (mb.value as usize) << 20,
+        allow_remote,
+    })
 }
 
 impl Config {
@@ -312,6 +376,7 @@ pub fn resolve(
 ) -> Result<Config, ConfigError> {
     let f = file.map(|l| l.config.clone()).unwrap_or_default();
     let otlp = otlp(cli, &f)?;
+    let viewer = viewer(cli, &f)?;
 
     let udp = pick(
         cli.bind.clone(),
@@ -629,6 +694,7 @@ pub fn resolve(
             .as_deref()
             .map(|a| parse_listen_addr(a, &Source::Flag("--stats-address")))
             .transpose()?,
+        viewer,
     })
 }
 

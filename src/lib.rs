@@ -73,3 +73,4 @@ pub mod sink;
 pub mod stats;
 pub mod telemetry;
 pub mod upload;
+pub mod viewer;

@@ -80,6 +80,8 @@ pub struct ReceiverSettings {
     pub max_document: usize,
     /// The receive buffer the kernel granted the socket, in bytes.
     pub receive_buffer: usize,
+    /// The trace viewer's store, which shows the latest refused datagrams (`--viewer`).
+    pub refusals: Option<Arc<crate::viewer::Store>>,
 }
 
 /// Reads datagrams on the receive thread until `shutdown` is cancelled (or the socket fails);
@@ -237,14 +239,19 @@ fn handle(
         // Longer than the receive buffer (the cap plus a header), so over the cap: one rule for
         // every document over the cap, however far over (`too_large`).
         intake.refused(DropReason::TooLarge);
-        stats.warn_refused(
-            DropReason::TooLarge,
-            datagram.from,
-            &format_args!(
-                "datagram of {} bytes is over the {}-byte document limit (--max-segment-size)",
-                datagram.len, settings.max_document
-            ),
+        let why = format!(
+            "datagram of {} bytes is over the {}-byte document limit (--max-segment-size)",
+            datagram.len, settings.max_document
         );
+        stats.warn_refused(DropReason::TooLarge, datagram.from, &why);
+        if let Some(store) = &settings.refusals {
+            store.refused(
+                DropReason::TooLarge.as_str(),
+                why,
+                datagram.from.to_string(),
+                bytes,
+            );
+        }
         return;
     }
     match document::parse(bytes, settings.max_document) {
@@ -263,6 +270,10 @@ fn handle(
         Err(why) => {
             intake.refused(why.reason());
             stats.warn_refused(why.reason(), datagram.from, &why);
+            if let Some(store) = &settings.refusals {
+                let sender = datagram.from.to_string();
+                store.refused(why.reason().as_str(), why.to_string(), sender, bytes);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`mod@file`]: the raw documents appended to a file as JSON Lines;
 //! - [`otlp`]: every trace as OTLP/HTTP to any OpenTelemetry backend (`--sink otlp:URL`): the
 //!   spans received unchanged, the X-Ray documents converted;
+//! - [`viewer`]: every trace into the trace viewer's store (`--viewer`);
 //! - [`memory`]: a bounded in-memory store of the latest items (no upload at all), for the
 //!   coming trace viewer and for tests.
 //!
@@ -30,6 +31,7 @@ pub mod memory;
 pub mod otlp;
 mod otlp_call;
 pub mod stdout;
+pub mod viewer;
 pub mod xray;
 pub mod xray_otlp;
 

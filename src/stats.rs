@@ -124,6 +124,8 @@ pub struct Stats {
     failure_limit: RateLimit,
     /// Woken when a warning was suppressed: see [`Stats::warning_suppressed`].
     suppressed_pending: tokio::sync::Notify,
+    /// The trace viewer's store, as it last reported itself.
+    viewer: Mutex<Option<ViewerSnapshot>>,
 }
 
 /// A point-in-time copy of the counters: the `/daemon/stats` JSON, field for field. Every
@@ -189,6 +191,27 @@ pub struct Snapshot {
     /// or failed to write (full disk, closed pipe). See [`crate::logging::lines_lost`].
     #[serde(default)]
     pub log_lines_lost: u64,
+    /// The trace viewer's store, when `--viewer` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewer: Option<ViewerSnapshot>,
+}
+
+/// The trace viewer's store in a [`Snapshot`] (its memory is its own budget, outside
+/// `budget_bytes`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ViewerSnapshot {
+    /// Traces held.
+    pub traces: u64,
+    /// Documents held.
+    pub documents: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// The store's budget (`--viewer-memory`).
+    pub budget_bytes: u64,
+    /// Traces forgotten to stay within the budget, since start.
+    pub evicted_traces: u64,
+    /// Documents not kept: larger than the whole budget, or an open copy of a complete one.
+    pub skipped_documents: u64,
 }
 
 /// One input in a [`Snapshot`].
@@ -398,6 +421,7 @@ impl Stats {
             warn_limits: Default::default(),
             failure_limit: RateLimit::default(),
             suppressed_pending: tokio::sync::Notify::new(),
+            viewer: Mutex::new(None),
         }
     }
 
@@ -614,6 +638,11 @@ impl Stats {
         !self.receiver_stopped.load(Ordering::Relaxed)
     }
 
+    /// The trace viewer's store reports its counters.
+    pub fn set_viewer(&self, viewer: ViewerSnapshot) {
+        *self.viewer.lock().unwrap_or_else(|e| e.into_inner()) = Some(viewer);
+    }
+
     /// A copy of every counter. The books are copied under their lock, so every identity holds
     /// in the copy; the events are read right after.
     pub fn snapshot(&self) -> Snapshot {
@@ -698,6 +727,7 @@ impl Stats {
                 })
                 .collect(),
             log_lines_lost: crate::logging::lines_lost(),
+            viewer: *self.viewer.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 

@@ -49,12 +49,14 @@ fuzz_target!(|data: &[u8]| {
                 max_body: MAX_BODY,
             },
             false,
+            false,
         ),
         RouteTable::daemon(
             ForwardRule {
                 sampling_only: true,
                 max_body: MAX_BODY,
             },
+            true,
             true,
         ),
         RouteTable::stats_address(),

@@ -243,10 +243,6 @@ impl Membership {
 
     /// Marks the connection as holding a live stream: it is not shed until it is marked
     /// otherwise or closes.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for the coming viewer's live streams")
-    )]
     pub fn streaming(&self) {
         self.connections.lock().set(self.id, Activity::Streaming);
     }

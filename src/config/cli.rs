@@ -141,6 +141,26 @@ pub struct Cli {
     )]
     pub log_rotate_bytes: Option<i64>,
 
+    // The trace viewer
+    /// [ours] Serve the trace viewer on the TCP address: http://127.0.0.1:2000/ shows every
+    /// trace received, live (config Viewer.Enabled).
+    #[arg(long = "viewer")]
+    pub viewer: bool,
+
+    /// [ours] The viewer's store, in MB: past it the least recently updated traces are
+    /// forgotten. Default 16 (config Viewer.MemoryMB).
+    #[arg(
+        long = "viewer-memory",
+        value_name = "MB",
+        allow_negative_numbers = true
+    )]
+    pub viewer_memory: Option<i64>,
+
+    /// [ours] Let browsers on other hosts open the viewer (the compose case), with the token
+    /// the daemon prints in its banner (config Viewer.AllowRemote).
+    #[arg(long = "viewer-allow-remote")]
+    pub viewer_allow_remote: bool,
+
     // The sampling proxy
     /// [ours] Forward only the SDKs' sampling calls (POST /GetSamplingRules and POST
     /// /SamplingTargets) through the TCP proxy; other paths get 404.

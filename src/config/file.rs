@@ -87,6 +87,12 @@ pub struct FileConfig {
     pub otlp_index_all_attributes: Option<Setting<bool>>,
     /// `OTLP.ToXRay` (ours): how spans go to X-Ray, `segments` or `otlp`.
     pub otlp_to_xray: Option<Setting<String>>,
+    /// `Viewer.Enabled` (ours): serve the trace viewer.
+    pub viewer_enabled: Option<Setting<bool>>,
+    /// `Viewer.MemoryMB` (ours): the viewer store's budget in MB.
+    pub viewer_memory_mb: Option<Setting<i64>>,
+    /// `Viewer.AllowRemote` (ours): other hosts may open the viewer, with its token.
+    pub viewer_allow_remote: Option<Setting<bool>>,
     /// `Sinks` (ours): where documents go, each sink with its own settings (the place for an
     /// OTLP backend's API key: a command line shows in `ps`).
     pub sinks: Option<Setting<Vec<FileSink>>>,
@@ -292,6 +298,26 @@ const KEYS: &[(&str, Kind, &str)] = &[
         "a list of sinks, each a mapping: `- Type: xray`, `- Type: stdout`, `- Type: file` with \
          Path, or `- Type: otlp` with Endpoint, Headers (a mapping of names to values) and \
          Compression (gzip or none)",
+    ),
+    (
+        "Viewer",
+        Kind::Mapping,
+        "a mapping with the keys Enabled, MemoryMB and AllowRemote",
+    ),
+    (
+        "Viewer.Enabled",
+        Kind::Boolean,
+        "true or false: serve the trace viewer on the TCP address",
+    ),
+    (
+        "Viewer.MemoryMB",
+        Kind::Number,
+        "a whole number of MB for the viewer's store, from 1 to 1024 (0 means the default, 16)",
+    ),
+    (
+        "Viewer.AllowRemote",
+        Kind::Boolean,
+        "true or false: let other hosts open the viewer, with the token the daemon prints",
     ),
     (
         "OTLP",
@@ -536,6 +562,9 @@ pub fn parse(text: &str, path: &Path, strict: bool) -> Result<Loaded, FileError>
         otlp_indexed_attributes: setting(get("OTLP.IndexedAttributes"), |v| text_list(v, text)),
         otlp_index_all_attributes: boolean("OTLP.IndexAllAttributes"),
         otlp_to_xray: string("OTLP.ToXRay"),
+        viewer_enabled: boolean("Viewer.Enabled"),
+        viewer_memory_mb: number("Viewer.MemoryMB"),
+        viewer_allow_remote: boolean("Viewer.AllowRemote"),
         sinks: match get("Sinks") {
             None => None,
             Some((value, source)) => {

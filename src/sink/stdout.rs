@@ -21,25 +21,54 @@ use crate::otlp::{distro, render};
 
 /// Writes a summary line per document to standard output.
 #[derive(Debug, Default)]
-pub struct StdoutSink;
+pub struct StdoutSink {
+    /// With the trace viewer on, each line ends with its trace's page: this, then the trace id.
+    link: Option<String>,
+}
 
-/// The lines of a batch, each ending with a newline.
-fn lines(batch: &[Item]) -> String {
+impl StdoutSink {
+    /// A sink whose lines end with `link` and the trace id, when given (the viewer's page).
+    pub fn with_link(link: Option<String>) -> Self {
+        StdoutSink { link }
+    }
+}
+
+/// Appends ` LINKTRACE` to a line, when there is a link and a trace id.
+fn push_link(text: &mut String, link: Option<&str>, trace_id: Option<&str>) {
+    if let (Some(link), Some(trace_id)) = (link, trace_id) {
+        text.push(' ');
+        text.push_str(link);
+        text.push_str(trace_id);
+    }
+}
+
+/// The lines of a batch, each ending with a newline (and the trace's `link`, if given).
+fn lines(batch: &[Item], link: Option<&str>) -> String {
     let mut text = String::new();
+    let span_line = |text: &mut String, span: &crate::otlp::span::SpanRecord| {
+        text.push_str(&render::stdout_line(span));
+        let trace = crate::otlp::to_xray::xray_trace_id(&span.span.trace_id);
+        push_link(text, link, Some(&trace));
+        text.push('\n');
+    };
     for item in batch {
         match item {
             Item::XrayDocument(doc) => match distro::spans_of(doc) {
                 None => {
                     match doc.kind() {
-                        DocumentKind::Json => text.push_str(&summary_line(&doc.body)),
+                        DocumentKind::Json => {
+                            text.push_str(&summary_line(&doc.body));
+                            if link.is_some() {
+                                push_link(&mut text, link, doc.ids().trace_id.as_deref());
+                            }
+                        }
                         other => text.push_str(&format!("- - {} \"-\" -", other.as_str())),
                     }
                     text.push('\n');
                 }
                 Some(Ok(spans)) => {
                     for span in &spans {
-                        text.push_str(&render::stdout_line(span));
-                        text.push('\n');
+                        span_line(&mut text, span);
                     }
                 }
                 Some(Err(e)) => {
@@ -49,10 +78,7 @@ fn lines(batch: &[Item]) -> String {
                     ));
                 }
             },
-            Item::Span(span) => {
-                text.push_str(&render::stdout_line(&span.record));
-                text.push('\n');
-            }
+            Item::Span(span) => span_line(&mut text, &span.record),
         }
     }
     text
@@ -95,11 +121,12 @@ impl Sink for StdoutSink {
     fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
         Box::pin(async move {
             let batch = batch.to_vec();
+            let link = self.link.clone();
             // The lines are made (distro documents decoded) and written in one locked write for
             // the whole batch (log lines never land inside it), on a blocking thread so neither
             // decoding nor a slow pipe holds the runtime thread.
             let written = tokio::task::spawn_blocking(move || {
-                let text = lines(&batch);
+                let text = lines(&batch, link.as_deref());
                 let mut out = std::io::stdout().lock();
                 out.write_all(text.as_bytes()).and_then(|()| out.flush())
             })

@@ -37,4 +37,5 @@ mod otlp_sink;
 mod proxy;
 mod relay;
 mod signals;
+mod viewer;
 mod xray_otlp;

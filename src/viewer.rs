@@ -1,0 +1,518 @@
+//! The trace viewer (`--viewer`): every trace the daemon receives, live in a browser, with no
+//! AWS account.
+//!
+//! In: requests for the viewer's paths on the `-t` address ([`crate::admin`] routes
+//! `GET /daemon/viewer/…` here, and `GET /` to a redirect), and the [`Store`] the viewer's sink
+//! ([`crate::sink::viewer`]) and the UDP receiver (refused datagrams) fill. Out: the page (HTML,
+//! CSS and JS embedded in the binary, `src/viewer/assets/`), the store as JSON, and a live
+//! stream of changes (server-sent events).
+//!
+//! Paths, under [`BASE`]: `` (the page), `app.js`, `app.css`, `favicon.svg`; `api/traces` (every
+//! trace's summary, the refusals, the store's counters), `api/traces/ID` (one trace's documents,
+//! raw text and X-Ray segment), `api/events` (the live stream: `trace` and `refused` events).
+//!
+//! Who may look ([`Access`]): documents carry URLs, SQL and user ids, and anyone on the host can
+//! send to the daemon, so
+//! - by default only a request whose `Host` is `localhost`, `127.0.0.1` or `[::1]` (with the
+//!   daemon's port, or none) is answered: a page on another site that a browser was tricked into
+//!   resolving to 127.0.0.1 (DNS rebinding) sends its own host name and is refused (`403`). The
+//!   rule is for the viewer's paths only: sampling calls from other containers keep working;
+//! - with `--viewer-allow-remote` any `Host` is let in, with a token (printed in the banner):
+//!   given once in the URL (`?token=…`), then kept in an `HttpOnly`, `SameSite=Strict` cookie;
+//! - every answer carries `Content-Security-Policy: default-src 'self'` (the page positions its
+//!   bars through `element.style`, which that allows), `X-Content-Type-Options: nosniff` and
+//!   no CORS header; the page renders every document's text as text.
+//!
+//! Live streams: at most [`MAX_LIVE_STREAMS`] at once (`503` past that); the connection holding
+//! one is marked as streaming, so the accept loop never sheds it as idle. A stream that falls
+//! more than the store's event backlog behind gets a `reload` event. Shutdown ends the streams
+//! with their connections.
+
+pub mod store;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST, HeaderValue, LOCATION,
+    SET_COOKIE,
+};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+pub use store::{Format, Store, StoreStats};
+
+/// Where the viewer's paths start.
+pub const BASE: &str = "/daemon/viewer/";
+/// Live streams at once.
+pub const MAX_LIVE_STREAMS: usize = 16;
+/// Default byte budget of the store (`--viewer-memory`, in MB): 16 MB.
+pub const DEFAULT_MEMORY_MB: usize = 16;
+/// How often a live stream says it is alive (a comment line), so proxies keep it open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// The cookie that carries the token of `--viewer-allow-remote`.
+const TOKEN_COOKIE: &str = "xray_viewer_token";
+/// The policy every viewer answer carries.
+const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+const INDEX_HTML: &str = include_str!("viewer/assets/index.html");
+const APP_JS: &str = include_str!("viewer/assets/app.js");
+const APP_CSS: &str = include_str!("viewer/assets/app.css");
+const FAVICON: &str = include_str!("viewer/assets/favicon.svg");
+
+/// An answer's body: whole, or a live stream.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Marks an answer whose body is a live stream (a response extension), so the listener marks
+/// its connection as streaming once the headers are out.
+#[derive(Clone, Copy, Debug)]
+pub struct LiveStream;
+
+/// Who may use the viewer (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The `-t` port, which a local `Host` may name.
+    pub port: u16,
+    /// `--viewer-allow-remote`: the token any `Host` must show; `None`: local `Host` only.
+    pub token: Option<String>,
+}
+
+impl Access {
+    /// A fresh random token for `--viewer-allow-remote` (32 hex digits from the OS's random
+    /// source).
+    pub fn new_token() -> String {
+        use std::io::Read;
+        let mut bytes = [0u8; 16];
+        let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+        if read.is_err() {
+            // No /dev/urandom: std's randomly keyed hasher, twice.
+            use std::hash::{BuildHasher, Hasher};
+            for half in bytes.chunks_mut(8) {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos()),
+                );
+                half.copy_from_slice(&h.finish().to_be_bytes());
+            }
+        }
+        hex::encode(bytes)
+    }
+
+    /// Whether a request with these headers and this query may see the viewer; `Err` is the
+    /// refusal's message.
+    fn check(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Grant, &'static str> {
+        let host = headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        match &self.token {
+            None if self.is_local(host) => Ok(Grant::Allowed),
+            None => Err(
+                "the trace viewer answers only requests for localhost, 127.0.0.1 or [::1] (its \
+                 documents carry URLs, SQL and user ids); to open it from another host, start \
+                 the daemon with --viewer-allow-remote and use the URL with the token it prints\n",
+            ),
+            Some(token) => {
+                if query_token(query).is_some_and(|t| t == token) {
+                    return Ok(Grant::SetCookie);
+                }
+                if cookie_token(headers).is_some_and(|t| t == token) {
+                    return Ok(Grant::Allowed);
+                }
+                Err(
+                    "the trace viewer needs its token (--viewer-allow-remote): open the URL with \
+                     ?token=… that the daemon printed when it started\n",
+                )
+            }
+        }
+    }
+
+    fn is_local(&self, host: &str) -> bool {
+        let port = self.port.to_string();
+        let bare = match host.rsplit_once(':') {
+            // `[::1]:2000`, `localhost:2000`; `[::1]` alone has a colon inside the brackets.
+            Some((name, p)) if !host.ends_with(']') => {
+                if p != port {
+                    return false;
+                }
+                name
+            }
+            _ => host,
+        };
+        matches!(
+            bare.to_ascii_lowercase().as_str(),
+            "localhost" | "127.0.0.1" | "[::1]"
+        )
+    }
+}
+
+/// What a request that passed [`Access::check`] gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grant {
+    Allowed,
+    /// It showed the token in the URL: set the cookie and send it to the same URL without it.
+    SetCookie,
+}
+
+fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+}
+
+/// The viewer's routes (see the module docs).
+#[derive(Debug)]
+pub struct Viewer {
+    store: Arc<Store>,
+    access: Access,
+    live: Arc<AtomicUsize>,
+}
+
+impl Viewer {
+    /// The viewer of `store`, open to whom `access` says.
+    pub fn new(store: Arc<Store>, access: Access) -> Self {
+        Viewer {
+            store,
+            access,
+            live: Arc::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The URL of the page (with the token, under `--viewer-allow-remote`), for the banner.
+    pub fn url(&self, host: &str) -> String {
+        match &self.access.token {
+            Some(token) => format!("http://{host}{BASE}?token={token}"),
+            None => format!("http://{host}{BASE}"),
+        }
+    }
+
+    /// Answers a request for `GET /` or a viewer path.
+    pub async fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
+        let uri = req.uri();
+        let path = uri.path();
+        if path == "/" || path == BASE.trim_end_matches('/') {
+            return redirect(&format!("{BASE}{}", query_suffix(uri)));
+        }
+        let grant = match self.access.check(req.headers(), uri.query()) {
+            Ok(grant) => grant,
+            Err(message) => return text(StatusCode::FORBIDDEN, message),
+        };
+        if grant == Grant::SetCookie {
+            let mut resp = redirect(path);
+            if let Some(token) = &self.access.token
+                && let Ok(v) = HeaderValue::from_str(&format!(
+                    "{TOKEN_COOKIE}={token}; Path={BASE}; HttpOnly; SameSite=Strict"
+                ))
+            {
+                resp.headers_mut().insert(SET_COOKIE, v);
+            }
+            return resp;
+        }
+        let rest = path.strip_prefix(BASE).unwrap_or("");
+        let head = req.method() == Method::HEAD;
+        let resp = match rest {
+            "" | "index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
+            "app.js" => asset("text/javascript; charset=utf-8", APP_JS),
+            "app.css" => asset("text/css; charset=utf-8", APP_CSS),
+            "favicon.svg" => asset("image/svg+xml", FAVICON),
+            "api/traces" => json(&ListAnswer {
+                traces: self.store.summaries(),
+                refused: self.store.refusals(),
+                store: self.store.stats(),
+            }),
+            "api/events" if !head => self.live_stream(),
+            _ => match rest.strip_prefix("api/traces/") {
+                Some(id) => match self.store.trace(id) {
+                    Some(view) => json(&TraceAnswer::of(view)),
+                    None => text(
+                        StatusCode::NOT_FOUND,
+                        "no such trace in the viewer's store (never received, or forgotten to \
+                         stay within --viewer-memory)\n",
+                    ),
+                },
+                None => text(StatusCode::NOT_FOUND, "no such page in the trace viewer\n"),
+            },
+        };
+        secure(resp)
+    }
+
+    /// The live stream of changes, if there is room for one more.
+    fn live_stream(&self) -> Response<Body> {
+        let Some(slot) = LiveSlot::take(&self.live) else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the trace viewer serves at most 16 live streams at once: close a viewer tab\n",
+            );
+        };
+        let events = self.store.subscribe();
+        let state = (events, slot, true);
+        let stream = futures_util::stream::unfold(state, |(mut events, slot, first)| async move {
+            if first {
+                // A comment at once, so the browser knows the stream is open.
+                let frame = Frame::data(Bytes::from_static(b": live\n\n"));
+                return Some((Ok::<_, Infallible>(frame), (events, slot, false)));
+            }
+            let chunk = match tokio::time::timeout(KEEPALIVE, events.recv()).await {
+                Err(_) => Bytes::from_static(b": ping\n\n"),
+                Ok(Ok(event)) => Bytes::from(sse(&event)),
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    Bytes::from_static(b"event: reload\ndata: {}\n\n")
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            };
+            Some((Ok(Frame::data(chunk)), (events, slot, false)))
+        });
+        let mut resp = Response::new(StreamBody::new(stream).boxed());
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp.extensions_mut().insert(LiveStream);
+        resp
+    }
+}
+
+/// One live stream's place among the [`MAX_LIVE_STREAMS`]; given back when dropped.
+#[derive(Debug)]
+struct LiveSlot(Arc<AtomicUsize>);
+
+impl LiveSlot {
+    fn take(live: &Arc<AtomicUsize>) -> Option<LiveSlot> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_LIVE_STREAMS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| LiveSlot(Arc::clone(live)))
+    }
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One event in the server-sent events format.
+fn sse(event: &store::Event) -> String {
+    let (name, data) = match event {
+        store::Event::Trace(summary) => ("trace", serde_json::to_string(summary)),
+        store::Event::Refused(refusal) => ("refused", serde_json::to_string(refusal)),
+    };
+    // JSON has no raw newline, so `data` is one line.
+    format!("event: {name}\ndata: {}\n\n", data.unwrap_or_default())
+}
+
+#[derive(Serialize)]
+struct ListAnswer {
+    traces: Vec<store::Summary>,
+    refused: Vec<store::Refusal>,
+    store: StoreStats,
+}
+
+#[derive(Serialize)]
+struct TraceAnswer {
+    trace_id: String,
+    summary: store::Summary,
+    orphans: Vec<String>,
+    documents: Vec<DocAnswer>,
+}
+
+#[derive(Serialize)]
+struct DocAnswer {
+    seq: u64,
+    format: Format,
+    raw: String,
+    segment: Box<serde_json::value::RawValue>,
+    received_at: f64,
+}
+
+impl TraceAnswer {
+    fn of(view: store::TraceView) -> Self {
+        TraceAnswer {
+            trace_id: view.summary.trace_id.clone(),
+            summary: view.summary,
+            orphans: view.orphans,
+            documents: view
+                .documents
+                .into_iter()
+                .filter_map(|d| {
+                    // The store kept only documents that parse.
+                    let segment =
+                        serde_json::value::RawValue::from_string(d.segment.to_string()).ok()?;
+                    Some(DocAnswer {
+                        seq: d.seq,
+                        format: d.format,
+                        raw: d.raw.to_string(),
+                        segment,
+                        received_at: d.received_at,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+fn query_suffix(uri: &Uri) -> String {
+    uri.query().map(|q| format!("?{q}")).unwrap_or_default()
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn json(value: &impl Serialize) -> Response<Body> {
+    let mut resp = Response::new(full(serde_json::to_vec(value).unwrap_or_default()));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn text(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(message));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    secure(resp)
+}
+
+fn redirect(to: &str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    secure(resp)
+}
+
+fn secure(mut resp: Response<Body>) -> Response<Body> {
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        hyper::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.append(*k, v);
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn only_local_hosts_by_default() {
+        let access = Access {
+            port: 2000,
+            token: None,
+        };
+        for host in [
+            "localhost:2000",
+            "127.0.0.1:2000",
+            "[::1]:2000",
+            "LOCALHOST",
+            "127.0.0.1",
+            "[::1]",
+        ] {
+            assert_eq!(
+                access.check(&headers(&[("host", host)]), None),
+                Ok(Grant::Allowed),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:2000",
+            "127.0.0.1:2001",
+            "localhost.evil.example",
+            "",
+            "xray:2000",
+        ] {
+            assert!(
+                access.check(&headers(&[("host", host)]), None).is_err(),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_remote_viewer_needs_the_token_once_in_the_url_then_in_the_cookie() {
+        let access = Access {
+            port: 2000,
+            token: Some("abc123".into()),
+        };
+        let host = ("host", "192.168.1.10:2000");
+        assert!(access.check(&headers(&[host]), None).is_err());
+        assert!(access.check(&headers(&[host]), Some("token=nope")).is_err());
+        assert_eq!(
+            access.check(&headers(&[host]), Some("x=1&token=abc123")),
+            Ok(Grant::SetCookie)
+        );
+        assert_eq!(
+            access.check(
+                &headers(&[host, ("cookie", "a=b; xray_viewer_token=abc123")]),
+                None
+            ),
+            Ok(Grant::Allowed)
+        );
+        // Local hosts too need it then: the token is the rule.
+        assert!(
+            access
+                .check(&headers(&[("host", "localhost:2000")]), None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn tokens_differ() {
+        let (a, b) = (Access::new_token(), Access::new_token());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,291 @@
+//! The trace viewer (`--viewer`) in a real headless browser: Debian's Chromium driven by
+//! Selenium (`tests/peers/viewer_browser.py`, which asserts on the DOM and fails on any console
+//! warning or error), against the real daemon with `--sink stdout` (no AWS account). The
+//! Flask app with the Python X-Ray SDK is the client. Screenshots go to
+//! `target/viewer-screenshots/` (gitignored), as test artifacts.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::support::flask::run_flask_peer;
+use crate::support::paths::{peer_script, repo_root, venv_bin};
+use crate::support::{Daemon, new_segment_id, new_trace_id};
+
+/// How long one browser scenario may take (Chromium's start included) on a busy machine.
+const SCENARIO_DEADLINE: Duration = Duration::from_secs(120);
+
+fn screenshots() -> PathBuf {
+    let dir = repo_root().join("target").join("viewer-screenshots");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Starts `viewer_browser.py SCENARIO` against `daemon` with `expect`.
+fn browser(daemon: &Daemon, scenario: &str, expect: &Value) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(venv_bin("python"));
+    command
+        .arg(peer_script("viewer_browser.py"))
+        .arg(scenario)
+        .arg("--url")
+        .arg(format!("http://{}", daemon.tcp_addr()))
+        .arg("--screenshots")
+        .arg(screenshots())
+        .arg("--expect")
+        .arg(expect.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn the browser peer ({scenario}): {e}"))
+}
+
+/// Waits for the browser peer to end, and panics with its output unless it passed.
+async fn passed(scenario: &str, child: tokio::process::Child, daemon: &Daemon) {
+    let output = tokio::time::timeout(SCENARIO_DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the browser scenario {scenario} took over {SCENARIO_DEADLINE:?}")
+        })
+        .unwrap_or_else(|e| panic!("wait for the browser scenario {scenario}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.trim_end().ends_with("OK"),
+        "the browser scenario {scenario} failed ({}):\n{stdout}\n--- stderr:\n{stderr}\n--- daemon:\n{}",
+        output.status,
+        daemon.stdout()
+    );
+}
+
+/// Runs one scenario to its end.
+async fn scenario(daemon: &Daemon, name: &str, expect: Value) {
+    let child = browser(daemon, name, &expect);
+    passed(name, child, daemon).await;
+}
+
+/// The local loop the issue asks for: `xray --viewer --sink stdout`, the Flask app's trace
+/// showing up live (no reload) with its waterfall; a trace with X-Ray's colours, nesting across
+/// documents, an open subsegment, an orphan and its exact raw bytes; a script in a segment's
+/// name shown as text and never run; a refused datagram with its reason; a foreign `Host`
+/// refused. Also: stdout lines end with the trace's link, and the store's counters are in
+/// `/daemon/stats`.
+#[tokio::test]
+async fn the_viewer_shows_traces_live_with_their_waterfall_details_and_refusals() {
+    let daemon = Daemon::builder()
+        .args(["--viewer", "--sink", "stdout"])
+        .start()
+        .await;
+
+    // Live: the page is open and empty; the Flask app's request comes; its row appears.
+    let mut live = browser(&daemon, "live", &json!({}));
+    let stdout = live.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let ready = tokio::time::timeout(SCENARIO_DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let is_ready = line.trim() == "READY";
+            seen.push(line);
+            if is_ready {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    if ready != Ok(true) {
+        let output = live.wait_with_output().await.ok();
+        panic!(
+            "the browser never said READY: {seen:?}\n--- stderr:\n{}",
+            output
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default()
+        );
+    }
+    let flask = run_flask_peer(&daemon.udp_addr().to_string(), 1, 0).await;
+    let request = &flask.requests[0];
+    let mut stdin = live.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(format!("{}\n", request.trace_id).as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("tell the browser the trace id: {e}"));
+    drop(stdin);
+    // The rest of its output, for the verdict.
+    let rest = tokio::spawn(async move {
+        let mut out = seen.join("\n");
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push('\n');
+            out.push_str(&line);
+        }
+        out
+    });
+    let status = tokio::time::timeout(SCENARIO_DEADLINE, live.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the live scenario took over {SCENARIO_DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("wait for the live scenario: {e}"));
+    let out = rest.await.unwrap_or_default();
+    assert!(
+        status.success() && out.trim_end().ends_with("OK"),
+        "the live scenario failed ({status}):\n{out}\n--- daemon:\n{}",
+        daemon.stdout()
+    );
+
+    // Its waterfall: the segment, and its two streamed subsegments nested under it.
+    scenario(
+        &daemon,
+        "trace",
+        json!({
+            "trace_id": request.trace_id,
+            "rows": [
+                {"id": request.segment_id, "depth": 0, "name": "flask-test", "bar": "bar-ok"},
+                {"id": request.subsegment_ids[0], "depth": 1, "name": "db", "bar": "bar-ok"},
+                {"id": request.subsegment_ids[1], "depth": 1, "name": "cache", "bar": "bar-ok"},
+            ],
+            "collapse": request.segment_id,
+        }),
+    )
+    .await;
+
+    // A trace with X-Ray's colours: a 500 (fault) root with a throttled (429) and an erring
+    // (404) call nested in it, a subsegment streamed on its own under the throttled call, an
+    // open subsegment, and an orphan whose parent never came.
+    let trace = new_trace_id();
+    let [root, payments, inventory, retry, slow, orphan] =
+        std::array::from_fn::<String, 6, _>(|_| new_segment_id());
+    let root_doc = format!(
+        r#"{{"trace_id": "{trace}", "id": "{root}", "name": "checkout", "start_time": 1764662400.0, "end_time": 1764662400.8, "fault": true, "http": {{"request": {{"method": "POST", "url": "http://localhost/checkout"}}, "response": {{"status": 500}}}}, "annotations": {{"order_id": 42}}, "subsegments": [{{"id": "{payments}", "name": "payments", "namespace": "remote", "start_time": 1764662400.1, "end_time": 1764662400.4, "throttle": true, "http": {{"response": {{"status": 429}}}}}}, {{"id": "{inventory}", "name": "inventory", "start_time": 1764662400.4, "end_time": 1764662400.6, "error": true, "http": {{"response": {{"status": 404}}}}}}]}}"#
+    );
+    let streamed = format!(
+        r#"{{"type": "subsegment", "trace_id": "{trace}", "id": "{retry}", "parent_id": "{payments}", "name": "retry", "start_time": 1764662400.2, "end_time": 1764662400.3}}"#
+    );
+    let open = format!(
+        r#"{{"type": "subsegment", "trace_id": "{trace}", "id": "{slow}", "parent_id": "{root}", "name": "slow-call", "start_time": 1764662400.6, "in_progress": true}}"#
+    );
+    let lost = format!(
+        r#"{{"type": "subsegment", "trace_id": "{trace}", "id": "{orphan}", "parent_id": "{}", "name": "lost-child", "start_time": 1764662400.1, "end_time": 1764662400.2}}"#,
+        new_segment_id()
+    );
+    for doc in [&streamed, &open, &root_doc, &lost] {
+        daemon.send_segment(doc);
+    }
+    scenario(
+        &daemon,
+        "trace",
+        json!({
+            "trace_id": trace,
+            "rows": [
+                {"id": root, "depth": 0, "name": "checkout", "bar": "bar-fault"},
+                {"id": payments, "depth": 1, "name": "payments", "bar": "bar-throttle"},
+                {"id": retry, "depth": 2, "name": "retry", "bar": "bar-ok"},
+                {"id": inventory, "depth": 1, "name": "inventory", "bar": "bar-error"},
+                {"id": slow, "depth": 1, "name": "slow-call", "bar": "bar-in-progress"},
+                {"id": orphan, "depth": 0, "name": "lost-child"},
+            ],
+            "orphans": [orphan],
+            "raw_of": root,
+            "raw": root_doc,
+            "collapse": root,
+        }),
+    )
+    .await;
+
+    // Untrusted text stays text.
+    let xss_trace = new_trace_id();
+    let name = "<img src=x onerror=alert(1)>";
+    daemon.send_segment(&format!(
+        r#"{{"trace_id": "{xss_trace}", "id": "{}", "name": "{name}", "start_time": 1764662400.0, "end_time": 1764662400.1, "annotations": {{"note": "<script>alert(2)</script>"}}}}"#,
+        new_segment_id()
+    ));
+    scenario(&daemon, "xss", json!({"name": name, "trace_id": xss_trace})).await;
+
+    // A refused datagram: why a segment never showed.
+    daemon.send(b"hello-from-a-misconfigured-sdk");
+    scenario(
+        &daemon,
+        "refused",
+        json!({"reason": "missing_newline", "first_bytes": "hello-from-a-misconfigured-sdk"}),
+    )
+    .await;
+
+    // DNS rebinding: a page of another site resolving to 127.0.0.1 gets nothing.
+    scenario(&daemon, "host", json!({})).await;
+
+    // The laptop loop's other half: stdout lines link to the trace's page.
+    let printed = daemon.stdout();
+    let link = format!(
+        "http://{}/daemon/viewer/#/trace/{}",
+        daemon.tcp_addr(),
+        request.trace_id
+    );
+    assert!(printed.contains(&link), "no {link} in:\n{printed}");
+    let stats = daemon.stats().await;
+    let store = stats
+        .viewer
+        .unwrap_or_else(|| panic!("no viewer in {stats:?}"));
+    assert!(
+        store.traces >= 3 && store.bytes > 0 && store.bytes <= store.budget_bytes,
+        "{store:?}"
+    );
+    assert_eq!(store.budget_bytes, 16 << 20);
+}
+
+/// `--viewer-allow-remote`: any `Host` is let in, but only with the token printed in the
+/// banner, given once in the URL and then kept in a cookie.
+#[tokio::test]
+async fn a_remote_viewer_needs_the_token_from_the_banner() {
+    let daemon = Daemon::builder()
+        .args(["--viewer", "--viewer-allow-remote", "--sink", "stdout"])
+        .start()
+        .await;
+    let banner = daemon.stdout();
+    let token = banner
+        .split("?token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no token in the banner:\n{banner}"))
+        .to_owned();
+    let addr = daemon.tcp_addr();
+    let get = |path: String, cookie: Option<String>| async move {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: laptop.example:2000\r\n");
+        if let Some(c) = cookie {
+            request.push_str(&format!("Cookie: {c}\r\n"));
+        }
+        request.push_str("Connection: close\r\n\r\n");
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("send to {addr}: {e}"));
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+            .await
+            .unwrap_or_else(|e| panic!("read from {addr}: {e}"));
+        answer
+    };
+    let refused = get("/daemon/viewer/api/traces".into(), None).await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains("token"), "says what is missing: {refused}");
+    let wrong = get("/daemon/viewer/?token=nope".into(), None).await;
+    assert!(wrong.starts_with("HTTP/1.1 403"), "{wrong}");
+    let given = get(format!("/daemon/viewer/?token={token}"), None).await;
+    assert!(given.starts_with("HTTP/1.1 303"), "{given}");
+    let cookie = given
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie set: {given}"))
+        .to_owned();
+    assert!(given.to_ascii_lowercase().contains("httponly"), "{given}");
+    let page = get("/daemon/viewer/api/traces".into(), Some(cookie)).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    // Sampling calls and stats are not the viewer's: no token needed.
+    let stats = get("/daemon/stats".into(), None).await;
+    assert!(stats.starts_with("HTTP/1.1 200"), "{stats}");
+}
