@@ -10,9 +10,10 @@
 //!                                               ├─▶ batcher ─▶ upload ─▶ sink::xray_otlp (spans as OTLP, --otlp-to-xray otlp)
 //!                                               ├─▶ batcher ─▶ upload ─▶ sink::otlp (every trace to an OTLP backend, --sink otlp:URL)
 //!        (Intake: received, refused,   (budget, ├─▶ batcher ─▶ upload ─▶ sink::file, sink::stdout
-//!         accepted items)               memory  └─▶ batcher ─▶ upload ─▶ sink::memory (in-process)
-//!                                       rule)
+//!         accepted items)               memory  ├─▶ batcher ─▶ upload ─▶ sink::viewer ─▶ viewer::Store (--viewer)
+//!                                       rule)   └─▶ batcher ─▶ upload ─▶ sink::memory (in-process)
 //! TCP ─▶ admin (route table) ─▶ /daemon/{health,stats,metrics} │ proxy (signed, to X-Ray only)
+//!                             └▶ /daemon/viewer/… ─▶ viewer (the page, the store as JSON, live events)
 //!                 buffer and stages book into stats ─▶ telemetry, /daemon/stats, summary
 //! ```
 //!
@@ -29,14 +30,14 @@
 //!   names in [`outcome`];
 //! - "what the daemon answers on TCP": [`admin`] (one route table per listener, behind one pure
 //!   routing function); its forward route is [`proxy`] (the SDKs' sampling proxy, signed to
-//!   X-Ray only);
+//!   X-Ray only); its viewer route is [`viewer`] (the trace viewer, `--viewer`);
 //! - "who wires it": [`app`] (binds, makes the buffer and one lane per sink, drains at shutdown;
 //!   also [`app::Daemon`], the daemon run in-process).
 //!
 //! Imports run one way: [`app`] imports the stages ([`receiver`], [`batcher`], [`upload`],
 //! [`admin`], [`telemetry`]); stages import only leaves ([`item`], [`document`], [`buffer`],
 //! [`sink`], [`stats`], [`outcome`], [`ratelimit`], [`aws`], [`config`], [`net`], [`logging`],
-//! [`memory`], [`shutdown`], and [`proxy`], the handler [`admin`] forwards with); [`outcome`] imports nothing of ours; no stage imports another
+//! [`memory`], [`shutdown`], and [`proxy`] and [`viewer`], the handlers [`admin`] routes to); [`outcome`] imports nothing of ours; no stage imports another
 //! (a lane's upload stage reports each call's end to its batcher over a channel [`app`] hands
 //! to both: see [`batcher::CallOver`]). [`health`] is the `xray health` subcommand, a client of
 //! the daemon's TCP edge for container health checks.

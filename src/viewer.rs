@@ -510,6 +510,49 @@ mod tests {
     }
 
     #[test]
+    fn at_most_max_live_streams_at_once_and_a_closed_one_gives_its_place_back() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let slots: Vec<LiveSlot> = (0..MAX_LIVE_STREAMS)
+            .filter_map(|_| LiveSlot::take(&live))
+            .collect();
+        assert_eq!(slots.len(), MAX_LIVE_STREAMS);
+        assert!(LiveSlot::take(&live).is_none(), "one too many");
+        drop(slots);
+        assert!(LiveSlot::take(&live).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_seventeenth_live_stream_is_refused_with_the_reason() {
+        let store = Arc::new(Store::new(1 << 20, Arc::new(crate::stats::Stats::new())));
+        let viewer = Viewer::new(
+            store,
+            Access {
+                port: 2000,
+                token: None,
+            },
+        );
+        let request = || {
+            Request::builder()
+                .uri("/daemon/viewer/api/events")
+                .header("host", "127.0.0.1:2000")
+                .body(())
+                .unwrap_or_default()
+        };
+        let mut open = Vec::new();
+        for _ in 0..MAX_LIVE_STREAMS {
+            let resp = viewer.answer(&request()).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert!(resp.extensions().get::<LiveStream>().is_some());
+            open.push(resp);
+        }
+        let refused = viewer.answer(&request()).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(open);
+        let again = viewer.answer(&request()).await;
+        assert_eq!(again.status(), StatusCode::OK);
+    }
+
+    #[test]
     fn tokens_differ() {
         let (a, b) = (Access::new_token(), Access::new_token());
         assert_eq!(a.len(), 32);

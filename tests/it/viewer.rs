@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::flask::run_flask_peer;
+use crate::support::free_addr;
+use crate::support::http;
 use crate::support::paths::{peer_script, repo_root, venv_bin};
 use crate::support::{Daemon, new_segment_id, new_trace_id};
 
@@ -77,8 +79,15 @@ async fn scenario(daemon: &Daemon, name: &str, expect: Value) {
 /// `/daemon/stats`.
 #[tokio::test]
 async fn the_viewer_shows_traces_live_with_their_waterfall_details_and_refusals() {
+    let otlp = free_addr();
     let daemon = Daemon::builder()
-        .args(["--viewer", "--sink", "stdout"])
+        .args([
+            "--viewer",
+            "--sink",
+            "stdout",
+            "--otlp-http",
+            &otlp.to_string(),
+        ])
         .start()
         .await;
 
@@ -212,6 +221,54 @@ async fn the_viewer_shows_traces_live_with_their_waterfall_details_and_refusals(
     )
     .await;
 
+    // An OpenTelemetry span, in the same list through its conversion; its raw text is the
+    // span's OTLP JSON, labelled as such.
+    let (otel_trace, otel_span) = ("6566a1b20123456789abcdef0123abcd", "53995c3f42cd8ad9");
+    let span = json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otel-svc"}}]}, "scopeSpans": [{"spans": [{"traceId": otel_trace, "spanId": otel_span, "name": "GET /otel", "kind": 2, "startTimeUnixNano": "1764662400100000000", "endTimeUnixNano": "1764662400200000000"}]}]}]});
+    let answer = http::request(
+        otlp,
+        "POST",
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        span.to_string(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("POST the span: {e}"));
+    assert_eq!(answer.status, 200);
+    let xray_trace = format!("1-{}-{}", &otel_trace[..8], &otel_trace[8..]);
+    let path = format!("/daemon/viewer/api/traces/{xray_trace}");
+    let mut kept = None;
+    for _ in 0..100 {
+        if let Ok(r) = daemon.get(&path).await
+            && r.status == 200
+        {
+            kept = serde_json::from_slice::<Value>(&r.body).ok();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = kept.unwrap_or_else(|| panic!("the span's trace never reached the viewer"));
+    let doc = &kept["documents"][0];
+    assert_eq!(doc["format"], "otlp", "{kept:#}");
+    let raw = doc["raw"].as_str().unwrap_or_default().to_owned();
+    let raw_json: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    assert_eq!(
+        raw_json["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"], otel_span,
+        "{raw}"
+    );
+    scenario(
+        &daemon,
+        "trace",
+        json!({
+            "trace_id": xray_trace,
+            "rows": [{"id": otel_span, "depth": 0, "name": "otel-svc", "bar": "bar-ok"}],
+            "raw_of": otel_span,
+            "raw": raw,
+            "raw_label": "OTLP span (JSON)",
+        }),
+    )
+    .await;
+
     // DNS rebinding: a page of another site resolving to 127.0.0.1 gets nothing.
     scenario(&daemon, "host", json!({})).await;
 
@@ -228,7 +285,7 @@ async fn the_viewer_shows_traces_live_with_their_waterfall_details_and_refusals(
         .viewer
         .unwrap_or_else(|| panic!("no viewer in {stats:?}"));
     assert!(
-        store.traces >= 3 && store.bytes > 0 && store.bytes <= store.budget_bytes,
+        store.traces >= 4 && store.bytes > 0 && store.bytes <= store.budget_bytes,
         "{store:?}"
     );
     assert_eq!(store.budget_bytes, 16 << 20);
