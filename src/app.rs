@@ -318,7 +318,6 @@ async fn serve(
         });
     let viewer = viewer_store.as_ref().map(|store| {
         let access = viewer::Access {
-            port: tcp_local.port(),
             token: config.viewer.allow_remote.then(viewer::Access::new_token),
         };
         Arc::new(viewer::Viewer::new(Arc::clone(store), access))

@@ -13,8 +13,8 @@
 //!
 //! Who may look ([`Access`]): documents carry URLs, SQL and user ids, and anyone on the host can
 //! send to the daemon, so
-//! - by default only a request whose `Host` is `localhost`, `127.0.0.1` or `[::1]` (with the
-//!   daemon's port, or none) is answered: a page on another site that a browser was tricked into
+//! - by default only a request whose `Host` is `localhost`, `127.0.0.1` or `[::1]` (with a
+//!   port or none) is answered: a page on another site that a browser was tricked into
 //!   resolving to 127.0.0.1 (DNS rebinding) sends its own host name and is refused (`403`). The
 //!   rule is for the viewer's paths only: sampling calls from other containers keep working;
 //! - with `--viewer-allow-remote` any `Host` is let in, with a token (printed in the banner):
@@ -78,8 +78,6 @@ pub struct LiveStream;
 /// Who may use the viewer (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Access {
-    /// The `-t` port, which a local `Host` may name.
-    pub port: u16,
     /// `--viewer-allow-remote`: the token any `Host` must show; `None`: local `Host` only.
     pub token: Option<String>,
 }
@@ -115,7 +113,7 @@ impl Access {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         match &self.token {
-            None if self.is_local(host) => Ok(Grant::Allowed),
+            None if Access::is_local(host) => Ok(Grant::Allowed),
             None => Err(
                 "the trace viewer answers only requests for localhost, 127.0.0.1 or [::1] (its \
                  documents carry URLs, SQL and user ids); to open it from another host, start \
@@ -136,20 +134,21 @@ impl Access {
         }
     }
 
-    fn is_local(&self, host: &str) -> bool {
-        let port = self.port.to_string();
-        let bare = match host.rsplit_once(':') {
-            // `[::1]:2000`, `localhost:2000`; `[::1]` alone has a colon inside the brackets.
-            Some((name, p)) if !host.ends_with(']') => {
-                if p != port {
-                    return false;
-                }
+    /// Whether `host` (a `Host` header) names this machine by its loopback name, with any port
+    /// or none: a port mapped by Docker (`-p 8080:2000`) arrives as `localhost:8080`. What
+    /// matters against DNS rebinding is the name: another site's page sends its own.
+    fn is_local(host: &str) -> bool {
+        let name = match host.rsplit_once(':') {
+            // `localhost:8080`, `[::1]:2000`; `[::1]` alone has its colons inside brackets.
+            Some((name, port))
+                if !host.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 name
             }
             _ => host,
         };
         matches!(
-            bare.to_ascii_lowercase().as_str(),
+            name.to_ascii_lowercase().as_str(),
             "localhost" | "127.0.0.1" | "[::1]"
         )
     }
@@ -449,12 +448,10 @@ mod tests {
 
     #[test]
     fn only_local_hosts_by_default() {
-        let access = Access {
-            port: 2000,
-            token: None,
-        };
+        let access = Access { token: None };
         for host in [
             "localhost:2000",
+            "localhost:8080",
             "127.0.0.1:2000",
             "[::1]:2000",
             "LOCALHOST",
@@ -469,7 +466,9 @@ mod tests {
         }
         for host in [
             "evil.example:2000",
-            "127.0.0.1:2001",
+            "127.0.0.1:2000@evil.example",
+            "127.0.0.1.evil.example:2000",
+            "localhost:x",
             "localhost.evil.example",
             "",
             "xray:2000",
@@ -484,7 +483,6 @@ mod tests {
     #[test]
     fn a_remote_viewer_needs_the_token_once_in_the_url_then_in_the_cookie() {
         let access = Access {
-            port: 2000,
             token: Some("abc123".into()),
         };
         let host = ("host", "192.168.1.10:2000");
@@ -524,13 +522,7 @@ mod tests {
     #[tokio::test]
     async fn a_seventeenth_live_stream_is_refused_with_the_reason() {
         let store = Arc::new(Store::new(1 << 20, Arc::new(crate::stats::Stats::new())));
-        let viewer = Viewer::new(
-            store,
-            Access {
-                port: 2000,
-                token: None,
-            },
-        );
+        let viewer = Viewer::new(store, Access { token: None });
         let request = || {
             Request::builder()
                 .uri("/daemon/viewer/api/events")
