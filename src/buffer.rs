@@ -93,6 +93,9 @@ pub struct DocState {
     pub attempts: u32,
     /// When the first attempt failed.
     pub first_failure: Option<Instant>,
+    /// The sink held it back last time ([`Fate::Held`]): it waits its lane's linger like a new
+    /// item, not as a retry would.
+    pub held: bool,
 }
 
 /// What became of one item of a finished batch, in its lane.
@@ -746,7 +749,10 @@ impl Buffer {
         };
         LaneStatus {
             waiting: l.waiting.len(),
-            retry_first: l.waiting.front().is_some_and(|w| w.state.attempts > 0),
+            retry_first: l
+                .waiting
+                .front()
+                .is_some_and(|w| w.state.attempts > 0 && !w.state.held),
             closed: s.closed,
             done: s.abandoned || (s.closed && l.waiting.is_empty() && l.batches_out == 0),
         }
@@ -820,6 +826,10 @@ impl Buffer {
             };
             match fate {
                 Fate::Retry | Fate::Held => {
+                    let state = DocState {
+                        held: fate == Fate::Held,
+                        ..state
+                    };
                     let waiting = &mut s.lanes[lane].waiting;
                     let at = waiting.partition_point(|w| w.seq < seq);
                     waiting.insert(at, Waiting { seq, item, state });

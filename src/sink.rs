@@ -85,6 +85,9 @@ pub struct Delivery {
     /// in-progress document's complete one, a bounded time). An index listed here is in
     /// neither `refused` nor `dropped`.
     pub held: Vec<usize>,
+    /// The sink made no call at all (every item held back, or nothing to send): not an answer
+    /// from the destination, so it neither ends a run of failures nor counts as a call.
+    pub no_call: bool,
     /// How long the destination asked to wait before the refusals worth another attempt are
     /// sent again (its `Retry-After`), when it said; else the backoff decides.
     pub retry_after: Option<Duration>,
@@ -118,6 +121,15 @@ pub enum SinkError {
         /// What the answer said about another attempt, beyond its kind.
         hint: RetryHint,
     },
+    /// The call failed, and the sink had held these items back (by batch index): they were not
+    /// in it, so they go back as held; the failure is the rest's.
+    #[error("{error}")]
+    Held {
+        /// The items held back.
+        held: Vec<usize>,
+        /// How the call failed.
+        error: Box<SinkError>,
+    },
     /// Writing locally failed.
     #[error("{sink}: {source}")]
     Io {
@@ -134,7 +146,16 @@ impl SinkError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             SinkError::Call { kind, .. } => *kind,
+            SinkError::Held { error, .. } => error.kind(),
             SinkError::Io { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// Items the sink held back from the failed call (see [`SinkError::Held`]).
+    pub fn held(&self) -> &[usize] {
+        match self {
+            SinkError::Held { held, .. } => held,
+            _ => &[],
         }
     }
 
@@ -142,6 +163,7 @@ impl SinkError {
     pub fn hint(&self) -> RetryHint {
         match self {
             SinkError::Call { hint, .. } => *hint,
+            SinkError::Held { error, .. } => error.hint(),
             SinkError::Io { .. } => RetryHint::ByKind,
         }
     }

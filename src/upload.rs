@@ -151,7 +151,7 @@ async fn deliver(batch: Batch, shared: &Shared) {
     // never the item a refusal without an index costs.
     let held: &[usize] = match &result {
         Ok(delivery) => &delivery.held,
-        Err(_) => &[],
+        Err(e) => e.held(),
     };
     for &i in held.iter().filter(|&&i| i < n) {
         fates[i] = Fate::Held;
@@ -189,9 +189,11 @@ async fn deliver(batch: Batch, shared: &Shared) {
             failure = Some((kind, e.to_string()));
         }
         (Verdict::Drop(kind), Err(e)) => {
-            shared.stats.call_failed(n as u64, kind, e, None);
+            let in_call = n.saturating_sub(held.len());
+            shared.stats.call_failed(in_call as u64, kind, e, None);
             fates
                 .iter_mut()
+                .filter(|f| **f != Fate::Held)
                 .for_each(|f| *f = Fate::Dropped(DropReason::UploadFailed));
         }
         // classify gives Partial only for Ok and Retry/Drop only for Err.
@@ -214,6 +216,7 @@ async fn deliver(batch: Batch, shared: &Shared) {
     for i in (0..n).filter(|&i| again[i]) {
         let state = &mut states[i];
         state.attempts += 1;
+        state.held = false;
         let first = *state.first_failure.get_or_insert(now);
         fates[i] = if retry::gives_up(&shared.retry, state.attempts, now - first) {
             Fate::Dropped(DropReason::RetriesExhausted)
@@ -222,7 +225,11 @@ async fn deliver(batch: Batch, shared: &Shared) {
             Fate::Retry
         };
     }
-    let backoff = if failure.is_some() || to_retry > 0 {
+    // No call made (every item held back): nothing to learn about the destination.
+    let no_call = matches!(&result, Ok(d) if d.no_call);
+    let backoff = if no_call {
+        None
+    } else if failure.is_some() || to_retry > 0 {
         let consecutive = shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
         Some(retry::wait_before_retry(
             &shared.retry,
@@ -236,13 +243,13 @@ async fn deliver(batch: Batch, shared: &Shared) {
     };
     match &failure {
         Some((kind, error)) => shared.stats.call_failed(
-            n as u64,
+            n.saturating_sub(held.len()) as u64,
             *kind,
             error,
             (to_retry > 0).then(|| backoff.unwrap_or_default()),
         ),
         // A call that was answered succeeded, even if it refused every item.
-        None if result.is_ok() => shared.stats.call_answered(),
+        None if result.is_ok() && !no_call => shared.stats.call_answered(),
         None => {}
     }
     // The channel has room for every batch that can be out (see the batcher), so this does not
@@ -662,6 +669,7 @@ mod tests {
                     }],
                     dropped: vec![(last, DropReason::OutsideTimeWindow)],
                     held: Vec::new(),
+                    no_call: false,
                     retry_after: None,
                 })
             })
@@ -719,6 +727,64 @@ mod tests {
                 Ok(delivery)
             })
         }
+    }
+
+    /// Holds the first item of every batch back while its call fails for good (a 400), then
+    /// takes it.
+    #[derive(Debug, Default)]
+    struct HoldingFailingSink {
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl Sink for HoldingFailingSink {
+        fn name(&self) -> &'static str {
+            "holding-failing"
+        }
+
+        fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
+            let first = match self.calls.lock() {
+                Ok(mut calls) => {
+                    calls.push(batch.len());
+                    calls.len() == 1
+                }
+                Err(_) => false,
+            };
+            Box::pin(async move {
+                if first {
+                    return Err(SinkError::Held {
+                        held: vec![0],
+                        error: Box::new(SinkError::Call {
+                            sink: "holding-failing",
+                            kind: ErrorKind::Http4xx,
+                            message: "HTTP 400".into(),
+                            hint: RetryHint::ByKind,
+                        }),
+                    });
+                }
+                Ok(Delivery::default())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_held_back_from_a_failed_call_is_not_lost_with_it() {
+        let sink = Arc::new(HoldingFailingSink::default());
+        let snap = run_to_end(vec![sink.clone()], 2, RetryPolicy::default())
+            .await
+            .0
+            .snapshot();
+        let calls = sink.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        assert_eq!(calls, [2, 1]);
+        assert_eq!(
+            (
+                snap.sent,
+                snap.dropped(DropReason::UploadFailed),
+                snap.retried
+            ),
+            (1, 1, 0),
+            "{snap:?}"
+        );
+        assert!(snap.broken_identities().is_empty(), "{snap:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -112,6 +112,7 @@ pub(crate) fn settle(batch: Batch, fate: Fate) -> Settled {
             attempts: s.attempts + 1,
             // As the upload stage does: the first failed attempt starts the item's age.
             first_failure: s.first_failure.or(Some(tokio::time::Instant::now())),
+            held: false,
         })
         .collect();
     batch.finish(&fates, &states)

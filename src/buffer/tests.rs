@@ -90,6 +90,27 @@ fn a_retried_batch_goes_back_in_order_and_stays_charged() {
 }
 
 #[test]
+fn a_held_item_goes_back_unsent_not_retried_and_lingers_like_a_new_one() {
+    let (b, stats) = buffer(1 << 20, 2, &["xray"]);
+    push(&b, (0..2).map(named));
+    let first = take(&b, 0, 2);
+    // A failed attempt first (the item now has attempts), then held back by the sink.
+    settle(first, Fate::Retry);
+    let again = take(&b, 0, 2);
+    let states = again.states().to_vec();
+    again.finish(&[Fate::Held, Fate::Sent], &states);
+    let snap = checked(&stats);
+    assert_eq!((snap.buffered, snap.sent, snap.retried), (1, 1, 2));
+    // Not a retry to rush out: it waits the linger (a sink holding it back would spin).
+    assert!(!b.status(0).retry_first);
+    let third = take(&b, 0, 2);
+    assert_eq!(ids(&third), ["0"]);
+    assert!(third.states()[0].held);
+    settle(third, Fate::Sent);
+    assert_eq!(checked(&stats).sent, 2);
+}
+
+#[test]
 fn items_being_retried_are_the_first_to_spill_over() {
     let one = named(0).cost();
     let (b, stats) = buffer(one * 3, 2, &["xray"]);

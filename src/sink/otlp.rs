@@ -356,8 +356,19 @@ impl Sink for OtlpSink {
                     Err(reason) => delivery.dropped.push((*i, *reason)),
                 }
             }
-            otlp_call::send_planned(self, &spans, &at, &self.limits, &mut delivery).await?;
-            Ok(delivery)
+            // Nothing to send (every document held back, or none with spans): no call.
+            delivery.no_call = spans.is_empty();
+            let sent =
+                otlp_call::send_planned(self, &spans, &at, &self.limits, &mut delivery).await;
+            match sent {
+                Ok(()) => Ok(delivery),
+                // The held documents were not in the failed call: they stay held.
+                Err(error) if !delivery.held.is_empty() => Err(super::SinkError::Held {
+                    held: std::mem::take(&mut delivery.held),
+                    error: Box::new(error),
+                }),
+                Err(error) => Err(error),
+            }
         })
     }
 }
@@ -461,12 +472,12 @@ fn convert_documents(
         }
     }
     for (i, doc, head) in subsegments {
-        let key = Held::of(&head);
-        if clock.may_hold && holds.keep(key, clock.now) {
+        if clock.may_hold && done.held.len() < MAX_HELD && holds.keep(Held::of(&head), clock.now) {
             done.held.push(i);
             continue;
         }
-        holds.release(&key);
+        // (A hold that is over stays recorded, so the document is not held again if it comes
+        // back, say after a failed call; [`Holds`] forgets it later.)
         done.out
             .push((i, convert(doc, &settings_named(service_name))));
     }
@@ -479,11 +490,10 @@ fn convert_documents(
             done.out.push((i, Ok(Vec::new())));
             continue;
         }
-        if clock.may_hold && holds.keep(key, clock.now) {
+        if clock.may_hold && done.held.len() < MAX_HELD && holds.keep(key, clock.now) {
             done.held.push(i);
             continue;
         }
-        holds.release(&key);
         let name = match head.kind {
             NodeKind::Segment => head.name.clone(),
             NodeKind::Subsegment => head
@@ -768,6 +778,10 @@ mod tests {
         let c = convert_documents(&[doc(&orphan)], &state, "fallback", at(start, HOLD));
         assert!(c.held.is_empty());
         assert_eq!(services_at(&c, 0), Some(Ok(vec!["fallback".into()])));
+        // Back again (after a failed call, say): its hold is over, it is not held anew.
+        let later = at(start, HOLD + Duration::from_secs(1));
+        let c = convert_documents(&[doc(&orphan)], &state, "fallback", later);
+        assert!(c.held.is_empty(), "held again: {:?}", c.held);
         // While draining nothing is held.
         let other = sub.replace("00000000000000a1", "00000000000000f1");
         let c = convert_documents(&[doc(&other)], &state, "fallback", draining());
@@ -788,6 +802,12 @@ mod tests {
             })
             .collect();
         let c = convert_documents(&batch, &state, "fallback", at(start, Duration::ZERO));
+        assert_eq!((c.held.len(), c.out.len()), (MAX_HELD, 10));
+        // Copies of one document count one each: a batch never holds more than MAX_HELD.
+        let copies: Vec<(usize, Document)> = (0..MAX_HELD + 10)
+            .map(|n| (n, batch[0].1.clone()))
+            .collect();
+        let c = convert_documents(&copies, &state, "fallback", at(start, Duration::ZERO));
         assert_eq!((c.held.len(), c.out.len()), (MAX_HELD, 10));
         // Holds long over (documents the buffer gave up) make room again.
         let late = at(start, HOLD * 3);

@@ -217,6 +217,7 @@ mod tests {
         let delivery = Delivery {
             dropped: Vec::new(),
             held: Vec::new(),
+            no_call: false,
             retry_after: None,
             refused: vec![
                 refused(Some(0), "ThrottlingException"),
