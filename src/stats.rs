@@ -210,7 +210,11 @@ pub struct ViewerSnapshot {
     pub budget_bytes: u64,
     /// Traces forgotten to stay within the budget, since start.
     pub evicted_traces: u64,
-    /// Documents not kept: larger than the whole budget, or an open copy of a complete one.
+    /// The oldest documents of a trace that alone filled the budget, forgotten, since start.
+    #[serde(default)]
+    pub evicted_documents: u64,
+    /// Documents not kept: larger than the whole budget, an open copy of a complete one, or
+    /// past the store's documents per trace.
     pub skipped_documents: u64,
 }
 

@@ -120,10 +120,10 @@ impl Access {
                  the daemon with --viewer-allow-remote and use the URL with the token it prints\n",
             ),
             Some(token) => {
-                if query_token(query).is_some_and(|t| t == token) {
+                if query_token(query).is_some_and(|t| same_secret(t, token)) {
                     return Ok(Grant::SetCookie);
                 }
-                if cookie_token(headers).is_some_and(|t| t == token) {
+                if cookie_token(headers).is_some_and(|t| same_secret(t, token)) {
                     return Ok(Grant::Allowed);
                 }
                 Err(
@@ -160,6 +160,16 @@ enum Grant {
     Allowed,
     /// It showed the token in the URL: set the cookie and send it to the same URL without it.
     SetCookie,
+}
+
+/// Whether `given` is the token, in a time that does not depend on where they differ.
+fn same_secret(given: &str, token: &str) -> bool {
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn query_token(query: Option<&str>) -> Option<&str> {

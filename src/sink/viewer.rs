@@ -34,22 +34,42 @@ impl ViewerSink {
     pub fn new(store: Arc<Store>) -> Self {
         ViewerSink { store }
     }
+}
 
-    fn add_span(&self, record: &SpanRecord, segment: Option<&[u8]>) {
-        let raw: Arc<str> = Arc::from(render::otlp_json_line(record));
-        let converted;
-        let segment = match segment {
-            Some(s) => s,
-            None => match to_documents(record, &ConversionSettings::default()) {
-                Ok(c) => {
-                    converted = c.document.body;
-                    &converted[..]
+/// Keeps one span: its OTLP JSON as the raw text, its X-Ray document (given, or converted here)
+/// as the segment.
+fn add_span(store: &Store, record: &SpanRecord, segment: Option<&[u8]>) {
+    let raw: Arc<str> = Arc::from(render::otlp_json_line(record));
+    let converted;
+    let segment = match segment {
+        Some(s) => s,
+        None => match to_documents(record, &ConversionSettings::default()) {
+            Ok(c) => {
+                converted = c.document.body;
+                &converted[..]
+            }
+            Err(_) => return,
+        },
+    };
+    let segment: Arc<str> = Arc::from(String::from_utf8_lossy(segment));
+    store.add(Format::Otlp, raw, segment);
+}
+
+/// Keeps a batch's items (see the module docs).
+fn keep(store: &Store, batch: &[Item]) {
+    for item in batch {
+        match item {
+            Item::XrayDocument(doc) => match distro::spans_of(doc) {
+                Some(Ok(spans)) => spans.iter().for_each(|s| add_span(store, s, None)),
+                Some(Err(_)) => {}
+                None if doc.kind() == DocumentKind::Json => {
+                    let text: Arc<str> = Arc::from(String::from_utf8_lossy(&doc.body));
+                    store.add(Format::Xray, Arc::clone(&text), text);
                 }
-                Err(_) => return,
+                None => {}
             },
-        };
-        let segment: Arc<str> = Arc::from(String::from_utf8_lossy(segment));
-        self.store.add(Format::Otlp, raw, segment);
+            Item::Span(span) => add_span(store, &span.record, Some(&span.document.body)),
+        }
     }
 }
 
@@ -59,20 +79,12 @@ impl Sink for ViewerSink {
     }
 
     fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
-        for item in batch {
-            match item {
-                Item::XrayDocument(doc) => match distro::spans_of(doc) {
-                    Some(Ok(spans)) => spans.iter().for_each(|s| self.add_span(s, None)),
-                    Some(Err(_)) => {}
-                    None if doc.kind() == DocumentKind::Json => {
-                        let text: Arc<str> = Arc::from(String::from_utf8_lossy(&doc.body));
-                        self.store.add(Format::Xray, Arc::clone(&text), text);
-                    }
-                    None => {}
-                },
-                Item::Span(span) => self.add_span(&span.record, Some(&span.document.body)),
-            }
-        }
-        Box::pin(std::future::ready(Ok(Delivery::default())))
+        // Reading the documents (and decoding distro spans) is CPU work: on the blocking pool,
+        // never on the runtime's thread. Items are shared, not copied.
+        let (store, batch) = (Arc::clone(&self.store), batch.to_vec());
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || keep(&store, &batch)).await;
+            Ok(Delivery::default())
+        })
     }
 }

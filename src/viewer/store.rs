@@ -38,6 +38,9 @@ pub const FIRST_BYTES: usize = 200;
 const PER_DOCUMENT_OVERHEAD: usize = 256;
 /// Events a slow live stream may fall behind by before it is told to reload.
 const EVENTS_BACKLOG: usize = 256;
+/// Documents kept per trace; more are not kept (counted as skipped). Keeps each update's work
+/// (the trace's summary) bounded, whatever one sender does to one trace id.
+pub const MAX_DOCUMENTS_PER_TRACE: usize = 10_000;
 
 /// How a document came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -62,6 +65,8 @@ pub struct Doc {
     pub segment: Arc<str>,
     /// Unix seconds when it arrived.
     pub received_at: f64,
+    /// What it costs against the budget: its text and what was read from it.
+    cost: usize,
     facts: Facts,
 }
 
@@ -144,6 +149,25 @@ impl Facts {
     fn is_root(&self) -> bool {
         !self.subsegment && self.parent_id.is_none()
     }
+
+    /// Bytes these facts hold (their strings, each with its bookkeeping).
+    fn cost(&self) -> usize {
+        const STRING: usize = 24;
+        let texts = [
+            Some(&self.trace_id),
+            Some(&self.id),
+            self.parent_id.as_ref(),
+            Some(&self.name),
+            self.method.as_ref(),
+            self.url.as_ref(),
+        ];
+        texts
+            .iter()
+            .flatten()
+            .map(|t| t.len() + STRING)
+            .sum::<usize>()
+            + self.nodes.iter().map(|n| n.len() + STRING).sum::<usize>()
+    }
 }
 
 /// A trace's line in the list.
@@ -216,18 +240,32 @@ pub struct StoreStats {
     pub budget_bytes: usize,
     /// Traces forgotten to stay within the budget, since start.
     pub evicted_traces: u64,
-    /// Documents not kept: larger than the whole budget, or open after their complete one.
+    /// The oldest documents of a trace that alone filled the budget, forgotten, since start.
+    pub evicted_documents: u64,
+    /// Documents not kept: larger than the whole budget, open after their complete one, or
+    /// past [`MAX_DOCUMENTS_PER_TRACE`].
     pub skipped_documents: u64,
 }
 
 #[derive(Debug, Default)]
 struct Trace {
     docs: Vec<Doc>,
+    /// Where each document is in `docs`, by id and whether it is a subsegment document.
+    index: HashMap<(String, bool), usize>,
     bytes: usize,
     updated: u64,
 }
 
 impl Trace {
+    fn reindex(&mut self) {
+        self.index = self
+            .docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ((d.facts.id.clone(), d.facts.subsegment), i))
+            .collect();
+    }
+
     fn summary(&self, trace_id: &str) -> Summary {
         let root = self.docs.iter().find(|d| d.facts.is_root());
         let first = root.or(self.docs.first());
@@ -317,6 +355,7 @@ struct Inner {
     bytes: usize,
     documents: usize,
     evicted: u64,
+    evicted_documents: u64,
     skipped: u64,
     refusals: VecDeque<Refusal>,
 }
@@ -352,6 +391,7 @@ impl Store {
             bytes: counts.bytes as u64,
             budget_bytes: counts.budget_bytes as u64,
             evicted_traces: counts.evicted_traces,
+            evicted_documents: counts.evicted_documents,
             skipped_documents: counts.skipped_documents,
         });
     }
@@ -363,6 +403,7 @@ impl Store {
             bytes: inner.bytes,
             budget_bytes: self.budget,
             evicted_traces: inner.evicted,
+            evicted_documents: inner.evicted_documents,
             skipped_documents: inner.skipped,
         }
     }
@@ -381,14 +422,34 @@ impl Store {
     /// with ids, larger than the budget, or open after its complete document).
     pub fn add(&self, format: Format, raw: Arc<str>, segment: Arc<str>) -> Option<String> {
         let facts = Facts::read(&segment)?;
-        let cost = cost_of(format, &raw, &segment);
+        let cost = cost_of(format, &raw, &segment) + facts.cost();
         let mut inner = self.lock();
-        if cost > self.budget {
+        let skip = |inner: &mut Inner| {
             inner.skipped += 1;
-            self.report(&inner);
-            return None;
+            self.report(inner);
+            None
+        };
+        if cost > self.budget {
+            return skip(&mut inner);
         }
         let trace_id = facts.trace_id.clone();
+        let key = (facts.id.clone(), facts.subsegment);
+        // One document per id: the complete one replaces the open one, not the other way.
+        let same = inner
+            .traces
+            .get(&trace_id)
+            .and_then(|t| t.index.get(&key).map(|&i| (i, t.docs[i].facts.in_progress)));
+        match same {
+            Some((_, false)) if facts.in_progress => return skip(&mut inner),
+            None if inner
+                .traces
+                .get(&trace_id)
+                .is_some_and(|t| t.docs.len() >= MAX_DOCUMENTS_PER_TRACE) =>
+            {
+                return skip(&mut inner);
+            }
+            _ => {}
+        }
         inner.seq += 1;
         let seq = inner.seq;
         let doc = Doc {
@@ -397,6 +458,7 @@ impl Store {
             raw,
             segment,
             received_at: now_unix(),
+            cost,
             facts,
         };
         let Inner {
@@ -404,51 +466,43 @@ impl Store {
             by_update,
             bytes,
             documents,
-            skipped,
             ..
         } = &mut *inner;
         let trace = traces.entry(trace_id.clone()).or_default();
-        // One document per id: the complete one replaces the open one, not the other way.
-        let same = trace
-            .docs
-            .iter()
-            .position(|d| d.facts.id == doc.facts.id && d.facts.subsegment == doc.facts.subsegment);
         match same {
-            Some(i) if doc.facts.in_progress && !trace.docs[i].facts.in_progress => {
-                *skipped += 1;
-                self.report(&inner);
-                return None;
-            }
-            Some(i) => {
+            Some((i, _)) => {
                 let old = std::mem::replace(&mut trace.docs[i], doc);
-                let old_cost = doc_cost(&old);
-                trace.bytes -= old_cost;
-                *bytes -= old_cost;
-                trace.bytes += cost;
-                *bytes += cost;
+                trace.bytes -= old.cost;
+                *bytes -= old.cost;
             }
             None => {
+                trace.index.insert(key, trace.docs.len());
                 trace.docs.push(doc);
-                trace.bytes += cost;
-                *bytes += cost;
                 *documents += 1;
             }
         }
+        trace.bytes += cost;
+        *bytes += cost;
         if trace.updated != 0 {
             by_update.remove(&trace.updated);
         }
         trace.updated = seq;
         by_update.insert(seq, trace_id.clone());
-        let summary = trace.summary(&trace_id);
         self.evict(&mut inner, &trace_id);
+        // The summary is for live streams: none open, none made.
+        let summary = (self.events.receiver_count() > 0)
+            .then(|| inner.traces.get(&trace_id).map(|t| t.summary(&trace_id)))
+            .flatten();
         self.report(&inner);
         drop(inner);
-        let _ = self.events.send(Event::Trace(summary));
+        if let Some(summary) = summary {
+            let _ = self.events.send(Event::Trace(summary));
+        }
         Some(trace_id)
     }
 
     /// Forgets the least recently updated traces until the store is within its budget, never
-    /// `keep` (the one just updated).
+    /// `keep` (the one just updated); if that one alone is over it, its oldest documents.
     fn evict(&self, inner: &mut Inner, keep: &str) {
         while inner.bytes > self.budget {
             let Some((&updated, id)) = inner.by_update.iter().find(|(_, id)| id.as_str() != keep)
@@ -463,6 +517,34 @@ impl Store {
                 inner.evicted += 1;
             }
         }
+        if inner.bytes <= self.budget {
+            return;
+        }
+        let Inner {
+            traces,
+            bytes,
+            documents,
+            evicted_documents,
+            ..
+        } = inner;
+        let Some(trace) = traces.get_mut(keep) else {
+            return;
+        };
+        // The documents in arrival order, the newest (just added) kept.
+        trace.docs.sort_by_key(|d| d.seq);
+        let over = *bytes - self.budget;
+        let mut freed = 0;
+        let mut gone = 0;
+        while freed < over && gone + 1 < trace.docs.len() {
+            freed += trace.docs[gone].cost;
+            gone += 1;
+        }
+        trace.docs.drain(..gone);
+        trace.bytes -= freed;
+        *bytes -= freed;
+        *documents -= gone;
+        *evicted_documents += gone as u64;
+        trace.reindex();
     }
 
     /// Remembers a refused datagram (the newest [`REFUSALS_KEPT`]).
@@ -517,10 +599,6 @@ impl Store {
     }
 }
 
-fn doc_cost(doc: &Doc) -> usize {
-    cost_of(doc.format, &doc.raw, &doc.segment)
-}
-
 /// What a document costs against the budget: its text (both texts of a span) and overhead.
 fn cost_of(format: Format, raw: &str, segment: &str) -> usize {
     let text = match format {
@@ -555,7 +633,11 @@ mod tests {
     #[test]
     fn the_least_recently_updated_trace_goes_when_the_budget_is_passed() {
         let doc = |trace: &str| segment(trace, "00000000000000a1", r#","end_time":2.0"#);
-        let one = doc(TRACE).len() + PER_DOCUMENT_OVERHEAD;
+        // What one such document costs, measured on a store of its own.
+        let probe = Store::new(1 << 20, Arc::new(Stats::new()));
+        add(&probe, &doc(TRACE));
+        let one = probe.stats().bytes;
+        assert!(one > doc(TRACE).len() + PER_DOCUMENT_OVERHEAD);
         let store = Store::new(one * 2, Arc::new(Stats::new()));
         let (a, b, c) = (
             TRACE.replace("0123", "aaaa"),
@@ -581,6 +663,54 @@ mod tests {
         );
         assert_eq!(add(&store, &huge), None);
         assert_eq!(store.stats().traces, 1);
+    }
+
+    #[test]
+    fn a_trace_that_alone_fills_the_budget_loses_its_oldest_documents() {
+        let doc = |n: u64| segment(TRACE, &format!("{n:016x}"), r#","end_time":2.0"#);
+        let probe = Store::new(1 << 20, Arc::new(Stats::new()));
+        add(&probe, &doc(1));
+        let one = probe.stats().bytes;
+        let store = Store::new(one * 3, Arc::new(Stats::new()));
+        for n in 1..=10 {
+            assert!(add(&store, &doc(n)).is_some());
+        }
+        let stats = store.stats();
+        assert!(stats.bytes <= stats.budget_bytes, "{stats:?}");
+        assert_eq!((stats.documents, stats.evicted_documents), (3, 7));
+        let kept: Vec<u64> = store
+            .trace(TRACE)
+            .map(|t| t.documents.iter().map(|d| d.seq).collect())
+            .unwrap_or_default();
+        assert_eq!(kept, [8, 9, 10], "the newest kept");
+        // Replacing one still finds it (the index follows the trim).
+        let open = segment(TRACE, &format!("{:016x}", 11), r#","in_progress":true"#);
+        let done = segment(TRACE, &format!("{:016x}", 11), r#","end_time":3.0"#);
+        add(&store, &open);
+        add(&store, &done);
+        let docs = store.trace(TRACE).map(|t| t.documents).unwrap_or_default();
+        assert_eq!(
+            docs.iter()
+                .filter(|d| d.raw.contains("000000000000000b"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn at_most_max_documents_per_trace() {
+        let store = Store::new(64 << 20, Arc::new(Stats::new()));
+        for n in 0..MAX_DOCUMENTS_PER_TRACE as u64 + 5 {
+            add(
+                &store,
+                &segment(TRACE, &format!("{n:016x}"), r#","end_time":2.0"#),
+            );
+        }
+        let stats = store.stats();
+        assert_eq!(
+            (stats.documents, stats.skipped_documents),
+            (MAX_DOCUMENTS_PER_TRACE, 5)
+        );
     }
 
     #[test]
