@@ -269,11 +269,6 @@ impl Trace {
     fn summary(&self, trace_id: &str) -> Summary {
         let root = self.docs.iter().find(|d| d.facts.is_root());
         let first = root.or(self.docs.first());
-        let nodes: HashSet<&str> = self
-            .docs
-            .iter()
-            .flat_map(|d| d.facts.nodes.iter().map(String::as_str))
-            .collect();
         let start = self
             .docs
             .iter()
@@ -301,37 +296,29 @@ impl Trace {
             fault: self.docs.iter().any(|d| d.facts.fault),
             throttle: self.docs.iter().any(|d| d.facts.throttle),
             in_progress: self.docs.iter().any(|d| d.facts.in_progress),
-            orphans: self
-                .docs
-                .iter()
-                .filter(|d| {
-                    d.facts
-                        .parent_id
-                        .as_deref()
-                        .is_some_and(|p| !nodes.contains(p))
-                })
-                .count(),
+            orphans: self.orphan_docs().count(),
             updated: self.updated,
         }
     }
 
-    /// The ids of documents whose parent is not in the trace.
-    fn orphans(&self) -> Vec<String> {
+    /// The documents whose parent is not in the trace.
+    fn orphan_docs(&self) -> impl Iterator<Item = &Doc> {
         let nodes: HashSet<&str> = self
             .docs
             .iter()
             .flat_map(|d| d.facts.nodes.iter().map(String::as_str))
             .collect();
-        self.docs
-            .iter()
-            .filter(|d| {
-                d.facts
-                    .parent_id
-                    .as_deref()
-                    .is_some_and(|p| !nodes.contains(p))
-            })
-            .map(|d| d.facts.id.clone())
-            .collect()
+        self.docs.iter().filter(move |d| {
+            d.facts
+                .parent_id
+                .as_deref()
+                .is_some_and(|p| !nodes.contains(p))
+        })
+    }
+
+    /// The ids of documents whose parent is not in the trace.
+    fn orphans(&self) -> Vec<String> {
+        self.orphan_docs().map(|d| d.facts.id.clone()).collect()
     }
 }
 
