@@ -567,6 +567,13 @@ pub fn resolve(
                 .to_owned(),
         );
     }
+    if !viewer.enabled && (cli.viewer_memory.is_some() || cli.viewer_allow_remote) {
+        notes.push(
+            "--viewer-memory and --viewer-allow-remote have no effect without --viewer (or \
+             Viewer.Enabled: true)"
+                .to_owned(),
+        );
+    }
     if no_verify_ssl.value {
         let fix = match &no_verify_ssl.source {
             Source::File { .. } => "set NoVerifySSL: false",
@@ -1443,6 +1450,52 @@ mod tests {
             Machine::default(),
         ));
         assert!(c.notes.is_empty(), "{:?}", c.notes);
+    }
+
+    #[test]
+    fn the_viewer_comes_from_its_flags_or_the_file_and_its_memory_is_checked() {
+        let v = ok(resolve(
+            &cli(&["--viewer", "--viewer-memory", "32"]),
+            None,
+            Machine::default(),
+        ))
+        .viewer;
+        assert_eq!(
+            (v.enabled, v.memory_bytes, v.allow_remote),
+            (true, 32 << 20, false)
+        );
+        let f =
+            loaded("Version: 2\nViewer:\n  Enabled: true\n  MemoryMB: 4\n  AllowRemote: true\n");
+        let v = ok(resolve(&cli(&[]), Some(&f), Machine::default())).viewer;
+        assert_eq!(
+            (v.enabled, v.memory_bytes, v.allow_remote),
+            (true, 4 << 20, true)
+        );
+        let e = resolve(
+            &cli(&["--viewer", "--viewer-memory", "0"]),
+            None,
+            Machine::default(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.contains("--viewer-memory") && e.contains("from 1 to 1024"),
+            "{e}"
+        );
+        let off = ok(resolve(
+            &cli(&["--viewer-memory", "32"]),
+            None,
+            Machine::default(),
+        ));
+        assert!(!off.viewer.enabled);
+        assert!(
+            off.notes
+                .iter()
+                .any(|n| n.contains("no effect without --viewer")),
+            "{:?}",
+            off.notes
+        );
     }
 
     #[test]
