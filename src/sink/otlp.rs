@@ -31,8 +31,9 @@
 //! lane, charged to the budget, unsent and not retried, and come again in the next batch (a
 //! linger later). Each is held for at most [`HOLD`], at most [`MAX_HELD`] at once ([`Holds`]);
 //! then the subsegment goes under `--otlp-service-name` (default `unknown_service:xray`). Once
-//! the daemon drains, nothing is held. (A batch whose call fails is retried whole, the held
-//! items with it, as attempts.)
+//! the daemon drains, nothing is held. A call that fails leaves the held items held
+//! ([`super::SinkError::Held`]), and a batch with nothing to send makes no call
+//! ([`Delivery::no_call`]).
 //!
 //! Delivery follows OTLP's rules ([`super::otlp_call`]): `429`, `502`, `503`, `504` and no
 //! answer are retried (after `Retry-After` when given), any other error status is final, a
