@@ -419,6 +419,32 @@ async fn serve(
         bound.udp.receive_buffer / 1024,
         sink_names.join(", "),
     );
+    // Restart without a database: the viewer starts with what `--sink file` wrote before.
+    if let Some(store) = &viewer_store {
+        for spec in &config.sinks {
+            if let SinkSpec::File(path) = spec {
+                let (store, path, budget) =
+                    (Arc::clone(store), path.clone(), config.viewer.memory_bytes);
+                tokio::task::spawn_blocking(move || {
+                    match sink::viewer::load_file(&store, &path, budget) {
+                        Ok(loaded) => tracing::info!(
+                            "Trace viewer: {} document(s) loaded from {} (--sink file), {} line(s) \
+                             skipped",
+                            loaded.kept,
+                            path.display(),
+                            loaded.skipped
+                        ),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(
+                            "Trace viewer: could not read {} (--sink file) to show earlier \
+                             traces: {e}",
+                            path.display()
+                        ),
+                    }
+                });
+            }
+        }
+    }
     if let Some(viewer) = &viewer {
         tracing::info!(
             "Trace viewer: open {} in a browser (store of {}{})",

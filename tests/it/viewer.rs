@@ -15,7 +15,7 @@ use crate::support::flask::run_flask_peer;
 use crate::support::free_addr;
 use crate::support::http;
 use crate::support::paths::{peer_script, repo_root, venv_bin};
-use crate::support::{Daemon, new_segment_id, new_trace_id};
+use crate::support::{Daemon, new_segment_id, new_trace_id, segment_json};
 
 /// How long one browser scenario may take (Chromium's start included) on a busy machine.
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(120);
@@ -345,4 +345,56 @@ async fn a_remote_viewer_needs_the_token_from_the_banner() {
     // Sampling calls and stats are not the viewer's: no token needed.
     let stats = get("/daemon/stats".into(), None).await;
     assert!(stats.starts_with("HTTP/1.1 200"), "{stats}");
+}
+
+/// Restart without a database: with `--sink file:PATH` on too, the viewer starts with the
+/// traces that file holds (written by an earlier run), and shows new ones as they come.
+#[tokio::test]
+async fn the_viewer_starts_with_the_traces_the_file_sink_wrote_before() {
+    let earlier = new_trace_id();
+    let line = format!(
+        r#"{{"trace_id": "{earlier}", "id": "{}", "name": "before-restart", "start_time": 1764662400.0, "end_time": 1764662400.5}}"#,
+        new_segment_id()
+    );
+    let builder = Daemon::builder();
+    let path = builder.write_file("segments.jsonl", &format!("{line}\n"));
+    let sink = format!("file:{}", path.display());
+    let daemon = builder.args(["--viewer", "--sink", &sink]).start().await;
+    let now = new_trace_id();
+    daemon.send_segment(&segment_json(&now, &new_segment_id(), "after-restart"));
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        let listed = daemon
+            .get("/daemon/viewer/api/traces")
+            .await
+            .ok()
+            .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .unwrap_or(Value::Null);
+        names = listed["traces"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["after-restart", "before-restart"],
+        "{}",
+        daemon.stdout()
+    );
+    let kept = daemon
+        .get(&format!("/daemon/viewer/api/traces/{earlier}"))
+        .await
+        .ok()
+        .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(kept["documents"][0]["raw"], line.as_str(), "byte for byte");
 }
