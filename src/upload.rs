@@ -693,10 +693,12 @@ mod tests {
         assert!(snap.broken_identities().is_empty(), "{snap:?}");
     }
 
-    /// Holds the first item of its first batch back, and reports one refusal that names no
-    /// item; takes everything after that.
+    /// Holds the first item of its first batch back, and with it either reports one refusal
+    /// that names no item (`fail_first` false) or fails the call for good, a 400 (`true`);
+    /// takes everything after that.
     #[derive(Debug, Default)]
     struct HoldingSink {
+        fail_first: bool,
         calls: Mutex<Vec<usize>>,
     }
 
@@ -713,7 +715,19 @@ mod tests {
                 }
                 Err(_) => false,
             };
+            let fail = first && self.fail_first;
             Box::pin(async move {
+                if fail {
+                    return Err(SinkError::Held {
+                        held: vec![0],
+                        error: Box::new(SinkError::Call {
+                            sink: "holding",
+                            kind: ErrorKind::Http4xx,
+                            message: "HTTP 400".into(),
+                            hint: RetryHint::ByKind,
+                        }),
+                    });
+                }
                 let mut delivery = Delivery::default();
                 if first {
                     delivery.held.push(0);
@@ -729,46 +743,12 @@ mod tests {
         }
     }
 
-    /// Holds the first item of every batch back while its call fails for good (a 400), then
-    /// takes it.
-    #[derive(Debug, Default)]
-    struct HoldingFailingSink {
-        calls: Mutex<Vec<usize>>,
-    }
-
-    impl Sink for HoldingFailingSink {
-        fn name(&self) -> &'static str {
-            "holding-failing"
-        }
-
-        fn send<'a>(&'a self, batch: &'a [Item]) -> SinkFuture<'a> {
-            let first = match self.calls.lock() {
-                Ok(mut calls) => {
-                    calls.push(batch.len());
-                    calls.len() == 1
-                }
-                Err(_) => false,
-            };
-            Box::pin(async move {
-                if first {
-                    return Err(SinkError::Held {
-                        held: vec![0],
-                        error: Box::new(SinkError::Call {
-                            sink: "holding-failing",
-                            kind: ErrorKind::Http4xx,
-                            message: "HTTP 400".into(),
-                            hint: RetryHint::ByKind,
-                        }),
-                    });
-                }
-                Ok(Delivery::default())
-            })
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn an_item_held_back_from_a_failed_call_is_not_lost_with_it() {
-        let sink = Arc::new(HoldingFailingSink::default());
+        let sink = Arc::new(HoldingSink {
+            fail_first: true,
+            ..HoldingSink::default()
+        });
         let snap = run_to_end(vec![sink.clone()], 2, RetryPolicy::default())
             .await
             .0
