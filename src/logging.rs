@@ -1042,11 +1042,8 @@ mod tests {
 
     #[test]
     fn rotation_keeps_whole_lines_and_a_bounded_set() {
-        let dir = match tempfile_dir() {
-            Some(d) => d,
-            None => return,
-        };
-        let path = dir.join("x.log");
+        let dir = own_dir();
+        let path = dir.path().join("x.log");
         let mut f = match RotatingFile::open(
             &path,
             Some(Rotation {
@@ -1075,15 +1072,12 @@ mod tests {
         assert!(!path.with_extension("log.3").exists());
         // The newest lines survive, whole and in order.
         assert!(written.concat().ends_with(&all), "{all}");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_file_is_cut_back_by_the_bytes_of_the_failed_line() {
-        let Some(dir) = tempfile_dir() else {
-            return;
-        };
-        let path = dir.join("rewind.log");
+        let dir = own_dir();
+        let path = dir.path().join("rewind.log");
         let mut file = match open_append(&path) {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
@@ -1095,13 +1089,15 @@ mod tests {
             std::fs::read_to_string(&path).unwrap_or_default(),
             "whole\nnext\n"
         );
-        let _ = std::fs::remove_file(path);
     }
 
-    fn tempfile_dir() -> Option<PathBuf> {
-        let d = std::env::temp_dir().join(format!("xray-logging-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).ok()?;
-        Some(d)
+    /// A directory of the test's own, removed when it ends: tests run in parallel, and one
+    /// shared directory was removed by one test while another was opening a file in it.
+    fn own_dir() -> tempfile::TempDir {
+        match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("cannot make a temporary directory: {e}"),
+        }
     }
 
     /// A target that keeps every line it is given.
@@ -1205,11 +1201,9 @@ mod tests {
 
     #[test]
     fn a_reopen_request_starts_a_new_file_at_the_path_before_the_next_line() {
-        let Some(dir) = tempfile_dir() else {
-            return;
-        };
-        let path = dir.join("reopen.log");
-        let moved = dir.join("reopen.log.moved");
+        let dir = own_dir();
+        let path = dir.path().join("reopen.log");
+        let moved = dir.path().join("reopen.log.moved");
         let mut f = match RotatingFile::open(&path, None) {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
@@ -1223,7 +1217,6 @@ mod tests {
         assert_eq!(read(&moved), "before\nstill to the moved file\n");
         assert_eq!(read(&path), "after\n");
         assert!(!f.reopen.load(Ordering::Acquire), "once per request");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -156,9 +156,8 @@ mod tests {
 
     #[test]
     fn the_store_is_filled_from_the_end_of_the_file_sinks_file() {
-        let dir = std::env::temp_dir().join(format!("viewer-load-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.join("segments.jsonl");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("segments.jsonl");
         let doc = |n: u32| {
             format!(
                 r#"{{"trace_id":"1-5f84c7a1-0123456789abcdef0123{n:04x}","id":"00000000000000a1","name":"app","start_time":1,"end_time":2}}"#
@@ -201,6 +200,5 @@ mod tests {
             newest.as_deref(),
             Some("1-5f84c7a1-0123456789abcdef012303e7")
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
