@@ -121,7 +121,8 @@ pub enum Route {
     OtlpTraces,
     /// `POST /v1/metrics` or `/v1/logs`: `404`, naming the exporter setting that stops them.
     OtlpOtherSignal,
-    /// `GET /daemon/viewer/…` (and `GET /`, a redirect there): the trace viewer
+    /// `GET /daemon/viewer/…` (and `GET /`, a redirect there; `POST` of the viewer's import and
+    /// clear): the trace viewer
     /// ([`crate::viewer`]).
     Viewer,
 }
@@ -232,8 +233,19 @@ pub const OTLP_ENTRIES: [Entry; 3] = [
     },
 ];
 
-/// The trace viewer's paths on the `-t` address: its own, and `/` (a redirect to them).
-pub const VIEWER_ENTRIES: [Entry; 3] = [
+/// The trace viewer's paths on the `-t` address: its own, and `/` (a redirect to them). Two
+/// take `POST` (from the page: loading a file, clearing the store).
+pub const VIEWER_ENTRIES: [Entry; 5] = [
+    Entry {
+        path: PathMatch::Exact("/daemon/viewer/api/import"),
+        methods: Methods::Post,
+        route: Route::Viewer,
+    },
+    Entry {
+        path: PathMatch::Exact("/daemon/viewer/api/clear"),
+        methods: Methods::Post,
+        route: Route::Viewer,
+    },
     Entry {
         path: PathMatch::Prefix(crate::viewer::BASE),
         methods: Methods::Read,
@@ -522,7 +534,7 @@ impl Surface {
                 &self.viewer,
             )
         {
-            return viewer.answer(&req).await;
+            return viewer.answer(req).await;
         }
         self.answer_whole(req, slot).await.map(BodyExt::boxed)
     }

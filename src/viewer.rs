@@ -8,8 +8,12 @@
 //! stream of changes (server-sent events).
 //!
 //! Paths, under [`BASE`]: `` (the page), `app.js`, `app.css`, `favicon.svg`; `api/traces` (every
-//! trace's summary, the refusals, the store's counters), `api/traces/ID` (one trace's documents,
-//! raw text and X-Ray segment), `api/events` (the live stream: `trace` and `refused` events).
+//! trace's summary, or those a [`Filter`] in the query lets through; the refusals; the store's
+//! counters), `api/traces/ID` (one trace's documents, raw text and X-Ray segment, and its
+//! instrumentation [`hints`]), `api/traces/ID/download` (the trace as the `file` sink's JSON
+//! Lines), `api/events` (the live stream: `trace`, `refused` and `reload` events); and two
+//! `POST`s from the page: `api/import` (a JSON Lines file into the store, at most the store's
+//! budget, one at a time) and `api/clear` (forget everything).
 //!
 //! Who may look ([`Access`]): documents carry URLs, SQL and user ids, and anyone on the host can
 //! send to the daemon, so
@@ -19,6 +23,8 @@
 //!   rule is for the viewer's paths only: sampling calls from other containers keep working;
 //! - with `--viewer-allow-remote` any `Host` is let in, with a token (printed in the banner):
 //!   given once in the URL (`?token=…`), then kept in an `HttpOnly`, `SameSite=Strict` cookie;
+//! - a `POST` must carry the `Origin` of the page (`http://` and the request's `Host`), and an
+//!   import the JSON Lines content type, which no cross-site form can send;
 //! - every answer carries `Content-Security-Policy: default-src 'self'` (the page positions its
 //!   bars through `element.style`, which that allows), `X-Content-Type-Options: nosniff` and
 //!   no CORS header; the page renders every document's text as text.
@@ -28,11 +34,12 @@
 //! more than the store's event backlog behind gets a `reload` event. Shutdown ends the streams
 //! with their connections.
 
+pub mod hints;
 pub mod store;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,14 +47,14 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST, HeaderValue, LOCATION,
-    SET_COOKIE,
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST,
+    HeaderValue, LOCATION, ORIGIN, SET_COOKIE,
 };
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-pub use store::{Format, Store, StoreStats};
+pub use store::{Filter, Format, Store, StoreStats};
 
 /// Where the viewer's paths start.
 pub const BASE: &str = "/daemon/viewer/";
@@ -59,6 +66,10 @@ pub const DEFAULT_MEMORY_MB: usize = 16;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// The cookie that carries the token of `--viewer-allow-remote`.
 const TOKEN_COOKIE: &str = "xray_viewer_token";
+/// How long reading an imported file's body may take.
+const IMPORT_READ: Duration = Duration::from_secs(60);
+/// The content type an import must be sent with: not one a cross-site form can send.
+const JSON_LINES: &str = "application/x-ndjson";
 /// The policy every viewer answer carries.
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
@@ -193,6 +204,8 @@ pub struct Viewer {
     store: Arc<Store>,
     access: Access,
     live: Arc<AtomicUsize>,
+    /// An import is being read (one at a time).
+    importing: AtomicBool,
 }
 
 impl Viewer {
@@ -202,6 +215,7 @@ impl Viewer {
             store,
             access,
             live: Arc::default(),
+            importing: AtomicBool::new(false),
         }
     }
 
@@ -218,8 +232,12 @@ impl Viewer {
         }
     }
 
-    /// Answers a request for `GET /` or a viewer path.
-    pub async fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
+    /// Answers a request for `GET /`, a viewer path, or one of the viewer's two `POST`s.
+    pub async fn answer<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let uri = req.uri();
         let path = uri.path();
         if path == "/" || path == BASE.trim_end_matches('/') {
@@ -241,31 +259,131 @@ impl Viewer {
             return resp;
         }
         let rest = path.strip_prefix(BASE).unwrap_or("");
+        if req.method() == Method::POST {
+            if let Err(message) = same_origin(req.headers()) {
+                return text(StatusCode::FORBIDDEN, message);
+            }
+            return secure(match rest {
+                "api/import" => self.import(req).await,
+                "api/clear" => json(&serde_json::json!({ "cleared": self.store.clear() })),
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n"),
+            });
+        }
         let head = req.method() == Method::HEAD;
         let resp = match rest {
             "" | "index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
             "app.js" => asset("text/javascript; charset=utf-8", APP_JS),
             "app.css" => asset("text/css; charset=utf-8", APP_CSS),
             "favicon.svg" => asset("image/svg+xml", FAVICON),
-            "api/traces" => json(&ListAnswer {
-                traces: self.store.summaries(),
-                refused: self.store.refusals(),
-                store: self.store.stats(),
-            }),
+            "api/traces" => match Filter::parse(uri.query()) {
+                Ok(filter) => json(&ListAnswer {
+                    traces: self.store.summaries_matching(&filter),
+                    filtered: !filter.is_empty(),
+                    refused: self.store.refusals(),
+                    store: self.store.stats(),
+                }),
+                Err(message) => text_owned(StatusCode::BAD_REQUEST, message + "\n"),
+            },
             "api/events" if !head => self.live_stream(),
             _ => match rest.strip_prefix("api/traces/") {
-                Some(id) => match self.store.trace(id) {
-                    Some(view) => json(&TraceAnswer::of(view)),
-                    None => text(
-                        StatusCode::NOT_FOUND,
-                        "no such trace in the viewer's store (never received, or forgotten to \
-                         stay within --viewer-memory)\n",
-                    ),
-                },
+                Some(id) => {
+                    let (id, download) = match id.strip_suffix("/download") {
+                        Some(id) => (id, true),
+                        None => (id, false),
+                    };
+                    let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+                    match self.store.trace(&id) {
+                        Some(view) if download => json_lines(&id, &view),
+                        Some(view) => json(&TraceAnswer::of(view)),
+                        None => text(
+                            StatusCode::NOT_FOUND,
+                            "no such trace in the viewer's store (never received, or forgotten \
+                             to stay within --viewer-memory)\n",
+                        ),
+                    }
+                }
                 None => text(StatusCode::NOT_FOUND, "no such page in the trace viewer\n"),
             },
         };
         secure(resp)
+    }
+
+    /// `POST api/import`: a JSON Lines file (the `file` sink's format) into the store.
+    async fn import<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let json_lines = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(JSON_LINES));
+        if !json_lines {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the file as Content-Type: application/x-ndjson (JSON Lines, as --sink \
+                 file writes)\n",
+            );
+        }
+        if self.importing.swap(true, Ordering::AcqRel) {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "another file is being loaded into the viewer: try again when it is done\n",
+            );
+        }
+        let _done = Importing(&self.importing);
+        let cap = self.store.budget();
+        let body = match tokio::time::timeout(
+            IMPORT_READ,
+            http_body_util::Limited::new(req.into_body(), cap).collect(),
+        )
+        .await
+        {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return text_owned(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the file is larger than the viewer's store ({} MB, --viewer-memory): \
+                         load a smaller part of it, or start the daemon with a larger \
+                         --viewer-memory\n",
+                        cap >> 20
+                    ),
+                );
+            }
+            Ok(Err(e)) => {
+                return text_owned(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the file: {e}\n"),
+                );
+            }
+            Err(_) => {
+                return text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the file took over 60 s to arrive\n",
+                );
+            }
+        };
+        let store = Arc::clone(&self.store);
+        let loaded =
+            tokio::task::spawn_blocking(move || crate::sink::viewer::load_lines(&store, &body[..]))
+                .await;
+        match loaded {
+            Ok(Ok(loaded)) => json(&serde_json::json!({
+                "kept": loaded.kept,
+                "skipped": loaded.skipped,
+            })),
+            Ok(Err(e)) => text_owned(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the file: {e}\n"),
+            ),
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "loading the file failed\n",
+            ),
+        }
     }
 
     /// The live stream of changes, if there is room for one more.
@@ -328,14 +446,66 @@ fn sse(event: &store::Event) -> String {
     let (name, data) = match event {
         store::Event::Trace(summary) => ("trace", serde_json::to_string(summary)),
         store::Event::Refused(refusal) => ("refused", serde_json::to_string(refusal)),
+        store::Event::Cleared => ("reload", Ok("{}".to_owned())),
     };
     // JSON has no raw newline, so `data` is one line.
     format!("event: {name}\ndata: {}\n\n", data.unwrap_or_default())
 }
 
+/// Gives the import's place back when dropped.
+struct Importing<'a>(&'a AtomicBool);
+
+impl Drop for Importing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Whether a `POST` comes from the viewer's own page: its `Origin` (which browsers send with
+/// every `POST`) must be `http://` and the request's own `Host`, so another site open in the
+/// same browser cannot clear or fill the store.
+fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let (Some(origin), Some(host)) = (header(ORIGIN), header(HOST)) else {
+        return Err("the viewer's POSTs come from its own page: this one has no Origin\n");
+    };
+    match origin.strip_prefix("http://") {
+        Some(o) if o.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err("the viewer's POSTs come from its own page: this one came from another site\n"),
+    }
+}
+
+/// A trace as JSON Lines, the `file` sink's format: a download of it.
+fn json_lines(trace_id: &str, view: &store::TraceView) -> Response<Body> {
+    let mut body = String::new();
+    for doc in &view.documents {
+        // A newline inside a document is written as a space, as the file sink does.
+        body.extend(doc.raw.chars().map(|c| if c == '\n' { ' ' } else { c }));
+        body.push('\n');
+    }
+    let name: String = trace_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let mut resp = Response::new(full(body));
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_LINES));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"trace-{name}.jsonl\"")) {
+        headers.insert(CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
 #[derive(Serialize)]
 struct ListAnswer {
     traces: Vec<store::Summary>,
+    /// Whether a filter chose these traces.
+    filtered: bool,
     refused: Vec<store::Refusal>,
     store: StoreStats,
 }
@@ -346,6 +516,7 @@ struct TraceAnswer {
     summary: store::Summary,
     orphans: Vec<String>,
     documents: Vec<DocAnswer>,
+    hints: Vec<hints::Hint>,
 }
 
 #[derive(Serialize)]
@@ -359,7 +530,17 @@ struct DocAnswer {
 
 impl TraceAnswer {
     fn of(view: store::TraceView) -> Self {
+        let texts: Vec<hints::DocText<'_>> = view
+            .documents
+            .iter()
+            .map(|d| hints::DocText {
+                raw: &d.raw,
+                segment: &d.segment,
+            })
+            .collect();
+        let hints = hints::of_trace(&texts, &view.orphans);
         TraceAnswer {
+            hints,
             trace_id: view.summary.trace_id.clone(),
             summary: view.summary,
             orphans: view.orphans,
@@ -410,6 +591,10 @@ fn json(value: &impl Serialize) -> Response<Body> {
 }
 
 fn text(status: StatusCode, message: &'static str) -> Response<Body> {
+    text_owned(status, message.to_owned())
+}
+
+fn text_owned(status: StatusCode, message: String) -> Response<Body> {
     let mut resp = Response::new(full(message));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -537,21 +722,269 @@ mod tests {
             Request::builder()
                 .uri("/daemon/viewer/api/events")
                 .header("host", "127.0.0.1:2000")
-                .body(())
+                .body(Full::new(Bytes::new()))
                 .unwrap_or_default()
         };
         let mut open = Vec::new();
         for _ in 0..MAX_LIVE_STREAMS {
-            let resp = viewer.answer(&request()).await;
+            let resp = viewer.answer(request()).await;
             assert_eq!(resp.status(), StatusCode::OK);
             assert!(resp.extensions().get::<LiveStream>().is_some());
             open.push(resp);
         }
-        let refused = viewer.answer(&request()).await;
+        let refused = viewer.answer(request()).await;
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         drop(open);
-        let again = viewer.answer(&request()).await;
+        let again = viewer.answer(request()).await;
         assert_eq!(again.status(), StatusCode::OK);
+    }
+
+    fn viewer_of(documents: &[String]) -> Viewer {
+        let store = Arc::new(Store::new(1 << 20, Arc::new(crate::stats::Stats::new())));
+        for d in documents {
+            let text: Arc<str> = Arc::from(d.as_str());
+            store.add(Format::Xray, Arc::clone(&text), text);
+        }
+        Viewer::new(store, Access { token: None })
+    }
+
+    async fn call(
+        viewer: &Viewer,
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1:2000");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap_or_default();
+        let resp = viewer.answer(req).await;
+        let (parts, body) = resp.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    fn doc(trace: &str, id: &str, extra: &str) -> String {
+        format!(
+            r#"{{"trace_id":"1-5f84c7a1-{trace}","id":"{id}","name":"app","start_time":1.0{extra}}}"#
+        )
+    }
+
+    fn listed(body: &str) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        v["traces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["trace_id"].as_str().map(|s| s[11..].to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_list_is_filtered_by_its_query() {
+        let a = "a".repeat(24);
+        let b = "b".repeat(24);
+        let c = "c".repeat(24);
+        let viewer = viewer_of(&[
+            doc(
+                &a,
+                "00000000000000a1",
+                r#","end_time":1.5,"annotations":{"user":"alice","n":7},"subsegments":[{"id":"00000000000000a2","name":"Checkout-DB","start_time":1.1,"end_time":1.2}]"#,
+            ),
+            doc(
+                &b,
+                "00000000000000b1",
+                r#","end_time":1.01,"fault":true,"annotations":{"user":"bob"}"#,
+            ),
+            doc(&c, "00000000000000c1", r#","in_progress":true"#),
+        ]);
+        let list = |query: &'static str| {
+            let viewer = &viewer;
+            async move {
+                let (status, _, body) = call(
+                    viewer,
+                    Method::GET,
+                    &format!("/daemon/viewer/api/traces{query}"),
+                    &[],
+                    "",
+                )
+                .await;
+                (status, body)
+            }
+        };
+        let (status, body) = list("").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(listed(&body).len(), 3);
+        assert!(body.contains(r#""filtered":false"#));
+        // Text: a subsegment's name, any case, percent-encoded.
+        let (_, body) = list("?q=checkout%2Ddb").await;
+        assert_eq!(listed(&body), [a.as_str()]);
+        assert!(body.contains(r#""filtered":true"#));
+        // Text: part of a trace id.
+        assert_eq!(listed(&list("?q=bbbbbb").await.1), [b.as_str()]);
+        assert_eq!(listed(&list("?errors=1").await.1), [b.as_str()]);
+        // At least 100 ms: the open trace has no duration and is not listed.
+        assert_eq!(listed(&list("?min_ms=100").await.1), [a.as_str()]);
+        assert_eq!(
+            listed(&list("?annotation=user%3Dbob").await.1),
+            [b.as_str()]
+        );
+        assert_eq!(listed(&list("?annotation=n=7").await.1), [a.as_str()]);
+        let mut users = listed(&list("?annotation=user").await.1);
+        users.sort();
+        assert_eq!(users, [a.as_str(), b.as_str()]);
+        assert!(listed(&list("?annotation=user=bob&errors=1&q=zzz").await.1).is_empty());
+        // Empty parts are no filter; a bad number is a 400 naming it.
+        assert_eq!(listed(&list("?q=&min_ms=").await.1).len(), 3);
+        let (status, body) = list("?min_ms=soon").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("min_ms must be a number"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_trace_comes_with_its_hints_and_downloads_as_the_file_sinks_lines() {
+        let t = "0123456789abcdef01234567";
+        let first = doc(
+            t,
+            "00000000000000a1",
+            ",\n\"end_time\":2.0,\"annotations\":{\"a-b\":1}",
+        );
+        let second = doc(t, "00000000000000a2", r#","parent_id":"00000000000000ff""#);
+        let viewer = viewer_of(&[first.clone(), second.clone()]);
+        let path = format!("/daemon/viewer/api/traces/1-5f84c7a1-{t}");
+        let (status, _, body) = call(&viewer, Method::GET, &path, &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut rules: Vec<(String, String)> = v["hints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                (
+                    h["id"].as_str().unwrap_or("").to_owned(),
+                    h["rule"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        rules.sort();
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            rules,
+            [
+                pair("00000000000000a1", "annotation_key"),
+                pair("00000000000000a2", "no_end_time"),
+                pair("00000000000000a2", "parent_missing"),
+            ]
+        );
+        // The trace id percent-encoded finds it too.
+        let encoded = format!("/daemon/viewer/api/traces/1%2D5f84c7a1-{t}");
+        assert_eq!(
+            call(&viewer, Method::GET, &encoded, &[], "").await.0,
+            StatusCode::OK
+        );
+
+        let (status, headers, body) =
+            call(&viewer, Method::GET, &format!("{path}/download"), &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_TYPE], "application/x-ndjson");
+        assert_eq!(
+            headers[CONTENT_DISPOSITION],
+            format!("attachment; filename=\"trace-1-5f84c7a1-{t}.jsonl\"").as_str()
+        );
+        assert_eq!(body, format!("{}\n{second}\n", first.replace('\n', " ")));
+
+        // What was downloaded loads into another viewer: the same trace, the same documents.
+        let other = viewer_of(&[]);
+        let post = [
+            ("origin", "http://127.0.0.1:2000"),
+            ("content-type", "application/x-ndjson"),
+        ];
+        let (status, _, answer) = call(
+            &other,
+            Method::POST,
+            "/daemon/viewer/api/import",
+            &post,
+            &format!("{body}T1U c29tZQ==\n"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer, r#"{"kept":2,"skipped":1}"#);
+        let (_, _, again) = call(&other, Method::GET, &format!("{path}/download"), &[], "").await;
+        assert_eq!(again, body);
+    }
+
+    #[tokio::test]
+    async fn posts_come_from_the_page_alone() {
+        let t = "0123456789abcdef01234567";
+        let viewer = viewer_of(&[doc(t, "00000000000000a1", r#","end_time":2.0"#)]);
+        let lines = doc(&"d".repeat(24), "00000000000000d1", r#","end_time":2.0"#);
+        let import = "/daemon/viewer/api/import";
+        let own = ("origin", "http://127.0.0.1:2000");
+        let ndjson = ("content-type", "application/x-ndjson");
+        for (headers, status) in [
+            (vec![ndjson], StatusCode::FORBIDDEN),
+            (
+                vec![("origin", "http://evil.example"), ndjson],
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                vec![("origin", "https://127.0.0.1:2000"), ndjson],
+                StatusCode::FORBIDDEN,
+            ),
+            // A form can send text/plain across sites; the page sends JSON Lines.
+            (
+                vec![own, ("content-type", "text/plain")],
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+        ] {
+            let (got, _, body) = call(&viewer, Method::POST, import, &headers, &lines).await;
+            assert_eq!(got, status, "{headers:?}: {body}");
+        }
+        assert_eq!(viewer.store().stats().traces, 1, "nothing was loaded");
+        // Larger than the store: 413, naming --viewer-memory.
+        let big = "x".repeat((1 << 20) + 1);
+        let (got, _, body) = call(&viewer, Method::POST, import, &[own, ndjson], &big).await;
+        assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body.contains("--viewer-memory"), "{body}");
+
+        let clear = "/daemon/viewer/api/clear";
+        let (got, _, _) = call(
+            &viewer,
+            Method::POST,
+            clear,
+            &[("origin", "http://evil.example")],
+            "",
+        )
+        .await;
+        assert_eq!(got, StatusCode::FORBIDDEN);
+        assert_eq!(viewer.store().stats().traces, 1);
+        let mut events = viewer.store().subscribe();
+        let (got, _, body) = call(&viewer, Method::POST, clear, &[own], "").await;
+        assert_eq!((got, body.as_str()), (StatusCode::OK, r#"{"cleared":1}"#));
+        assert_eq!(
+            viewer.store().stats(),
+            StoreStats {
+                budget_bytes: 1 << 20,
+                ..Default::default()
+            }
+        );
+        assert!(matches!(events.try_recv(), Ok(store::Event::Cleared)));
+        assert_eq!(sse(&store::Event::Cleared), "event: reload\ndata: {}\n\n");
     }
 
     #[test]

@@ -118,6 +118,12 @@ pub fn load_file(store: &Store, path: &Path, budget: usize) -> std::io::Result<L
         // Inside a line: skip to the next whole one.
         reader.read_until(b'\n', &mut Vec::new())?;
     }
+    load_lines(store, reader)
+}
+
+/// Keeps each line of `reader` (the `file` sink's JSON Lines: X-Ray documents as received,
+/// spans as one-span OTLP JSON lines) in `store`, oldest first. Blocking.
+pub fn load_lines(store: &Store, mut reader: impl BufRead) -> std::io::Result<Loaded> {
     let mut loaded = Loaded::default();
     let mut line = Vec::new();
     loop {

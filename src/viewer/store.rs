@@ -90,6 +90,10 @@ struct Facts {
     status: Option<u64>,
     /// Every node id in the document: its own and its nested subsegments'.
     nodes: Vec<String>,
+    /// Every node's name but the document's own (for the list's text filter).
+    names: Vec<String>,
+    /// Every node's annotations, their values as text (for the list's annotation filter).
+    annotations: Vec<(String, String)>,
 }
 
 impl Facts {
@@ -129,12 +133,26 @@ impl Facts {
                 .map(str::to_owned),
             status: v.pointer("/http/response/status").and_then(Value::as_u64),
             nodes: Vec::new(),
+            names: Vec::new(),
+            annotations: Vec::new(),
         };
         // Every node, depth first without recursion; marks anywhere in the document count.
         let mut work = vec![&v];
         while let Some(node) = work.pop() {
             if let Some(id) = node.get("id").and_then(Value::as_str) {
                 facts.nodes.push(id.to_owned());
+            }
+            if let Some(name) = node.get("name").and_then(Value::as_str)
+                && !std::ptr::eq(node, &v)
+            {
+                facts.names.push(name.to_owned());
+            }
+            if let Some(annotations) = node.get("annotations").and_then(Value::as_object) {
+                facts.annotations.extend(
+                    annotations
+                        .iter()
+                        .map(|(k, value)| (k.clone(), annotation_text(value))),
+                );
             }
             facts.error |= flag(node, "error");
             facts.fault |= flag(node, "fault");
@@ -166,7 +184,117 @@ impl Facts {
             .flatten()
             .map(|t| t.len() + STRING)
             .sum::<usize>()
-            + self.nodes.iter().map(|n| n.len() + STRING).sum::<usize>()
+            + self
+                .nodes
+                .iter()
+                .chain(&self.names)
+                .map(|n| n.len() + STRING)
+                .sum::<usize>()
+            + self
+                .annotations
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2 * STRING)
+                .sum::<usize>()
+    }
+}
+
+/// An annotation's value as the list's filter compares it: a string as is, anything else as
+/// its JSON text.
+fn annotation_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What the trace list shows: every trace, or those matching all of the filter's parts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    /// Lowercased text found (case-insensitively) in the trace id, a node's name, or the
+    /// root's URL or method.
+    pub text: Option<String>,
+    /// Only traces with an error, fault or throttle somewhere.
+    pub errors: bool,
+    /// Only traces lasting at least this many seconds.
+    pub min_duration: Option<f64>,
+    /// Only traces where some node has this annotation (with this value, as text, if given).
+    pub annotation: Option<(String, Option<String>)>,
+}
+
+impl Filter {
+    /// The filter of the list's query string: `q`, `errors=1`, `min_ms=N`,
+    /// `annotation=KEY[=VALUE]`, each optional and percent-encoded; empty ones are ignored.
+    pub fn parse(query: Option<&str>) -> Result<Filter, String> {
+        let mut filter = Filter::default();
+        let pairs = form_urlencoded::parse(query.unwrap_or_default().as_bytes());
+        for (key, value) in pairs {
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            match &*key {
+                "q" => filter.text = Some(value.to_lowercase()),
+                "errors" => filter.errors = matches!(value, "1" | "true" | "on"),
+                "min_ms" => match value.parse::<f64>() {
+                    Ok(ms) if ms.is_finite() && ms >= 0.0 => {
+                        filter.min_duration = Some(ms / 1000.0);
+                    }
+                    _ => {
+                        return Err(format!(
+                            "min_ms must be a number of milliseconds, 0 or more (got {value:?})"
+                        ));
+                    }
+                },
+                "annotation" => {
+                    filter.annotation = Some(match value.split_once('=') {
+                        Some((k, v)) => (k.trim().to_owned(), Some(v.trim().to_owned())),
+                        None => (value.to_owned(), None),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(filter)
+    }
+
+    /// Whether this filter lets every trace through.
+    pub fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    fn matches(&self, trace: &Trace, summary: &Summary) -> bool {
+        if self.errors && !(summary.error || summary.fault || summary.throttle) {
+            return false;
+        }
+        if let Some(min) = self.min_duration
+            && summary.duration.is_none_or(|d| d < min)
+        {
+            return false;
+        }
+        if let Some((key, value)) = &self.annotation {
+            let found = trace.docs.iter().any(|d| {
+                d.facts
+                    .annotations
+                    .iter()
+                    .any(|(k, v)| k == key && value.as_ref().is_none_or(|want| want == v))
+            });
+            if !found {
+                return false;
+            }
+        }
+        match &self.text {
+            None => true,
+            Some(text) => {
+                let has = |s: &str| s.to_lowercase().contains(text.as_str());
+                has(&summary.trace_id)
+                    || summary.url.as_deref().is_some_and(has)
+                    || summary.method.as_deref().is_some_and(has)
+                    || trace
+                        .docs
+                        .iter()
+                        .any(|d| has(&d.facts.name) || d.facts.names.iter().any(|n| has(n)))
+            }
+        }
     }
 }
 
@@ -225,6 +353,8 @@ pub enum Event {
     Trace(Summary),
     /// A datagram was refused.
     Refused(Refusal),
+    /// Everything was forgotten ("Clear all").
+    Cleared,
 }
 
 /// The store's counters, for `/daemon/stats` and the page.
@@ -399,6 +529,11 @@ impl Store {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The byte budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     /// Live changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
@@ -555,13 +690,38 @@ impl Store {
 
     /// Every trace's summary, the most recently updated first.
     pub fn summaries(&self) -> Vec<Summary> {
+        self.summaries_matching(&Filter::default())
+    }
+
+    /// The summaries of the traces `filter` lets through, the most recently updated first.
+    pub fn summaries_matching(&self, filter: &Filter) -> Vec<Summary> {
         let inner = self.lock();
         inner
             .by_update
             .values()
             .rev()
-            .filter_map(|id| inner.traces.get(id).map(|t| t.summary(id)))
+            .filter_map(|id| {
+                let trace = inner.traces.get(id)?;
+                let summary = trace.summary(id);
+                filter.matches(trace, &summary).then_some(summary)
+            })
             .collect()
+    }
+
+    /// Forgets every trace and refusal (the page's "Clear all"); returns how many traces there
+    /// were. Live streams are told to reload.
+    pub fn clear(&self) -> usize {
+        let mut inner = self.lock();
+        let cleared = inner.traces.len();
+        inner.traces.clear();
+        inner.by_update.clear();
+        inner.refusals.clear();
+        inner.bytes = 0;
+        inner.documents = 0;
+        self.report(&inner);
+        drop(inner);
+        let _ = self.events.send(Event::Cleared);
+        cleared
     }
 
     /// One trace, if held.
