@@ -284,27 +284,32 @@ async fn bad_otlp_requests_get_their_documented_answers_and_the_daemon_keeps_ser
 }
 
 /// The OTLP high-water mark: while the buffer holds 75% of its budget (here, UDP segments in
-/// calls that a slow X-Ray keeps for 3 s), the receiver answers `503` with `Retry-After`; the
-/// Python exporter tries again, and its spans arrive once the calls are over and there is room.
+/// calls that a slow X-Ray holds until the receiver has said so), the receiver answers `503`
+/// with `Retry-After`; the Python exporter tries again, and its spans arrive once the calls are
+/// over and there is room.
 #[tokio::test]
 async fn a_full_buffer_answers_503_and_the_sdk_spans_arrive_once_there_is_room() {
     let moto = Moto::start().await;
     let otlp = free_addr();
-    let (daemon, _slow_xray) =
+    let (daemon, slow_xray) =
         crate::support::otlp::held_past_the_mark(&moto, ["--otlp-http", &otlp.to_string()]).await;
 
     let endpoint = format!("http://{otlp}");
     let call = format!("http://{}/daemon/health", daemon.tcp_addr());
-    let line = run_python_peer_with_env(
-        "the OpenTelemetry Flask peer",
-        "otel_flask_app.py",
-        &["1".to_owned(), call],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_SERVICE_NAME", "otel-flask"),
-        ],
-    )
-    .await;
+    let args = ["1".to_owned(), call];
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "otel-flask"),
+    ];
+    let (line, ()) = tokio::join!(
+        run_python_peer_with_env(
+            "the OpenTelemetry Flask peer",
+            "otel_flask_app.py",
+            &args,
+            &env
+        ),
+        crate::support::otlp::release_once_busy(&daemon, &slow_xray, "otlp_http"),
+    );
     let run: Value = serde_json::from_str(&line).expect("the peer's JSON line");
     let spans = run["spans"].as_array().expect("spans");
     let server = spans

@@ -107,18 +107,21 @@ async fn otel_flask_spans_over_grpc_reach_moto_as_segments() {
 }
 
 /// The OTLP high-water mark over gRPC: while the buffer holds 75% of its budget (UDP segments in
-/// calls that a slow X-Ray keeps for 3 s), `TraceService/Export` answers `UNAVAILABLE` (with a
-/// `RetryInfo` of 2 s); the Python gRPC exporter tries again, and its spans arrive once the
-/// calls are over and there is room.
+/// calls that a slow X-Ray holds until the receiver has said so), `TraceService/Export` answers
+/// `UNAVAILABLE` (with a `RetryInfo` of 2 s); the Python gRPC exporter tries again, and its
+/// spans arrive once the calls are over and there is room.
 #[tokio::test]
 async fn a_full_buffer_answers_unavailable_and_the_grpc_exporter_spans_arrive_once_there_is_room() {
     let moto = Moto::start().await;
     let grpc = free_addr();
-    let (daemon, _slow_xray) =
+    let (daemon, slow_xray) =
         crate::support::otlp::held_past_the_mark(&moto, ["--otlp-grpc", &grpc.to_string()]).await;
 
     let call = format!("http://{}/daemon/health", daemon.tcp_addr());
-    let run = run_grpc_flask_peer(grpc, 1, call).await;
+    let (run, ()) = tokio::join!(
+        run_grpc_flask_peer(grpc, 1, call),
+        crate::support::otlp::release_once_busy(&daemon, &slow_xray, "otlp_grpc"),
+    );
     assert_eq!(run["export_ok"], true, "the exporter got through: {run}");
     let spans = run["spans"].as_array().expect("spans");
     let server = spans

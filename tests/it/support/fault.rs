@@ -10,8 +10,10 @@
 //! Besides the one-shot script: standing rules ([`FaultInjector::always`]) apply to every
 //! request on a path that no script step matched (e.g. [`FaultInjector::answer_telemetry`]:
 //! answer `PutTelemetryRecords` here, since moto accepts them but cannot give them back);
-//! [`Fault::Answer`] answers with any status, headers and bytes; [`Fault::Hang`] never answers; [`FaultInjector::go_down`] / [`FaultInjector::come_back`]
-//! stop and restart listening on the same port, so the endpoint refuses connections meanwhile.
+//! [`Fault::Answer`] answers with any status, headers and bytes; [`Fault::Hang`] never answers;
+//! [`Fault::Held`] waits until the test calls [`FaultInjector::release`];
+//! [`FaultInjector::go_down`] / [`FaultInjector::come_back`] stop and restart listening on the
+//! same port, so the endpoint refuses connections meanwhile.
 //!
 //! Accepted connections get `TCP_NODELAY` and responses are written whole, so the injector
 //! never adds delayed-ACK stalls to a keep-alive client.
@@ -47,6 +49,9 @@ pub enum Fault {
     Close,
     /// Never answer (the connection stays open until the client gives up).
     Hang,
+    /// Wait until the test calls [`FaultInjector::release`] (at once if it did), then forward:
+    /// a slow upstream for exactly as long as the test needs it slow.
+    Held,
     /// Forward, then answer with the upstream's status and headers but only the first half of
     /// its body (the `Content-Length` still promises the whole), and close the connection.
     CutBody,
@@ -136,6 +141,8 @@ struct State {
 struct Shared {
     upstream: SocketAddr,
     state: Mutex<State>,
+    /// True once [`FaultInjector::release`] was called.
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -181,6 +188,7 @@ impl FaultInjector {
                 always: Vec::new(),
                 requests: Vec::new(),
             }),
+            released: tokio::sync::watch::Sender::new(false),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Self {
@@ -193,6 +201,11 @@ impl FaultInjector {
     /// From now on, every request to `path` that no script step matches suffers `fault`.
     pub fn always(&self, path: &str, fault: Fault) {
         self.shared.state().always.push((path.to_owned(), fault));
+    }
+
+    /// Lets every request waiting in [`Fault::Held`] go on, and those to come pass at once.
+    pub fn release(&self) {
+        self.shared.released.send_replace(true);
     }
 
     /// Lifts every standing rule set with [`Self::always`] for `path`.
@@ -415,6 +428,13 @@ async fn handle(
         }
         Some(Fault::Close) => return Err("fault injector: closing the connection".into()),
         Some(Fault::Hang) => std::future::pending::<()>().await,
+        Some(Fault::Held) => {
+            let _ = shared
+                .released
+                .subscribe()
+                .wait_for(|released| *released)
+                .await;
+        }
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::CutBody) | None => {}
     }

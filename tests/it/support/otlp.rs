@@ -1,6 +1,6 @@
 //! For the OpenTelemetry tests: a daemon whose buffer is held past the OTLP high-water mark
-//! (75% of the budget) for a known time, so a receiver answers "busy"; and [`otlp_answer`], what
-//! a fault injector playing an OTLP endpoint answers.
+//! (75% of the budget) until the test releases it, so a receiver answers "busy"; and
+//! [`otlp_answer`], what a fault injector playing an OTLP endpoint answers.
 
 use std::time::Duration;
 
@@ -24,16 +24,17 @@ pub fn otlp_answer(status: u16, extra: &[(&str, &str)], body: impl Into<bytes::B
     }
 }
 
-/// How long the slow X-Ray keeps each call, and so the buffer past the mark.
-pub const HELD_FOR: Duration = Duration::from_secs(3);
-
 /// Starts a daemon (`-m 3`, plus `receiver` such as `["--otlp-http", ADDR]`) relaying to moto
-/// through a fault injector that delays every `PutTraceSegments` by [`HELD_FOR`], and fills its
-/// buffer with about 2.6 MB of UDP segments, all in calls at once (6 batches, 8 slots): past the
-/// mark until those calls are over. Returns once the stats show it.
+/// through a fault injector that holds every `PutTraceSegments` ([`Fault::Held`]) until
+/// [`release_once_busy`], and fills its buffer with about 2.6 MB of UDP segments, all in calls
+/// at once (6 batches, 8 slots): past the mark until those calls are released. Returns once the
+/// stats show it.
+///
+/// The calls used to be delayed by a fixed 3 s, so a peer that took longer than that to start
+/// and export (Python's imports on a busy 2-core machine) found the buffer empty again.
 pub async fn held_past_the_mark(moto: &Moto, receiver: [&str; 2]) -> (Daemon, FaultInjector) {
     let injector = FaultInjector::start(&moto.endpoint()).await;
-    injector.always("/TraceSegments", Fault::Delay(HELD_FOR));
+    injector.always("/TraceSegments", Fault::Held);
     let daemon = Daemon::builder()
         .upload_to(&injector.endpoint())
         .args(["-m", "3"])
@@ -57,4 +58,22 @@ pub async fn held_past_the_mark(moto: &Moto, receiver: [&str; 2]) -> (Daemon, Fa
         .await;
     assert!(full.in_flight > 0, "{full:?}");
     (daemon, injector)
+}
+
+/// Waits until the daemon's `input` (`"otlp_http"`, `"otlp_grpc"`) has answered a request
+/// "busy", then releases the calls [`held_past_the_mark`] holds: the buffer drains, and the
+/// exporter's next try is taken. Run it beside the peer (`tokio::join!`).
+pub async fn release_once_busy(daemon: &Daemon, held: &FaultInjector, input: &str) {
+    daemon
+        .wait_for_stats(
+            |s| {
+                s.inputs
+                    .get(input)
+                    .and_then(|i| i.requests.get("busy"))
+                    .is_some_and(|busy| *busy >= 1)
+            },
+            Duration::from_secs(60),
+        )
+        .await;
+    held.release();
 }
