@@ -71,6 +71,92 @@ async fn scenario(daemon: &Daemon, name: &str, expect: Value) {
     passed(name, child, daemon).await;
 }
 
+/// A scenario that printed READY and waits for the test to act (send documents, say a trace
+/// id on its stdin): the browser peer and what it printed so far.
+struct Waiting {
+    name: &'static str,
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    seen: Vec<String>,
+}
+
+/// Starts a scenario and waits for its READY.
+async fn until_ready(daemon: &Daemon, name: &'static str, expect: &Value) -> Waiting {
+    let mut child = browser(daemon, name, expect);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let ready = tokio::time::timeout(SCENARIO_DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let is_ready = line.trim() == "READY";
+            seen.push(line);
+            if is_ready {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    if ready != Ok(true) {
+        let output = child.wait_with_output().await.ok();
+        panic!(
+            "the browser scenario {name} never said READY: {seen:?}\n--- stderr:\n{}\n--- daemon:\n{}",
+            output
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default(),
+            daemon.stdout()
+        );
+    }
+    Waiting {
+        name,
+        child,
+        lines,
+        seen,
+    }
+}
+
+impl Waiting {
+    /// Waits for the rest of the scenario, and panics with its output unless it passed.
+    async fn passed(self, daemon: &Daemon) {
+        let Waiting {
+            name,
+            mut child,
+            mut lines,
+            seen,
+        } = self;
+        drop(child.stdin.take());
+        let rest = tokio::spawn(async move {
+            let mut out = seen.join("\n");
+            while let Ok(Some(line)) = lines.next_line().await {
+                out.push('\n');
+                out.push_str(&line);
+            }
+            out
+        });
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let errors = tokio::spawn(async move {
+            let mut text = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
+                .await
+                .ok();
+            text
+        });
+        let status = tokio::time::timeout(SCENARIO_DEADLINE, child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the browser scenario {name} took over {SCENARIO_DEADLINE:?}")
+            })
+            .unwrap_or_else(|e| panic!("wait for the browser scenario {name}: {e}"));
+        let out = rest.await.unwrap_or_default();
+        let errors = errors.await.unwrap_or_default();
+        assert!(
+            status.success() && out.trim_end().ends_with("OK"),
+            "the browser scenario {name} failed ({status}):\n{out}\n--- stderr:\n{errors}\n--- daemon:\n{}",
+            daemon.stdout()
+        );
+    }
+}
+
 /// The local loop the issue asks for: `xray --viewer --sink stdout`, the Flask app's trace
 /// showing up live (no reload) with its waterfall; a trace with X-Ray's colours, nesting across
 /// documents, an open subsegment, an orphan and its exact raw bytes; a script in a segment's
@@ -92,57 +178,16 @@ async fn the_viewer_shows_traces_live_with_their_waterfall_details_and_refusals(
         .await;
 
     // Live: the page is open and empty; the Flask app's request comes; its row appears.
-    let mut live = browser(&daemon, "live", &json!({}));
-    let stdout = live.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut seen = Vec::new();
-    let ready = tokio::time::timeout(SCENARIO_DEADLINE, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let is_ready = line.trim() == "READY";
-            seen.push(line);
-            if is_ready {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    if ready != Ok(true) {
-        let output = live.wait_with_output().await.ok();
-        panic!(
-            "the browser never said READY: {seen:?}\n--- stderr:\n{}",
-            output
-                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                .unwrap_or_default()
-        );
-    }
+    let mut live = until_ready(&daemon, "live", &json!({})).await;
     let flask = run_flask_peer(&daemon.udp_addr().to_string(), 1, 0).await;
     let request = &flask.requests[0];
-    let mut stdin = live.stdin.take().expect("piped stdin");
+    let mut stdin = live.child.stdin.take().expect("piped stdin");
     stdin
         .write_all(format!("{}\n", request.trace_id).as_bytes())
         .await
         .unwrap_or_else(|e| panic!("tell the browser the trace id: {e}"));
     drop(stdin);
-    // The rest of its output, for the verdict.
-    let rest = tokio::spawn(async move {
-        let mut out = seen.join("\n");
-        while let Ok(Some(line)) = lines.next_line().await {
-            out.push('\n');
-            out.push_str(&line);
-        }
-        out
-    });
-    let status = tokio::time::timeout(SCENARIO_DEADLINE, live.wait())
-        .await
-        .unwrap_or_else(|_| panic!("the live scenario took over {SCENARIO_DEADLINE:?}"))
-        .unwrap_or_else(|e| panic!("wait for the live scenario: {e}"));
-    let out = rest.await.unwrap_or_default();
-    assert!(
-        status.success() && out.trim_end().ends_with("OK"),
-        "the live scenario failed ({status}):\n{out}\n--- daemon:\n{}",
-        daemon.stdout()
-    );
+    live.passed(&daemon).await;
 
     // Its waterfall: the segment, and its two streamed subsegments nested under it.
     scenario(
