@@ -23,6 +23,7 @@
     refused: [],
     store: null,
     listLoaded: false,
+    streamed: new Map(), // summaries the stream brought since the last list request was sent
     listError: null,
     route: { view: 'list', id: null },
     trace: null, // { id, status: 'loading'|'ok'|'missing'|'error', data, tree, message }
@@ -151,22 +152,21 @@
   }
 
   const loadList = coalesced(async function () {
+    state.streamed = new Map();
     try {
       const { body } = await getJSON('traces');
       const fetched = Array.isArray(body && body.traces) ? body.traces : [];
-      // The snapshot replaces what we hold, except for summaries the stream delivered after
-      // the snapshot was taken (a higher `updated` than any in it).
-      let newest = -Infinity;
-      for (const s of fetched) if (num(s && s.updated) !== null) newest = Math.max(newest, s.updated);
-      const keep = new Map();
-      for (const [id, s] of state.traces) if (num(s.updated) !== null && s.updated > newest) keep.set(id, s);
+      // The snapshot replaces what we hold (a trace it lacks was evicted or cleared), except
+      // that a summary the stream brought while it was on its way may be newer (the later
+      // `updated` wins).
       state.traces = new Map();
       for (const s of fetched) mergeSummary(s);
-      for (const s of keep.values()) mergeSummary(s);
+      for (const s of state.streamed.values()) mergeSummary(s);
+      state.streamed = new Map();
       const refused = Array.isArray(body && body.refused) ? body.refused : [];
-      const streamed = state.refused;
+      const streamedRefusals = state.refused;
       state.refused = [];
-      for (const r of refused.concat(streamed)) addRefusal(r);
+      for (const r of refused.concat(streamedRefusals)) addRefusal(r);
       state.store = isObject(body && body.store) ? body.store : null;
       state.listLoaded = true;
       state.listError = null;
@@ -970,6 +970,7 @@
       const summary = parseData(event);
       if (!isObject(summary) || typeof summary.trace_id !== 'string') return;
       mergeSummary(summary);
+      state.streamed.set(summary.trace_id, summary);
       scheduleListRender();
       scheduleResync();
       if (state.route.view === 'trace' && state.route.id === summary.trace_id) loadTrace();
@@ -977,6 +978,11 @@
     source.addEventListener('refused', (event) => {
       addRefusal(parseData(event));
       scheduleListRender();
+    });
+    // The stream fell behind, or the store was cleared: what we hold is out of date.
+    source.addEventListener('reload', () => {
+      loadList();
+      if (state.route.view === 'trace') loadTrace();
     });
   }
 
