@@ -443,3 +443,222 @@ async fn the_viewer_starts_with_the_traces_the_file_sink_wrote_before() {
         .unwrap_or(Value::Null);
     assert_eq!(kept["documents"][0]["raw"], line.as_str(), "byte for byte");
 }
+
+/// The trace page's tools: the critical path marked (of two parallel calls, only the one that
+/// ends later, and its own critical children), the errors counted and stepped through with the
+/// buttons and e/E (scrolling to one below the fold, opening a collapsed parent), the
+/// waterfall's keys (j/k, h/l, digits), the server's instrumentation hints beside their rows
+/// and in the header, the download of the documents as sent; then the list's keys (`?`, `/`,
+/// j/k, Enter, and none while typing in the filter box).
+#[tokio::test]
+async fn the_trace_page_marks_the_critical_path_steps_through_errors_and_answers_keys() {
+    let daemon = Daemon::builder()
+        .args(["--viewer", "--sink", "stdout"])
+        .start()
+        .await;
+    let trace = new_trace_id();
+    let id = |_| new_segment_id();
+    let [
+        api,
+        auth,
+        fanout,
+        cache,
+        cache_get,
+        cache_set,
+        db,
+        render,
+        render_tpl,
+        late_log,
+    ] = std::array::from_fn::<String, 10, _>(id);
+    let t = 1764662400.0_f64;
+    let node = |id: &str, name: &str, start: f64, end: f64| json!({"id": id, "name": name, "start_time": t + start, "end_time": t + end});
+    // Enough quick steps under `auth` to push the later errors below the fold.
+    let steps: Vec<Value> = (0..40)
+        .map(|i| {
+            let i = f64::from(i);
+            node(&new_segment_id(), "step", 0.002 * i, 0.002 * (i + 1.0))
+        })
+        .collect();
+    let mut auth_node = node(&auth, "auth", 0.0, 0.1);
+    auth_node["throttle"] = json!(true);
+    auth_node["subsegments"] = json!(steps);
+    // Under `fanout`, `cache` and `db` run side by side; `cache` ends later: only it is
+    // critical. Its two calls run one after the other: both are.
+    let mut cache_node = node(&cache, "cache", 0.15, 0.85);
+    cache_node["annotations"] = json!({"user-id": "u1"}); // X-Ray drops a key with `-`
+    cache_node["subsegments"] = json!([
+        node(&cache_get, "cache-get", 0.2, 0.3),
+        node(&cache_set, "cache-set", 0.4, 0.8)
+    ]);
+    let mut fanout_node = node(&fanout, "fanout", 0.1, 0.9);
+    fanout_node["subsegments"] = json!([cache_node]);
+    let mut root = node(&api, "api", 0.0, 1.0);
+    root["trace_id"] = json!(trace);
+    root["subsegments"] = json!([auth_node, fanout_node]);
+    // Over 50 annotations in the trace: a hint for the whole trace.
+    root["annotations"] = (0..51)
+        .map(|i| (format!("a{i}"), json!(i)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let streamed = |mut value: Value, parent: &str| {
+        value["type"] = json!("subsegment");
+        value["trace_id"] = json!(trace);
+        value["parent_id"] = json!(parent);
+        value
+    };
+    let mut db_node = streamed(node(&db, "db", 0.16, 0.5), &fanout);
+    db_node["error"] = json!(true);
+    db_node["http"] = json!({"response": {"status": 404}});
+    // `late-log` ends after its parent (a hint); clamped to the parent's end it still ends
+    // after `render-tpl`, which is then not critical.
+    let mut render_node = streamed(node(&render, "render", 0.9, 0.98), &api);
+    render_node["fault"] = json!(true);
+    render_node["subsegments"] = json!([
+        node(&render_tpl, "render-tpl", 0.9, 0.97),
+        node(&late_log, "late-log", 0.95, 1.2)
+    ]);
+    let documents: Vec<String> = [root, db_node, render_node]
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    for doc in &documents {
+        daemon.send_segment(doc);
+    }
+    let row = |id: &str, depth: u32, name: &str| json!({"id": id, "depth": depth, "name": name});
+    scenario(
+        &daemon,
+        "waterfall",
+        json!({
+            "trace_id": trace,
+            "rows": [
+                row(&api, 0, "api"),
+                row(&auth, 1, "auth"),
+                row(&fanout, 1, "fanout"),
+                row(&cache, 2, "cache"),
+                row(&cache_get, 3, "cache-get"),
+                row(&cache_set, 3, "cache-set"),
+                row(&db, 2, "db"),
+                row(&render, 1, "render"),
+                row(&render_tpl, 2, "render-tpl"),
+                row(&late_log, 2, "late-log"),
+            ],
+            "critical": [api, auth, fanout, cache, cache_get, cache_set, render, late_log],
+            "not_critical": [db, render_tpl],
+            "errors": [auth, db, render],
+            "hints": [
+                {"id": cache, "rule": "annotation_key"},
+                {"id": late_log, "rule": "outside_parent"},
+            ],
+            "trace_hints": ["too_many_annotations"],
+            "download": documents,
+        }),
+    )
+    .await;
+
+    // The list's keys need a second row.
+    daemon.send_segment(&segment_json(&new_trace_id(), &new_segment_id(), "second"));
+    scenario(&daemon, "keys", json!({})).await;
+}
+
+/// The list's tools: a filter typed in (text, errors only, a minimum duration, an
+/// annotation), kept in the URL across a reload, and applied by the server to live traces too;
+/// live updates paused (counted, not shown) and resumed; JSON Lines files loaded by a drop and
+/// through the file input; Clear all, asked twice.
+#[tokio::test]
+async fn the_list_filters_pauses_loads_files_and_clears() {
+    let daemon = Daemon::builder()
+        .args(["--viewer", "--sink", "stdout"])
+        .start()
+        .await;
+    let t = 1764662400.0_f64;
+    // A trace: its root's name, how long it took, whether it failed, its user annotation.
+    let send = |name: &str, seconds: f64, error: bool, user: &str| {
+        let trace = new_trace_id();
+        daemon.send_segment(
+            &json!({
+                "trace_id": trace, "id": new_segment_id(), "name": name,
+                "start_time": t, "end_time": t + seconds, "error": error,
+                "annotations": {"user": user},
+            })
+            .to_string(),
+        );
+        trace
+    };
+    let wanted = send("checkout", 0.8, true, "alice");
+    let not_bob = send("checkout", 0.8, true, "bob");
+    let not_fine = send("checkout", 0.8, false, "alice");
+    let not_quick = send("checkout", 0.05, true, "alice");
+    let not_health = send("health", 0.8, true, "alice");
+    let expect = json!({
+        "all": [wanted, not_bob, not_fine, not_quick, not_health],
+        "q": "checkout",
+        "min_ms": "100",
+        "annotation": "user=alice",
+        "hash": "#/?q=checkout&errors=1&min_ms=100&annotation=user%3Dalice",
+        "matching": [wanted],
+        "late_other": new_trace_id(),
+        "late_match": new_trace_id(),
+    });
+    let filter = until_ready(&daemon, "filter", &expect).await;
+    // The one that does not match first: had the page added it blindly, it would be listed
+    // by the time the matching one is.
+    for (key, name, error) in [
+        ("late_other", "checkout", false),
+        ("late_match", "checkout-v2", true),
+    ] {
+        daemon.send_segment(
+            &json!({
+                "trace_id": expect[key], "id": new_segment_id(), "name": name,
+                "start_time": t, "end_time": t + 0.5, "error": error,
+                "annotations": {"user": "alice"},
+            })
+            .to_string(),
+        );
+    }
+    filter.passed(&daemon).await;
+
+    let held = new_trace_id();
+    let pause = until_ready(
+        &daemon,
+        "pause",
+        &json!({"before": wanted, "trace_id": held}),
+    )
+    .await;
+    daemon.send_segment(&segment_json(&held, &new_segment_id(), "while-paused"));
+    pause.passed(&daemon).await;
+
+    // Files as the download gives them: X-Ray documents one per line. A line that is not a
+    // document is skipped, and counted.
+    let file = |name: &str, root_name: &str, junk: bool| {
+        let trace = new_trace_id();
+        let (root, call) = (new_segment_id(), new_segment_id());
+        let mut text = format!(
+            "{}\n{}\n",
+            json!({"trace_id": trace, "id": root, "name": root_name, "start_time": t, "end_time": t + 0.3}),
+            json!({"type": "subsegment", "trace_id": trace, "id": call, "parent_id": root, "name": "imported-call", "start_time": t + 0.1, "end_time": t + 0.2}),
+        );
+        if junk {
+            text.push_str("this line is not a document\n");
+        }
+        let path = daemon.dir().join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        json!({
+            "path": path, "trace_id": trace, "kept": 2, "skipped": u32::from(junk),
+            "rows": [
+                {"id": root, "depth": 0, "name": root_name},
+                {"id": call, "depth": 1, "name": "imported-call"},
+            ],
+        })
+    };
+    scenario(
+        &daemon,
+        "load",
+        json!({
+            "drop": file("dropped.jsonl", "dropped", true),
+            "pick": file("picked.jsonl", "picked", false),
+        }),
+    )
+    .await;
+
+    scenario(&daemon, "clear", json!({})).await;
+}

@@ -1,12 +1,23 @@
 // The trace viewer's page: the list of traces the daemon holds, the datagrams it refused, and
 // one trace as a waterfall with each document's fields.
 //
-// Hash routing: `#/` is the list, `#/trace/<id>` a trace. Data comes from the JSON API under
-// /daemon/viewer/api/ and live updates from its Server-Sent Events stream.
+// Hash routing: `#/` is the list, `#/?q=…&errors=1&min_ms=…&annotation=…` the list filtered
+// (the server filters; the filter lives in the URL so it survives a reload), `#/trace/<id>` a
+// trace. Data comes from the JSON API under /daemon/viewer/api/ and live updates from its
+// Server-Sent Events stream; live updates can be paused.
+//
+// On a trace's page: its critical path is marked, its errors can be stepped through, the
+// server's instrumentation hints sit beside their rows, and the trace downloads as JSON Lines.
+// A JSON Lines file dropped on the page (or picked with "Load file…") is sent to the server,
+// which adds its documents to the store. Keys (listed under "? Keys" on the page): j/k move,
+// Enter opens, h/l collapse/expand, 1-9/0 set the depth shown, e/E step through errors, `/`
+// filters, `?` shows the keys.
 //
 // Every string in a document is untrusted: it reaches the DOM only through textContent or
-// setAttribute of non-URL attributes, never as markup to parse. The one URL we build (a row's
-// link) is a fragment, `#/trace/` + encodeURIComponent(id), which cannot leave the page.
+// setAttribute of non-URL attributes, never as markup to parse. The URLs we build put an id only
+// through encodeURIComponent: a row's link is a fragment, `#/trace/` + the encoded id, which
+// cannot leave the page; the download link is API + `traces/` + the encoded id + `/download`,
+// which cannot leave the API's path.
 // The server's CSP (`default-src 'self'`) also forbids inline styles, so bars are placed
 // through element.style from here.
 'use strict';
@@ -17,6 +28,8 @@
   const REFUSED_LIMIT = 50; // the server keeps the same number
   const RESYNC_MS = 30000; // full list refetch: catches evictions, refreshes store stats
   const TICK_MS = 250; // in-progress bars grow at this pace
+  const FILTER_TYPING_MS = 300; // a filter box applies this long after the last keystroke
+  const FILTERED_RELOAD_MS = 300; // live changes under a filter: one refetch per this long
 
   const state = {
     traces: new Map(), // trace_id -> Summary
@@ -31,6 +44,11 @@
     detailsKey: null, // node id + document seq shown in the details panel
     tab: 'overview',
     collapsed: new Set(), // node ids whose descendants are hidden
+    filter: emptyFilter(), // what the list shows; mirrors the URL's `#/?…`
+    listFiltered: false, // `traces` holds a filtered answer (the stream's summaries do not apply)
+    listSelected: null, // trace id of the list's row selected by j/k
+    paused: false, // live updates are held back (counted, not applied)
+    pausedUpdates: 0,
   };
 
   // ---------------------------------------------------------------- small helpers
@@ -97,12 +115,52 @@
     return '#/trace/' + encodeURIComponent(id);
   }
 
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many}`;
+  }
+
+  // The error of an answer that is not 2xx: the server's own words (its errors are plain text).
+  async function answerError(res, path) {
+    let text = '';
+    try {
+      text = (await res.text()).trim();
+    } catch (err) {
+      // no body: the status says it
+    }
+    return new Error(text || `the daemon answered ${res.status} ${res.statusText} for ${API + path}`);
+  }
+
   // GET a JSON document of the API: { body } or { missing: true } on 404; throws otherwise.
   async function getJSON(path) {
     const res = await fetch(API + path, { headers: { Accept: 'application/json' }, cache: 'no-store' });
     if (res.status === 404) return { missing: true };
-    if (!res.ok) throw new Error(`the daemon answered ${res.status} ${res.statusText} for ${API + path}`);
+    if (!res.ok) throw await answerError(res, path);
     return { body: await res.json() };
+  }
+
+  // POST to the API (the browser adds the Origin header the server checks); the JSON answer,
+  // or throws with the server's message.
+  async function postJSON(path, body, contentType) {
+    const init = { method: 'POST', headers: { Accept: 'application/json' }, cache: 'no-store' };
+    if (body !== undefined) {
+      init.body = body;
+      init.headers['Content-Type'] = contentType;
+    }
+    const res = await fetch(API + path, init);
+    if (!res.ok) throw await answerError(res, path);
+    return res.json();
+  }
+
+  function errorMessage(err) {
+    return err && err.message ? err.message : String(err);
+  }
+
+  // A line at the top of the page saying what an action did (or why it failed); '' hides it.
+  function notice(text, isError) {
+    const box = $('notice');
+    $('notice-text').textContent = text;
+    box.classList.toggle('notice-error', Boolean(isError));
+    box.hidden = !text;
   }
 
   // Runs `job` with at most one call in flight; a call asked for meanwhile runs once after it.
@@ -126,6 +184,115 @@
           }
         });
     };
+  }
+
+  // ---------------------------------------------------------------- the list's filter
+
+  // The filter's parts, as the API's query parameters name them: `q` (text in the trace id,
+  // a name, the root's URL or method), `errors` (an error, fault or throttle somewhere),
+  // `min_ms` (lasting at least that long) and `annotation` (`key=value`, or `key` alone).
+  function emptyFilter() {
+    return { q: '', errors: false, min_ms: '', annotation: '' };
+  }
+
+  // A minimum duration the server accepts: milliseconds, 0 or more. Anything else is left out
+  // rather than sent (the server would answer 400, and the browser log it).
+  function validMinMs(text) {
+    return /^\d+(\.\d+)?$/.test(text) ? text : '';
+  }
+
+  // The filter from a query string (the part of the hash after `?`).
+  function parseFilter(query) {
+    const params = new URLSearchParams(query);
+    return {
+      q: (params.get('q') || '').trim(),
+      errors: params.get('errors') === '1',
+      min_ms: validMinMs((params.get('min_ms') || '').trim()),
+      annotation: (params.get('annotation') || '').trim(),
+    };
+  }
+
+  // The filter as a query string, '' when it lets everything through. Percent-encoded by
+  // encodeURIComponent (a space is %20, `=` in an annotation %3D), for the URL and the API alike.
+  function filterQuery(f) {
+    const parts = [];
+    if (f.q) parts.push('q=' + encodeURIComponent(f.q));
+    if (f.errors) parts.push('errors=1');
+    if (f.min_ms) parts.push('min_ms=' + encodeURIComponent(f.min_ms));
+    if (f.annotation) parts.push('annotation=' + encodeURIComponent(f.annotation));
+    return parts.join('&');
+  }
+
+  function filterOn() {
+    return filterQuery(state.filter) !== '';
+  }
+
+  // The list's fragment with the current filter.
+  function listHash() {
+    const query = filterQuery(state.filter);
+    return query ? '#/?' + query : '#/';
+  }
+
+  function writeFilterInputs() {
+    const f = state.filter;
+    $('filter-q').value = f.q;
+    $('filter-errors').checked = f.errors;
+    $('filter-min-ms').value = f.min_ms;
+    $('filter-annotation').value = f.annotation;
+    $('filter-clear').hidden = !filterOn();
+  }
+
+  // Takes a new filter: into the URL (replacing the entry: a keystroke is no history), then a
+  // fresh list from the server.
+  function setFilter(f) {
+    const before = filterQuery(state.filter);
+    state.filter = f;
+    $('filter-clear').hidden = !filterOn();
+    $('back').setAttribute('href', listHash());
+    if (filterQuery(f) === before) return;
+    if (state.route.view === 'list') history.replaceState(null, '', listHash());
+    state.listSelected = null;
+    loadList();
+  }
+
+  function filterFromInputs() {
+    const minMs = $('filter-min-ms');
+    return {
+      q: $('filter-q').value.trim(),
+      errors: $('filter-errors').checked,
+      // a number box holds '' while what is typed is not a number
+      min_ms: minMs.validity.valid ? validMinMs(minMs.value.trim()) : '',
+      annotation: $('filter-annotation').value.trim(),
+    };
+  }
+
+  function wireFilter() {
+    let typing = null;
+    const applySoon = () => {
+      if (typing !== null) clearTimeout(typing);
+      typing = setTimeout(() => {
+        typing = null;
+        setFilter(filterFromInputs());
+      }, FILTER_TYPING_MS);
+    };
+    const applyNow = () => {
+      if (typing !== null) clearTimeout(typing);
+      typing = null;
+      setFilter(filterFromInputs());
+    };
+    for (const id of ['filter-q', 'filter-min-ms', 'filter-annotation']) $(id).addEventListener('input', applySoon);
+    $('filter-errors').addEventListener('change', applyNow);
+    $('filter').addEventListener('submit', (event) => {
+      event.preventDefault();
+      applyNow();
+    });
+    $('filter-clear').addEventListener('click', () => {
+      if (typing !== null) clearTimeout(typing);
+      typing = null;
+      setFilter(emptyFilter());
+      writeFilterInputs();
+      $('filter-q').focus();
+    });
   }
 
   // ---------------------------------------------------------------- list data
@@ -152,16 +319,21 @@
   }
 
   const loadList = coalesced(async function () {
+    const query = filterQuery(state.filter);
     state.streamed = new Map();
     try {
-      const { body } = await getJSON('traces');
+      const { body } = await getJSON(query ? 'traces?' + query : 'traces');
+      // The filter changed meanwhile: this answer is for the old one (a new load is queued).
+      if (filterQuery(state.filter) !== query) return;
       const fetched = Array.isArray(body && body.traces) ? body.traces : [];
+      const filtered = query !== '' || (body && body.filtered === true);
       // The snapshot replaces what we hold (a trace it lacks was evicted or cleared), except
       // that a summary the stream brought while it was on its way may be newer (the later
-      // `updated` wins).
+      // `updated` wins). Under a filter the stream is not merged at all.
+      state.listFiltered = filtered;
       state.traces = new Map();
       for (const s of fetched) mergeSummary(s);
-      for (const s of state.streamed.values()) mergeSummary(s);
+      if (!filtered) for (const s of state.streamed.values()) mergeSummary(s);
       state.streamed = new Map();
       const refused = Array.isArray(body && body.refused) ? body.refused : [];
       const streamedRefusals = state.refused;
@@ -171,11 +343,22 @@
       state.listLoaded = true;
       state.listError = null;
     } catch (err) {
-      state.listError = `Could not load the traces: ${err && err.message ? err.message : err}`;
+      state.listError = `Could not load the traces: ${errorMessage(err)}`;
     }
     scheduleListRender();
     renderStore();
   });
+
+  // Under a filter a live change cannot be placed by the page (does the trace still match?):
+  // the server is asked again, at most once per FILTERED_RELOAD_MS.
+  let filteredTimer = null;
+  function scheduleFilteredReload() {
+    if (filteredTimer !== null) return;
+    filteredTimer = setTimeout(() => {
+      filteredTimer = null;
+      loadList();
+    }, FILTERED_RELOAD_MS);
+  }
 
   // After changes, a fresh snapshot at most every few seconds: it brings the store's figures
   // (documents, bytes, evictions) that the stream does not carry.
@@ -184,7 +367,7 @@
     if (resyncTimer !== null) return;
     resyncTimer = setTimeout(() => {
       resyncTimer = null;
-      loadList();
+      if (!state.paused) loadList();
     }, 5000);
   }
 
@@ -232,6 +415,10 @@
   function traceRow(s) {
     const tr = el('tr', 'trace-row');
     tr.setAttribute('data-trace-id', s.trace_id);
+    if (s.trace_id === state.listSelected) {
+      tr.classList.add('selected');
+      tr.setAttribute('aria-current', 'true');
+    }
     const href = traceHref(s.trace_id);
 
     const marks = el('td', 'col-marks');
@@ -292,9 +479,10 @@
 
     const rows = Array.from(state.traces.values()).sort((a, b) => (num(b.updated) || 0) - (num(a.updated) || 0));
     const empty = rows.length === 0;
-    $('empty-state').hidden = !(empty && state.listLoaded);
+    $('empty-state').hidden = !(empty && state.listLoaded && !state.listFiltered);
+    $('filter-none').hidden = !(empty && state.listLoaded && state.listFiltered);
     $('trace-list').hidden = empty;
-    $('trace-count').textContent = empty ? '' : `(${rows.length})`;
+    $('trace-count').textContent = empty ? '' : state.listFiltered ? `(${rows.length} matching)` : `(${rows.length})`;
     const frag = document.createDocumentFragment();
     for (const s of rows.slice(0, LIST_LIMIT)) frag.appendChild(traceRow(s));
     $('trace-rows').replaceChildren(frag);
@@ -307,6 +495,28 @@
     for (const r of state.refused) refused.appendChild(refusedRow(r));
     $('refused-rows').replaceChildren(refused);
     renderStore();
+  }
+
+  // j/k on the list: the row `step` away from the selected one (the first when none is).
+  function moveListSelection(step) {
+    const rows = Array.from(document.querySelectorAll('#trace-rows tr.trace-row'));
+    if (!rows.length) return;
+    const at = rows.findIndex((r) => r.getAttribute('data-trace-id') === state.listSelected);
+    const next = at < 0 ? 0 : Math.min(Math.max(at + step, 0), rows.length - 1);
+    state.listSelected = rows[next].getAttribute('data-trace-id');
+    for (const r of rows) {
+      const on = r === rows[next];
+      r.classList.toggle('selected', on);
+      if (on) r.setAttribute('aria-current', 'true');
+      else r.removeAttribute('aria-current');
+    }
+    rows[next].scrollIntoView({ block: 'nearest' });
+  }
+
+  function openSelectedTrace() {
+    if (state.listSelected !== null && state.traces.has(state.listSelected)) {
+      location.hash = traceHref(state.listSelected);
+    }
   }
 
   // ---------------------------------------------------------------- one trace: the tree
@@ -411,7 +621,53 @@
       if (cls === 'bar-throttle') counts.throttle++;
       if (cls === 'bar-in-progress') counts.inProgress++;
     }
-    return { nodes, roots, rows, t0, tEnd, inProgress, counts };
+    // The nodes that e/E step through, in display order.
+    const problems = rows.map((r) => r.node).filter((node) => PROBLEM_BARS.has(barClass(node)));
+    const tree = { nodes, roots, rows, t0, tEnd, inProgress, counts, problems };
+    tree.critical = criticalPath(tree);
+    return tree;
+  }
+
+  const PROBLEM_BARS = new Set(['bar-error', 'bar-throttle', 'bar-fault']);
+
+  // The ids of the nodes on the trace's critical path: what the root's end waited for.
+  //
+  // From a root (a node whose parent is not missing), among its children take the one that
+  // ends last (its end clamped to the parent's), then again and again the child ending latest
+  // at or before the start of the one taken before; each child taken is on the path and the
+  // walk goes on into it. A node without children ends the path there. A child with no start
+  // cannot be placed and is never taken; an open one ends "now", that is at its parent's end.
+  function criticalPath(tree) {
+    const path = new Set();
+    const endOf = (node) => (node.end !== null ? node.end : node.inProgress ? Infinity : node.start);
+    function walk(node, end) {
+      path.add(node.id);
+      const candidates = [];
+      for (const child of node.children) {
+        if (child.start === null || path.has(child.id)) continue;
+        candidates.push({ child, end: Math.min(endOf(child), end), taken: false });
+      }
+      const taken = [];
+      let limit = Infinity;
+      for (;;) {
+        let best = null;
+        for (const c of candidates) {
+          if (c.taken || c.end > limit) continue;
+          if (best === null || c.end > best.end) best = c; // a tie keeps the earlier start
+        }
+        if (best === null) break;
+        best.taken = true;
+        taken.push(best);
+        limit = best.child.start;
+      }
+      for (const c of taken) walk(c.child, c.end);
+    }
+    for (const root of tree.roots) {
+      if (root.missingParent !== null) continue;
+      const end = endOf(root);
+      walk(root, end === null ? Infinity : end);
+    }
+    return path;
   }
 
   // ---------------------------------------------------------------- one trace: loading
@@ -426,16 +682,48 @@
         next = { id, status: 'missing' };
       } else {
         const docs = Array.isArray(res.body && res.body.documents) ? res.body.documents : [];
-        next = { id, status: 'ok', data: res.body, tree: buildTree(docs) };
+        const tree = buildTree(docs);
+        next = { id, status: 'ok', data: res.body, tree, hints: indexHints(res.body && res.body.hints, tree) };
       }
     } catch (err) {
-      next = { id, status: 'error', message: `Could not load the trace: ${err && err.message ? err.message : err}` };
+      next = { id, status: 'error', message: `Could not load the trace: ${errorMessage(err)}` };
     }
     if (state.route.view === 'trace' && state.route.id === id) {
       state.trace = next;
       renderTrace();
     }
   });
+
+  // The server's instrumentation hints ({id, rule, message}), by node id; those of the whole
+  // trace (id null) or of an id with no row go to the trace's header.
+  function indexHints(hints, tree) {
+    const byNode = new Map();
+    const trace = [];
+    for (const h of Array.isArray(hints) ? hints : []) {
+      if (!isObject(h)) continue;
+      const hint = { id: typeof h.id === 'string' ? h.id : null, rule: str(h.rule), message: str(h.message) };
+      if (hint.id !== null && tree.nodes.has(hint.id)) {
+        if (!byNode.has(hint.id)) byNode.set(hint.id, []);
+        byNode.get(hint.id).push(hint);
+      } else {
+        trace.push(hint);
+      }
+    }
+    return { byNode, trace };
+  }
+
+  // A list of hints: each message, and the rule's key (what the server calls it).
+  function hintList(hints) {
+    const ul = el('ul', 'hint-list');
+    for (const h of hints) {
+      const li = el('li', 'hint-item');
+      li.setAttribute('data-rule', h.rule);
+      li.appendChild(el('span', 'hint-message', h.message));
+      if (h.rule) li.appendChild(el('code', 'hint-rule', h.rule));
+      ul.appendChild(li);
+    }
+    return ul;
+  }
 
   // ---------------------------------------------------------------- one trace: rendering
 
@@ -464,6 +752,7 @@
     document.title = `${str(t.data.summary && t.data.summary.name) || t.id}: X-Ray trace`;
     renderHeader(t);
     renderWaterfall(t.tree);
+    renderErrorPosition();
     layout();
     if (t.tree.inProgress) startTicking();
     else stopTicking();
@@ -500,7 +789,63 @@
     fact('Throttles', tree.counts.throttle, tree.counts.throttle ? 'st-throttle' : '');
     fact('Faults', tree.counts.fault, tree.counts.fault ? 'st-fault' : '');
     if (tree.counts.inProgress) fact('In progress', tree.counts.inProgress);
-    header.replaceChildren(title, facts);
+
+    const tools = el('div', 'trace-tools');
+    tools.appendChild(errorNav(tree));
+    const download = el('a', 'btn', 'Download JSON Lines');
+    download.id = 'download';
+    // The id only encoded, so the link stays under the API's path (see the top).
+    download.setAttribute('href', API + 'traces/' + encodeURIComponent(t.id) + '/download');
+    download.setAttribute('download', 'trace-' + t.id.replace(/[^A-Za-z0-9._-]/g, '_') + '.jsonl');
+    download.setAttribute('title', 'Every document of this trace, one per line, as received');
+    tools.appendChild(download);
+
+    const parts = [title, facts, tools];
+    if (t.hints.trace.length) {
+      const box = el('section', 'hints trace-hints');
+      box.id = 'trace-hints';
+      box.appendChild(el('h3', 'hints-title', '⚠ Instrumentation hints for the whole trace'));
+      box.appendChild(hintList(t.hints.trace));
+      parts.push(box);
+    }
+    header.replaceChildren(...parts);
+  }
+
+  // "N spans with an error, fault or throttle" and the buttons that step through them (e, E).
+  function errorNav(tree) {
+    const nav = el('div', 'error-nav');
+    const n = tree.problems.length;
+    const text = n ? plural(n, 'span', 'spans') + ' with an error, fault or throttle' : 'No error, fault or throttle';
+    const count = el('span', 'error-count', text);
+    count.id = 'error-count';
+    if (n) count.classList.add('st-error');
+    nav.appendChild(count);
+    const prev = el('button', 'btn', '↑ previous error');
+    prev.id = 'prev-error';
+    prev.setAttribute('type', 'button');
+    prev.setAttribute('aria-keyshortcuts', 'Shift+E');
+    prev.setAttribute('title', 'Select the previous error, fault or throttle (E)');
+    const next = el('button', 'btn', '↓ next error');
+    next.id = 'next-error';
+    next.setAttribute('type', 'button');
+    next.setAttribute('aria-keyshortcuts', 'E');
+    next.setAttribute('title', 'Select the next error, fault or throttle (e)');
+    prev.disabled = next.disabled = n === 0;
+    prev.addEventListener('click', () => jumpError(-1));
+    next.addEventListener('click', () => jumpError(1));
+    const position = el('span', 'error-position');
+    position.id = 'error-position';
+    nav.append(prev, next, position);
+    return nav;
+  }
+
+  // "2 of 3" beside the buttons when the selected row is one of them.
+  function renderErrorPosition() {
+    const position = $('error-position');
+    const t = state.trace;
+    if (!position || !t || t.status !== 'ok') return;
+    const at = t.tree.problems.findIndex((node) => node.id === state.selected);
+    position.textContent = at < 0 ? '' : `${at + 1} of ${t.tree.problems.length}`;
   }
 
   function kindOf(node) {
@@ -520,23 +865,19 @@
       if (node.missingParent !== null) row.classList.add('orphan');
       if (kindOf(node) === 'segment') row.classList.add('is-segment');
       if (node.id === state.selected) row.classList.add('selected');
+      const critical = tree.critical.has(node.id);
+      if (critical) row.classList.add('critical');
 
       const label = el('div', 'span-label');
       label.style.paddingLeft = depth * 16 + 4 + 'px';
+      let toggle = null;
       if (node.children.length) {
-        const toggle = el('button', 'toggle');
+        toggle = el('button', 'toggle');
         toggle.setAttribute('type', 'button');
-        const open = !state.collapsed.has(node.id);
-        toggle.setAttribute('aria-expanded', String(open));
-        toggle.setAttribute('title', open ? 'Hide what is under this row' : 'Show what is under this row');
-        toggle.textContent = open ? '▾' : '▸';
         toggle.addEventListener('click', (event) => {
           event.stopPropagation();
           if (state.collapsed.has(node.id)) state.collapsed.delete(node.id);
           else state.collapsed.add(node.id);
-          const nowOpen = !state.collapsed.has(node.id);
-          toggle.setAttribute('aria-expanded', String(nowOpen));
-          toggle.textContent = nowOpen ? '▾' : '▸';
           applyCollapse();
         });
         label.appendChild(toggle);
@@ -545,6 +886,9 @@
       }
       label.appendChild(el('span', 'span-name', str(node.seg.name) || '(unnamed)'));
       label.appendChild(el('span', 'span-kind', kindOf(node)));
+      if (critical) label.appendChild(el('span', 'sr', 'on the critical path'));
+      const hints = state.trace.hints.byNode.get(node.id);
+      if (hints) label.appendChild(hintBadge(hints));
       if (node.missingParent !== null) {
         label.appendChild(el('span', 'orphan-note', `parent ${node.missingParent} not received`));
       }
@@ -564,20 +908,39 @@
           select(node.id);
         }
       });
-      rowRefs.push({ node, row, bar, duration, depth });
+      rowRefs.push({ node, row, bar, duration, depth, toggle });
       frag.appendChild(row);
     }
     $('waterfall').replaceChildren(frag);
     applyCollapse();
   }
 
-  // Hides every row below a collapsed one (rows are in depth-first order).
+  // "⚠ N" beside a row; its title (and its text for screen readers) carries the messages.
+  function hintBadge(hints) {
+    const badge = el('span', 'hint-badge');
+    const messages = hints.map((h) => h.message);
+    badge.setAttribute('title', messages.join('\n'));
+    const visible = el('span', null, '⚠ ' + hints.length);
+    visible.setAttribute('aria-hidden', 'true');
+    badge.appendChild(visible);
+    badge.appendChild(el('span', 'sr', (hints.length === 1 ? 'hint: ' : `${hints.length} hints: `) + messages.join('; ')));
+    return badge;
+  }
+
+  // Hides every row below a collapsed one (rows are in depth-first order), and sets each
+  // toggle to what it will do.
   function applyCollapse() {
     let hideBelow = Infinity; // rows deeper than this are hidden
     for (const ref of rowRefs) {
       if (ref.depth <= hideBelow) hideBelow = Infinity;
       ref.row.hidden = ref.depth > hideBelow;
-      if (!ref.row.hidden && state.collapsed.has(ref.node.id)) hideBelow = ref.depth;
+      const open = !state.collapsed.has(ref.node.id);
+      if (!ref.row.hidden && !open) hideBelow = ref.depth;
+      if (ref.toggle) {
+        ref.toggle.setAttribute('aria-expanded', String(open));
+        ref.toggle.setAttribute('title', open ? 'Hide what is under this row (h)' : 'Show what is under this row (l)');
+        ref.toggle.textContent = open ? '▾' : '▸';
+      }
     }
   }
 
@@ -653,6 +1016,7 @@
     for (const ref of rowRefs) ref.row.classList.toggle('selected', ref.node.id === id);
     const node = state.trace && state.trace.tree ? state.trace.tree.nodes.get(id) : undefined;
     renderDetails(node || null, true);
+    renderErrorPosition();
   }
 
   // A two-column table of a flat list of [label, value] pairs (values as text).
@@ -860,6 +1224,15 @@
     const title = el('h3', 'details-title');
     title.appendChild(el('span', 'span-name', str(node.seg.name) || '(unnamed)'));
     title.appendChild(el('span', 'mono details-id', node.id));
+    const parts = [title];
+    const hints = state.trace && state.trace.hints ? state.trace.hints.byNode.get(node.id) : undefined;
+    if (hints) {
+      const box = el('section', 'hints');
+      box.id = 'details-hints';
+      box.appendChild(el('h4', 'hints-title', '⚠ Instrumentation hints'));
+      box.appendChild(hintList(hints));
+      parts.push(box);
+    }
     const tabs = el('div', 'tabs');
     tabs.setAttribute('role', 'tablist');
     const body = el('div', 'tab-body');
@@ -885,8 +1258,277 @@
       p.section.appendChild(p.content);
       body.appendChild(p.section);
     }
-    panel.replaceChildren(title, tabs, body);
+    panel.replaceChildren(...parts, tabs, body);
     show(state.tab);
+  }
+
+  // ---------------------------------------------------------------- one trace: moving around
+
+  function refIndex(id) {
+    return rowRefs.findIndex((ref) => ref.node.id === id);
+  }
+
+  // The row drawn just above row `index` with a smaller depth: its parent in the waterfall.
+  function parentIndex(index) {
+    for (let i = index - 1; i >= 0; i--) if (rowRefs[i].depth < rowRefs[index].depth) return i;
+    return -1;
+  }
+
+  // Selects a row and brings it into view (`block` as scrollIntoView takes it: 'nearest' for
+  // a step, 'center' for a jump); keyboard focus follows when it was on a row.
+  function selectRow(index, block) {
+    const ref = rowRefs[index];
+    if (!ref) return;
+    const focusOnRow = document.activeElement && document.activeElement.classList.contains('span-row');
+    select(ref.node.id);
+    ref.row.scrollIntoView({ block: block || 'nearest' });
+    if (focusOnRow) ref.row.focus({ preventScroll: true });
+  }
+
+  // After rows were hidden: a hidden selected row gives its selection to the nearest shown
+  // row above it in the tree.
+  function keepSelectionShown() {
+    let index = refIndex(state.selected);
+    if (index < 0 || !rowRefs[index].row.hidden) return;
+    while (index >= 0 && rowRefs[index].row.hidden) index = parentIndex(index);
+    if (index >= 0) selectRow(index);
+  }
+
+  // j/k: the shown row `step` away from the selected one (the first shown when none is).
+  function moveRowSelection(step) {
+    const shown = [];
+    rowRefs.forEach((ref, i) => {
+      if (!ref.row.hidden) shown.push(i);
+    });
+    if (!shown.length) return;
+    const at = shown.indexOf(refIndex(state.selected));
+    const next = at < 0 ? 0 : Math.min(Math.max(at + step, 0), shown.length - 1);
+    selectRow(shown[next]);
+  }
+
+  // h: collapse the selected row; on a collapsed row or a leaf, go to its parent.
+  function collapseSelected() {
+    const index = refIndex(state.selected);
+    if (index < 0) return;
+    const ref = rowRefs[index];
+    if (ref.node.children.length && !state.collapsed.has(ref.node.id)) {
+      state.collapsed.add(ref.node.id);
+      applyCollapse();
+    } else {
+      const parent = parentIndex(index);
+      if (parent >= 0) selectRow(parent);
+    }
+  }
+
+  // l: expand the selected row; on an expanded one, go to its first child.
+  function expandSelected() {
+    const index = refIndex(state.selected);
+    if (index < 0) return;
+    const ref = rowRefs[index];
+    if (!ref.node.children.length) return;
+    if (state.collapsed.has(ref.node.id)) {
+      state.collapsed.delete(ref.node.id);
+      applyCollapse();
+    } else if (rowRefs[index + 1] && rowRefs[index + 1].depth > ref.depth) {
+      selectRow(index + 1);
+    }
+  }
+
+  // 1-9: rows down to depth `levels` - 1 are shown (the deeper collapsed); 0: all (levels null).
+  function showDepth(levels) {
+    state.collapsed = new Set();
+    if (levels !== null) {
+      for (const ref of rowRefs) if (ref.node.children.length && ref.depth >= levels - 1) state.collapsed.add(ref.node.id);
+    }
+    applyCollapse();
+    keepSelectionShown();
+  }
+
+  // Opens the collapsed rows above row `index` so it shows.
+  function reveal(index) {
+    let changed = false;
+    for (let i = parentIndex(index); i >= 0; i = parentIndex(i)) {
+      if (state.collapsed.delete(rowRefs[i].node.id)) changed = true;
+    }
+    if (changed) applyCollapse();
+  }
+
+  // e/E and the buttons: the next (step 1) or previous (-1) error, fault or throttle after the
+  // selected row, going round at the ends.
+  function jumpError(step) {
+    const t = state.trace;
+    if (!t || t.status !== 'ok' || !t.tree.problems.length) return;
+    const indexes = t.tree.problems.map((node) => refIndex(node.id)).filter((i) => i >= 0);
+    if (!indexes.length) return;
+    const at = refIndex(state.selected);
+    let target;
+    if (step > 0) target = indexes.find((i) => i > at);
+    else target = indexes.filter((i) => at < 0 || i < at).pop();
+    if (target === undefined) target = step > 0 ? indexes[0] : indexes[indexes.length - 1];
+    reveal(target);
+    selectRow(target, 'center');
+  }
+
+  // ---------------------------------------------------------------- keyboard
+
+  // Whether keys typed now are text for a box rather than commands.
+  function typingIn(target) {
+    if (!target || !target.tagName) return false;
+    if (target.isContentEditable) return true;
+    const tag = target.tagName;
+    if (tag === 'TEXTAREA' || tag === 'SELECT') return true;
+    if (tag !== 'INPUT') return false;
+    return !['checkbox', 'radio', 'button', 'submit', 'reset', 'file'].includes(target.type);
+  }
+
+  function focusFilter() {
+    if (state.route.view !== 'list') {
+      location.hash = listHash();
+      showList(); // now, not at the hashchange: the box must show to take the focus
+    }
+    const box = $('filter-q');
+    box.focus();
+    box.select();
+  }
+
+  function onKey(event) {
+    if (event.defaultPrevented || event.isComposing || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (typingIn(event.target)) {
+      // Escape leaves a filter box, so that the keys work again.
+      if (event.key === 'Escape' && event.target.closest('#filter')) event.target.blur();
+      return;
+    }
+    const key = event.key;
+    const onTrace = state.route.view === 'trace' && state.trace && state.trace.status === 'ok';
+    let done = true;
+    if (key === '/') focusFilter();
+    else if (key === '?') $('keys').open = !$('keys').open;
+    else if (state.route.view === 'list') {
+      if (key === 'j') moveListSelection(1);
+      else if (key === 'k') moveListSelection(-1);
+      // Enter on a link, a button or the keys' summary is theirs.
+      else if (key === 'Enter' && !event.target.closest('a, button, summary, input, select, textarea')) openSelectedTrace();
+      else done = false;
+    } else if (onTrace) {
+      if (key === 'j') moveRowSelection(1);
+      else if (key === 'k') moveRowSelection(-1);
+      else if (key === 'h') collapseSelected();
+      else if (key === 'l') expandSelected();
+      else if (key === 'e') jumpError(1);
+      else if (key === 'E') jumpError(-1);
+      else if (key === '0') showDepth(null);
+      else if (/^[1-9]$/.test(key)) showDepth(Number(key));
+      else done = false;
+    } else {
+      done = false;
+    }
+    if (done) event.preventDefault();
+  }
+
+  // ---------------------------------------------------------------- loading files, clearing
+
+  // Sends JSON Lines files to the server (one request each), which adds their documents to
+  // the store; the live stream then brings them, and the list is loaded again in any case
+  // (live updates may be paused).
+  async function importFiles(files) {
+    if (!files.length) return;
+    const names = files.map((f) => f.name).join(', ');
+    notice(`Loading ${names}…`);
+    let kept = 0;
+    let skipped = 0;
+    try {
+      for (const file of files) {
+        const answer = await postJSON('import', await file.arrayBuffer(), 'application/x-ndjson');
+        kept += num(answer && answer.kept) || 0;
+        skipped += num(answer && answer.skipped) || 0;
+      }
+      notice(`Loaded ${plural(kept, 'document', 'documents')} (${skipped} skipped) from ${names}.`);
+    } catch (err) {
+      notice(`Could not load ${names}: ${errorMessage(err)}`, true);
+    }
+    loadList();
+    if (state.route.view === 'trace') loadTrace();
+  }
+
+  // A file dragged over any part of the page can be dropped there.
+  function wireFiles() {
+    const overlay = $('drop-overlay');
+    const carriesFiles = (event) => Boolean(event.dataTransfer) && Array.from(event.dataTransfer.types || []).includes('Files');
+    document.addEventListener('dragover', (event) => {
+      if (!carriesFiles(event)) return;
+      event.preventDefault();
+      event.dataTransfer.dropEffect = 'copy';
+      overlay.hidden = false;
+    });
+    document.addEventListener('dragleave', (event) => {
+      // relatedTarget is null when the pointer left the window
+      if (event.relatedTarget === null) overlay.hidden = true;
+    });
+    document.addEventListener('drop', (event) => {
+      overlay.hidden = true;
+      if (!carriesFiles(event)) return;
+      event.preventDefault();
+      importFiles(Array.from(event.dataTransfer.files || []));
+    });
+    const input = $('file-input');
+    $('load-file').addEventListener('click', () => input.click());
+    input.addEventListener('change', () => {
+      const files = Array.from(input.files || []);
+      input.value = ''; // the same file can be picked again
+      importFiles(files);
+    });
+  }
+
+  // Clear all asks once more, inline ("Clear all traces? Yes, clear / Cancel").
+  function wireClear() {
+    const ask = (asking) => {
+      $('clear-all').hidden = asking;
+      $('clear-confirm').hidden = !asking;
+      (asking ? $('clear-no') : $('clear-all')).focus();
+    };
+    $('clear-all').addEventListener('click', () => ask(true));
+    $('clear-no').addEventListener('click', () => ask(false));
+    $('clear-yes').addEventListener('click', async () => {
+      ask(false);
+      try {
+        const answer = await postJSON('clear');
+        notice(`Cleared ${plural(num(answer && answer.cleared) || 0, 'trace', 'traces')}.`);
+      } catch (err) {
+        notice(`Could not clear the traces: ${errorMessage(err)}`, true);
+      }
+      state.listSelected = null;
+      loadList();
+    });
+  }
+
+  // ---------------------------------------------------------------- pausing live updates
+
+  // While paused, live events are counted, not applied (nor are the periodic refetches);
+  // resuming loads the list (and the open trace) afresh.
+  function setPaused(paused) {
+    state.paused = paused;
+    state.pausedUpdates = 0;
+    $('pause-live').textContent = paused ? 'Resume live' : 'Pause live';
+    $('pause-live').setAttribute('title', paused ? 'Apply live updates again' : 'Hold live updates back, to look at the page as it is');
+    renderPaused();
+    if (!paused) {
+      loadList();
+      if (state.route.view === 'trace') loadTrace();
+    }
+  }
+
+  function renderPaused() {
+    const note = $('paused-note');
+    note.hidden = !state.paused;
+    note.textContent = state.paused ? plural(state.pausedUpdates, 'update', 'updates') + ' while paused' : '';
+  }
+
+  // True (and counted) when a live event must wait for the end of the pause.
+  function heldBack() {
+    if (!state.paused) return false;
+    state.pausedUpdates++;
+    renderPaused();
+    return true;
   }
 
   // ---------------------------------------------------------------- routing and live updates
@@ -907,7 +1549,12 @@
   }
 
   function showList() {
+    // `#/?query` carries the filter; any other fragment (`#/`, `#refused`) none.
+    const query = /^#\/\?/.test(location.hash) ? location.hash.slice(3) : '';
+    const filter = parseFilter(query);
     state.route = { view: 'list', id: null };
+    setFilter(filter);
+    writeFilterInputs();
     state.trace = null;
     rowRefs = [];
     stopTicking();
@@ -926,6 +1573,7 @@
       state.trace = { id, status: 'loading' };
     }
     state.route = { view: 'trace', id };
+    $('back').setAttribute('href', listHash());
     document.title = `${id}: X-Ray trace`;
     $('list-view').hidden = true;
     $('trace-view').hidden = false;
@@ -953,6 +1601,7 @@
     // Each (re)connection may have missed events: take a fresh snapshot.
     source.addEventListener('open', () => {
       setLive('live-on', 'live');
+      if (state.paused) return; // resuming loads afresh
       loadList();
       if (state.route.view === 'trace') loadTrace();
     });
@@ -969,30 +1618,44 @@
     source.addEventListener('trace', (event) => {
       const summary = parseData(event);
       if (!isObject(summary) || typeof summary.trace_id !== 'string') return;
-      mergeSummary(summary);
-      state.streamed.set(summary.trace_id, summary);
-      scheduleListRender();
-      scheduleResync();
+      if (heldBack()) return;
+      if (filterOn()) {
+        // Whether it (still) matches is the server's to say.
+        scheduleFilteredReload();
+      } else {
+        mergeSummary(summary);
+        state.streamed.set(summary.trace_id, summary);
+        scheduleListRender();
+        scheduleResync();
+      }
       if (state.route.view === 'trace' && state.route.id === summary.trace_id) loadTrace();
     });
     source.addEventListener('refused', (event) => {
+      if (heldBack()) return;
       addRefusal(parseData(event));
       scheduleListRender();
     });
     // The stream fell behind, or the store was cleared: what we hold is out of date.
     source.addEventListener('reload', () => {
+      if (heldBack()) return;
       loadList();
       if (state.route.view === 'trace') loadTrace();
     });
   }
 
   function start() {
+    wireFilter();
+    wireFiles();
+    wireClear();
+    $('pause-live').addEventListener('click', () => setPaused(!state.paused));
+    $('notice-close').addEventListener('click', () => notice(''));
+    document.addEventListener('keydown', onKey);
     window.addEventListener('hashchange', route);
     route();
     loadList();
     connect();
     setInterval(() => {
-      if (document.visibilityState === 'visible') loadList();
+      if (document.visibilityState === 'visible' && !state.paused) loadList();
     }, RESYNC_MS);
   }
 
