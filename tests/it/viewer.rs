@@ -15,6 +15,7 @@ use crate::support::flask::run_flask_peer;
 use crate::support::free_addr;
 use crate::support::http;
 use crate::support::paths::{peer_script, repo_root, venv_bin};
+use crate::support::wait;
 use crate::support::{Daemon, new_segment_id, new_trace_id, segment_json};
 
 /// How long one browser scenario may take (Chromium's start included) on a busy machine.
@@ -344,13 +345,14 @@ async fn a_remote_viewer_needs_the_token_from_the_banner() {
         .args(["--viewer", "--viewer-allow-remote", "--sink", "stdout"])
         .start()
         .await;
-    let banner = daemon.stdout();
-    let token = banner
-        .split("?token=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no token in the banner:\n{banner}"))
-        .to_owned();
+    // The daemon answers (and so is ready) a little before its banner is written out.
+    let token = wait::until(Duration::from_secs(10), wait::POLL_INTERVAL, async || {
+        let out = daemon.stdout();
+        let rest = out.split("?token=").nth(1)?;
+        rest.split_whitespace().next().map(str::to_owned)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no token in the banner:\n{}", daemon.stdout()));
     let addr = daemon.tcp_addr();
     let get = |path: String, cookie: Option<String>| async move {
         let mut request = format!("GET {path} HTTP/1.1\r\nHost: laptop.example:2000\r\n");
