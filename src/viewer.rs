@@ -453,6 +453,7 @@ fn sse(event: &store::Event) -> String {
 }
 
 /// Gives the import's place back when dropped.
+#[derive(Debug)]
 struct Importing<'a>(&'a AtomicBool);
 
 impl Drop for Importing<'_> {
@@ -462,8 +463,9 @@ impl Drop for Importing<'_> {
 }
 
 /// Whether a `POST` comes from the viewer's own page: its `Origin` (which browsers send with
-/// every `POST`) must be `http://` and the request's own `Host`, so another site open in the
-/// same browser cannot clear or fill the store.
+/// every `POST`) must be the request's own `Host` (over `http://`, or `https://` behind a
+/// proxy that ends TLS), so another site open in the same browser cannot clear or fill the
+/// store.
 fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
     let header = |name| {
         headers
@@ -473,7 +475,10 @@ fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
     let (Some(origin), Some(host)) = (header(ORIGIN), header(HOST)) else {
         return Err("the viewer's POSTs come from its own page: this one has no Origin\n");
     };
-    match origin.strip_prefix("http://") {
+    let site = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match site {
         Some(o) if o.eq_ignore_ascii_case(host) => Ok(()),
         _ => Err("the viewer's POSTs come from its own page: this one came from another site\n"),
     }
@@ -501,7 +506,7 @@ fn json_lines(trace_id: &str, view: &store::TraceView) -> Response<Body> {
     resp
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct ListAnswer {
     traces: Vec<store::Summary>,
     /// Whether a filter chose these traces.
@@ -510,7 +515,7 @@ struct ListAnswer {
     store: StoreStats,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct TraceAnswer {
     trace_id: String,
     summary: store::Summary,
@@ -519,7 +524,7 @@ struct TraceAnswer {
     hints: Vec<hints::Hint>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct DocAnswer {
     seq: u64,
     format: Format,
@@ -812,6 +817,12 @@ mod tests {
                 r#","end_time":1.01,"fault":true,"annotations":{"user":"bob"}"#,
             ),
             doc(&c, "00000000000000c1", r#","in_progress":true"#),
+            // No mark, but a 503 at the root: the page marks it, so "errors only" lists it.
+            doc(
+                &"e".repeat(24),
+                "00000000000000e1",
+                r#","end_time":1.001,"http":{"response":{"status":503}}"#,
+            ),
         ]);
         let list = |query: &'static str| {
             let viewer = &viewer;
@@ -829,7 +840,7 @@ mod tests {
         };
         let (status, body) = list("").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(listed(&body).len(), 3);
+        assert_eq!(listed(&body).len(), 4);
         assert!(body.contains(r#""filtered":false"#));
         // Text: a subsegment's name, any case, percent-encoded.
         let (_, body) = list("?q=checkout%2Ddb").await;
@@ -837,7 +848,10 @@ mod tests {
         assert!(body.contains(r#""filtered":true"#));
         // Text: part of a trace id.
         assert_eq!(listed(&list("?q=bbbbbb").await.1), [b.as_str()]);
-        assert_eq!(listed(&list("?errors=1").await.1), [b.as_str()]);
+        let e = "e".repeat(24);
+        let mut failed = listed(&list("?errors=1").await.1);
+        failed.sort();
+        assert_eq!(failed, [b.as_str(), e.as_str()]);
         // At least 100 ms: the open trace has no duration and is not listed.
         assert_eq!(listed(&list("?min_ms=100").await.1), [a.as_str()]);
         assert_eq!(
@@ -850,7 +864,7 @@ mod tests {
         assert_eq!(users, [a.as_str(), b.as_str()]);
         assert!(listed(&list("?annotation=user=bob&errors=1&q=zzz").await.1).is_empty());
         // Empty parts are no filter; a bad number is a 400 naming it.
-        assert_eq!(listed(&list("?q=&min_ms=").await.1).len(), 3);
+        assert_eq!(listed(&list("?q=&min_ms=").await.1).len(), 4);
         let (status, body) = list("?min_ms=soon").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("min_ms must be a number"), "{body}");
@@ -938,12 +952,13 @@ mod tests {
         let ndjson = ("content-type", "application/x-ndjson");
         for (headers, status) in [
             (vec![ndjson], StatusCode::FORBIDDEN),
+            (vec![("origin", "null"), ndjson], StatusCode::FORBIDDEN),
             (
-                vec![("origin", "http://evil.example"), ndjson],
+                vec![("origin", "http://127.0.0.1:2000.evil.example"), ndjson],
                 StatusCode::FORBIDDEN,
             ),
             (
-                vec![("origin", "https://127.0.0.1:2000"), ndjson],
+                vec![("origin", "http://evil.example"), ndjson],
                 StatusCode::FORBIDDEN,
             ),
             // A form can send text/plain across sites; the page sends JSON Lines.
@@ -956,6 +971,18 @@ mod tests {
             assert_eq!(got, status, "{headers:?}: {body}");
         }
         assert_eq!(viewer.store().stats().traces, 1, "nothing was loaded");
+        // One import at a time.
+        viewer.importing.store(true, Ordering::Release);
+        let (got, _, _) = call(&viewer, Method::POST, import, &[own, ndjson], &lines).await;
+        assert_eq!(got, StatusCode::SERVICE_UNAVAILABLE);
+        viewer.importing.store(false, Ordering::Release);
+        // Behind a proxy that ends TLS, the page's origin is https.
+        let tls = ("origin", "https://127.0.0.1:2000");
+        let (got, _, body) = call(&viewer, Method::POST, import, &[tls, ndjson], &lines).await;
+        assert_eq!(
+            (got, body.as_str()),
+            (StatusCode::OK, r#"{"kept":1,"skipped":0}"#)
+        );
         // Larger than the store: 413, naming --viewer-memory.
         let big = "x".repeat((1 << 20) + 1);
         let (got, _, body) = call(&viewer, Method::POST, import, &[own, ndjson], &big).await;
@@ -972,10 +999,10 @@ mod tests {
         )
         .await;
         assert_eq!(got, StatusCode::FORBIDDEN);
-        assert_eq!(viewer.store().stats().traces, 1);
+        assert_eq!(viewer.store().stats().traces, 2);
         let mut events = viewer.store().subscribe();
         let (got, _, body) = call(&viewer, Method::POST, clear, &[own], "").await;
-        assert_eq!((got, body.as_str()), (StatusCode::OK, r#"{"cleared":1}"#));
+        assert_eq!((got, body.as_str()), (StatusCode::OK, r#"{"cleared":2}"#));
         assert_eq!(
             viewer.store().stats(),
             StoreStats {

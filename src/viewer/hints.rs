@@ -6,7 +6,8 @@
 //! (`api/traces/ID`), which the page shows beside each row.
 //!
 //! Each rule is a pure function (unit-tested below). X-Ray's limits checked:
-//! - an annotation key of other than letters, digits and `_` is dropped by X-Ray;
+//! - an annotation key of other than letters, digits and `_`, or longer than 500 characters, is
+//!   dropped by X-Ray;
 //! - an annotation value longer than 1,000 characters is dropped (strings only: numbers and
 //!   booleans are short);
 //! - X-Ray indexes at most 50 annotations per trace;
@@ -18,7 +19,7 @@
 //!
 //! Trace ids are not checked against the time: X-Ray accepts random W3C ids.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -31,7 +32,10 @@ pub const NEAR_SIZE_CAP: usize = 56 * 1024;
 pub const MAX_ANNOTATION_VALUE: usize = 1_000;
 /// Annotations X-Ray indexes per trace.
 pub const MAX_ANNOTATIONS_PER_TRACE: usize = 50;
-/// Hints given per trace at most (the rest are counted in one last hint).
+/// Longest annotation key X-Ray keeps.
+pub const MAX_ANNOTATION_KEY: usize = 500;
+/// Hints about nodes given per trace at most: the rest are only counted, in one last hint
+/// (whatever a sender puts in a trace, its answer stays small).
 pub const MAX_HINTS: usize = 500;
 
 /// One hint.
@@ -41,7 +45,7 @@ pub struct Hint {
     pub id: Option<String>,
     /// The rule's stable key (`annotation_key`, `annotation_value_too_long`,
     /// `too_many_annotations`, `near_size_cap`, `no_end_time`, `outside_parent`,
-    /// `parent_missing`).
+    /// `parent_missing`; `more` for the count of those not given).
     pub rule: &'static str,
     /// What is wrong and what to do, in a sentence.
     pub message: String,
@@ -68,7 +72,9 @@ pub struct DocText<'a> {
 
 /// Whether X-Ray keeps an annotation with this key.
 pub fn key_is_kept(key: &str) -> bool {
-    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !key.is_empty()
+        && key.len() <= MAX_ANNOTATION_KEY
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Whether X-Ray keeps this annotation value (a string of at most
@@ -149,34 +155,58 @@ pub fn parent_hint(id: &str, parent_id: &str) -> Hint {
 }
 
 /// A node's annotation hints, and how many annotations it has.
-pub fn annotation_hints(id: &str, node: &Value, out: &mut Vec<Hint>) -> usize {
+pub fn annotation_hints(id: &str, node: &Value, out: &mut impl Extend<Hint>) -> usize {
     let Some(annotations) = node.get("annotations").and_then(Value::as_object) else {
         return 0;
     };
     for (key, value) in annotations {
         if !key_is_kept(key) {
-            out.push(Hint::on(
-                id,
-                "annotation_key",
+            let message = if key.len() > MAX_ANNOTATION_KEY {
+                format!(
+                    "an annotation key is {} characters, over the 500 X-Ray keeps: X-Ray drops \
+                     it",
+                    key.len()
+                )
+            } else {
                 format!(
                     "annotation key {key:?} has characters other than letters, digits and _: \
                      X-Ray drops it"
-                ),
-            ));
+                )
+            };
+            out.extend([Hint::on(id, "annotation_key", message)]);
         }
         if !value_is_kept(value) {
             let chars = value.as_str().map_or(0, |s| s.chars().count());
-            out.push(Hint::on(
+            out.extend([Hint::on(
                 id,
                 "annotation_value_too_long",
                 format!(
                     "annotation {key:?} is {chars} characters, over the 1,000 X-Ray keeps: \
                      put long values in metadata"
                 ),
-            ));
+            )]);
         }
     }
     annotations.len()
+}
+
+/// Hints as they are found: the first [`MAX_HINTS`] kept, the rest counted.
+#[derive(Debug, Default)]
+struct Collected {
+    hints: Vec<Hint>,
+    more: usize,
+}
+
+impl Extend<Hint> for Collected {
+    fn extend<I: IntoIterator<Item = Hint>>(&mut self, iter: I) {
+        for hint in iter {
+            if self.hints.len() < MAX_HINTS {
+                self.hints.push(hint);
+            } else {
+                self.more += 1;
+            }
+        }
+    }
 }
 
 /// Every hint for a trace: its documents in arrival order, and the ids of those whose parent
@@ -195,16 +225,17 @@ pub fn of_trace(docs: &[DocText<'_>], orphans: &[String]) -> Vec<Hint> {
             }
         });
     }
-    let mut hints = Vec::new();
+    let orphans: HashSet<&str> = orphans.iter().map(String::as_str).collect();
+    let mut hints = Collected::default();
     let mut annotations = 0;
     for (bytes, doc) in &parsed {
         let Some(doc_id) = doc.get("id").and_then(Value::as_str) else {
             continue;
         };
         hints.extend(size_hint(doc_id, *bytes));
-        if orphans.iter().any(|o| o == doc_id) {
+        if orphans.contains(doc_id) {
             if let Some(parent) = doc.get("parent_id").and_then(Value::as_str) {
-                hints.push(parent_hint(doc_id, parent));
+                hints.extend([parent_hint(doc_id, parent)]);
             }
         } else if let (Some(parent), Some(child)) = (
             doc.get("parent_id")
@@ -225,6 +256,7 @@ pub fn of_trace(docs: &[DocText<'_>], orphans: &[String]) -> Vec<Hint> {
             }
         });
     }
+    let Collected { mut hints, more } = hints;
     if annotations > MAX_ANNOTATIONS_PER_TRACE {
         hints.push(Hint {
             id: None,
@@ -235,9 +267,7 @@ pub fn of_trace(docs: &[DocText<'_>], orphans: &[String]) -> Vec<Hint> {
             ),
         });
     }
-    if hints.len() > MAX_HINTS {
-        let more = hints.len() - MAX_HINTS + 1;
-        hints.truncate(MAX_HINTS - 1);
+    if more > 0 {
         hints.push(Hint {
             id: None,
             rule: "more",
@@ -296,6 +326,8 @@ mod tests {
         for dropped in ["user-id", "user.id", "user id", "", "café", "a:b"] {
             assert!(!key_is_kept(dropped), "{dropped}");
         }
+        assert!(key_is_kept(&"k".repeat(500)));
+        assert!(!key_is_kept(&"k".repeat(501)), "longer than 500");
     }
 
     #[test]
@@ -426,11 +458,11 @@ mod tests {
         let doc = json!({"trace_id": "1-5f84c7a1-0123456789abcdef01234567", "id": "root",
             "name": "app", "start_time": 1.0, "end_time": 2.0, "subsegments": subsegments});
         let hints = trace(&[doc], &[]);
-        assert_eq!(hints.len(), MAX_HINTS);
+        assert_eq!(hints.len(), MAX_HINTS + 1);
         assert_eq!(hints.last().map(|h| h.rule), Some("more"));
         assert_eq!(
             hints.last().map(|h| h.message.as_str()),
-            Some("501 more hints not shown")
+            Some("500 more hints not shown")
         );
     }
 }

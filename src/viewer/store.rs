@@ -207,13 +207,28 @@ fn annotation_text(value: &Value) -> String {
     }
 }
 
+/// Whether `text` holds `needle` (lowercase), case aside; without allocating when `text` is
+/// ASCII (the list's filter runs over every name in the store, under its lock).
+fn contains_folded(text: &str, needle: &str) -> bool {
+    if text.is_ascii() && needle.is_ascii() {
+        let (text, needle) = (text.as_bytes(), needle.as_bytes());
+        needle.is_empty()
+            || text
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+    } else {
+        text.to_lowercase().contains(needle)
+    }
+}
+
 /// What the trace list shows: every trace, or those matching all of the filter's parts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
     /// Lowercased text found (case-insensitively) in the trace id, a node's name, or the
     /// root's URL or method.
     pub text: Option<String>,
-    /// Only traces with an error, fault or throttle somewhere.
+    /// Only traces with an error, fault or throttle somewhere, or a root status of 400 or more
+    /// (what the page marks).
     pub errors: bool,
     /// Only traces lasting at least this many seconds.
     pub min_duration: Option<f64>,
@@ -263,7 +278,7 @@ impl Filter {
     }
 
     fn matches(&self, trace: &Trace, summary: &Summary) -> bool {
-        if self.errors && !(summary.error || summary.fault || summary.throttle) {
+        if self.errors && !summary.has_error() {
             return false;
         }
         if let Some(min) = self.min_duration
@@ -285,7 +300,7 @@ impl Filter {
         match &self.text {
             None => true,
             Some(text) => {
-                let has = |s: &str| s.to_lowercase().contains(text.as_str());
+                let has = |s: &str| contains_folded(s, text);
                 has(&summary.trace_id)
                     || summary.url.as_deref().is_some_and(has)
                     || summary.method.as_deref().is_some_and(has)
@@ -329,6 +344,14 @@ pub struct Summary {
     pub orphans: usize,
     /// Grows with every change to the store; this trace's last.
     pub updated: u64,
+}
+
+impl Summary {
+    /// Whether the page marks this trace as failed: an error, fault or throttle somewhere, or
+    /// a root status of 400 or more.
+    pub fn has_error(&self) -> bool {
+        self.error || self.fault || self.throttle || self.status.is_some_and(|s| s >= 400)
+    }
 }
 
 /// One refused datagram.
@@ -616,10 +639,12 @@ impl Store {
             .then(|| inner.traces.get(&trace_id).map(|t| t.summary(&trace_id)))
             .flatten();
         self.report(&inner);
-        drop(inner);
+        // Sent under the lock, so a live stream sees changes in the store's order (never a
+        // trace after the clear that forgot it).
         if let Some(summary) = summary {
             let _ = self.events.send(Event::Trace(summary));
         }
+        drop(inner);
         Some(trace_id)
     }
 
@@ -684,8 +709,8 @@ impl Store {
             inner.refusals.pop_back();
         }
         inner.refusals.push_front(refusal.clone());
-        drop(inner);
         let _ = self.events.send(Event::Refused(refusal));
+        drop(inner);
     }
 
     /// Every trace's summary, the most recently updated first.
@@ -719,8 +744,8 @@ impl Store {
         inner.bytes = 0;
         inner.documents = 0;
         self.report(&inner);
-        drop(inner);
         let _ = self.events.send(Event::Cleared);
+        drop(inner);
         cleared
     }
 
@@ -775,6 +800,15 @@ mod tests {
 
     fn add(store: &Store, text: &Arc<str>) -> Option<String> {
         store.add(Format::Xray, Arc::clone(text), Arc::clone(text))
+    }
+
+    #[test]
+    fn the_text_filter_ignores_case_in_any_script() {
+        assert!(contains_folded("Checkout-DB", "kout-d"));
+        assert!(contains_folded("anything", ""));
+        assert!(!contains_folded("db", "dbx"));
+        assert!(contains_folded("Ödeme SERVİSİ", "ödeme"));
+        assert!(!contains_folded("Ödeme", "odeme"));
     }
 
     #[test]
