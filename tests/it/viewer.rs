@@ -527,6 +527,18 @@ async fn the_trace_page_marks_the_critical_path_steps_through_errors_and_answers
         daemon.send_segment(doc);
     }
     let row = |id: &str, depth: u32, name: &str| json!({"id": id, "depth": depth, "name": name});
+    // Where the clamp decides: under a parent ending at 0.98, `early` (0.4-1.0) and `late`
+    // (0.5-1.2) both end at 0.98 once clamped, and the tie goes to the one drawn first,
+    // `early`; unclamped, `late` would end last and be taken instead.
+    let clamp_trace = new_trace_id();
+    let [parent, early, late] = std::array::from_fn::<String, 3, _>(id);
+    let mut parent_node = node(&parent, "parent", 0.0, 0.98);
+    parent_node["trace_id"] = json!(clamp_trace);
+    parent_node["subsegments"] = json!([
+        node(&late, "late", 0.5, 1.2),
+        node(&early, "early", 0.4, 1.0)
+    ]);
+    daemon.send_segment(&parent_node.to_string());
     scenario(
         &daemon,
         "waterfall",
@@ -553,6 +565,12 @@ async fn the_trace_page_marks_the_critical_path_steps_through_errors_and_answers
             ],
             "trace_hints": ["too_many_annotations"],
             "download": documents,
+            "more_critical": [{
+                "trace_id": clamp_trace,
+                "rows": [row(&parent, 0, "parent"), row(&early, 1, "early"), row(&late, 1, "late")],
+                "critical": [parent, early],
+                "not_critical": [late],
+            }],
         }),
     )
     .await;

@@ -31,7 +31,9 @@ Part 2, the tools on the pages:
             the ends and into a collapsed parent; the keys j/k, h/l and 1-9/0; with
             expect["hints"] ([{id, rule}]) and expect["trace_hints"] (rules) the API's hints,
             exactly those, beside their rows, in the details and in the header; with
-            expect["download"] (the documents sent) the download link, fetched from the page.
+            expect["download"] (the documents sent) the download link, fetched from the page;
+            with expect["more_critical"] ([{trace_id, rows, critical, not_critical}]) the
+            critical path of more traces.
   keys      the list (at least two rows): ? opens and closes the keys' legend; / focuses the
             filter box, where j is text; Escape leaves it; j/k select rows; Enter opens the
             selected trace; / on a trace's page goes back to the filter box.
@@ -668,6 +670,10 @@ def scenario_waterfall(driver, base, expect):
         check_hints(driver, base, expect)
     if "download" in expect:
         check_download(driver, expect)
+    # More traces whose critical path to check ({trace_id, rows, critical, not_critical}).
+    for more in expect.get("more_critical", []):
+        open_trace(driver, base, more)
+        check_critical(driver, more)
 
 
 def list_state(driver):

@@ -545,30 +545,37 @@
     let order = 0;
     let unnamed = 0;
 
-    function visit(seg, doc, parentId, depthInDoc) {
-      if (!isObject(seg)) return;
-      const id = typeof seg.id === 'string' && seg.id !== '' ? seg.id : `(no id #${++unnamed})`;
-      const ownParent = typeof seg.parent_id === 'string' && seg.parent_id !== '' ? seg.parent_id : null;
-      const node = {
-        id,
-        seg,
-        doc,
-        parentId: parentId !== null ? parentId : ownParent,
-        embedded: depthInDoc > 0,
-        inProgress: seg.in_progress === true,
-        start: num(seg.start_time),
-        end: num(seg.end_time),
-        order: order++,
-        children: [],
-        missingParent: null,
-      };
-      const old = nodes.get(id);
-      if (!old || !(node.inProgress && !old.inProgress)) nodes.set(id, node);
-      if (Array.isArray(seg.subsegments)) {
-        for (const sub of seg.subsegments) visit(sub, doc, id, depthInDoc + 1);
+    // A document's segment and its nested subsegments, depth first in document order (a work
+    // list, not recursion: the nesting is the sender's).
+    function visit(segment, doc) {
+      const work = [{ seg: segment, parentId: null, embedded: false }];
+      while (work.length) {
+        const { seg, parentId, embedded } = work.pop();
+        if (!isObject(seg)) continue;
+        const id = typeof seg.id === 'string' && seg.id !== '' ? seg.id : `(no id #${++unnamed})`;
+        const ownParent = typeof seg.parent_id === 'string' && seg.parent_id !== '' ? seg.parent_id : null;
+        const node = {
+          id,
+          seg,
+          doc,
+          parentId: parentId !== null ? parentId : ownParent,
+          embedded,
+          inProgress: seg.in_progress === true,
+          start: num(seg.start_time),
+          end: num(seg.end_time),
+          order: order++,
+          children: [],
+          missingParent: null,
+        };
+        const old = nodes.get(id);
+        if (!old || !(node.inProgress && !old.inProgress)) nodes.set(id, node);
+        if (Array.isArray(seg.subsegments)) {
+          const subs = seg.subsegments;
+          for (let i = subs.length - 1; i >= 0; i--) work.push({ seg: subs[i], parentId: id, embedded: true });
+        }
       }
     }
-    for (const doc of docs) if (isObject(doc)) visit(doc.segment, doc, null, 0);
+    for (const doc of docs) if (isObject(doc)) visit(doc.segment, doc);
 
     const roots = [];
     for (const node of nodes.values()) {
@@ -586,24 +593,29 @@
       return sa - sb || a.order - b.order;
     };
 
-    // Depth-first into display order; `seen` guards against parent_id cycles, whose members
-    // no root reaches: they are added as roots afterwards.
+    // Depth-first into display order, with a work list (a parent_id chain can be as deep as
+    // the trace is long); `seen` guards against parent_id cycles, whose members no root
+    // reaches: they are added as roots afterwards.
     const rows = [];
     const seen = new Set();
-    function walk(node, depth) {
-      if (seen.has(node)) return;
-      seen.add(node);
-      rows.push({ node, depth });
-      node.children.sort(byStart);
-      for (const child of node.children) walk(child, depth + 1);
+    function walk(top) {
+      const work = [{ node: top, depth: 0 }];
+      while (work.length) {
+        const { node, depth } = work.pop();
+        if (seen.has(node)) continue;
+        seen.add(node);
+        rows.push({ node, depth });
+        node.children.sort(byStart);
+        for (let i = node.children.length - 1; i >= 0; i--) work.push({ node: node.children[i], depth: depth + 1 });
+      }
     }
     roots.sort(byStart);
-    for (const root of roots) walk(root, 0);
+    for (const root of roots) walk(root);
     for (const node of nodes.values()) {
       if (!seen.has(node)) {
         node.missingParent = node.parentId;
         roots.push(node);
-        walk(node, 0);
+        walk(node);
       }
     }
 
@@ -635,37 +647,73 @@
   // From a root (a node whose parent is not missing), among its children take the one that
   // ends last (its end clamped to the parent's), then again and again the child ending latest
   // at or before the start of the one taken before; each child taken is on the path and the
-  // walk goes on into it. A node without children ends the path there. A child with no start
-  // cannot be placed and is never taken; an open one ends "now", that is at its parent's end.
+  // walk goes on into it (with its clamped end). A node without children ends the path there.
+  // A child with no start cannot be placed and is never taken; an open one ends "now", that
+  // is at its parent's end. A tie on the end goes to the child drawn first (the earlier start).
+  //
+  // The children are sorted by their clamped end once: each pick is then the first one not
+  // yet taken from where the ends reach the limit (a binary search, then a skip over the taken
+  // ones): O(k log k) for k children, where scanning them all for every pick was O(k²). The
+  // tree is walked with a work list, in the order a recursion would take.
   function criticalPath(tree) {
     const path = new Set();
     const endOf = (node) => (node.end !== null ? node.end : node.inProgress ? Infinity : node.start);
-    function walk(node, end) {
-      path.add(node.id);
+
+    // The children on the path under `node`, which ends at `end`, as [{ child, end }].
+    function picks(node, end) {
       const candidates = [];
       for (const child of node.children) {
         if (child.start === null || path.has(child.id)) continue;
-        candidates.push({ child, end: Math.min(endOf(child), end), taken: false });
+        candidates.push({ child, end: Math.min(endOf(child), end) });
       }
+      // Latest end first; a stable sort keeps the display order (earlier start) on a tie.
+      candidates.sort((a, b) => (a.end === b.end ? 0 : a.end > b.end ? -1 : 1));
+      const k = candidates.length;
+      // next[i]: the first candidate at or after i not yet taken (k: none), path-compressed.
+      const next = Array.from({ length: k + 1 }, (_, i) => i);
+      const untaken = (i) => {
+        let root = i;
+        while (next[root] !== root) root = next[root];
+        while (next[i] !== root) {
+          const up = next[i];
+          next[i] = root;
+          i = up;
+        }
+        return root;
+      };
+      // The first candidate ending at or before `limit`.
+      const firstWithin = (limit) => {
+        let lo = 0;
+        let hi = k;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (candidates[mid].end > limit) lo = mid + 1;
+          else hi = mid;
+        }
+        return lo;
+      };
       const taken = [];
       let limit = Infinity;
       for (;;) {
-        let best = null;
-        for (const c of candidates) {
-          if (c.taken || c.end > limit) continue;
-          if (best === null || c.end > best.end) best = c; // a tie keeps the earlier start
-        }
-        if (best === null) break;
-        best.taken = true;
-        taken.push(best);
-        limit = best.child.start;
+        const i = untaken(firstWithin(limit));
+        if (i >= k) break;
+        next[i] = i + 1;
+        taken.push(candidates[i]);
+        limit = candidates[i].child.start;
       }
-      for (const c of taken) walk(c.child, c.end);
+      return taken;
     }
+
     for (const root of tree.roots) {
       if (root.missingParent !== null) continue;
-      const end = endOf(root);
-      walk(root, end === null ? Infinity : end);
+      const rootEnd = endOf(root);
+      const work = [{ node: root, end: rootEnd === null ? Infinity : rootEnd }];
+      while (work.length) {
+        const { node, end } = work.pop();
+        path.add(node.id);
+        const taken = picks(node, end);
+        for (let i = taken.length - 1; i >= 0; i--) work.push({ node: taken[i].child, end: taken[i].end });
+      }
     }
     return path;
   }
@@ -1031,12 +1079,18 @@
     return table;
   }
 
-  // An object's leaves as dotted keys: {request: {method: "GET"}} -> [["request.method", "GET"]].
+  // An object's leaves as dotted keys: {request: {method: "GET"}} -> [["request.method", "GET"]],
+  // in key order, depth first (a work list, not recursion: the nesting is the sender's).
   function flatten(value, prefix, out) {
-    if (isObject(value)) {
-      for (const key of Object.keys(value)) flatten(value[key], prefix ? prefix + '.' + key : key, out);
-    } else {
-      out.push([prefix, typeof value === 'string' ? value : JSON.stringify(value)]);
+    const work = [[value, prefix]];
+    while (work.length) {
+      const [v, at] = work.pop();
+      if (isObject(v)) {
+        const keys = Object.keys(v);
+        for (let i = keys.length - 1; i >= 0; i--) work.push([v[keys[i]], at ? at + '.' + keys[i] : keys[i]]);
+      } else {
+        out.push([at, typeof v === 'string' ? v : JSON.stringify(v)]);
+      }
     }
     return out;
   }
