@@ -776,6 +776,7 @@
   // ---------------------------------------------------------------- one trace: rendering
 
   let rowRefs = []; // { node, bar, duration } of the drawn rows, for layout()
+  let rowIndex = new Map(); // node id -> its index in rowRefs
   let tickTimer = null;
 
   function renderTrace() {
@@ -786,6 +787,7 @@
       body.hidden = true;
       message.hidden = false;
       rowRefs = [];
+      rowIndex = new Map();
       stopTicking();
       if (!t || t.status === 'loading') message.textContent = 'Loading…';
       else if (t.status === 'missing')
@@ -905,6 +907,7 @@
   function renderWaterfall(tree) {
     const frag = document.createDocumentFragment();
     rowRefs = [];
+    rowIndex = new Map();
     for (const { node, depth } of tree.rows) {
       const row = el('div', 'span-row');
       row.setAttribute('data-id', node.id);
@@ -956,6 +959,7 @@
           select(node.id);
         }
       });
+      rowIndex.set(node.id, rowRefs.length);
       rowRefs.push({ node, row, bar, duration, depth, toggle });
       frag.appendChild(row);
     }
@@ -1318,8 +1322,10 @@
 
   // ---------------------------------------------------------------- one trace: moving around
 
+  // The index in rowRefs of node `id`'s row, -1 when it has none.
   function refIndex(id) {
-    return rowRefs.findIndex((ref) => ref.node.id === id);
+    const index = rowIndex.get(id);
+    return index === undefined ? -1 : index;
   }
 
   // The row drawn just above row `index` with a smaller depth: its parent in the waterfall.
@@ -1611,6 +1617,7 @@
     writeFilterInputs();
     state.trace = null;
     rowRefs = [];
+    rowIndex = new Map();
     stopTicking();
     document.title = 'X-Ray daemon: traces';
     $('trace-view').hidden = true;
