@@ -29,7 +29,8 @@
   const RESYNC_MS = 30000; // full list refetch: catches evictions, refreshes store stats
   const TICK_MS = 250; // in-progress bars grow at this pace
   const FILTER_TYPING_MS = 300; // a filter box applies this long after the last keystroke
-  const FILTERED_RELOAD_MS = 300; // live changes under a filter: one refetch per this long
+  const FILTERED_RELOAD_MS = 1000; // live changes under a filter: one refetch per this long
+  // (each makes the server go through its whole store)
 
   const state = {
     traces: new Map(), // trace_id -> Summary
@@ -350,13 +351,14 @@
   });
 
   // Under a filter a live change cannot be placed by the page (does the trace still match?):
-  // the server is asked again, at most once per FILTERED_RELOAD_MS.
+  // the server is asked again, at most once per FILTERED_RELOAD_MS. Not while paused (one
+  // scheduled just before the pause waits for the resume, which loads the list anyway).
   let filteredTimer = null;
   function scheduleFilteredReload() {
     if (filteredTimer !== null) return;
     filteredTimer = setTimeout(() => {
       filteredTimer = null;
-      loadList();
+      if (!state.paused) loadList();
     }, FILTERED_RELOAD_MS);
   }
 
