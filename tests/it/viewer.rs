@@ -583,11 +583,12 @@ async fn the_trace_page_marks_the_critical_path_steps_through_errors_and_answers
 /// The list's tools: a filter typed in (text, errors only, a minimum duration, an
 /// annotation), kept in the URL across a reload, and applied by the server to live traces too;
 /// live updates paused (counted, not shown) and resumed; JSON Lines files loaded by a drop and
-/// through the file input; Clear all, asked twice.
+/// through the file input, and one larger than the store (1 MiB here) refused by the page
+/// itself; Clear all, asked twice.
 #[tokio::test]
 async fn the_list_filters_pauses_loads_files_and_clears() {
     let daemon = Daemon::builder()
-        .args(["--viewer", "--sink", "stdout"])
+        .args(["--viewer", "--sink", "stdout", "--viewer-memory", "1"])
         .start()
         .await;
     let t = 1764662400.0_f64;
@@ -670,12 +671,18 @@ async fn the_list_filters_pauses_loads_files_and_clears() {
             ],
         })
     };
+    // Larger than the store: documents enough to pass 1 MiB.
+    let line = json!({"trace_id": new_trace_id(), "id": new_segment_id(), "name": "too-large", "start_time": t, "end_time": t + 0.1}).to_string() + "\n";
+    let too_large = daemon.dir().join("too-large.jsonl");
+    std::fs::write(&too_large, line.repeat((1 << 20) / line.len() + 1))
+        .unwrap_or_else(|e| panic!("write {}: {e}", too_large.display()));
     scenario(
         &daemon,
         "load",
         json!({
             "drop": file("dropped.jsonl", "dropped", true),
             "pick": file("picked.jsonl", "picked", false),
+            "too_large": {"path": too_large, "budget_mib": 1},
         }),
     )
     .await;

@@ -47,6 +47,9 @@ Part 2, the tools on the pages:
   load      expect["drop"] and expect["pick"] ({path, kept, skipped, trace_id, rows}): a JSON
             Lines file dropped on the page (a DragEvent with the File), then one given to the
             file input: "Loaded N documents (M skipped)", its trace listed, opened, its rows.
+            With expect["too_large"] ({path, budget_mib}), a file larger than the store given
+            to the file input: the page says so ("… is larger than the viewer's store (N MiB)
+            …") and sends nothing.
   clear     Clear all… asks first (Cancel keeps everything); Yes empties the list and the store.
 
 After every browser scenario, any console entry of level WARNING or SEVERE fails it, and a
@@ -912,6 +915,39 @@ def scenario_load(driver, base, expect):
     pick = expect["pick"]
     driver.find_element("id", "file-input").send_keys(pick["path"])
     loaded(driver, base, pick, "picking the file")
+
+    if "too_large" in expect:
+        check_too_large(driver, base, expect["too_large"])
+
+
+def check_too_large(driver, base, too_large):
+    """too_large: {path, budget_mib}, a file larger than the store: the page says so and does
+    not send it (the server would answer 413, which the console would show)."""
+    driver.find_element("id", "back").click()
+    wait_for(
+        driver,
+        "the store's figures (#store-stats), which give its budget",
+        lambda: driver.find_element("id", "list-view").is_displayed()
+        and "of" in driver.find_element("id", "store-stats").text,
+        lambda: page_text(driver),
+    )
+    before = api_json(base, "traces")["store"]["documents"]
+    driver.find_element("id", "file-input").send_keys(too_large["path"])
+    name = os.path.basename(too_large["path"])
+    text = (
+        f"{name} is larger than the viewer's store ({too_large['budget_mib']} MiB): "
+        "start the daemon with a larger --viewer-memory"
+    )
+    wait_for(
+        driver,
+        f"the notice {text!r}",
+        lambda: text in driver.find_element("id", "notice").text
+        and "notice-error" in (driver.find_element("id", "notice").get_attribute("class") or ""),
+        lambda: "The notice said: " + page_text(driver, "notice"),
+    )
+    after = api_json(base, "traces")["store"]["documents"]
+    if after != before:
+        raise Failure(f"the store went from {before} to {after} documents: the file was sent")
 
 
 def scenario_clear(driver, base, expect):

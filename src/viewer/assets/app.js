@@ -1489,24 +1489,44 @@
 
   // ---------------------------------------------------------------- loading files, clearing
 
-  // Sends JSON Lines files to the server (one request each), which adds their documents to
-  // the store; the live stream then brings them, and the list is loaded again in any case
-  // (live updates may be paused).
+  // A byte budget in MiB, as --viewer-memory takes it: "16", or "0.5" for an odd one.
+  function fmtMiB(bytes) {
+    const mib = bytes / (1024 * 1024);
+    return Number.isInteger(mib) ? String(mib) : mib.toFixed(1);
+  }
+
+  // Sends JSON Lines files to the server (one request each, the File itself as the body, which
+  // the browser streams: the page never holds the file), which adds their documents to the
+  // store; the live stream then brings them, and the list is loaded again in any case (live
+  // updates may be paused). A file larger than the whole store (its budget as the last list
+  // gave it) is not sent: the server would refuse it.
   async function importFiles(files) {
     if (!files.length) return;
-    const names = files.map((f) => f.name).join(', ');
+    const budget = state.store ? num(state.store.budget_bytes) : null;
+    const tooLarge = budget === null ? [] : files.filter((f) => f.size > budget);
+    const sending = files.filter((f) => !tooLarge.includes(f));
+    const refusal = tooLarge.length
+      ? `${tooLarge.map((f) => f.name).join(', ')} ${tooLarge.length === 1 ? 'is' : 'are'} larger than the ` +
+        `viewer's store (${fmtMiB(budget)} MiB): start the daemon with a larger --viewer-memory.`
+      : '';
+    if (!sending.length) {
+      notice(refusal, true);
+      return;
+    }
+    const names = sending.map((f) => f.name).join(', ');
     notice(`Loading ${names}…`);
     let kept = 0;
     let skipped = 0;
     try {
-      for (const file of files) {
-        const answer = await postJSON('import', await file.arrayBuffer(), 'application/x-ndjson');
+      for (const file of sending) {
+        const answer = await postJSON('import', file, 'application/x-ndjson');
         kept += num(answer && answer.kept) || 0;
         skipped += num(answer && answer.skipped) || 0;
       }
-      notice(`Loaded ${plural(kept, 'document', 'documents')} (${skipped} skipped) from ${names}.`);
+      const loaded = `Loaded ${plural(kept, 'document', 'documents')} (${skipped} skipped) from ${names}.`;
+      notice(refusal ? loaded + ' ' + refusal : loaded, Boolean(refusal));
     } catch (err) {
-      notice(`Could not load ${names}: ${errorMessage(err)}`, true);
+      notice(`Could not load ${names}: ${errorMessage(err)}` + (refusal ? ' ' + refusal : ''), true);
     }
     loadList();
     if (state.route.view === 'trace') loadTrace();
