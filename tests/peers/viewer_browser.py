@@ -35,7 +35,8 @@ Part 2, the tools on the pages:
             with expect["more_critical"] ([{trace_id, rows, critical, not_critical}]) the
             critical path of more traces.
   keys      the list (at least two rows): ? opens and closes the keys' legend; / focuses the
-            filter box, where j is text; Escape leaves it; j/k select rows; Enter opens the
+            filter box, where j is text (and, once typing pauses, the filter: #/?q=j);
+            Backspace takes it off again; Escape leaves the box; j/k select rows; Enter opens the
             selected trace; / on a trace's page goes back to the filter box.
   filter    types expect["q"], ticks errors only, types expect["min_ms"] and
             expect["annotation"]; then only expect["matching"] is listed and the fragment is
@@ -734,7 +735,7 @@ def scenario_keys(driver, base, expect):
     press(driver, Keys.ESCAPE)
     wait_list(
         driver,
-        "Escape to leave the box, the filter off",
+        "Escape to leave the box, and the emptied box to take the filter off (q=j gone)",
         lambda s: s["focus"] != "filter-q" and s["hash"] in ("", "#/"),
     )
     wait_list(driver, "every row back", lambda s: len(s["rows"]) >= 2)
@@ -761,6 +762,8 @@ def scenario_keys(driver, base, expect):
         lambda s: s["focus"] == "filter-q" and s["rows"],
     )
 
+    # The filter applies once typing pauses: wait for it, so that taking it off is seen.
+    wait_list(driver, "the typed j to become the filter (#/?q=j)", lambda s: s["hash"] == "#/?q=j")
 
 def scenario_filter(driver, base, expect):
     """expect: all (ids listed at first), q, errors, min_ms, annotation (typed in), hash (the
