@@ -31,9 +31,10 @@ Part 2, the tools on the pages:
             the ends and into a collapsed parent; the keys j/k, h/l and 1-9/0; with
             expect["hints"] ([{id, rule}]) and expect["trace_hints"] (rules) the API's hints,
             exactly those, beside their rows, in the details and in the header; with
-            expect["download"] (the documents sent) the download link, fetched from the page;
-            with expect["more_critical"] ([{trace_id, rows, critical, not_critical}]) the
-            critical path of more traces.
+            expect["download"] (the documents sent) the download link, fetched from the page
+            and clicked (the file saved under the server's name, trace-<id>.jsonl); with
+            expect["more_critical"] ([{trace_id, rows, critical, not_critical}]) the critical
+            path of more traces.
   keys      the list (at least two rows): ? opens and closes the keys' legend; / focuses the
             filter box, where j is text (and, once typing pauses, the filter: #/?q=j);
             Backspace takes it off again; Escape leaves the box; j/k select rows; Enter opens the
@@ -632,16 +633,20 @@ def check_hints(driver, base, expect):
             )
 
 
-def check_download(driver, expect):
-    """The trace page's download link: right URL, a download attribute, and (fetched from the
-    page) the documents sent, one per line."""
+def check_download(driver, expect, downloads):
+    """The trace page's download link: right URL, an empty download attribute (the name is the
+    server's), and the documents sent, one per line, both fetched from the page and saved by a
+    click as the server's Content-Disposition names the file (into `downloads`)."""
     link = driver.find_element("id", "download")
     href = link.get_attribute("href") or ""
     path = "/daemon/viewer/api/traces/" + urllib.parse.quote(expect["trace_id"], safe="") + "/download"
     if not href.endswith(path):
         raise Failure(f"the download link points at {href!r}, expected …{path}")
-    if not link.get_attribute("download"):
-        raise Failure("the download link has no download attribute")
+    attribute = driver.execute_script(
+        "return arguments[0].hasAttribute('download') ? arguments[0].getAttribute('download') : null;", link
+    )
+    if attribute != "":
+        raise Failure(f"the download link's download attribute is {attribute!r}, expected present and empty")
     got = driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "fetch(arguments[0]).then(async r => done({status: r.status, type: r.headers.get('content-type'),"
@@ -655,13 +660,35 @@ def check_download(driver, expect):
         raise Failure(f"{href} answered Content-Type {got.get('type')!r}, expected application/x-ndjson")
     if "attachment" not in (got.get("disposition") or ""):
         raise Failure(f"{href} answered Content-Disposition {got.get('disposition')!r}, expected an attachment")
-    lines = got["text"].split("\n")
+    check_lines(href, got["text"], expect["download"])
+
+    # A click saves the file under the server's name (Chromium would name it after the URL,
+    # `download`, if it ignored the header).
+    name = "trace-" + "".join(c for c in expect["trace_id"] if c.isascii() and (c.isalnum() or c in "-_")) + ".jsonl"
+    link.click()
+    saved = os.path.join(downloads, name)
+    wait_for(
+        driver,
+        f"the click on the download link to save {saved}",
+        lambda: os.path.isfile(saved) and not any(f.endswith(".crdownload") for f in os.listdir(downloads)),
+        lambda: f"{downloads} holds {sorted(os.listdir(downloads))}",
+    )
+    others = sorted(f for f in os.listdir(downloads) if f != name)
+    if others:
+        raise Failure(f"the click saved other files than {name}: {others}")
+    with open(saved, encoding="utf-8") as f:
+        check_lines(saved, f.read(), expect["download"])
+
+
+def check_lines(where, text, documents):
+    """`text` holds `documents`, one per line (in any order)."""
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if sorted(lines) != sorted(expect["download"]):
+    if sorted(lines) != sorted(documents):
         raise Failure(
-            f"{href} gave {len(lines)} lines, expected the {len(expect['download'])} documents sent\n"
-            f"got:      {lines!r}\nexpected: {expect['download']!r}"
+            f"{where} gave {len(lines)} lines, expected the {len(documents)} documents sent\n"
+            f"got:      {lines!r}\nexpected: {documents!r}"
         )
 
 
@@ -673,7 +700,11 @@ def scenario_waterfall(driver, base, expect):
     if "hints" in expect:
         check_hints(driver, base, expect)
     if "download" in expect:
-        check_download(driver, expect)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="viewer-downloads-") as downloads:
+            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": downloads})
+            check_download(driver, expect, downloads)
     # More traces whose critical path to check ({trace_id, rows, critical, not_critical}).
     for more in expect.get("more_critical", []):
         open_trace(driver, base, more)
@@ -731,6 +762,8 @@ def scenario_keys(driver, base, expect):
         raise Failure(f"j typed in the filter box: its value is {value!r} and the list selection {selected}")
     from selenium.webdriver.common.keys import Keys
 
+    # The filter applies once typing pauses: wait for it, so that taking it off is seen.
+    wait_list(driver, "the typed j to become the filter (#/?q=j)", lambda s: s["hash"] == "#/?q=j")
     press(driver, Keys.BACKSPACE)
     press(driver, Keys.ESCAPE)
     wait_list(
@@ -762,8 +795,6 @@ def scenario_keys(driver, base, expect):
         lambda s: s["focus"] == "filter-q" and s["rows"],
     )
 
-    # The filter applies once typing pauses: wait for it, so that taking it off is seen.
-    wait_list(driver, "the typed j to become the filter (#/?q=j)", lambda s: s["hash"] == "#/?q=j")
 
 def scenario_filter(driver, base, expect):
     """expect: all (ids listed at first), q, errors, min_ms, annotation (typed in), hash (the

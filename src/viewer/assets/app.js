@@ -848,7 +848,8 @@
     download.id = 'download';
     // The id only encoded, so the link stays under the API's path (see the top).
     download.setAttribute('href', API + 'traces/' + encodeURIComponent(t.id) + '/download');
-    download.setAttribute('download', 'trace-' + t.id.replace(/[^A-Za-z0-9._-]/g, '_') + '.jsonl');
+    // Empty: the file's name is the server's (its Content-Disposition), one rule in one place.
+    download.setAttribute('download', '');
     download.setAttribute('title', 'Every document of this trace, one per line, as received');
     tools.appendChild(download);
 
