@@ -395,7 +395,8 @@ pub struct StoreStats {
     pub evicted_traces: u64,
     /// The oldest documents of a trace that alone filled the budget, forgotten, since start.
     pub evicted_documents: u64,
-    /// Documents not kept: larger than the whole budget, open after their complete one, or
+    /// Documents not kept: without a `trace_id` and an `id`, nested deeper than the JSON
+    /// reader's 128 levels, larger than the whole budget, open after their complete one, or
     /// past [`MAX_DOCUMENTS_PER_TRACE`].
     pub skipped_documents: u64,
 }
@@ -566,14 +567,17 @@ impl Store {
     /// X-Ray document). Returns the trace id, or `None` when it was not kept (not a segment
     /// with ids, larger than the budget, or open after its complete document).
     pub fn add(&self, format: Format, raw: Arc<str>, segment: Arc<str>) -> Option<String> {
-        let facts = Facts::read(&segment)?;
-        let cost = cost_of(format, &raw, &segment) + facts.cost();
+        let facts = Facts::read(&segment);
         let mut inner = self.lock();
         let skip = |inner: &mut Inner| {
             inner.skipped += 1;
             self.report(inner);
             None
         };
+        let Some(facts) = facts else {
+            return skip(&mut inner);
+        };
+        let cost = cost_of(format, &raw, &segment) + facts.cost();
         if cost > self.budget {
             return skip(&mut inner);
         }
@@ -800,6 +804,22 @@ mod tests {
 
     fn add(store: &Store, text: &Arc<str>) -> Option<String> {
         store.add(Format::Xray, Arc::clone(text), Arc::clone(text))
+    }
+
+    #[test]
+    fn documents_without_ids_or_nested_too_deep_are_counted_as_skipped() {
+        let store = Store::new(1 << 20, Arc::new(Stats::new()));
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        let nested = segment(
+            TRACE,
+            "00000000000000a1",
+            &format!(r#","metadata":{{"x":{deep}}}"#),
+        );
+        let no_id: Arc<str> = Arc::from(r#"{"trace_id":"1-5f84c7a1-0123456789abcdef01234567"}"#);
+        assert_eq!(add(&store, &nested), None);
+        assert_eq!(add(&store, &no_id), None);
+        let stats = store.stats();
+        assert_eq!((stats.documents, stats.skipped_documents), (0, 2));
     }
 
     #[test]
