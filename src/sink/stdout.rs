@@ -87,30 +87,54 @@ fn lines(batch: &[Item], link: Option<&str>) -> String {
 /// Formats the summary line of one document (without the newline).
 pub fn summary_line(doc: &[u8]) -> String {
     // Documents were checked to be JSON objects on the way in; a field of an unexpected type
-    // prints as missing.
-    let v: Value = serde_json::from_slice(doc).unwrap_or(Value::Null);
-    let text = |k: &str| v.get(k).and_then(Value::as_str);
-    let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let time = |k: &str| v.get(k).and_then(Value::as_f64);
-    let duration = match (time("start_time"), time("end_time")) {
-        _ if flag("in_progress") => "in progress".to_owned(),
+    // prints as missing. Only the top level's fields are read: the rest (metadata, however
+    // deeply nested) is skipped, not built.
+    let f: Fields = serde_json::from_slice(doc).unwrap_or_default();
+    fn text(v: &Option<Value>) -> Option<&str> {
+        v.as_ref().and_then(Value::as_str)
+    }
+    let flag = |v: &Option<Value>| v.as_ref().and_then(Value::as_bool).unwrap_or(false);
+    let time = |v: &Option<Value>| v.as_ref().and_then(Value::as_f64);
+    let duration = match (time(&f.start_time), time(&f.end_time)) {
+        _ if flag(&f.in_progress) => "in progress".to_owned(),
         (Some(a), Some(b)) => format!("{:.1} ms", (b - a) * 1000.0),
         _ => "-".to_owned(),
     };
     let mut line = format!(
         "{} {} {} {:?} {duration}",
-        text("trace_id").unwrap_or("-"),
-        text("id").unwrap_or("-"),
-        text("type").unwrap_or("segment"),
-        text("name").unwrap_or("-"),
+        text(&f.trace_id).unwrap_or("-"),
+        text(&f.id).unwrap_or("-"),
+        text(&f.kind).unwrap_or("segment"),
+        text(&f.name).unwrap_or("-"),
     );
-    for word in ["error", "fault", "throttle"] {
-        if flag(word) {
+    for (word, set) in [
+        ("error", &f.error),
+        ("fault", &f.fault),
+        ("throttle", &f.throttle),
+    ] {
+        if flag(set) {
             line.push(' ');
             line.push_str(word);
         }
     }
     line
+}
+
+/// The fields of a document a summary line shows.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct Fields {
+    trace_id: Option<Value>,
+    id: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    name: Option<Value>,
+    start_time: Option<Value>,
+    end_time: Option<Value>,
+    in_progress: Option<Value>,
+    error: Option<Value>,
+    fault: Option<Value>,
+    throttle: Option<Value>,
 }
 
 impl Sink for StdoutSink {
@@ -152,5 +176,12 @@ mod tests {
         let line =
             summary_line(br#"{"type":"subsegment","in_progress":true,"error":true,"name":5}"#);
         assert_eq!(line, "- - subsegment \"-\" in progress error");
+        // Metadata nested past the JSON reader's 128 levels is skipped, not read.
+        let deep = "[".repeat(5000) + &"]".repeat(5000);
+        let doc = format!(
+            r#"{{"trace_id":"1-a-b","id":"c","name":"deep","metadata":{deep},"start_time":1,"end_time":2}}"#
+        );
+        let line = summary_line(doc.as_bytes());
+        assert_eq!(line, "1-a-b c segment \"deep\" 1000.0 ms");
     }
 }
