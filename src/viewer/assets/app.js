@@ -350,39 +350,41 @@
     renderStore();
   });
 
+  // A job run once, `wait` ms (or what `wait()` returns) after the first of any calls made
+  // before it runs: a burst of changes costs one run.
+  function deferred(wait, job) {
+    let timer = null;
+    return function schedule() {
+      if (timer !== null) return;
+      timer = setTimeout(() => {
+        timer = null;
+        job();
+      }, typeof wait === 'function' ? wait() : wait);
+    };
+  }
+
   // Under a filter a live change cannot be placed by the page (does the trace still match?):
   // the server is asked again, at most once per FILTERED_RELOAD_MS. Not while paused (one
   // scheduled just before the pause waits for the resume, which loads the list anyway).
-  let filteredTimer = null;
-  function scheduleFilteredReload() {
-    if (filteredTimer !== null) return;
-    filteredTimer = setTimeout(() => {
-      filteredTimer = null;
-      if (!state.paused) loadList();
-    }, FILTERED_RELOAD_MS);
-  }
+  const scheduleFilteredReload = deferred(FILTERED_RELOAD_MS, () => {
+    if (!state.paused) loadList();
+  });
 
   // After changes, a fresh snapshot at most every few seconds: it brings the store's figures
   // (documents, bytes, evictions) that the stream does not carry.
-  let resyncTimer = null;
-  function scheduleResync() {
-    if (resyncTimer !== null) return;
-    resyncTimer = setTimeout(() => {
-      resyncTimer = null;
-      if (!state.paused) loadList();
-    }, 5000);
-  }
+  const scheduleResync = deferred(5000, () => {
+    if (!state.paused) loadList();
+  });
 
   // ---------------------------------------------------------------- list rendering
 
-  let listTimer = null;
-  function scheduleListRender() {
-    if (listTimer !== null) return;
-    listTimer = setTimeout(() => {
-      listTimer = null;
+  // A long list is costly to redraw: batch more.
+  const scheduleListRender = deferred(
+    () => (state.traces.size > 200 ? 250 : 50),
+    () => {
       if (state.route.view === 'list') renderList();
-    }, state.traces.size > 200 ? 250 : 50); // a long list is costly to redraw: batch more
-  }
+    },
+  );
 
   function renderStore() {
     const s = state.store;
