@@ -34,6 +34,7 @@
 //! more than the store's event backlog behind gets a `reload` event. Shutdown ends the streams
 //! with their connections.
 
+mod api;
 pub mod hints;
 pub mod store;
 
@@ -47,8 +48,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{
-    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST,
-    HeaderValue, LOCATION, ORIGIN, SET_COOKIE,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST, HeaderValue, LOCATION,
+    SET_COOKIE,
 };
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use serde::Serialize;
@@ -260,14 +261,8 @@ impl Viewer {
         }
         let rest = path.strip_prefix(BASE).unwrap_or("");
         if req.method() == Method::POST {
-            if let Err(message) = same_origin(req.headers()) {
-                return text(StatusCode::FORBIDDEN, message);
-            }
-            return secure(match rest {
-                "api/import" => self.import(req).await,
-                "api/clear" => json(&serde_json::json!({ "cleared": self.store.clear() })),
-                _ => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n"),
-            });
+            let rest = rest.to_owned();
+            return secure(self.post(&rest, req).await);
         }
         let head = req.method() == Method::HEAD;
         let resp = match rest {
@@ -275,115 +270,14 @@ impl Viewer {
             "app.js" => asset("text/javascript; charset=utf-8", APP_JS),
             "app.css" => asset("text/css; charset=utf-8", APP_CSS),
             "favicon.svg" => asset("image/svg+xml", FAVICON),
-            "api/traces" => match Filter::parse(uri.query()) {
-                Ok(filter) => json(&ListAnswer {
-                    traces: self.store.summaries_matching(&filter),
-                    filtered: !filter.is_empty(),
-                    refused: self.store.refusals(),
-                    store: self.store.stats(),
-                }),
-                Err(message) => text_owned(StatusCode::BAD_REQUEST, message + "\n"),
-            },
+            "api/traces" => self.list(uri.query()),
             "api/events" if !head => self.live_stream(),
             _ => match rest.strip_prefix("api/traces/") {
-                Some(id) => {
-                    let (id, download) = match id.strip_suffix("/download") {
-                        Some(id) => (id, true),
-                        None => (id, false),
-                    };
-                    let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
-                    match self.store.trace(&id) {
-                        Some(view) if download => json_lines(&id, &view),
-                        Some(view) => json(&TraceAnswer::of(view)),
-                        None => text(
-                            StatusCode::NOT_FOUND,
-                            "no such trace in the viewer's store (never received, or forgotten \
-                             to stay within --viewer-memory)\n",
-                        ),
-                    }
-                }
+                Some(id) => self.trace(id),
                 None => text(StatusCode::NOT_FOUND, "no such page in the trace viewer\n"),
             },
         };
         secure(resp)
-    }
-
-    /// `POST api/import`: a JSON Lines file (the `file` sink's format) into the store.
-    async fn import<B>(&self, req: Request<B>) -> Response<Body>
-    where
-        B: hyper::body::Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let json_lines = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case(JSON_LINES));
-        if !json_lines {
-            return text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the file as Content-Type: application/x-ndjson (JSON Lines, as --sink \
-                 file writes)\n",
-            );
-        }
-        if self.importing.swap(true, Ordering::AcqRel) {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "another file is being loaded into the viewer: try again when it is done\n",
-            );
-        }
-        let _done = Importing(&self.importing);
-        let cap = self.store.budget();
-        let body = match tokio::time::timeout(
-            IMPORT_READ,
-            http_body_util::Limited::new(req.into_body(), cap).collect(),
-        )
-        .await
-        {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return text_owned(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the file is larger than the viewer's store ({} MB, --viewer-memory): \
-                         load a smaller part of it, or start the daemon with a larger \
-                         --viewer-memory\n",
-                        cap >> 20
-                    ),
-                );
-            }
-            Ok(Err(e)) => {
-                return text_owned(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the file: {e}\n"),
-                );
-            }
-            Err(_) => {
-                return text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the file took over 60 s to arrive\n",
-                );
-            }
-        };
-        let store = Arc::clone(&self.store);
-        let loaded =
-            tokio::task::spawn_blocking(move || crate::sink::viewer::load_lines(&store, &body[..]))
-                .await;
-        match loaded {
-            Ok(Ok(loaded)) => json(&serde_json::json!({
-                "kept": loaded.kept,
-                "skipped": loaded.skipped,
-            })),
-            Ok(Err(e)) => text_owned(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the file: {e}\n"),
-            ),
-            Err(_) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "loading the file failed\n",
-            ),
-        }
     }
 
     /// The live stream of changes, if there is room for one more.
@@ -450,123 +344,6 @@ fn sse(event: &store::Event) -> String {
     };
     // JSON has no raw newline, so `data` is one line.
     format!("event: {name}\ndata: {}\n\n", data.unwrap_or_default())
-}
-
-/// Gives the import's place back when dropped.
-#[derive(Debug)]
-struct Importing<'a>(&'a AtomicBool);
-
-impl Drop for Importing<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-/// Whether a `POST` comes from the viewer's own page: its `Origin` (which browsers send with
-/// every `POST`) must be the request's own `Host` (over `http://`, or `https://` behind a
-/// proxy that ends TLS), so another site open in the same browser cannot clear or fill the
-/// store.
-fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
-    let header = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    let (Some(origin), Some(host)) = (header(ORIGIN), header(HOST)) else {
-        return Err("the viewer's POSTs come from its own page: this one has no Origin\n");
-    };
-    let site = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    match site {
-        Some(o) if o.eq_ignore_ascii_case(host) => Ok(()),
-        _ => Err("the viewer's POSTs come from its own page: this one came from another site\n"),
-    }
-}
-
-/// A trace as JSON Lines, the `file` sink's format: a download of it.
-fn json_lines(trace_id: &str, view: &store::TraceView) -> Response<Body> {
-    let mut body = String::new();
-    for doc in &view.documents {
-        // A newline inside a document is written as a space, as the file sink does.
-        body.extend(doc.raw.chars().map(|c| if c == '\n' { ' ' } else { c }));
-        body.push('\n');
-    }
-    let name: String = trace_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    let mut resp = Response::new(full(body));
-    let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_LINES));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"trace-{name}.jsonl\"")) {
-        headers.insert(CONTENT_DISPOSITION, v);
-    }
-    resp
-}
-
-#[derive(Debug, Serialize)]
-struct ListAnswer {
-    traces: Vec<store::Summary>,
-    /// Whether a filter chose these traces.
-    filtered: bool,
-    refused: Vec<store::Refusal>,
-    store: StoreStats,
-}
-
-#[derive(Debug, Serialize)]
-struct TraceAnswer {
-    trace_id: String,
-    summary: store::Summary,
-    orphans: Vec<String>,
-    documents: Vec<DocAnswer>,
-    hints: Vec<hints::Hint>,
-}
-
-#[derive(Debug, Serialize)]
-struct DocAnswer {
-    seq: u64,
-    format: Format,
-    raw: String,
-    segment: Box<serde_json::value::RawValue>,
-    received_at: f64,
-}
-
-impl TraceAnswer {
-    fn of(view: store::TraceView) -> Self {
-        let texts: Vec<hints::DocText<'_>> = view
-            .documents
-            .iter()
-            .map(|d| hints::DocText {
-                raw: &d.raw,
-                segment: &d.segment,
-            })
-            .collect();
-        let hints = hints::of_trace(&texts, &view.orphans);
-        TraceAnswer {
-            hints,
-            trace_id: view.summary.trace_id.clone(),
-            summary: view.summary,
-            orphans: view.orphans,
-            documents: view
-                .documents
-                .into_iter()
-                .filter_map(|d| {
-                    // The store kept only documents that parse.
-                    let segment =
-                        serde_json::value::RawValue::from_string(d.segment.to_string()).ok()?;
-                    Some(DocAnswer {
-                        seq: d.seq,
-                        format: d.format,
-                        raw: d.raw.to_string(),
-                        segment,
-                        received_at: d.received_at,
-                    })
-                })
-                .collect(),
-        }
-    }
 }
 
 fn query_suffix(uri: &Uri) -> String {
@@ -917,7 +694,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], "application/x-ndjson");
         assert_eq!(
-            headers[CONTENT_DISPOSITION],
+            headers[hyper::header::CONTENT_DISPOSITION],
             format!("attachment; filename=\"trace-1-5f84c7a1-{t}.jsonl\"").as_str()
         );
         assert_eq!(body, format!("{}\n{second}\n", first.replace('\n', " ")));
