@@ -5,7 +5,7 @@
 //! X-Ray document as the SDK sent it, or an OpenTelemetry span's OTLP JSON) and its X-Ray
 //! segment (the same text for an X-Ray document; the span's conversion for a span); refusals
 //! from the UDP receiver. Out: summaries and whole traces for the viewer's routes
-//! ([`super::http`]), and an [`Event`] on a broadcast channel for each change (the page's live
+//! ([`super::Viewer`]), and an [`Event`] on a broadcast channel for each change (the page's live
 //! stream).
 //!
 //! Rules (unit-tested below):
